@@ -1,0 +1,81 @@
+//! Typed errors of the runtime and the store.
+
+use uuid::Uuid;
+
+use courier_bus::BusError;
+
+/// What can go wrong when using the runtime, its client or its store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database refused or failed a statement, or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL names no supported database.
+    #[error(
+        "unsupported database URL {0:?}: expected sqlite://PATH or postgres://USER@HOST:PORT/DB"
+    )]
+    UnsupportedUrl(String),
+    /// No task has this id.
+    #[error("task {0} not found")]
+    NotFound(Uuid),
+    /// The request conflicts with the task's state (e.g. an event for a finished task).
+    #[error("{0}")]
+    Conflict(String),
+    /// A field of the request is invalid.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// No executor runs this kind of task.
+    #[error("unknown task kind {0:?}")]
+    UnknownKind(String),
+    /// A row held a value this build does not understand.
+    #[error("unexpected value in the database: {0}")]
+    Corrupt(String),
+    /// This executor no longer owns the task (its ownership epoch has passed).
+    #[error("task {0} is no longer owned by this executor")]
+    Fenced(Uuid),
+    /// The bus refused the message.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The runtime is shutting down.
+    #[error("the runtime has stopped")]
+    Stopped,
+}
+
+impl Error {
+    /// True for failures that may pass by themselves (a dropped connection, a
+    /// busy database, a server restarting): worth retrying with backoff.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Database(e) => is_transient_sqlx(e),
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // SQLite: BUSY (5) and its extended codes, LOCKED (6).
+            // PostgreSQL: connection exceptions (08…), serialization failure,
+            // deadlock, and the server shutting down (57P01..57P03).
+            code == "5"
+                || code == "6"
+                || code == "517"
+                || code == "261"
+                || code.starts_with("08")
+                || code == "40001"
+                || code == "40P01"
+                || code.starts_with("57P0")
+        }
+        _ => false,
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

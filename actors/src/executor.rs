@@ -1,0 +1,477 @@
+//! The executor actor: claims tasks, runs each as a [`TaskActor`], and keeps
+//! the promise that nothing committed is forgotten.
+//!
+//! Work reaches an executor two ways:
+//!
+//! - **push**: a `start_task` on `pool/<kind>` for each kind it runs. With a
+//!   free slot it claims that task (a conditional update; a duplicate or late
+//!   message loses the claim and is dropped).
+//! - **pull**: when a slot frees after it declined work, and on every sweep,
+//!   it claims the oldest pending tasks of its kinds. This is what recovers
+//!   tasks whose `start_task` was lost, and tasks left by a previous run of
+//!   the process.
+//!
+//! The periodic sweep also: declares executors dead whose heartbeat is older
+//! than `dead_after` (or whose process is gone, on this host) and puts their
+//! tasks back to `pending`; re-sends events that stayed undelivered; and
+//! re-sends sub-task reports to suspended parents, in case one was lost.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use courier_bus::{Address, Deliver};
+
+use crate::error::Result;
+use crate::kind::Registry;
+use crate::model::{now, Task};
+use crate::protocol::{envelope, pool_of, Bus, Msg};
+use crate::store::Store;
+use crate::task::{Abort, TaskActor, TaskDone};
+
+/// Tuning of an executor.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// Tasks run at once (suspended tasks count: they hold memory, not threads).
+    pub capacity: u32,
+    /// How often the executor records that it is alive.
+    pub heartbeat_interval: Duration,
+    /// An executor silent for this long is declared dead and its tasks taken over.
+    pub dead_after: Duration,
+    /// How often the recovery sweep runs.
+    pub sweep_interval: Duration,
+    /// An event still undelivered after this long is sent again.
+    pub redeliver_after: Duration,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            capacity: 256,
+            heartbeat_interval: Duration::from_secs(2),
+            dead_after: Duration::from_secs(8),
+            sweep_interval: Duration::from_secs(2),
+            redeliver_after: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct ExecutorActor {
+    id: String,
+    address: Address,
+    host: String,
+    config: ExecutorConfig,
+    registry: Registry,
+    kinds: Vec<String>,
+    store: Store,
+    bus: Bus,
+    running: HashMap<Uuid, Addr<TaskActor>>,
+    /// Claims in flight; they count against capacity.
+    claiming: u32,
+    /// Set when work may be waiting in the database (a `start_task` was
+    /// declined, or the last pull filled every slot).
+    maybe_pending: bool,
+    pulling: bool,
+    sweeping: bool,
+    stopping: bool,
+    /// Waiting for the last task actor to stop.
+    drained: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ExecutorActor {
+    pub(crate) fn new(
+        id: String,
+        host: String,
+        config: ExecutorConfig,
+        registry: Registry,
+        store: Store,
+        bus: Bus,
+    ) -> Self {
+        let kinds = registry.names();
+        ExecutorActor {
+            address: Address::Executor(id.clone()),
+            id,
+            host,
+            config,
+            registry,
+            kinds,
+            store,
+            bus,
+            running: HashMap::new(),
+            claiming: 0,
+            maybe_pending: true,
+            pulling: false,
+            sweeping: false,
+            stopping: false,
+            drained: Vec::new(),
+        }
+    }
+
+    fn free_slots(&self) -> u32 {
+        if self.stopping {
+            return 0;
+        }
+        self.config
+            .capacity
+            .saturating_sub(self.running.len() as u32 + self.claiming)
+    }
+
+    fn launch(&mut self, task: Task, ctx: &mut Context<Self>) {
+        let Some(kind) = self.registry.get(&task.kind) else {
+            // Claimed only for kinds we run, so this is a bug; hand it back.
+            tracing::error!(task_id = %task.id, kind = %task.kind, "claimed a task of a kind not registered here");
+            return;
+        };
+        if self.stopping {
+            // Claimed just as the stop began: give it straight back.
+            let store = self.store.clone();
+            let fence = crate::store::Fence {
+                task_id: task.id,
+                executor_id: self.id.clone(),
+                epoch: task.epoch,
+            };
+            actix::spawn(async move {
+                let _ = store.hand_back(&fence).await;
+            });
+            return;
+        }
+        let id = task.id;
+        let actor = TaskActor::new(
+            task,
+            self.id.clone(),
+            kind,
+            self.store.clone(),
+            self.bus.clone(),
+            self.kinds.clone(),
+            ctx.address().recipient(),
+        )
+        .start();
+        self.running.insert(id, actor);
+    }
+
+    /// Claims one task named by a `start_task`.
+    fn claim_one(&mut self, task_id: Uuid, ctx: &mut Context<Self>) {
+        if self.running.contains_key(&task_id) {
+            return;
+        }
+        if self.free_slots() == 0 {
+            self.maybe_pending = true;
+            return;
+        }
+        self.claiming += 1;
+        let store = self.store.clone();
+        let me = self.id.clone();
+        ctx.spawn(
+            async move { store.claim(task_id, &me).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.claiming -= 1;
+                    match res {
+                        Ok(Some(task)) => act.launch(task, ctx),
+                        Ok(None) => {} // someone else has it, or it is no longer pending
+                        Err(e) => {
+                            tracing::warn!(%task_id, error = %e, "claim failed; the sweep will retry");
+                            act.maybe_pending = true;
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Claims the oldest pending tasks, up to the free slots.
+    fn pull(&mut self, ctx: &mut Context<Self>) {
+        let free = self.free_slots();
+        if self.pulling || free == 0 || !self.maybe_pending {
+            return;
+        }
+        self.pulling = true;
+        self.claiming += free;
+        let store = self.store.clone();
+        let me = self.id.clone();
+        let kinds = self.kinds.clone();
+        ctx.spawn(
+            async move { store.claim_pending(&me, &kinds, free).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.pulling = false;
+                    act.claiming -= free;
+                    match res {
+                        Ok(tasks) => {
+                            let full = tasks.len() as u32 == free;
+                            if !tasks.is_empty() {
+                                tracing::debug!(n = tasks.len(), "claimed pending tasks");
+                            }
+                            for t in tasks {
+                                act.launch(t, ctx);
+                            }
+                            act.maybe_pending = full;
+                            if full {
+                                act.pull(ctx);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "claiming pending tasks failed; the sweep will retry"),
+                    }
+                }),
+        );
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let me = self.id.clone();
+        let running = self.running.len() as i32;
+        ctx.spawn(
+            async move { store.heartbeat(&me, running).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(true) => {}
+                    Ok(false) if !act.stopping => {
+                        // Declared dead by another executor: our tasks belong to
+                        // others now. Drop every run without writing anything.
+                        tracing::error!(executor = %act.id, "this executor was declared dead; dropping its runs");
+                        for (_, a) in act.running.drain() {
+                            a.do_send(Abort { hand_back: false });
+                        }
+                        act.stopping = true;
+                        ctx.stop();
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }),
+        );
+    }
+
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.sweeping || self.stopping {
+            return;
+        }
+        self.sweeping = true;
+        let store = self.store.clone();
+        let bus = self.bus.clone();
+        let me = self.id.clone();
+        let host = self.host.clone();
+        let cfg = self.config.clone();
+        let from = self.address.clone();
+        ctx.spawn(
+            async move { sweep_once(&store, &bus, &me, &host, &cfg, from).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.sweeping = false;
+                    match res {
+                        Ok(released) => {
+                            if released > 0 {
+                                act.maybe_pending = true;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                    }
+                    // Pending tasks may exist that no message announced.
+                    act.maybe_pending = true;
+                    act.pull(ctx);
+                }),
+        );
+    }
+}
+
+/// One pass of the recovery sweep. Returns how many tasks were released from
+/// dead executors.
+async fn sweep_once(
+    store: &Store,
+    bus: &Bus,
+    me: &str,
+    host: &str,
+    cfg: &ExecutorConfig,
+    from: Address,
+) -> Result<usize> {
+    // 1. Dead executors: silent too long, or (on this host) their process is gone.
+    let cutoff = now() - chrono::Duration::from_std(cfg.dead_after).unwrap_or_default();
+    let mut dead = store.stale_executors(me, cutoff).await?;
+    for e in store.alive_executors_on_host(me, host).await? {
+        if e.pid as u32 != std::process::id()
+            && !process_alive(e.pid)
+            && !dead.iter().any(|d| d.id == e.id)
+        {
+            dead.push(e);
+        }
+    }
+    let mut released = 0;
+    for e in dead {
+        if store.declare_dead(&e.id, me).await? {
+            let tasks = store.release_tasks(&e.id, me).await?;
+            tracing::warn!(dead = %e.id, by = %me, tasks = tasks.len(), "executor declared dead; its tasks are back in the pool");
+            released += tasks.len();
+            for t in tasks {
+                bus.tell(envelope(
+                    from.clone(),
+                    pool_of(&t.kind),
+                    &t.trace_id,
+                    Msg::StartTask {
+                        task_id: t.id,
+                        kind: t.kind.clone(),
+                    },
+                ));
+            }
+        }
+    }
+    // 2. Events that were committed but whose message never arrived.
+    let before = now() - chrono::Duration::from_std(cfg.redeliver_after).unwrap_or_default();
+    for e in store.undelivered_events(me, before).await? {
+        let task = e.task_id;
+        bus.tell(envelope(
+            from.clone(),
+            Address::task(task),
+            "",
+            Msg::TaskEvent {
+                task_id: task,
+                seq: e.seq,
+                name: e.name,
+                payload: e.payload.0,
+            },
+        ));
+    }
+    // 3. Sub-task reports a suspended parent may have missed.
+    for c in store.finished_children_of_suspended(me).await? {
+        if let Some(parent) = c.parent_id {
+            let trace = c.trace_id.clone();
+            bus.tell(envelope(
+                from.clone(),
+                Address::task(parent),
+                &trace,
+                Msg::TaskFinished { task: Box::new(c) },
+            ));
+        }
+    }
+    Ok(released)
+}
+
+/// Whether a process with this pid exists on this host (Linux: `/proc`).
+/// Elsewhere every process is assumed alive and only heartbeats count.
+fn process_alive(pid: i32) -> bool {
+    if !cfg!(target_os = "linux") || pid <= 0 {
+        return true;
+    }
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl Actor for ExecutorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let bus = self.bus.clone();
+        let me = self.address.clone();
+        let recipient = ctx.address().recipient::<Deliver<crate::protocol::Msg>>();
+        let kinds = self.kinds.clone();
+        ctx.wait(
+            async move {
+                if let Err(e) = bus.register(me.clone(), recipient.clone()).await {
+                    tracing::error!(error = %e, "executor address taken");
+                }
+                for k in kinds {
+                    let _ = bus.join_pool(k, me.clone(), recipient.clone()).await;
+                }
+            }
+            .into_actor(self),
+        );
+        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
+            act.heartbeat(ctx)
+        });
+        ctx.run_interval(self.config.sweep_interval, |act, ctx| act.sweep(ctx));
+        // The recovery pass: whatever a previous run left behind.
+        self.sweep(ctx);
+        tracing::info!(executor = %self.id, kinds = ?self.kinds, capacity = self.config.capacity, "executor started");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        for k in &self.kinds {
+            self.bus.leave_pool(k.clone(), self.address.clone());
+        }
+        self.bus.unregister(self.address.clone());
+        for tx in self.drained.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Handler<Deliver<Msg>> for ExecutorActor {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(env): Deliver<Msg>, ctx: &mut Self::Context) {
+        match env.body {
+            Msg::StartTask { task_id, kind } if self.registry.contains(&kind) => {
+                self.claim_one(task_id, ctx)
+            }
+            other => tracing::debug!(msg = ?other, "executor ignores this message"),
+        }
+    }
+}
+
+impl Handler<TaskDone> for ExecutorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TaskDone, ctx: &mut Self::Context) {
+        self.running.remove(&msg.task_id);
+        if self.stopping {
+            if self.running.is_empty() {
+                ctx.stop();
+            }
+            return;
+        }
+        self.pull(ctx);
+    }
+}
+
+/// Stops the executor. `hand_back: true` is the clean stop: every run is
+/// stopped and its task put back to `pending` at once, then the executor is
+/// recorded as stopped. `false` drops everything without a write, as a crash
+/// would (for tests of recovery).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Stop {
+    pub hand_back: bool,
+    pub done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Handler<Stop> for ExecutorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
+        self.stopping = true;
+        self.drained.push(msg.done);
+        for k in &self.kinds {
+            self.bus.leave_pool(k.clone(), self.address.clone());
+        }
+        if self.running.is_empty() {
+            ctx.stop();
+            return;
+        }
+        for a in self.running.values() {
+            a.do_send(Abort {
+                hand_back: msg.hand_back,
+            });
+        }
+    }
+}
+
+/// The shared part of an executor that the runtime keeps.
+pub(crate) struct ExecutorHandle {
+    pub id: String,
+    pub addr: Addr<ExecutorActor>,
+}
+
+impl ExecutorHandle {
+    pub async fn stop(&self, hand_back: bool) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self
+            .addr
+            .send(Stop {
+                hand_back,
+                done: tx,
+            })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+}

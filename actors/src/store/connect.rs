@@ -1,0 +1,96 @@
+//! Opening a store: the only dialect-specific set-up.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{Db, Store};
+use crate::error::{Error, Result};
+
+/// The SQLite migrations (`migrations/sqlite`), embedded in the binary.
+pub static MIGRATOR_SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
+/// The PostgreSQL migrations (`migrations/postgres`), embedded in the binary.
+pub static MIGRATOR_POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Connection settings beyond the URL.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Pool size; default 10 for PostgreSQL, 8 for a SQLite file.
+    pub max_connections: Option<u32>,
+    /// PostgreSQL only: the schema to create tables in and search first
+    /// (tests give each run its own schema in one database).
+    pub pg_schema: Option<String>,
+    /// How long to wait for a free connection before failing.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: None,
+            pg_schema: None,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
+    if url.starts_with("sqlite:") {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut co = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            // Wait for the writer lock rather than failing: several pool
+            // connections (and, with the socket transport, several processes)
+            // share one file.
+            .busy_timeout(Duration::from_secs(30))
+            // FULL: a committed task survives a power cut, not just a crash.
+            .synchronous(SqliteSynchronous::Full);
+        if !memory {
+            co = co.journal_mode(SqliteJournalMode::Wal);
+        }
+        // An in-memory database lives as long as its one connection.
+        let max = if memory {
+            1
+        } else {
+            opts.max_connections.unwrap_or(8)
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(if memory { 1 } else { 0 })
+            .idle_timeout(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .max_lifetime(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(3600))
+            })
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(co)
+            .await?;
+        Ok(Store {
+            db: Db::Sqlite(pool),
+        })
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let mut co = PgConnectOptions::from_str(url)?.application_name("courier");
+        if let Some(schema) = &opts.pg_schema {
+            co = co.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.unwrap_or(10))
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(co)
+            .await?;
+        Ok(Store {
+            db: Db::Postgres(pool),
+        })
+    } else {
+        Err(Error::UnsupportedUrl(url.to_string()))
+    }
+}

@@ -1,0 +1,731 @@
+//! The store: every piece of durable state, in SQL, through sqlx.
+//!
+//! One [`Store`] speaks to SQLite (the embedded default: one file, WAL) or to
+//! PostgreSQL (several hosts). The two schemas (`migrations/sqlite`,
+//! `migrations/postgres`) keep the same tables and columns, so almost every
+//! statement below is one SQL text run on either pool; the few places where
+//! the dialects differ (claim locking, connection set-up) say so. Writing
+//! the SQL once is what keeps the two backends from drifting apart.
+//!
+//! Every write that a running task makes is *fenced*: it names the executor
+//! and the ownership epoch it was claimed with, and changes nothing (returns
+//! [`Error::Fenced`]) when the task has since been taken over.
+//!
+//! State history is written by database triggers, so no statement here can
+//! change a task's state without leaving a line in `task_history`.
+
+mod connect;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{PgPool, SqlitePool};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    now, ExecutorInfo, ExecutorRow, ExecutorState, HistoryEntry, Task, TaskEvent, TaskFilter,
+    TaskRow, TaskState,
+};
+
+pub use connect::{StoreOptions, MIGRATOR_POSTGRES, MIGRATOR_SQLITE};
+
+/// Handle to the database; cheap to clone (it is a connection pool).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+#[derive(Clone, Debug)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool this store has. The body
+/// is compiled once per dialect, so the same SQL text serves both.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Which database a store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The columns of a task, in [`TaskRow`] order.
+const TASK_COLS: &str = "id, kind, state, input, output, error, progress, parent_id, executor_id, \
+     epoch, attempts, cancel_requested, idempotency_key, trace_id, created_at, started_at, \
+     finished_at, updated_at";
+
+const FINAL_STATES: &str = "('succeeded','failed','cancelled')";
+
+/// The ownership a running task's writes must prove.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub task_id: Uuid,
+    pub executor_id: String,
+    pub epoch: i64,
+}
+
+/// How a run ended, as the store records it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Succeeded(Value),
+    Failed(String),
+    Cancelled(Option<String>),
+}
+
+impl Outcome {
+    pub fn state(&self) -> TaskState {
+        match self {
+            Outcome::Succeeded(_) => TaskState::Succeeded,
+            Outcome::Failed(_) => TaskState::Failed,
+            Outcome::Cancelled(_) => TaskState::Cancelled,
+        }
+    }
+}
+
+/// A task to insert; built by the runtime from a [`NewTask`](crate::NewTask).
+#[derive(Clone, Debug)]
+pub struct TaskInsert {
+    pub id: Uuid,
+    pub kind: String,
+    pub input: Value,
+    pub idempotency_key: Option<String>,
+    pub trace_id: String,
+    pub created_by: String,
+}
+
+/// An executor registration.
+#[derive(Clone, Debug)]
+pub struct ExecutorRegistration {
+    pub id: String,
+    pub node: String,
+    pub host: String,
+    pub pid: i32,
+    pub kinds: Vec<String>,
+    pub capacity: i32,
+}
+
+fn rows_to_tasks(rows: Vec<TaskRow>) -> Result<Vec<Task>> {
+    rows.into_iter()
+        .map(|r| Task::try_from(r).map_err(|e| Error::Corrupt(e.to_string())))
+        .collect()
+}
+
+fn row_to_task(row: Option<TaskRow>) -> Result<Option<Task>> {
+    row.map(|r| Task::try_from(r).map_err(|e| Error::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// `$start, $start+1, …` for an `IN (…)` list of `n` values.
+fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH`, `sqlite::memory:` or
+    /// `postgres://…`) and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Store> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// Connects with explicit options and applies the migrations.
+    pub async fn connect_with(url: &str, opts: StoreOptions) -> Result<Store> {
+        let store = connect::connect(url, &opts).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Wraps an existing SQLite pool (migrations are not applied).
+    pub fn from_sqlite(pool: SqlitePool) -> Store {
+        Store {
+            db: Db::Sqlite(pool),
+        }
+    }
+
+    /// Wraps an existing PostgreSQL pool (migrations are not applied).
+    pub fn from_postgres(pool: PgPool) -> Store {
+        Store {
+            db: Db::Postgres(pool),
+        }
+    }
+
+    /// Applies the pending migrations of this store's dialect.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.db {
+            Db::Sqlite(p) => MIGRATOR_SQLITE.run(p).await?,
+            Db::Postgres(p) => MIGRATOR_POSTGRES.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        match self.db {
+            Db::Sqlite(_) => Dialect::Sqlite,
+            Db::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+
+    /// A trivial query, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    // ----- tasks -----------------------------------------------------------
+
+    /// Inserts a top-level task. With an idempotency key that exists already,
+    /// returns the first task and `false`.
+    pub async fn create_task(&self, t: &TaskInsert) -> Result<(Task, bool)> {
+        let sql = format!(
+            "INSERT INTO tasks (id, kind, state, input, idempotency_key, trace_id, changed_by, created_at, updated_at) \
+             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $7) \
+             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
+        );
+        let ts = now();
+        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(t.id)
+            .bind(&t.kind)
+            .bind(Json(&t.input))
+            .bind(&t.idempotency_key)
+            .bind(&t.trace_id)
+            .bind(&t.created_by)
+            .bind(ts)
+            .fetch_optional(p)
+            .await)?;
+        if let Some(task) = row_to_task(row)? {
+            return Ok((task, true));
+        }
+        let key = t
+            .idempotency_key
+            .as_deref()
+            .ok_or_else(|| Error::Conflict(format!("task id {} exists already", t.id)))?;
+        let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1");
+        let row: Option<TaskRow> =
+            on_pool!(self, p => sqlx::query_as(&sql).bind(key).fetch_optional(p).await)?;
+        row_to_task(row)?
+            .map(|t| (t, false))
+            .ok_or_else(|| Error::Conflict("idempotency key conflict; retry".into()))
+    }
+
+    /// Inserts sub-task number `spawn_seq` of the parent that `fence` owns.
+    /// Spawning the same number again (a parent run again after a crash)
+    /// returns the sub-task created the first time and `false`.
+    pub async fn spawn_child(
+        &self,
+        fence: &Fence,
+        spawn_seq: i32,
+        t: &TaskInsert,
+    ) -> Result<(Task, bool)> {
+        // SQLite needs the `WHERE` in INSERT … SELECT to tell ON CONFLICT apart
+        // from a join constraint; PostgreSQL accepts the same text.
+        let sql = format!(
+            "INSERT INTO tasks (id, kind, state, input, parent_id, spawn_seq, trace_id, changed_by, created_at, updated_at) \
+             SELECT $1, $2, 'pending', $3, $4, $5, $6, $7, $8, $8 \
+             WHERE EXISTS (SELECT 1 FROM tasks p WHERE p.id = $4 AND p.executor_id = $7 AND p.epoch = $9 \
+                           AND p.state IN ('running','suspended')) \
+             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
+        );
+        let ts = now();
+        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(t.id)
+            .bind(&t.kind)
+            .bind(Json(&t.input))
+            .bind(fence.task_id)
+            .bind(spawn_seq)
+            .bind(&t.trace_id)
+            .bind(&fence.executor_id)
+            .bind(ts)
+            .bind(fence.epoch)
+            .fetch_optional(p)
+            .await)?;
+        if let Some(task) = row_to_task(row)? {
+            return Ok((task, true));
+        }
+        match self.child(fence.task_id, spawn_seq).await? {
+            Some(existing) => Ok((existing, false)),
+            None => Err(Error::Fenced(fence.task_id)),
+        }
+    }
+
+    /// Sub-task number `spawn_seq` of `parent`.
+    pub async fn child(&self, parent: Uuid, spawn_seq: i32) -> Result<Option<Task>> {
+        let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE parent_id = $1 AND spawn_seq = $2");
+        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(parent).bind(spawn_seq).fetch_optional(p).await)?;
+        row_to_task(row)
+    }
+
+    /// The task, if it exists.
+    pub async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
+        let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1");
+        let row: Option<TaskRow> =
+            on_pool!(self, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?;
+        row_to_task(row)
+    }
+
+    /// The task, or [`Error::NotFound`].
+    pub async fn task(&self, id: Uuid) -> Result<Task> {
+        self.get_task(id).await?.ok_or(Error::NotFound(id))
+    }
+
+    /// Tasks matching `f`, newest first, at most `f.limit` (1 to 1000).
+    pub async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
+        let mut conds: Vec<String> = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if f.state.is_some() {
+            conds.push(format!("state = {}", next()));
+        }
+        if f.kind.is_some() {
+            conds.push(format!("kind = {}", next()));
+        }
+        if f.parent_id.is_some() {
+            conds.push(format!("parent_id = {}", next()));
+        }
+        if f.after.is_some() {
+            conds.push(format!("id < {}", next()));
+        }
+        let limit = next();
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        let sql = format!("SELECT {TASK_COLS} FROM tasks {filter} ORDER BY id DESC LIMIT {limit}");
+        let lim = i64::from(f.limit.clamp(1, 1000));
+        let rows: Vec<TaskRow> = on_pool!(self, p => {
+            let mut q = sqlx::query_as(&sql);
+            if let Some(s) = f.state { q = q.bind(s.as_str()); }
+            if let Some(k) = &f.kind { q = q.bind(k); }
+            if let Some(pid) = f.parent_id { q = q.bind(pid); }
+            if let Some(a) = f.after { q = q.bind(a); }
+            q.bind(lim).fetch_all(p).await
+        })?;
+        rows_to_tasks(rows)
+    }
+
+    /// The direct sub-tasks of `parent`, in the order they were spawned.
+    pub async fn children(&self, parent: Uuid) -> Result<Vec<Task>> {
+        let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE parent_id = $1 ORDER BY spawn_seq");
+        let rows: Vec<TaskRow> =
+            on_pool!(self, p => sqlx::query_as(&sql).bind(parent).fetch_all(p).await)?;
+        rows_to_tasks(rows)
+    }
+
+    /// Every unfinished descendant of `root` (children, their children, …).
+    pub async fn open_descendants(&self, root: Uuid) -> Result<Vec<Task>> {
+        let sql = format!(
+            "WITH RECURSIVE d(id) AS ( \
+                 SELECT id FROM tasks WHERE parent_id = $1 \
+                 UNION ALL SELECT t.id FROM tasks t JOIN d ON t.parent_id = d.id) \
+             SELECT {TASK_COLS} FROM tasks WHERE id IN (SELECT id FROM d) AND state NOT IN {FINAL_STATES}"
+        );
+        let rows: Vec<TaskRow> =
+            on_pool!(self, p => sqlx::query_as(&sql).bind(root).fetch_all(p).await)?;
+        rows_to_tasks(rows)
+    }
+
+    /// Claims a pending task for `executor` (a conditional update: of two
+    /// claims of one task, one wins and the other gets `None`). The claim
+    /// counts an attempt and starts a new ownership epoch. An executor that is
+    /// not registered as alive cannot claim.
+    pub async fn claim(&self, id: Uuid, executor: &str) -> Result<Option<Task>> {
+        let sql = format!(
+            "UPDATE tasks SET state = 'running', executor_id = $2, epoch = epoch + 1, \
+                 attempts = attempts + 1, started_at = COALESCE(started_at, $3), updated_at = $3, changed_by = $2 \
+             WHERE id = $1 AND state = 'pending' \
+               AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $2 AND e.state = 'alive') \
+             RETURNING {TASK_COLS}"
+        );
+        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(id).bind(executor).bind(now()).fetch_optional(p).await)?;
+        row_to_task(row)
+    }
+
+    /// Claims up to `limit` of the oldest pending tasks of `kinds`.
+    pub async fn claim_pending(
+        &self,
+        executor: &str,
+        kinds: &[String],
+        limit: u32,
+    ) -> Result<Vec<Task>> {
+        if kinds.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        // PostgreSQL: skip rows another executor is claiming right now instead
+        // of queueing behind its lock. SQLite has one writer at a time anyway.
+        let lock = match self.dialect() {
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE tasks SET state = 'running', executor_id = $1, epoch = epoch + 1, \
+                 attempts = attempts + 1, started_at = COALESCE(started_at, $2), updated_at = $2, changed_by = $1 \
+             WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND kind IN ({kinds}) \
+                          ORDER BY id LIMIT $3 {lock}) \
+               AND state = 'pending' \
+               AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $1 AND e.state = 'alive') \
+             RETURNING {TASK_COLS}",
+            kinds = placeholders(4, kinds.len()),
+        );
+        let rows: Vec<TaskRow> = on_pool!(self, p => {
+            let mut q = sqlx::query_as(&sql).bind(executor).bind(now()).bind(i64::from(limit));
+            for k in kinds { q = q.bind(k); }
+            q.fetch_all(p).await
+        })?;
+        let mut tasks = rows_to_tasks(rows)?;
+        tasks.sort_by_key(|t| t.id);
+        Ok(tasks)
+    }
+
+    /// Moves an owned task between `running` and `suspended`.
+    pub async fn set_owned_state(&self, fence: &Fence, to: TaskState) -> Result<()> {
+        debug_assert!(to.is_owned());
+        let res = on_pool!(self, p => sqlx::query(
+            "UPDATE tasks SET state = $4, updated_at = $5, changed_by = $2 \
+             WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended')")
+            .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
+            .bind(to.as_str()).bind(now())
+            .execute(p).await.map(|r| r.rows_affected()))?;
+        if res == 0 {
+            return Err(Error::Fenced(fence.task_id));
+        }
+        Ok(())
+    }
+
+    /// Records a progress value of an owned task.
+    pub async fn set_progress(&self, fence: &Fence, progress: &Value) -> Result<()> {
+        let res = on_pool!(self, p => sqlx::query(
+            "UPDATE tasks SET progress = $4, updated_at = $5 \
+             WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended')")
+            .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
+            .bind(Json(progress)).bind(now())
+            .execute(p).await.map(|r| r.rows_affected()))?;
+        if res == 0 {
+            return Err(Error::Fenced(fence.task_id));
+        }
+        Ok(())
+    }
+
+    /// Records how an owned task ended. Returns the final task.
+    pub async fn finish(&self, fence: &Fence, outcome: &Outcome) -> Result<Task> {
+        let (output, error) = match outcome {
+            Outcome::Succeeded(v) => (Some(Json(v)), None),
+            Outcome::Failed(e) => (None, Some(e.as_str())),
+            Outcome::Cancelled(e) => (None, e.as_deref()),
+        };
+        let sql = format!(
+            "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2 \
+             WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended') \
+             RETURNING {TASK_COLS}"
+        );
+        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
+            .bind(outcome.state().as_str()).bind(output).bind(error).bind(now())
+            .fetch_optional(p).await)?;
+        row_to_task(row)?.ok_or(Error::Fenced(fence.task_id))
+    }
+
+    /// Puts an owned task back to `pending` (a clean stop hands its tasks back).
+    pub async fn hand_back(&self, fence: &Fence) -> Result<()> {
+        let res = on_pool!(self, p => sqlx::query(
+            "UPDATE tasks SET state = 'pending', executor_id = NULL, updated_at = $4, changed_by = $2 \
+             WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended')")
+            .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch).bind(now())
+            .execute(p).await.map(|r| r.rows_affected()))?;
+        if res == 0 {
+            return Err(Error::Fenced(fence.task_id));
+        }
+        Ok(())
+    }
+
+    /// Marks a task for cancellation. Returns the task as it stands; final
+    /// tasks are returned unchanged.
+    pub async fn request_cancel(&self, id: Uuid) -> Result<Task> {
+        on_pool!(self, p => sqlx::query(&format!(
+            "UPDATE tasks SET cancel_requested = TRUE WHERE id = $1 AND state NOT IN {FINAL_STATES}"))
+            .bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        self.task(id).await
+    }
+
+    /// Cancels a task that no executor has claimed yet. `None` when it was not pending.
+    pub async fn cancel_pending(&self, id: Uuid, by: &str) -> Result<Option<Task>> {
+        let sql = format!(
+            "UPDATE tasks SET state = 'cancelled', cancel_requested = TRUE, error = 'cancelled before it started', \
+                 finished_at = $3, updated_at = $3, changed_by = $2 \
+             WHERE id = $1 AND state = 'pending' RETURNING {TASK_COLS}"
+        );
+        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(id).bind(by).bind(now()).fetch_optional(p).await)?;
+        row_to_task(row)
+    }
+
+    /// State history of a task, oldest first.
+    pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT id, task_id, from_state, to_state, changed_by, attempt, at \
+             FROM task_history WHERE task_id = $1 ORDER BY id")
+            .bind(id).fetch_all(p).await)?)
+    }
+
+    /// Number of tasks in each state.
+    pub async fn count_by_state(&self) -> Result<Vec<(TaskState, i64)>> {
+        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT state, COUNT(*) FROM tasks GROUP BY state").fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(s, n)| {
+                s.parse()
+                    .map(|s| (s, n))
+                    .map_err(|e: crate::model::UnknownState| Error::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    // ----- events ----------------------------------------------------------
+
+    /// Commits an event to the task's inbox. Refused with [`Error::NotFound`]
+    /// or, for a finished task, [`Error::Conflict`].
+    pub async fn add_event(&self, task: Uuid, name: &str, payload: &Value) -> Result<TaskEvent> {
+        let sql = format!(
+            "INSERT INTO task_events (task_id, name, payload, created_at) \
+             SELECT $1, $2, $3, $4 FROM tasks WHERE id = $1 AND state NOT IN {FINAL_STATES} \
+             RETURNING seq, task_id, name, payload, created_at, delivered_at"
+        );
+        let ev: Option<TaskEvent> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(task).bind(name).bind(Json(payload)).bind(now())
+            .fetch_optional(p).await)?;
+        match ev {
+            Some(ev) => Ok(ev),
+            None => {
+                let t = self.task(task).await?;
+                Err(Error::Conflict(format!(
+                    "task {task} is {} and takes no more events",
+                    t.state
+                )))
+            }
+        }
+    }
+
+    /// The task's inbox, in order.
+    pub async fn events(&self, task: Uuid) -> Result<Vec<TaskEvent>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT seq, task_id, name, payload, created_at, delivered_at FROM task_events \
+             WHERE task_id = $1 ORDER BY seq")
+            .bind(task).fetch_all(p).await)?)
+    }
+
+    /// Marks events as held by the task's actor.
+    pub async fn mark_delivered(&self, task: Uuid, up_to_seq: i64) -> Result<()> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE task_events SET delivered_at = $3 WHERE task_id = $1 AND seq <= $2 AND delivered_at IS NULL")
+            .bind(task).bind(up_to_seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Events committed before `before` and still undelivered, for unfinished
+    /// tasks that `executor` owns: the recovery sweep re-sends them.
+    pub async fn undelivered_events(
+        &self,
+        executor: &str,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<TaskEvent>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT e.seq, e.task_id, e.name, e.payload, e.created_at, e.delivered_at \
+             FROM task_events e JOIN tasks t ON t.id = e.task_id \
+             WHERE e.delivered_at IS NULL AND e.created_at < $2 AND t.executor_id = $1 \
+               AND t.state IN ('running','suspended') ORDER BY e.seq LIMIT 1000")
+            .bind(executor).bind(before).fetch_all(p).await)?)
+    }
+
+    /// Finished sub-tasks whose parent `executor` holds suspended: the sweep
+    /// re-sends their `task_finished` in case the first one was lost.
+    pub async fn finished_children_of_suspended(&self, executor: &str) -> Result<Vec<Task>> {
+        let cols = TASK_COLS
+            .split(", ")
+            .map(|c| format!("c.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols} FROM tasks c JOIN tasks p ON c.parent_id = p.id \
+             WHERE p.executor_id = $1 AND p.state = 'suspended' AND c.state IN {FINAL_STATES} \
+             ORDER BY c.id LIMIT 1000"
+        );
+        let rows: Vec<TaskRow> =
+            on_pool!(self, p => sqlx::query_as(&sql).bind(executor).fetch_all(p).await)?;
+        rows_to_tasks(rows)
+    }
+
+    // ----- watchers --------------------------------------------------------
+
+    /// Records that `address` waits for `task` to finish.
+    pub async fn add_watcher(&self, task: Uuid, address: &str) -> Result<()> {
+        on_pool!(self, p => sqlx::query(
+            "INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(task).bind(address).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Forgets a watcher (its wait ended).
+    pub async fn remove_watcher(&self, task: Uuid, address: &str) -> Result<()> {
+        on_pool!(self, p => sqlx::query("DELETE FROM task_watchers WHERE task_id = $1 AND address = $2")
+            .bind(task).bind(address).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Removes and returns the watchers of a finished task.
+    pub async fn take_watchers(&self, task: Uuid) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "DELETE FROM task_watchers WHERE task_id = $1 RETURNING address")
+            .bind(task).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    // ----- executors -------------------------------------------------------
+
+    /// Registers an executor as alive.
+    pub async fn register_executor(&self, r: &ExecutorRegistration) -> Result<()> {
+        let ts = now();
+        on_pool!(self, p => sqlx::query(
+            "INSERT INTO executors (id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, 'alive', $5, $6, 0, $7, $7)")
+            .bind(&r.id).bind(&r.node).bind(&r.host).bind(r.pid)
+            .bind(Json(&r.kinds)).bind(r.capacity).bind(ts)
+            .execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Records a heartbeat. `false` when the executor is no longer alive in
+    /// the store (declared dead or stopped): it must stop touching its tasks.
+    pub async fn heartbeat(&self, id: &str, running: i32) -> Result<bool> {
+        let res = on_pool!(self, p => sqlx::query(
+            "UPDATE executors SET last_seen_at = $2, running = $3 WHERE id = $1 AND state = 'alive'")
+            .bind(id).bind(now()).bind(running).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(res == 1)
+    }
+
+    /// Marks an executor cleanly stopped.
+    pub async fn stop_executor(&self, id: &str) -> Result<()> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE executors SET state = 'stopped', running = 0, ended_at = $2 WHERE id = $1 AND state = 'alive'")
+            .bind(id).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Alive executors other than `me` whose last heartbeat is older than `cutoff`.
+    pub async fn stale_executors(
+        &self,
+        me: &str,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<ExecutorInfo>> {
+        let rows: Vec<ExecutorRow> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
+             FROM executors WHERE state = 'alive' AND id <> $1 AND last_seen_at < $2")
+            .bind(me).bind(cutoff).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Alive executors registered from `host`, other than `me`.
+    pub async fn alive_executors_on_host(&self, me: &str, host: &str) -> Result<Vec<ExecutorInfo>> {
+        let rows: Vec<ExecutorRow> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
+             FROM executors WHERE state = 'alive' AND id <> $1 AND host = $2")
+            .bind(me).bind(host).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Declares `dead` dead on behalf of `by`. A conditional update: when
+    /// several executors try at once, exactly one gets `true`.
+    pub async fn declare_dead(&self, dead: &str, by: &str) -> Result<bool> {
+        let res = on_pool!(self, p => sqlx::query(
+            "UPDATE executors SET state = 'dead', ended_at = $3, ended_by = $2, running = 0 \
+             WHERE id = $1 AND state = 'alive'")
+            .bind(dead).bind(by).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(res == 1)
+    }
+
+    /// Puts every task that `from` owns back to `pending`, on behalf of `by`.
+    /// Returns the released tasks.
+    pub async fn release_tasks(&self, from: &str, by: &str) -> Result<Vec<Task>> {
+        let sql = format!(
+            "UPDATE tasks SET state = 'pending', executor_id = NULL, updated_at = $3, changed_by = $2 \
+             WHERE executor_id = $1 AND state IN ('running','suspended') RETURNING {TASK_COLS}"
+        );
+        let rows: Vec<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(from).bind(by).bind(now()).fetch_all(p).await)?;
+        rows_to_tasks(rows)
+    }
+
+    /// Every executor, newest first.
+    pub async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
+        let rows: Vec<ExecutorRow> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
+             FROM executors ORDER BY started_at DESC").fetch_all(p).await)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// One executor.
+    pub async fn executor(&self, id: &str) -> Result<Option<ExecutorInfo>> {
+        let row: Option<ExecutorRow> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
+             FROM executors WHERE id = $1").bind(id).fetch_optional(p).await)?;
+        Ok(row.map(Into::into))
+    }
+
+    /// The kinds some alive executor has registered.
+    pub async fn known_kinds(&self) -> Result<Vec<String>> {
+        let all = self.executors().await?;
+        let mut kinds: Vec<String> = all
+            .into_iter()
+            .filter(|e| e.state == ExecutorState::Alive)
+            .flat_map(|e| e.kinds)
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        Ok(kinds)
+    }
+}
+
+/// Retries `op` while it fails with a transient error, backing off from 50 ms
+/// to 2 s, for at most `budget`. Used where giving up would strand a task.
+pub async fn retry<T, F, Fut>(what: &str, budget: Duration, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let start = std::time::Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && start.elapsed() + delay < budget => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The task actor: one per task running on this executor.
+//!
+//! It owns the bus address `task/<id>` while the task runs here, turns bus
+//! messages (events, cancellation, sub-task reports) into mailbox changes the
+//! run can wait on, runs the kind's code, and records how the run ended —
+//! fenced, so that a task taken over by another executor is never written by
+//! this one. When it stops, it tells the executor its slot is free.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use courier_bus::{Address, Deliver};
+
+use crate::context::{Shared, TaskContext};
+use crate::error::Error;
+use crate::kind::{TaskError, TaskKind};
+use crate::model::Task;
+use crate::protocol::{envelope, Bus, Msg};
+use crate::store::{retry, Fence, Outcome, Store};
+
+/// How long the end of a run is retried through a database outage. Past it
+/// the task stays owned by this executor until a restart or takeover.
+const FINISH_RETRY: Duration = Duration::from_secs(300);
+
+/// Sent to the executor when a task actor stops.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct TaskDone {
+    pub task_id: uuid::Uuid,
+}
+
+/// Stops the run without finishing the task: handed back to `pending` for
+/// another executor (`hand_back: true`, a clean stop), or just dropped
+/// (`false`: the executor lost the task, or a crash is being simulated).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Abort {
+    pub hand_back: bool,
+}
+
+pub struct TaskActor {
+    task: Task,
+    fence: Fence,
+    kind: Arc<dyn TaskKind>,
+    store: Store,
+    bus: Bus,
+    /// The executor's address, the `from` of messages this actor sends.
+    me: Address,
+    local_kinds: Vec<String>,
+    shared: Arc<Shared>,
+    executor: Recipient<TaskDone>,
+    run: Option<SpawnHandle>,
+    /// Highest event `seq` known to be in the mailbox.
+    max_seq: i64,
+    ending: bool,
+}
+
+impl TaskActor {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        task: Task,
+        executor_id: String,
+        kind: Arc<dyn TaskKind>,
+        store: Store,
+        bus: Bus,
+        local_kinds: Vec<String>,
+        executor: Recipient<TaskDone>,
+    ) -> Self {
+        let fence = Fence {
+            task_id: task.id,
+            executor_id: executor_id.clone(),
+            epoch: task.epoch,
+        };
+        TaskActor {
+            me: Address::Executor(executor_id),
+            task,
+            fence,
+            kind,
+            store,
+            bus,
+            local_kinds,
+            shared: Shared::new(),
+            executor,
+            run: None,
+            max_seq: 0,
+            ending: false,
+        }
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("task", task_id = %self.task.id, kind = %self.task.kind,
+            attempt = self.task.attempts, trace_id = %self.task.trace_id)
+    }
+
+    /// Loads the inbox, then starts the run.
+    fn begin(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let id = self.task.id;
+        let load = async move {
+            retry("loading events", Duration::from_secs(30), || {
+                store.events(id)
+            })
+            .await
+        };
+        ctx.wait(load.into_actor(self).map(|res, act, ctx| match res {
+            Ok(events) => {
+                let last = events.last().map(|e| e.seq);
+                let cancelled = act.task.cancel_requested;
+                act.shared.update(|mb| {
+                    for e in events {
+                        mb.add_event(e.seq, e.name, e.payload.0);
+                    }
+                    if cancelled {
+                        mb.cancel();
+                    }
+                });
+                if let Some(seq) = last {
+                    act.max_seq = act.max_seq.max(seq);
+                    act.mark_delivered(seq, ctx);
+                }
+                act.start_run(ctx);
+            }
+            Err(e) => {
+                tracing::warn!(parent: &act.span(), error = %e, "could not load the task's events; handing it back");
+                act.end(Err(TaskError::from(e)), ctx);
+            }
+        }));
+    }
+
+    fn start_run(&mut self, ctx: &mut Context<Self>) {
+        let run_ctx = TaskContext::new(
+            self.task.clone(),
+            self.fence.clone(),
+            self.store.clone(),
+            self.bus.clone(),
+            self.me.clone(),
+            self.local_kinds.clone(),
+            self.shared.clone(),
+        );
+        let span = self.span();
+        tracing::info!(parent: &span, "run started");
+        let fut = AssertUnwindSafe(self.kind.run(run_ctx))
+            .catch_unwind()
+            .instrument(span);
+        let handle = ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.run = None;
+            let res = res.unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(TaskError::failed(format!("task panicked: {msg}")))
+            });
+            act.end(res, ctx);
+        }));
+        self.run = Some(handle);
+    }
+
+    fn mark_delivered(&self, seq: i64, _ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let id = self.task.id;
+        // Not tied to the actor: the mark should land even if the run ends
+        // (and the actor stops) right after the event.
+        actix::spawn(async move {
+            if let Err(e) = store.mark_delivered(id, seq).await {
+                // Harmless: the sweep will send the event again and the
+                // mailbox drops the duplicate.
+                tracing::debug!(error = %e, "could not mark events delivered");
+            }
+        });
+    }
+
+    /// Records the end of the run and stops the actor.
+    fn end(&mut self, res: Result<serde_json::Value, TaskError>, ctx: &mut Context<Self>) {
+        if self.ending {
+            return;
+        }
+        self.ending = true;
+        let span = self.span();
+        let outcome = match res {
+            Ok(v) => Some(Outcome::Succeeded(v)),
+            Err(TaskError::Failed(m)) => Some(Outcome::Failed(m)),
+            Err(TaskError::Cancelled) => Some(Outcome::Cancelled(Some("cancelled".into()))),
+            Err(TaskError::Fenced) => None,
+            Err(TaskError::Interrupted(why)) => {
+                tracing::warn!(parent: &span, %why, "run interrupted; handing the task back");
+                let store = self.store.clone();
+                let fence = self.fence.clone();
+                let bus = self.bus.clone();
+                let me = self.me.clone();
+                let task = self.task.clone();
+                ctx.wait(
+                    async move {
+                        match retry("handing a task back", FINISH_RETRY, || {
+                            store.hand_back(&fence)
+                        })
+                        .await
+                        {
+                            Ok(()) => bus.tell(envelope(
+                                me,
+                                crate::protocol::pool_of(&task.kind),
+                                &task.trace_id,
+                                Msg::StartTask {
+                                    task_id: task.id,
+                                    kind: task.kind.clone(),
+                                },
+                            )),
+                            Err(e) => tracing::warn!(error = %e, "could not hand the task back"),
+                        }
+                    }
+                    .into_actor(self)
+                    .map(|_, _, ctx| ctx.stop()),
+                );
+                return;
+            }
+        };
+        let Some(outcome) = outcome else {
+            tracing::warn!(parent: &span, "this executor lost the task; its result is dropped");
+            ctx.stop();
+            return;
+        };
+        let store = self.store.clone();
+        let fence = self.fence.clone();
+        let bus = self.bus.clone();
+        let me = self.me.clone();
+        ctx.wait(
+            async move {
+                match retry("recording the end of a run", FINISH_RETRY, || store.finish(&fence, &outcome)).await {
+                    Ok(task) => {
+                        tracing::info!(state = %task.state, "run finished");
+                        notify_finished(&store, &bus, me, &task).await;
+                    }
+                    Err(Error::Fenced(_)) => {
+                        tracing::warn!("this executor lost the task before its end was recorded; result dropped")
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not record the end of the run"),
+                }
+            }
+            .instrument(span)
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        );
+    }
+}
+
+/// Flow 2: tells everyone waiting for `task` (registered watchers, and the
+/// parent) that it is final. The final state is committed before this runs.
+pub(crate) async fn notify_finished(store: &Store, bus: &Bus, from: Address, task: &Task) {
+    let watchers = match retry("reading watchers", Duration::from_secs(30), || {
+        store.take_watchers(task.id)
+    })
+    .await
+    {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the task's watchers; they will time out");
+            Vec::new()
+        }
+    };
+    let msg = Msg::TaskFinished {
+        task: Box::new(task.clone()),
+    };
+    for w in watchers {
+        match w.parse::<Address>() {
+            Ok(to) => bus.tell(envelope(from.clone(), to, &task.trace_id, msg.clone())),
+            Err(e) => tracing::warn!(watcher = %w, error = %e, "invalid watcher address"),
+        }
+    }
+    if let Some(parent) = task.parent_id {
+        bus.tell(envelope(from, Address::task(parent), &task.trace_id, msg));
+    }
+}
+
+impl Actor for TaskActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Be reachable before the run starts, so nothing sent from now on is
+        // missed; whatever came before is in the database and loaded next.
+        let bus = self.bus.clone();
+        let addr = Address::task(self.task.id);
+        let me = ctx.address().recipient();
+        ctx.wait(
+            async move { bus.register(addr, me).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(()) => act.begin(ctx),
+                    Err(e) => {
+                        tracing::error!(parent: &act.span(), error = %e, "task address taken; not running it twice");
+                        act.ending = true;
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.bus.unregister(Address::task(self.task.id));
+        self.executor.do_send(TaskDone {
+            task_id: self.task.id,
+        });
+    }
+}
+
+impl Handler<Deliver<Msg>> for TaskActor {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(env): Deliver<Msg>, ctx: &mut Self::Context) {
+        match env.body {
+            Msg::TaskEvent {
+                task_id,
+                seq,
+                name,
+                payload,
+            } if task_id == self.task.id => {
+                let mut new = false;
+                self.shared
+                    .update(|mb| new = mb.add_event(seq, name, payload));
+                if new && seq > self.max_seq {
+                    self.max_seq = seq;
+                    self.mark_delivered(seq, ctx);
+                }
+            }
+            Msg::CancelTask { task_id } if task_id == self.task.id => {
+                tracing::info!(parent: &self.span(), "cancellation requested");
+                self.shared.update(|mb| mb.cancel());
+            }
+            Msg::TaskFinished { task } if task.parent_id == Some(self.task.id) => {
+                self.shared.update(|mb| mb.add_child(*task));
+            }
+            other => {
+                tracing::debug!(parent: &self.span(), msg = ?other, "message not for this task; ignored");
+            }
+        }
+    }
+}
+
+impl Handler<Abort> for TaskActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Abort, ctx: &mut Self::Context) {
+        if let Some(h) = self.run.take() {
+            ctx.cancel_future(h);
+        }
+        if msg.hand_back && !self.ending {
+            self.end(
+                Err(TaskError::Interrupted("the executor is stopping".into())),
+                ctx,
+            );
+        } else {
+            self.ending = true;
+            ctx.stop();
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! courier-bus: the message bus that every courier actor talks through.
+//!
+//! The bus knows nothing of tasks. It moves envelopes of an opaque body type `B`
+//! from one [`Address`] to another and lets senders ignore where the target
+//! lives: in this process, in another process on the same host, or elsewhere.
+//!
+//! # Layout
+//!
+//! - [`address`]: the names actors are reached by (`executor/<id>`,
+//!   `task/<uuid>`, `web/<node>/<session>`, `pool/<name>`), with parsing and
+//!   validation.
+//! - [`envelope`]: the versioned envelope (message id, from, to, correlation
+//!   id, send time, W3C trace context, body). It is the only type the bus puts
+//!   on a wire.
+//! - [`trace`]: the W3C `traceparent` value carried in every envelope.
+//! - [`router`]: the [`Bus`] actor with its routing table, and [`BusHandle`],
+//!   the cheap cloneable handle senders use.
+//! - [`transport`]: the [`Transport`] seam. [`transport::local`] is the
+//!   in-process route (no serialization, no I/O); socket, AMQP and PostgreSQL
+//!   transports plug in beside it without touching senders.
+//! - [`error`]: the typed errors of this crate.
+
+pub mod address;
+pub mod envelope;
+pub mod error;
+pub mod router;
+pub mod trace;
+pub mod transport;
+
+pub use address::Address;
+pub use envelope::{Envelope, PROTOCOL_VERSION};
+pub use error::{AddressError, BusError, TransportError};
+pub use router::{Bus, BusHandle, BusStats, Deliver, Route};
+pub use trace::TraceParent;
+pub use transport::{Distance, Transport};

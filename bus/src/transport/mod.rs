@@ -1,0 +1,44 @@
+//! The transport seam.
+//!
+//! The [`Bus`](crate::Bus) first tries its in-process routing table
+//! ([`local`]); when the target is not registered in this process it asks
+//! each added [`Transport`], nearest first, whether it can reach the address.
+//! A transport that says yes takes the envelope and is then responsible for
+//! it (serializing it, writing it to a socket, publishing it to a broker).
+//! Envelopes that arrive from a transport re-enter the bus as
+//! [`Inbound`](crate::router::Inbound) and are delivered in-process only, so a
+//! message never bounces between transports.
+//!
+//! Transports are driven from inside the bus actor: `send` must not block. A
+//! transport that does I/O hands the envelope to its own task and returns.
+
+pub mod local;
+
+use crate::address::Address;
+use crate::envelope::Envelope;
+use crate::error::TransportError;
+
+/// How far a transport carries a message. The bus prefers the nearest route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Distance {
+    /// Another process on the same host (e.g. a Unix socket).
+    SameHost,
+    /// Another host (e.g. AMQP or the shared database).
+    Network,
+}
+
+/// A way out of this process for envelopes of body type `B`.
+pub trait Transport<B>: 'static {
+    /// A short, stable name for logs and metrics (`socket`, `amqp`, `postgres`).
+    fn name(&self) -> &'static str;
+
+    /// How far this transport carries messages.
+    fn distance(&self) -> Distance;
+
+    /// Whether this transport knows a route to `to` right now. Pool addresses
+    /// are reachable through a transport when some remote node consumes them.
+    fn reaches(&self, to: &Address) -> bool;
+
+    /// Takes the envelope for delivery. Must not block.
+    fn send(&mut self, envelope: Envelope<B>) -> Result<(), TransportError>;
+}

@@ -1,0 +1,144 @@
+//! Shared set-up for the integration tests: a fresh database per test, on
+//! SQLite (a temporary file) or on the real PostgreSQL named by
+//! `DATABASE_URL` (default: the local `test` database), isolated in a schema
+//! of its own that is dropped afterwards.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use courier::{ExecutorConfig, Runtime, RuntimeBuilder, Store, StoreOptions};
+use sqlx::Connection;
+
+pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub fn pg_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.to_string())
+}
+
+/// One test's database. Dropping it removes the SQLite file or the schema.
+pub struct TestDb {
+    pub url: String,
+    pub options: StoreOptions,
+    schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("courier.db").display());
+        TestDb {
+            url,
+            options: StoreOptions::default(),
+            schema: None,
+            _dir: Some(dir),
+        }
+    }
+
+    pub async fn postgres() -> TestDb {
+        let url = pg_url();
+        let schema = format!("courier_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {url} is not reachable: {e}"));
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .expect("create schema");
+        TestDb {
+            url,
+            options: StoreOptions {
+                pg_schema: Some(schema.clone()),
+                max_connections: Some(6),
+                ..StoreOptions::default()
+            },
+            schema: Some(schema),
+            _dir: None,
+        }
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect_with(&self.url, self.options.clone())
+            .await
+            .expect("store")
+    }
+
+    /// A runtime builder on this database with the demo kinds and a fast
+    /// failure detector, so recovery tests do not wait long.
+    pub fn builder(&self) -> RuntimeBuilder {
+        Runtime::builder()
+            .database(self.url.clone())
+            .store_options(self.options.clone())
+            .registry(courier::demo::registry())
+            .executor(fast_executor())
+    }
+
+    /// Drops the PostgreSQL schema (the SQLite file goes with the temp dir).
+    pub async fn cleanup(self) {
+        if let Some(schema) = &self.schema {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&self.url).await {
+                let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    }
+}
+
+pub fn fast_executor() -> ExecutorConfig {
+    ExecutorConfig {
+        capacity: 64,
+        heartbeat_interval: Duration::from_millis(200),
+        dead_after: Duration::from_millis(1500),
+        sweep_interval: Duration::from_millis(300),
+        redeliver_after: Duration::from_millis(500),
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Defines `mod sqlite` and `mod postgres`, each with one `#[actix::test]`
+/// per listed function `async fn name(db: &TestDb)`.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix::test]
+                async fn $name() {
+                    let db = $crate::common::TestDb::sqlite().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix::test]
+                async fn $name() {
+                    let db = $crate::common::TestDb::postgres().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+    };
+}

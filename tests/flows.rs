@@ -1,0 +1,484 @@
+//! The four event flows in one process, on SQLite and on PostgreSQL.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, TestDb};
+use courier::bus::Address;
+use courier::{Error, NewTask, TaskContext, TaskError, TaskFilter, TaskState};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Flow 1 and 2: create → start_task → an executor runs it → task_finished
+/// reaches the waiter; the history records each state with who changed it.
+async fn submit_and_wait_returns_the_finished_task(db: &TestDb) {
+    let rt = db.builder().start().await.unwrap();
+    let c = rt.client();
+    let input = json!({"hello": ["world", 1, null]});
+    let w = c
+        .submit_and_wait(NewTask::new("demo.echo", input.clone()), WAIT)
+        .await
+        .unwrap();
+    assert!(w.created && w.finished);
+    assert_eq!(w.task.state, TaskState::Succeeded);
+    assert_eq!(w.task.output, Some(input));
+    assert_eq!(w.task.attempts, 1);
+    assert_eq!(w.task.executor_id.as_deref(), rt.executor_id());
+    assert!(w.task.started_at.is_some() && w.task.finished_at.is_some());
+
+    let h = c.history(w.task.id).await.unwrap();
+    let states: Vec<_> = h.iter().map(|e| e.to_state.as_str()).collect();
+    assert_eq!(states, ["pending", "running", "succeeded"]);
+    assert_eq!(h[1].changed_by.as_deref(), rt.executor_id());
+    // The waiter's registration was consumed.
+    assert!(c.store().take_watchers(w.task.id).await.unwrap().is_empty());
+
+    // Failures come back the same way.
+    let w = c
+        .submit_and_wait(
+            NewTask::new("demo.fail", json!({"message": "disk full"})),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.task.state, TaskState::Failed);
+    assert_eq!(w.task.error.as_deref(), Some("disk full"));
+    rt.shutdown().await;
+}
+
+/// A wait that runs out returns the task as it stands; waiting again later
+/// sees it finish.
+async fn a_wait_that_runs_out_returns_the_task_as_it_stands(db: &TestDb) {
+    let rt = db.builder().start().await.unwrap();
+    let c = rt.client();
+    let w = c
+        .submit_and_wait(
+            NewTask::new("demo.sleep", json!({"ms": 400})),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap();
+    assert!(!w.finished);
+    assert_eq!(w.task.state, TaskState::Running);
+    let (t, fin) = c.wait(w.task.id, WAIT).await.unwrap();
+    assert!(fin);
+    assert_eq!(t.output, Some(json!({"slept_ms": 400})));
+    rt.shutdown().await;
+}
+
+/// Flow 3, events: a task suspends waiting for an event and resumes with its
+/// payload; an event that comes before the wait is kept; finished and
+/// unknown tasks refuse events.
+async fn events_reach_the_task_wherever_it_waits(db: &TestDb) {
+    let rt = db.builder().start().await.unwrap();
+    let c = rt.client();
+    let t = c
+        .submit(NewTask::new("demo.await_event", json!({"name": "booted"})))
+        .await
+        .unwrap()
+        .task;
+    eventually("the task to suspend", WAIT, || async {
+        (c.get(t.id).await.unwrap().state == TaskState::Suspended).then_some(())
+    })
+    .await;
+    // An event of another name does not wake it.
+    c.send_event(t.id, "noise", json!(1)).await.unwrap();
+    let ev = c
+        .send_event(t.id, "booted", json!({"ip": "10.1.2.3"}))
+        .await
+        .unwrap();
+    assert_eq!(ev.name, "booted");
+    let (done, fin) = c.wait(t.id, WAIT).await.unwrap();
+    assert!(fin);
+    assert_eq!(done.state, TaskState::Succeeded);
+    assert_eq!(done.output, Some(json!({"ip": "10.1.2.3"})));
+    let states: Vec<_> = c
+        .history(t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.to_state)
+        .collect();
+    assert_eq!(
+        states,
+        ["pending", "running", "suspended", "running", "succeeded"]
+    );
+    let events = c.events(t.id).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.delivered_at.is_some()));
+
+    match c.send_event(t.id, "booted", json!(2)).await {
+        Err(Error::Conflict(m)) => assert!(m.contains("succeeded"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let nobody = uuid::Uuid::now_v7();
+    assert!(
+        matches!(c.send_event(nobody, "x", json!(1)).await, Err(Error::NotFound(id)) if id == nobody)
+    );
+
+    // An event sent before the task waits for it (even before it starts) is kept.
+    let early = c
+        .submit(NewTask::new("demo.await_event", json!({"name": "go"})))
+        .await
+        .unwrap()
+        .task;
+    c.send_event(early.id, "go", json!("early")).await.unwrap();
+    let (done, _) = c.wait(early.id, WAIT).await.unwrap();
+    assert_eq!(done.output, Some(json!("early")));
+    rt.shutdown().await;
+}
+
+/// Flow 3, cancel: running, suspended and pending tasks are cancelled, and
+/// cancellation cascades to sub-tasks.
+async fn cancel_reaches_running_suspended_and_pending_tasks(db: &TestDb) {
+    let rt = db.builder().start().await.unwrap();
+    let c = rt.client();
+    let sleeping = c
+        .submit(NewTask::new("demo.sleep", json!({"ms": 60_000})))
+        .await
+        .unwrap()
+        .task;
+    let waiting = c
+        .submit(NewTask::new("demo.await_event", json!({"name": "never"})))
+        .await
+        .unwrap()
+        .task;
+    for id in [sleeping.id, waiting.id] {
+        eventually("the task to start", WAIT, || async {
+            c.get(id).await.unwrap().state.is_owned().then_some(())
+        })
+        .await;
+        c.cancel(id).await.unwrap();
+        let (t, fin) = c.wait(id, WAIT).await.unwrap();
+        assert!(fin);
+        assert_eq!(t.state, TaskState::Cancelled, "{t:?}");
+        assert!(t.cancel_requested);
+    }
+
+    // Cascade: a parent waiting on sleeping children.
+    let parent = c
+        .submit(NewTask::new(
+            "demo.fanout",
+            json!({"n": 3, "kind": "demo.sleep", "input": {"ms": 60_000}}),
+        ))
+        .await
+        .unwrap()
+        .task;
+    eventually("three running children", WAIT, || async {
+        let ch = c.children(parent.id).await.unwrap();
+        (ch.len() == 3 && ch.iter().all(|t| t.state == TaskState::Running)).then_some(())
+    })
+    .await;
+    c.cancel(parent.id).await.unwrap();
+    let (p, _) = c.wait(parent.id, WAIT).await.unwrap();
+    assert_eq!(p.state, TaskState::Cancelled);
+    for ch in c.children(parent.id).await.unwrap() {
+        let (t, _) = c.wait(ch.id, WAIT).await.unwrap();
+        assert_eq!(t.state, TaskState::Cancelled);
+    }
+    rt.shutdown().await;
+
+    // Pending: nobody runs it here, so it is cancelled before it starts.
+    let only_client = db.builder().without_executor().start().await.unwrap();
+    let c = only_client.client();
+    let t = c.submit(NewTask::new("demo.echo", json!(1))).await;
+    // With no executor alive, demo.echo is an unknown kind.
+    assert!(matches!(t, Err(Error::UnknownKind(_))), "{t:?}");
+    let holder = db.builder().start().await.unwrap();
+    holder.shutdown().await; // registers the kinds, then stops: nobody runs them now
+    let rt = db.builder().start().await.unwrap();
+    let t = rt
+        .client()
+        .submit(NewTask::new("demo.sleep", json!({"ms": 1})))
+        .await
+        .unwrap()
+        .task;
+    // Race the executor deliberately: either it was still pending (cancelled
+    // at once) or it already ran; both are final and consistent.
+    let after = rt.client().cancel(t.id).await.unwrap();
+    let (fin, _) = rt.client().wait(after.id, WAIT).await.unwrap();
+    assert!(fin.state.is_final());
+    rt.shutdown().await;
+}
+
+/// Flow 4: sub-tasks run on the pool and report back; outputs come in spawn
+/// order; a failed child fails the parent.
+async fn sub_tasks_report_back_to_their_parent(db: &TestDb) {
+    let rt = db.builder().start().await.unwrap();
+    let c = rt.client();
+    let w = c
+        .submit_and_wait(
+            NewTask::new(
+                "demo.fanout",
+                json!({"n": 5, "kind": "demo.echo", "input": {"x": 1}}),
+            ),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.task.state, TaskState::Succeeded, "{:?}", w.task);
+    assert_eq!(
+        w.task.output,
+        Some(json!({"children": 5, "outputs": [{"x": 1}, {"x": 1}, {"x": 1}, {"x": 1}, {"x": 1}]}))
+    );
+    let children = c.children(w.task.id).await.unwrap();
+    assert_eq!(children.len(), 5);
+    assert!(children.iter().all(|ch| ch.parent_id == Some(w.task.id)
+        && ch.state == TaskState::Succeeded
+        && ch.trace_id == w.task.trace_id));
+    let listed = c
+        .list(&TaskFilter {
+            parent_id: Some(w.task.id),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 5);
+
+    let w = c
+        .submit_and_wait(
+            NewTask::new(
+                "demo.fanout",
+                json!({"n": 2, "kind": "demo.fail", "input": {"message": "no lease"}}),
+            ),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.task.state, TaskState::Failed);
+    let err = w.task.error.unwrap();
+    assert!(
+        err.contains("demo.fail") && err.contains("no lease"),
+        "{err}"
+    );
+
+    // Spawning a kind nobody runs fails the parent with a clear message.
+    let w = c
+        .submit_and_wait(
+            NewTask::new("demo.fanout", json!({"n": 1, "kind": "no.such.kind"})),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.task.state, TaskState::Failed);
+    assert!(w.task.error.unwrap().contains("no executor runs kind"));
+
+    // The provisioning orchestration: three parallel steps, then an event.
+    let p = c
+        .submit(NewTask::new(
+            "demo.provision",
+            json!({"host": "web01.example.com"}),
+        ))
+        .await
+        .unwrap()
+        .task;
+    eventually("provisioning to wait for booted", WAIT, || async {
+        let t = c.get(p.id).await.unwrap();
+        (t.state == TaskState::Suspended
+            && t.progress == Some(json!({"step": "waiting for booted"})))
+        .then_some(())
+    })
+    .await;
+    c.send_event(p.id, "booted", json!({"uptime_s": 3}))
+        .await
+        .unwrap();
+    let (done, _) = c.wait(p.id, WAIT).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded, "{done:?}");
+    let out = done.output.unwrap();
+    assert_eq!(out["host"], "web01.example.com");
+    assert_eq!(out["booted"], json!({"uptime_s": 3}));
+    assert!(out["dns"]["record"]
+        .as_str()
+        .unwrap()
+        .starts_with("web01.example.com. A 10."));
+    assert_eq!(c.children(p.id).await.unwrap().len(), 3);
+    rt.shutdown().await;
+}
+
+/// Requests are validated; an idempotency key returns the first task.
+async fn idempotency_and_validation(db: &TestDb) {
+    let rt = db.builder().start().await.unwrap();
+    let c = rt.client();
+    let a = c
+        .submit(NewTask::new("demo.echo", json!(1)).idempotency_key("order-42"))
+        .await
+        .unwrap();
+    let b = c
+        .submit(NewTask::new("demo.echo", json!(2)).idempotency_key("order-42"))
+        .await
+        .unwrap();
+    assert!(a.created && !b.created);
+    assert_eq!(a.task.id, b.task.id);
+    assert_eq!(b.task.input, json!(1));
+
+    assert!(
+        matches!(c.submit(NewTask::new("nope", json!(1))).await, Err(Error::UnknownKind(k)) if k == "nope")
+    );
+    assert!(matches!(
+        c.submit(NewTask::new("bad kind/x", json!(1))).await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        c.submit(NewTask::new("demo.echo", json!(1)).idempotency_key("k".repeat(300)))
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    // Bad input fails the task with a message naming the problem.
+    let w = c
+        .submit_and_wait(NewTask::new("demo.sleep", json!({"seconds": 1})), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(w.task.state, TaskState::Failed);
+    assert!(w
+        .task
+        .error
+        .unwrap()
+        .contains("invalid input for demo.sleep"));
+    assert!(matches!(
+        c.get(uuid::Uuid::now_v7()).await,
+        Err(Error::NotFound(_))
+    ));
+    rt.shutdown().await;
+}
+
+/// Duplicate start_task messages are harmless: each task runs once.
+async fn duplicate_starts_run_a_task_once(db: &TestDb) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let rt = db
+        .builder()
+        .register("count", move |ctx: TaskContext| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                ctx.sleep(Duration::from_millis(20)).await?;
+                Ok::<Value, TaskError>(json!(null))
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let c = rt.client();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let t = c
+            .submit(NewTask::new("count", json!(i)))
+            .await
+            .unwrap()
+            .task;
+        // Ten more copies of the start message for each task.
+        for _ in 0..10 {
+            rt.bus().tell(courier::bus::Envelope::new(
+                Address::pool("tester").unwrap(),
+                Address::pool("count").unwrap(),
+                courier::Msg::StartTask {
+                    task_id: t.id,
+                    kind: "count".into(),
+                },
+            ));
+        }
+        ids.push(t.id);
+    }
+    for id in &ids {
+        let (t, fin) = c.wait(*id, WAIT).await.unwrap();
+        assert!(fin);
+        assert_eq!(t.attempts, 1);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 20);
+    rt.shutdown().await;
+}
+
+/// A panicking task fails with the panic message and frees its slot.
+async fn a_panicking_task_fails_cleanly(db: &TestDb) {
+    let rt = db
+        .builder()
+        .register("explode", |_ctx: TaskContext| async move {
+            if true {
+                panic!("wires crossed");
+            }
+            Ok::<Value, TaskError>(json!(null))
+        })
+        .start()
+        .await
+        .unwrap();
+    let c = rt.client();
+    let w = c
+        .submit_and_wait(NewTask::new("explode", json!({})), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(w.task.state, TaskState::Failed);
+    assert!(w.task.error.unwrap().contains("wires crossed"));
+    // The executor still works.
+    let w = c
+        .submit_and_wait(NewTask::new("demo.echo", json!(7)), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(w.task.output, Some(json!(7)));
+    rt.shutdown().await;
+}
+
+/// Listing is newest first and pages by id.
+async fn listing_filters_and_pages(db: &TestDb) {
+    let rt = db.builder().start().await.unwrap();
+    let c = rt.client();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            c.submit_and_wait(NewTask::new("demo.echo", json!(i)), WAIT)
+                .await
+                .unwrap()
+                .task
+                .id,
+        );
+    }
+    c.submit_and_wait(NewTask::new("demo.fail", json!({"message": "x"})), WAIT)
+        .await
+        .unwrap();
+    let page1 = c
+        .list(&TaskFilter {
+            kind: Some("demo.echo".into()),
+            limit: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let page2 = c
+        .list(&TaskFilter {
+            kind: Some("demo.echo".into()),
+            limit: 4,
+            after: Some(page1.last().unwrap().id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got: Vec<_> = page1.iter().chain(&page2).map(|t| t.id).collect();
+    ids.reverse();
+    assert_eq!(got, ids);
+    let failed = c
+        .list(&TaskFilter {
+            state: Some(TaskState::Failed),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    rt.shutdown().await;
+}
+
+on_both_databases!(
+    submit_and_wait_returns_the_finished_task,
+    a_wait_that_runs_out_returns_the_task_as_it_stands,
+    events_reach_the_task_wherever_it_waits,
+    cancel_reaches_running_suspended_and_pending_tasks,
+    sub_tasks_report_back_to_their_parent,
+    idempotency_and_validation,
+    duplicate_starts_run_a_task_once,
+    a_panicking_task_fails_cleanly,
+    listing_filters_and_pages,
+);
