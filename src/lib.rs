@@ -47,3 +47,8 @@ pub use courier_actors::{
     TaskError, TaskEvent, TaskFilter, TaskKind, TaskState,
 };
 pub use courier_bus::{Address, Envelope};
+
+/// The README's code compiles (it is checked as a doctest).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -335,8 +335,33 @@ impl TaskContext {
     }
 
     /// Waits for every child and returns their outputs in the order given.
-    /// The first failed child (in that order) fails the wait.
+    /// The first failed child (in that order) fails the wait. The task is
+    /// suspended once for the whole wait, not once per child.
     pub async fn join_all(&self, children: &[Child]) -> Result<Vec<Value>, TaskError> {
+        let ids: Vec<Uuid> = children.iter().map(|c| c.id).collect();
+        let missing = {
+            let mb = self.inner.shared.lock();
+            ids.iter().any(|id| !mb.children.contains_key(id))
+        };
+        if missing {
+            // Reports that came before this run listened are in the database.
+            let i = &self.inner;
+            let known = retry("reading sub-tasks", WRITE_RETRY, || {
+                i.store.children(i.task.id)
+            })
+            .await?;
+            i.shared.update(|mb| {
+                for t in known.into_iter().filter(|t| t.state.is_final()) {
+                    mb.add_child(t);
+                }
+            });
+            self.park(|mb| {
+                ids.iter()
+                    .all(|id| mb.children.contains_key(id))
+                    .then_some(())
+            })
+            .await?;
+        }
         let mut out = Vec::with_capacity(children.len());
         for c in children {
             out.push(c.join().await?);

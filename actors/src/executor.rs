@@ -331,7 +331,7 @@ async fn sweep_once(
         ));
     }
     // 3. Sub-task reports a suspended parent may have missed.
-    for c in store.finished_children_of_suspended(me).await? {
+    for c in store.finished_children_of_suspended(me, before).await? {
         if let Some(parent) = c.parent_id {
             let trace = c.trace_id.clone();
             bus.tell(envelope(

@@ -75,14 +75,39 @@ impl TestDb {
             .executor(fast_executor())
     }
 
-    /// Drops the PostgreSQL schema (the SQLite file goes with the temp dir).
-    pub async fn cleanup(self) {
-        if let Some(schema) = &self.schema {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&self.url).await {
-                let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                    .execute(&mut conn)
-                    .await;
-            }
+    /// Drops the PostgreSQL schema now (the SQLite file goes with the temp
+    /// dir). A test that panics before this still has its schema dropped by
+    /// `Drop`.
+    pub async fn cleanup(mut self) {
+        if let Some(schema) = self.schema.take() {
+            drop_schema(&self.url, &schema).await;
+        }
+    }
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(url).await {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(schema) = self.schema.take() {
+            let url = self.url.clone();
+            // Drop runs inside the test's runtime, which cannot be blocked
+            // on: do it on a thread with a runtime of its own.
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(drop_schema(&url, &schema));
+                }
+            })
+            .join();
         }
     }
 }

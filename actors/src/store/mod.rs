@@ -561,9 +561,14 @@ impl Store {
             .bind(executor).bind(before).fetch_all(p).await)?)
     }
 
-    /// Finished sub-tasks whose parent `executor` holds suspended: the sweep
-    /// re-sends their `task_finished` in case the first one was lost.
-    pub async fn finished_children_of_suspended(&self, executor: &str) -> Result<Vec<Task>> {
+    /// Sub-tasks that finished before `before` and whose parent `executor`
+    /// holds suspended: the sweep re-sends their `task_finished` in case the
+    /// first one was lost.
+    pub async fn finished_children_of_suspended(
+        &self,
+        executor: &str,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<Task>> {
         let cols = TASK_COLS
             .split(", ")
             .map(|c| format!("c.{c}"))
@@ -572,10 +577,11 @@ impl Store {
         let sql = format!(
             "SELECT {cols} FROM tasks c JOIN tasks p ON c.parent_id = p.id \
              WHERE p.executor_id = $1 AND p.state = 'suspended' AND c.state IN {FINAL_STATES} \
+               AND c.finished_at < $2 \
              ORDER BY c.id LIMIT 1000"
         );
-        let rows: Vec<TaskRow> =
-            on_pool!(self, p => sqlx::query_as(&sql).bind(executor).fetch_all(p).await)?;
+        let rows: Vec<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(executor).bind(before).fetch_all(p).await)?;
         rows_to_tasks(rows)
     }
 
