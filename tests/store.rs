@@ -115,10 +115,14 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
     // The owner's writes work, and the end is final.
     let cur = fence(&second);
     s.set_owned_state(&cur, TaskState::Suspended).await.unwrap();
-    let done = s
+    s.add_watcher(t.id, "web/n/w1").await.unwrap();
+    let (done, watchers) = s
         .finish(&cur, &Outcome::Failed("boom".into()))
         .await
         .unwrap();
+    // The watchers are taken with the final state, in one transaction.
+    assert_eq!(watchers, ["web/n/w1"]);
+    assert!(s.take_watchers(t.id).await.unwrap().is_empty());
     assert_eq!(
         (done.state, done.error.as_deref()),
         (TaskState::Failed, Some("boom"))

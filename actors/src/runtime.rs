@@ -38,7 +38,7 @@ use crate::model::{ExecutorInfo, HistoryEntry, NewTask, Task, TaskEvent, TaskFil
 use crate::protocol::{envelope, new_trace_id, pool_of, Bus, Msg};
 use crate::store::{retry, ExecutorRegistration, Store, StoreOptions, TaskInsert};
 use crate::task::notify_finished;
-use crate::waiter::{Dismiss, Waiter};
+use crate::waiter::{Dismiss, WaitFor, Waiter};
 
 /// The longest `idempotency_key` accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
@@ -290,7 +290,7 @@ impl Client {
         Ok(())
     }
 
-    async fn insert(&self, t: NewTask) -> Result<Submitted> {
+    async fn insert(&self, t: NewTask, watcher: Option<&str>) -> Result<Submitted> {
         self.validate(&t).await?;
         let insert = TaskInsert {
             id: Uuid::now_v7(),
@@ -300,7 +300,7 @@ impl Client {
             trace_id: new_trace_id(),
             created_by: self.node.clone(),
         };
-        let (task, created) = self.store.create_task(&insert).await?;
+        let (task, created) = self.store.create_task_watched(&insert, watcher).await?;
         Ok(Submitted { task, created })
     }
 
@@ -320,7 +320,7 @@ impl Client {
 
     /// Creates a task (flow 1) and returns at once.
     pub async fn submit(&self, t: NewTask) -> Result<Submitted> {
-        let s = self.insert(t).await?;
+        let s = self.insert(t, None).await?;
         if s.created {
             self.start(&s.task);
         }
@@ -331,13 +331,28 @@ impl Client {
     /// Creates a task and waits up to `timeout` for it to finish (flows 1 and
     /// 2): the executor's `task_finished` is pushed to a waiter on the bus.
     pub async fn submit_and_wait(&self, t: NewTask, timeout: Duration) -> Result<Waited> {
-        let s = self.insert(t).await?;
-        let w = self.wait_inner(&s.task, timeout, s.created).await?;
-        Ok(Waited {
-            task: w.0,
-            created: s.created,
-            finished: w.1,
-        })
+        let session = WaitSession::open(self).await?;
+        let result = async {
+            // The task and its watcher are committed together, and the waiter
+            // is on the bus before the task can start: nothing can finish
+            // unseen.
+            let s = self.insert(t, Some(&session.watcher)).await?;
+            if s.created {
+                self.start(&s.task);
+                tracing::info!(task_id = %s.task.id, kind = %s.task.kind, trace_id = %s.task.trace_id, "task submitted; waiting");
+            }
+            let (task, finished) = session.wait(self, &s.task, timeout, !s.created).await?;
+            Ok(Waited {
+                task,
+                created: s.created,
+                finished,
+            })
+        }
+        .await;
+        session
+            .close(self, result.as_ref().ok().map(|w: &Waited| w.task.id))
+            .await;
+        result
     }
 
     /// Waits up to `timeout` for a task to finish. Returns the task as it
@@ -347,64 +362,13 @@ impl Client {
         if task.state.is_final() {
             return Ok((task, true));
         }
-        self.wait_inner(&task, timeout, false).await
-    }
-
-    async fn wait_inner(
-        &self,
-        task: &Task,
-        timeout: Duration,
-        start: bool,
-    ) -> Result<(Task, bool)> {
-        let session = Uuid::now_v7().simple().to_string();
-        let addr = Address::Web {
-            node: self.node.clone(),
-            session,
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let waiter = Waiter {
-            task_id: task.id,
-            reply: Some(tx),
-        }
-        .start();
-        self.bus
-            .register(addr.clone(), waiter.clone().recipient())
-            .await?;
-        let watcher = addr.to_string();
-        // `pushed`: the answer came from the executor, which removed the
-        // watcher row when it read it. Every other way out removes it here.
-        let mut pushed = false;
+        let session = WaitSession::open(self).await?;
         let result = async {
-            // Registered on the bus and in the store before anything can finish
-            // the task, or (when it already ran) read back below.
-            self.store.add_watcher(task.id, &watcher).await?;
-            if start {
-                self.start(task);
-            }
-            let now = self.store.task(task.id).await?;
-            if now.state.is_final() {
-                return Ok((now, true));
-            }
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(t)) => {
-                    pushed = true;
-                    Ok((t, true))
-                }
-                _ => {
-                    let t = self.store.task(task.id).await?;
-                    let fin = t.state.is_final();
-                    Ok((t, fin))
-                }
-            }
+            self.store.add_watcher(id, &session.watcher).await?;
+            session.wait(self, &task, timeout, true).await
         }
         .await;
-        self.bus.unregister(addr);
-        waiter.do_send(Dismiss);
-        if !pushed {
-            if let Err(e) = self.store.remove_watcher(task.id, &watcher).await {
-                tracing::debug!(error = %e, "could not remove a watcher; it goes when the task finishes");
-            }
-        }
+        session.close(self, Some(id)).await;
         result
     }
 
@@ -489,7 +453,7 @@ impl Client {
     async fn cancel_one(&self, t: &Task) -> Result<()> {
         let by = self.node.clone();
         if let Some(done) = self.store.cancel_pending(t.id, &by).await? {
-            notify_finished(&self.store, &self.bus, self.me(), &done).await;
+            notify_finished(&self.store, &self.bus, self.me(), &done, None).await;
             return Ok(());
         }
         let now = retry("requesting cancellation", Duration::from_secs(10), || {
@@ -505,6 +469,91 @@ impl Client {
             ));
         }
         Ok(())
+    }
+}
+
+/// One wait for one task: a [`Waiter`] registered on the bus at
+/// `web/<node>/<session>`, whose address is recorded as the task's watcher.
+struct WaitSession {
+    address: Address,
+    watcher: String,
+    waiter: Addr<Waiter>,
+    rx: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<Task>>>,
+    /// The answer was pushed by the executor, which removed the watcher row
+    /// when it read it; otherwise `close` removes it.
+    pushed: std::sync::atomic::AtomicBool,
+}
+
+impl WaitSession {
+    async fn open(c: &Client) -> Result<WaitSession> {
+        let address = Address::Web {
+            node: c.node.clone(),
+            session: Uuid::now_v7().simple().to_string(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiter = Waiter {
+            task_id: None,
+            reply: Some(tx),
+            early: Vec::new(),
+        }
+        .start();
+        c.bus
+            .register(address.clone(), waiter.clone().recipient())
+            .await?;
+        Ok(WaitSession {
+            watcher: address.to_string(),
+            address,
+            waiter,
+            rx: std::sync::Mutex::new(Some(rx)),
+            pushed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Waits for `task` to finish. `check_first`: read the store once the
+    /// watcher is recorded, for a task that may have finished before.
+    async fn wait(
+        &self,
+        c: &Client,
+        task: &Task,
+        timeout: Duration,
+        check_first: bool,
+    ) -> Result<(Task, bool)> {
+        if check_first {
+            let now = c.store.task(task.id).await?;
+            if now.state.is_final() {
+                return Ok((now, true));
+            }
+        }
+        let rx = self
+            .rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or(Error::Stopped)?;
+        self.waiter.do_send(WaitFor(task.id));
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(t)) if t.id == task.id => {
+                self.pushed.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok((t, true))
+            }
+            _ => {
+                let t = c.store.task(task.id).await?;
+                let fin = t.state.is_final();
+                Ok((t, fin))
+            }
+        }
+    }
+
+    async fn close(self, c: &Client, task: Option<Uuid>) {
+        c.bus.unregister(self.address);
+        self.waiter.do_send(Dismiss);
+        if let Some(id) = task {
+            if !self.pushed.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Err(e) = c.store.remove_watcher(id, &self.watcher).await {
+                    tracing::debug!(error = %e, "could not remove a watcher; it goes when the task finishes");
+                }
+            }
+        }
     }
 }
 

@@ -232,9 +232,9 @@ impl TaskActor {
         ctx.wait(
             async move {
                 match retry("recording the end of a run", FINISH_RETRY, || store.finish(&fence, &outcome)).await {
-                    Ok(task) => {
+                    Ok((task, watchers)) => {
                         tracing::info!(state = %task.state, "run finished");
-                        notify_finished(&store, &bus, me, &task).await;
+                        notify_finished(&store, &bus, me, &task, Some(watchers)).await;
                     }
                     Err(Error::Fenced(_)) => {
                         tracing::warn!("this executor lost the task before its end was recorded; result dropped")
@@ -251,17 +251,28 @@ impl TaskActor {
 
 /// Flow 2: tells everyone waiting for `task` (registered watchers, and the
 /// parent) that it is final. The final state is committed before this runs.
-pub(crate) async fn notify_finished(store: &Store, bus: &Bus, from: Address, task: &Task) {
-    let watchers = match retry("reading watchers", Duration::from_secs(30), || {
-        store.take_watchers(task.id)
-    })
-    .await
-    {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the task's watchers; they will time out");
-            Vec::new()
-        }
+/// `watchers`: already taken from the store with the final state, or `None`
+/// to take them now.
+pub(crate) async fn notify_finished(
+    store: &Store,
+    bus: &Bus,
+    from: Address,
+    task: &Task,
+    watchers: Option<Vec<String>>,
+) {
+    let watchers = match watchers {
+        Some(w) => w,
+        None => match retry("reading watchers", Duration::from_secs(30), || {
+            store.take_watchers(task.id)
+        })
+        .await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the task's watchers; they will time out");
+                Vec::new()
+            }
+        },
     };
     let msg = Msg::TaskFinished {
         task: Box::new(task.clone()),

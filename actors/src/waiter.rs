@@ -13,8 +13,12 @@ use crate::model::Task;
 use crate::protocol::Msg;
 
 pub(crate) struct Waiter {
-    pub task_id: Uuid,
+    /// The task waited for; `None` until [`WaitFor`] names it (a waiter is
+    /// registered before the task it waits for exists).
+    pub task_id: Option<Uuid>,
     pub reply: Option<oneshot::Sender<Task>>,
+    /// Reports that came before [`WaitFor`].
+    pub early: Vec<Task>,
 }
 
 impl Actor for Waiter {
@@ -26,12 +30,36 @@ impl Handler<Deliver<Msg>> for Waiter {
 
     fn handle(&mut self, Deliver(env): Deliver<Msg>, ctx: &mut Self::Context) {
         if let Msg::TaskFinished { task } = env.body {
-            if task.id == self.task_id {
-                if let Some(tx) = self.reply.take() {
-                    let _ = tx.send(*task);
-                }
-                ctx.stop();
+            match self.task_id {
+                Some(id) if task.id == id => self.answer(*task, ctx),
+                Some(_) => {}
+                None => self.early.push(*task),
             }
+        }
+    }
+}
+
+impl Waiter {
+    fn answer(&mut self, task: Task, ctx: &mut Context<Self>) {
+        if let Some(tx) = self.reply.take() {
+            let _ = tx.send(task);
+        }
+        ctx.stop();
+    }
+}
+
+/// Names the task the waiter waits for.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WaitFor(pub Uuid);
+
+impl Handler<WaitFor> for Waiter {
+    type Result = ();
+    fn handle(&mut self, WaitFor(id): WaitFor, ctx: &mut Self::Context) {
+        self.task_id = Some(id);
+        if let Some(i) = self.early.iter().position(|t| t.id == id) {
+            let t = self.early.swap_remove(i);
+            self.answer(t, ctx);
         }
     }
 }

@@ -55,6 +55,25 @@ macro_rules! on_pool {
     };
 }
 
+/// Like `on_pool!`, and binds `$begin` to the statement that opens a write
+/// transaction: `BEGIN IMMEDIATE` on SQLite, so the transaction takes the
+/// write lock up front (waiting on the busy timeout) instead of failing when
+/// it tries to upgrade a read lock; a plain `BEGIN` on PostgreSQL.
+macro_rules! on_pool_tx {
+    ($store:expr, $pool:ident, $begin:ident => $body:expr) => {
+        match &$store.db {
+            Db::Sqlite($pool) => {
+                let $begin = "BEGIN IMMEDIATE";
+                $body
+            }
+            Db::Postgres($pool) => {
+                let $begin = "BEGIN";
+                $body
+            }
+        }
+    };
+}
+
 /// Which database a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -197,35 +216,53 @@ impl Store {
     /// Inserts a top-level task. With an idempotency key that exists already,
     /// returns the first task and `false`.
     pub async fn create_task(&self, t: &TaskInsert) -> Result<(Task, bool)> {
-        let sql = format!(
+        self.create_task_watched(t, None).await
+    }
+
+    /// Inserts a top-level task and, in the same transaction, registers
+    /// `watcher` (a bus address) to be told when it finishes: no finish can
+    /// slip between the two. With an idempotency key that exists already,
+    /// returns the first task and `false` (the watcher is registered on it).
+    pub async fn create_task_watched(
+        &self,
+        t: &TaskInsert,
+        watcher: Option<&str>,
+    ) -> Result<(Task, bool)> {
+        let insert = format!(
             "INSERT INTO tasks (id, kind, state, input, idempotency_key, trace_id, changed_by, created_at, updated_at) \
              VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $7) \
              ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
+        let by_key = format!("SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1");
         let ts = now();
-        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(t.id)
-            .bind(&t.kind)
-            .bind(Json(&t.input))
-            .bind(&t.idempotency_key)
-            .bind(&t.trace_id)
-            .bind(&t.created_by)
-            .bind(ts)
-            .fetch_optional(p)
-            .await)?;
-        if let Some(task) = row_to_task(row)? {
-            return Ok((task, true));
+        let (row, created): (Option<TaskRow>, bool) = on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let row: Option<TaskRow> = sqlx::query_as(&insert)
+                .bind(t.id)
+                .bind(&t.kind)
+                .bind(Json(&t.input))
+                .bind(&t.idempotency_key)
+                .bind(&t.trace_id)
+                .bind(&t.created_by)
+                .bind(ts)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let (row, created) = match (row, &t.idempotency_key) {
+                (Some(r), _) => (Some(r), true),
+                (None, Some(key)) => (sqlx::query_as(&by_key).bind(key).fetch_optional(&mut *tx).await?, false),
+                (None, None) => (None, false),
+            };
+            if let (Some(r), Some(w)) = (&row, watcher) {
+                sqlx::query("INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(r.id).bind(w).bind(ts).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            (row, created)
+        });
+        match row_to_task(row)? {
+            Some(task) => Ok((task, created)),
+            None => Err(Error::Conflict(format!("task id {} exists already", t.id))),
         }
-        let key = t
-            .idempotency_key
-            .as_deref()
-            .ok_or_else(|| Error::Conflict(format!("task id {} exists already", t.id)))?;
-        let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1");
-        let row: Option<TaskRow> =
-            on_pool!(self, p => sqlx::query_as(&sql).bind(key).fetch_optional(p).await)?;
-        row_to_task(row)?
-            .map(|t| (t, false))
-            .ok_or_else(|| Error::Conflict("idempotency key conflict; retry".into()))
     }
 
     /// Inserts sub-task number `spawn_seq` of the parent that `fence` owns.
@@ -431,8 +468,9 @@ impl Store {
         Ok(())
     }
 
-    /// Records how an owned task ended. Returns the final task.
-    pub async fn finish(&self, fence: &Fence, outcome: &Outcome) -> Result<Task> {
+    /// Records how an owned task ended. Returns the final task and, taken
+    /// in the same transaction, the addresses that were waiting for it.
+    pub async fn finish(&self, fence: &Fence, outcome: &Outcome) -> Result<(Task, Vec<String>)> {
         let (output, error) = match outcome {
             Outcome::Succeeded(v) => (Some(Json(v)), None),
             Outcome::Failed(e) => (None, Some(e.as_str())),
@@ -443,11 +481,25 @@ impl Store {
              WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended') \
              RETURNING {TASK_COLS}"
         );
-        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
-            .bind(outcome.state().as_str()).bind(output).bind(error).bind(now())
-            .fetch_optional(p).await)?;
-        row_to_task(row)?.ok_or(Error::Fenced(fence.task_id))
+        let (row, watchers): (Option<TaskRow>, Vec<(String,)>) = on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let row: Option<TaskRow> = sqlx::query_as(&sql)
+                .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
+                .bind(outcome.state().as_str()).bind(output).bind(error).bind(now())
+                .fetch_optional(&mut *tx).await?;
+            let watchers = if row.is_some() {
+                let w = sqlx::query_as("DELETE FROM task_watchers WHERE task_id = $1 RETURNING address")
+                    .bind(fence.task_id).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                w
+            } else {
+                tx.rollback().await?;
+                Vec::new()
+            };
+            (row, watchers)
+        });
+        let task = row_to_task(row)?.ok_or(Error::Fenced(fence.task_id))?;
+        Ok((task, watchers.into_iter().map(|w| w.0).collect()))
     }
 
     /// Puts an owned task back to `pending` (a clean stop hands its tasks back).
