@@ -249,7 +249,8 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
         c_start
             .record((started - t0).as_micros().max(1) as u64)
             .unwrap();
-        c.wait(t.id, Duration::from_secs(10)).await.unwrap();
+        let (_, fin) = c.wait(t.id, Duration::from_secs(10)).await.unwrap();
+        assert!(fin, "a no-op task did not finish within 10 s");
 
         // courier: submit → finished
         let t0 = Instant::now();
@@ -274,7 +275,9 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
         raw.finish(id).await;
         r_rt.record(t0.elapsed().as_micros().max(1) as u64).unwrap();
 
-        // store writes
+        // store writes (the baseline's executor row must look alive, or the
+        // real executor's failure detector declares it dead)
+        assert!(store.heartbeat("bench-baseline", 0).await.unwrap());
         let t0 = Instant::now();
         let ins = TaskInsert {
             id: Uuid::now_v7(),
@@ -403,6 +406,12 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let which = std::env::var("BENCH_DB").unwrap_or_else(|_| "all".into());
     let samples = env_usize("BENCH_SAMPLES", 500);
     let tasks = env_usize("BENCH_TASKS", 3200);

@@ -341,7 +341,7 @@ impl Client {
                 self.start(&s.task);
                 tracing::info!(task_id = %s.task.id, kind = %s.task.kind, trace_id = %s.task.trace_id, "task submitted; waiting");
             }
-            let (task, finished) = session.wait(self, &s.task, timeout, !s.created).await?;
+            let (task, finished) = session.wait(self, &s.task, timeout).await?;
             Ok(Waited {
                 task,
                 created: s.created,
@@ -364,8 +364,8 @@ impl Client {
         }
         let session = WaitSession::open(self).await?;
         let result = async {
-            self.store.add_watcher(id, &session.watcher).await?;
-            session.wait(self, &task, timeout, true).await
+            let now = self.store.watch(id, &session.watcher).await?;
+            session.wait(self, &now, timeout).await
         }
         .await;
         session.close(self, Some(id)).await;
@@ -509,20 +509,13 @@ impl WaitSession {
         })
     }
 
-    /// Waits for `task` to finish. `check_first`: read the store once the
-    /// watcher is recorded, for a task that may have finished before.
-    async fn wait(
-        &self,
-        c: &Client,
-        task: &Task,
-        timeout: Duration,
-        check_first: bool,
-    ) -> Result<(Task, bool)> {
-        if check_first {
-            let now = c.store.task(task.id).await?;
-            if now.state.is_final() {
-                return Ok((now, true));
-            }
+    /// Waits for `task` to finish. `task` was read in the transaction that
+    /// recorded the watcher, so if it was not final then, the executor will
+    /// push the finished task here.
+    async fn wait(&self, c: &Client, task: &Task, timeout: Duration) -> Result<(Task, bool)> {
+        tracing::debug!(task_id = %task.id, state = %task.state, watcher = %self.watcher, "waiting");
+        if task.state.is_final() {
+            return Ok((task.clone(), true));
         }
         let rx = self
             .rx

@@ -274,6 +274,7 @@ pub(crate) async fn notify_finished(
             }
         },
     };
+    tracing::debug!(task_id = %task.id, state = %task.state, ?watchers, "telling watchers and parent");
     let msg = Msg::TaskFinished {
         task: Box::new(task.clone()),
     };

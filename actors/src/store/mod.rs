@@ -192,6 +192,17 @@ impl Store {
         Ok(())
     }
 
+    /// The row lock a transaction takes on a task it reads before deciding
+    /// something another transaction's finish could change. PostgreSQL
+    /// (read committed) needs `FOR SHARE` so the two serialize on the row;
+    /// SQLite write transactions (`BEGIN IMMEDIATE`) are serial already.
+    fn share_lock(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "",
+            Db::Postgres(_) => "FOR SHARE",
+        }
+    }
+
     /// Which database this is.
     pub fn dialect(&self) -> Dialect {
         match self.db {
@@ -233,7 +244,10 @@ impl Store {
              VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $7) \
              ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
-        let by_key = format!("SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1");
+        let by_key = format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 {}",
+            self.share_lock()
+        );
         let ts = now();
         let (row, created): (Option<TaskRow>, bool) = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
@@ -564,8 +578,9 @@ impl Store {
     pub async fn add_event(&self, task: Uuid, name: &str, payload: &Value) -> Result<TaskEvent> {
         let sql = format!(
             "INSERT INTO task_events (task_id, name, payload, created_at) \
-             SELECT $1, $2, $3, $4 FROM tasks WHERE id = $1 AND state NOT IN {FINAL_STATES} \
-             RETURNING seq, task_id, name, payload, created_at, delivered_at"
+             SELECT $1, $2, $3, $4 FROM tasks WHERE id = $1 AND state NOT IN {FINAL_STATES} {lock} \
+             RETURNING seq, task_id, name, payload, created_at, delivered_at",
+            lock = self.share_lock()
         );
         let ev: Option<TaskEvent> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(task).bind(name).bind(Json(payload)).bind(now())
@@ -638,6 +653,29 @@ impl Store {
     }
 
     // ----- watchers --------------------------------------------------------
+
+    /// Records that `address` waits for `task` to finish and returns the task
+    /// as it stands, in one transaction that serializes with the task's
+    /// finish: either the finish sees this watcher (and tells it), or this
+    /// returns the final task. Reading the state apart from the insert would
+    /// leave a window where neither happens.
+    pub async fn watch(&self, task: Uuid, address: &str) -> Result<Task> {
+        let select = format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE id = $1 {}",
+            self.share_lock()
+        );
+        let row: Option<TaskRow> = on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let row: Option<TaskRow> = sqlx::query_as(&select).bind(task).fetch_optional(&mut *tx).await?;
+            if row.is_some() {
+                sqlx::query("INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(task).bind(address).bind(now()).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            row
+        });
+        row_to_task(row)?.ok_or(Error::NotFound(task))
+    }
 
     /// Records that `address` waits for `task` to finish.
     pub async fn add_watcher(&self, task: Uuid, address: &str) -> Result<()> {
