@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, TestDb};
+use common::{eventually, until_state, TestDb};
 use courier::bus::Address;
 use courier::{Error, NewTask, TaskContext, TaskError, TaskFilter, TaskState};
 use serde_json::{json, Value};
@@ -81,10 +81,7 @@ async fn events_reach_the_task_wherever_it_waits(db: &TestDb) {
         .await
         .unwrap()
         .task;
-    eventually("the task to suspend", WAIT, || async {
-        (c.get(t.id).await.unwrap().state == TaskState::Suspended).then_some(())
-    })
-    .await;
+    until_state(&c, t.id, TaskState::Suspended).await;
     // An event of another name does not wake it.
     c.send_event(t.id, "noise", json!(1)).await.unwrap();
     let ev = c

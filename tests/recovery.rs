@@ -12,7 +12,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{eventually, TestDb};
+use common::{eventually, until_state, TestDb};
 use courier::actors::store::TaskInsert;
 use courier::{ExecutorConfig, ExecutorState, NewTask, Registry, Runtime, TaskState};
 use serde_json::json;
@@ -166,10 +166,7 @@ async fn a_clean_stop_hands_work_back_at_once(db: &TestDb) {
         .await
         .unwrap()
         .task;
-    eventually("the task to suspend", WAIT, || async {
-        (c.get(t.id).await.unwrap().state == TaskState::Suspended).then_some(())
-    })
-    .await;
+    until_state(&c, t.id, TaskState::Suspended).await;
     let first = rt1.executor_id().unwrap().to_string();
     rt1.shutdown().await;
     let back = c.get(t.id).await.unwrap();
@@ -299,10 +296,7 @@ async fn with_every_message_lost_the_database_still_completes_the_work(db: &Test
                 .id,
         );
     }
-    eventually("the waiter to suspend", WAIT, || async {
-        (c.get(waiter.id).await.unwrap().state == TaskState::Suspended).then_some(())
-    })
-    .await;
+    until_state(&c, waiter.id, TaskState::Suspended).await;
     // Sent on the client's bus, where task/<id> is unknown: the message is
     // dropped, the committed event is re-sent by the owner's sweep.
     c.send_event(waiter.id, "ping", json!("pong"))

@@ -316,12 +316,13 @@ async fn sweep_once(
     }
     // 2. Events that were committed but whose message never arrived.
     let before = now() - chrono::Duration::from_std(cfg.redeliver_after).unwrap_or_default();
-    for e in store.undelivered_events(me, before).await? {
+    for u in store.undelivered_events(me, before).await? {
+        let e = u.event;
         let task = e.task_id;
         bus.tell(envelope(
             from.clone(),
             Address::task(task),
-            "",
+            &u.trace_id,
             Msg::TaskEvent {
                 task_id: task,
                 seq: e.seq,

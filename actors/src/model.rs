@@ -106,6 +106,13 @@ impl fmt::Display for TaskState {
 #[error("unknown task state {0:?} (expected pending, running, suspended, succeeded, failed or cancelled)")]
 pub struct UnknownState(pub String);
 
+impl TryFrom<String> for TaskState {
+    type Error = UnknownState;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl FromStr for TaskState {
     type Err = UnknownState;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -117,15 +124,19 @@ impl FromStr for TaskState {
 }
 
 /// A task as stored, and as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Task {
     pub id: Uuid,
     pub kind: String,
+    #[sqlx(try_from = "String")]
     pub state: TaskState,
+    #[sqlx(json)]
     pub input: Value,
+    #[sqlx(json(nullable))]
     pub output: Option<Value>,
     pub error: Option<String>,
     /// The last progress value the run recorded, if any.
+    #[sqlx(json(nullable))]
     pub progress: Option<Value>,
     pub parent_id: Option<Uuid>,
     /// The executor that owns the task now, or that ran it last.
@@ -143,55 +154,6 @@ pub struct Task {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
-}
-
-/// The row shape the SQL returns; converted into [`Task`] after checking the state.
-#[derive(sqlx::FromRow)]
-pub(crate) struct TaskRow {
-    pub id: Uuid,
-    pub kind: String,
-    pub state: String,
-    pub input: Json<Value>,
-    pub output: Option<Json<Value>>,
-    pub error: Option<String>,
-    pub progress: Option<Json<Value>>,
-    pub parent_id: Option<Uuid>,
-    pub executor_id: Option<String>,
-    pub epoch: i64,
-    pub attempts: i32,
-    pub cancel_requested: bool,
-    pub idempotency_key: Option<String>,
-    pub trace_id: String,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl TryFrom<TaskRow> for Task {
-    type Error = UnknownState;
-    fn try_from(r: TaskRow) -> Result<Self, Self::Error> {
-        Ok(Task {
-            id: r.id,
-            kind: r.kind,
-            state: r.state.parse()?,
-            input: r.input.0,
-            output: r.output.map(|j| j.0),
-            error: r.error,
-            progress: r.progress.map(|j| j.0),
-            parent_id: r.parent_id,
-            executor_id: r.executor_id,
-            epoch: r.epoch,
-            attempts: r.attempts,
-            cancel_requested: r.cancel_requested,
-            idempotency_key: r.idempotency_key,
-            trace_id: r.trace_id,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            updated_at: r.updated_at,
-        })
-    }
 }
 
 /// What it takes to create a task.
@@ -259,6 +221,23 @@ pub enum ExecutorState {
     Dead,
 }
 
+/// An executor state name that is not one of the three.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown executor state {0:?} (expected alive, stopped or dead)")]
+pub struct UnknownExecutorState(pub String);
+
+impl TryFrom<String> for ExecutorState {
+    type Error = UnknownExecutorState;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        match s.as_str() {
+            "alive" => Ok(ExecutorState::Alive),
+            "stopped" => Ok(ExecutorState::Stopped),
+            "dead" => Ok(ExecutorState::Dead),
+            _ => Err(UnknownExecutorState(s)),
+        }
+    }
+}
+
 impl ExecutorState {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -270,13 +249,15 @@ impl ExecutorState {
 }
 
 /// An executor as registered, and as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
 pub struct ExecutorInfo {
     pub id: String,
     pub node: String,
     pub host: String,
     pub pid: i32,
+    #[sqlx(try_from = "String")]
     pub state: ExecutorState,
+    #[sqlx(json)]
     pub kinds: Vec<String>,
     pub capacity: i32,
     pub running: i32,
@@ -286,45 +267,6 @@ pub struct ExecutorInfo {
     pub ended_at: Option<DateTime<Utc>>,
     /// The executor that declared it dead and took its tasks over.
     pub ended_by: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct ExecutorRow {
-    pub id: String,
-    pub node: String,
-    pub host: String,
-    pub pid: i32,
-    pub state: String,
-    pub kinds: Json<Vec<String>>,
-    pub capacity: i32,
-    pub running: i32,
-    pub started_at: DateTime<Utc>,
-    pub last_seen_at: DateTime<Utc>,
-    pub ended_at: Option<DateTime<Utc>>,
-    pub ended_by: Option<String>,
-}
-
-impl From<ExecutorRow> for ExecutorInfo {
-    fn from(r: ExecutorRow) -> Self {
-        ExecutorInfo {
-            id: r.id,
-            node: r.node,
-            host: r.host,
-            pid: r.pid,
-            state: match r.state.as_str() {
-                "alive" => ExecutorState::Alive,
-                "stopped" => ExecutorState::Stopped,
-                _ => ExecutorState::Dead,
-            },
-            kinds: r.kinds.0,
-            capacity: r.capacity,
-            running: r.running,
-            started_at: r.started_at,
-            last_seen_at: r.last_seen_at,
-            ended_at: r.ended_at,
-            ended_by: r.ended_by,
-        }
-    }
 }
 
 /// Filters and paging for listing tasks. Lists are newest first; `after` is

@@ -167,3 +167,13 @@ macro_rules! on_both_databases {
         }
     };
 }
+
+/// Waits until task `id` is in state `state`.
+pub async fn until_state(c: &courier::Client, id: uuid::Uuid, state: courier::TaskState) {
+    eventually(
+        &format!("task {id} to be {state}"),
+        Duration::from_secs(20),
+        || async { (c.get(id).await.unwrap().state == state).then_some(()) },
+    )
+    .await
+}

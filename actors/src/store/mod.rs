@@ -26,8 +26,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    now, ExecutorInfo, ExecutorRow, ExecutorState, HistoryEntry, Task, TaskEvent, TaskFilter,
-    TaskRow, TaskState,
+    now, ExecutorInfo, ExecutorState, HistoryEntry, Task, TaskEvent, TaskFilter, TaskState,
 };
 
 pub use connect::{StoreOptions, MIGRATOR_POSTGRES, MIGRATOR_SQLITE};
@@ -81,7 +80,7 @@ pub enum Dialect {
     Postgres,
 }
 
-/// The columns of a task, in [`TaskRow`] order.
+/// The columns of a task, in [`Task`] order.
 const TASK_COLS: &str = "id, kind, state, input, output, error, progress, parent_id, executor_id, \
      epoch, attempts, cancel_requested, idempotency_key, trace_id, created_at, started_at, \
      finished_at, updated_at";
@@ -125,6 +124,14 @@ pub struct TaskInsert {
     pub created_by: String,
 }
 
+/// An event still undelivered, with the trace of its task.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct UndeliveredEvent {
+    #[sqlx(flatten)]
+    pub event: TaskEvent,
+    pub trace_id: String,
+}
+
 /// An executor registration.
 #[derive(Clone, Debug)]
 pub struct ExecutorRegistration {
@@ -134,17 +141,6 @@ pub struct ExecutorRegistration {
     pub pid: i32,
     pub kinds: Vec<String>,
     pub capacity: i32,
-}
-
-fn rows_to_tasks(rows: Vec<TaskRow>) -> Result<Vec<Task>> {
-    rows.into_iter()
-        .map(|r| Task::try_from(r).map_err(|e| Error::Corrupt(e.to_string())))
-        .collect()
-}
-
-fn row_to_task(row: Option<TaskRow>) -> Result<Option<Task>> {
-    row.map(|r| Task::try_from(r).map_err(|e| Error::Corrupt(e.to_string())))
-        .transpose()
 }
 
 /// `$start, $start+1, …` for an `IN (…)` list of `n` values.
@@ -249,9 +245,9 @@ impl Store {
             self.share_lock()
         );
         let ts = now();
-        let (row, created): (Option<TaskRow>, bool) = on_pool_tx!(self, p, begin => {
+        let (row, created): (Option<Task>, bool) = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
-            let row: Option<TaskRow> = sqlx::query_as(&insert)
+            let row: Option<Task> = sqlx::query_as(&insert)
                 .bind(t.id)
                 .bind(&t.kind)
                 .bind(Json(&t.input))
@@ -273,7 +269,7 @@ impl Store {
             tx.commit().await?;
             (row, created)
         });
-        match row_to_task(row)? {
+        match row {
             Some(task) => Ok((task, created)),
             None => Err(Error::Conflict(format!("task id {} exists already", t.id))),
         }
@@ -298,7 +294,7 @@ impl Store {
              ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
         let ts = now();
-        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(t.id)
             .bind(&t.kind)
             .bind(Json(&t.input))
@@ -310,7 +306,7 @@ impl Store {
             .bind(fence.epoch)
             .fetch_optional(p)
             .await)?;
-        if let Some(task) = row_to_task(row)? {
+        if let Some(task) = row {
             return Ok((task, true));
         }
         match self.child(fence.task_id, spawn_seq).await? {
@@ -322,17 +318,17 @@ impl Store {
     /// Sub-task number `spawn_seq` of `parent`.
     pub async fn child(&self, parent: Uuid, spawn_seq: i32) -> Result<Option<Task>> {
         let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE parent_id = $1 AND spawn_seq = $2");
-        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(parent).bind(spawn_seq).fetch_optional(p).await)?;
-        row_to_task(row)
+        Ok(row)
     }
 
     /// The task, if it exists.
     pub async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
         let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1");
-        let row: Option<TaskRow> =
+        let row: Option<Task> =
             on_pool!(self, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?;
-        row_to_task(row)
+        Ok(row)
     }
 
     /// The task, or [`Error::NotFound`].
@@ -368,7 +364,7 @@ impl Store {
         };
         let sql = format!("SELECT {TASK_COLS} FROM tasks {filter} ORDER BY id DESC LIMIT {limit}");
         let lim = i64::from(f.limit.clamp(1, 1000));
-        let rows: Vec<TaskRow> = on_pool!(self, p => {
+        let rows: Vec<Task> = on_pool!(self, p => {
             let mut q = sqlx::query_as(&sql);
             if let Some(s) = f.state { q = q.bind(s.as_str()); }
             if let Some(k) = &f.kind { q = q.bind(k); }
@@ -376,15 +372,15 @@ impl Store {
             if let Some(a) = f.after { q = q.bind(a); }
             q.bind(lim).fetch_all(p).await
         })?;
-        rows_to_tasks(rows)
+        Ok(rows)
     }
 
     /// The direct sub-tasks of `parent`, in the order they were spawned.
     pub async fn children(&self, parent: Uuid) -> Result<Vec<Task>> {
         let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE parent_id = $1 ORDER BY spawn_seq");
-        let rows: Vec<TaskRow> =
+        let rows: Vec<Task> =
             on_pool!(self, p => sqlx::query_as(&sql).bind(parent).fetch_all(p).await)?;
-        rows_to_tasks(rows)
+        Ok(rows)
     }
 
     /// Every unfinished descendant of `root` (children, their children, …).
@@ -395,9 +391,9 @@ impl Store {
                  UNION ALL SELECT t.id FROM tasks t JOIN d ON t.parent_id = d.id) \
              SELECT {TASK_COLS} FROM tasks WHERE id IN (SELECT id FROM d) AND state NOT IN {FINAL_STATES}"
         );
-        let rows: Vec<TaskRow> =
+        let rows: Vec<Task> =
             on_pool!(self, p => sqlx::query_as(&sql).bind(root).fetch_all(p).await)?;
-        rows_to_tasks(rows)
+        Ok(rows)
     }
 
     /// Claims a pending task for `executor` (a conditional update: of two
@@ -412,9 +408,9 @@ impl Store {
                AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $2 AND e.state = 'alive') \
              RETURNING {TASK_COLS}"
         );
-        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(id).bind(executor).bind(now()).fetch_optional(p).await)?;
-        row_to_task(row)
+        Ok(row)
     }
 
     /// Claims up to `limit` of the oldest pending tasks of `kinds`.
@@ -443,12 +439,12 @@ impl Store {
              RETURNING {TASK_COLS}",
             kinds = placeholders(4, kinds.len()),
         );
-        let rows: Vec<TaskRow> = on_pool!(self, p => {
+        let rows: Vec<Task> = on_pool!(self, p => {
             let mut q = sqlx::query_as(&sql).bind(executor).bind(now()).bind(i64::from(limit));
             for k in kinds { q = q.bind(k); }
             q.fetch_all(p).await
         })?;
-        let mut tasks = rows_to_tasks(rows)?;
+        let mut tasks = rows;
         tasks.sort_by_key(|t| t.id);
         Ok(tasks)
     }
@@ -495,9 +491,9 @@ impl Store {
              WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended') \
              RETURNING {TASK_COLS}"
         );
-        let (row, watchers): (Option<TaskRow>, Vec<(String,)>) = on_pool_tx!(self, p, begin => {
+        let (row, watchers): (Option<Task>, Vec<(String,)>) = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
-            let row: Option<TaskRow> = sqlx::query_as(&sql)
+            let row: Option<Task> = sqlx::query_as(&sql)
                 .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
                 .bind(outcome.state().as_str()).bind(output).bind(error).bind(now())
                 .fetch_optional(&mut *tx).await?;
@@ -512,7 +508,7 @@ impl Store {
             };
             (row, watchers)
         });
-        let task = row_to_task(row)?.ok_or(Error::Fenced(fence.task_id))?;
+        let task = row.ok_or(Error::Fenced(fence.task_id))?;
         Ok((task, watchers.into_iter().map(|w| w.0).collect()))
     }
 
@@ -545,9 +541,9 @@ impl Store {
                  finished_at = $3, updated_at = $3, changed_by = $2 \
              WHERE id = $1 AND state = 'pending' RETURNING {TASK_COLS}"
         );
-        let row: Option<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(id).bind(by).bind(now()).fetch_optional(p).await)?;
-        row_to_task(row)
+        Ok(row)
     }
 
     /// State history of a task, oldest first.
@@ -619,9 +615,9 @@ impl Store {
         &self,
         executor: &str,
         before: DateTime<Utc>,
-    ) -> Result<Vec<TaskEvent>> {
+    ) -> Result<Vec<UndeliveredEvent>> {
         Ok(on_pool!(self, p => sqlx::query_as(
-            "SELECT e.seq, e.task_id, e.name, e.payload, e.created_at, e.delivered_at \
+            "SELECT e.seq, e.task_id, e.name, e.payload, e.created_at, e.delivered_at, t.trace_id \
              FROM task_events e JOIN tasks t ON t.id = e.task_id \
              WHERE e.delivered_at IS NULL AND e.created_at < $2 AND t.executor_id = $1 \
                AND t.state IN ('running','suspended') ORDER BY e.seq LIMIT 1000")
@@ -647,9 +643,9 @@ impl Store {
                AND c.finished_at < $2 \
              ORDER BY c.id LIMIT 1000"
         );
-        let rows: Vec<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+        let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(executor).bind(before).fetch_all(p).await)?;
-        rows_to_tasks(rows)
+        Ok(rows)
     }
 
     // ----- watchers --------------------------------------------------------
@@ -664,9 +660,9 @@ impl Store {
             "SELECT {TASK_COLS} FROM tasks WHERE id = $1 {}",
             self.share_lock()
         );
-        let row: Option<TaskRow> = on_pool_tx!(self, p, begin => {
+        let row: Option<Task> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
-            let row: Option<TaskRow> = sqlx::query_as(&select).bind(task).fetch_optional(&mut *tx).await?;
+            let row: Option<Task> = sqlx::query_as(&select).bind(task).fetch_optional(&mut *tx).await?;
             if row.is_some() {
                 sqlx::query("INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                     .bind(task).bind(address).bind(now()).execute(&mut *tx).await?;
@@ -674,7 +670,7 @@ impl Store {
             tx.commit().await?;
             row
         });
-        row_to_task(row)?.ok_or(Error::NotFound(task))
+        row.ok_or(Error::NotFound(task))
     }
 
     /// Records that `address` waits for `task` to finish.
@@ -737,20 +733,20 @@ impl Store {
         me: &str,
         cutoff: DateTime<Utc>,
     ) -> Result<Vec<ExecutorInfo>> {
-        let rows: Vec<ExecutorRow> = on_pool!(self, p => sqlx::query_as(
+        let rows: Vec<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
             "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
              FROM executors WHERE state = 'alive' AND id <> $1 AND last_seen_at < $2")
             .bind(me).bind(cutoff).fetch_all(p).await)?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(rows)
     }
 
     /// Alive executors registered from `host`, other than `me`.
     pub async fn alive_executors_on_host(&self, me: &str, host: &str) -> Result<Vec<ExecutorInfo>> {
-        let rows: Vec<ExecutorRow> = on_pool!(self, p => sqlx::query_as(
+        let rows: Vec<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
             "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
              FROM executors WHERE state = 'alive' AND id <> $1 AND host = $2")
             .bind(me).bind(host).fetch_all(p).await)?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(rows)
     }
 
     /// Declares `dead` dead on behalf of `by`. A conditional update: when
@@ -770,25 +766,25 @@ impl Store {
             "UPDATE tasks SET state = 'pending', executor_id = NULL, updated_at = $3, changed_by = $2 \
              WHERE executor_id = $1 AND state IN ('running','suspended') RETURNING {TASK_COLS}"
         );
-        let rows: Vec<TaskRow> = on_pool!(self, p => sqlx::query_as(&sql)
+        let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(from).bind(by).bind(now()).fetch_all(p).await)?;
-        rows_to_tasks(rows)
+        Ok(rows)
     }
 
     /// Every executor, newest first.
     pub async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
-        let rows: Vec<ExecutorRow> = on_pool!(self, p => sqlx::query_as(
+        let rows: Vec<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
             "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
              FROM executors ORDER BY started_at DESC").fetch_all(p).await)?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(rows)
     }
 
     /// One executor.
     pub async fn executor(&self, id: &str) -> Result<Option<ExecutorInfo>> {
-        let row: Option<ExecutorRow> = on_pool!(self, p => sqlx::query_as(
+        let row: Option<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
             "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
              FROM executors WHERE id = $1").bind(id).fetch_optional(p).await)?;
-        Ok(row.map(Into::into))
+        Ok(row)
     }
 
     /// The kinds some alive executor has registered.
