@@ -64,11 +64,19 @@ impl Mailbox {
     }
 }
 
+/// Who follows the task's state changes, and the last state they were sent.
+#[derive(Default)]
+pub(crate) struct Followers {
+    pub watchers: Vec<Address>,
+    pub last: Option<Task>,
+}
+
 /// The state a task actor and its run share.
 pub(crate) struct Shared {
     mailbox: Mutex<Mailbox>,
     /// Bumped after every change of the mailbox; a parked run wakes on it.
     changed: watch::Sender<u64>,
+    followers: Mutex<Followers>,
 }
 
 impl Shared {
@@ -76,7 +84,28 @@ impl Shared {
         Arc::new(Shared {
             mailbox: Mutex::new(Mailbox::default()),
             changed: watch::channel(0).0,
+            followers: Mutex::new(Followers::default()),
         })
+    }
+
+    pub(crate) fn followers(&self) -> MutexGuard<'_, Followers> {
+        self.followers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the task's new state and sends it to every follower.
+    pub(crate) fn publish(&self, bus: &Bus, from: &Address, task: Task) {
+        let mut f = self.followers();
+        for w in &f.watchers {
+            bus.tell(envelope(
+                from.clone(),
+                w.clone(),
+                &task.trace_id,
+                Msg::TaskChanged {
+                    task: Box::new(task.clone()),
+                },
+            ));
+        }
+        f.last = Some(task);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Mailbox> {
@@ -220,10 +249,11 @@ impl TaskContext {
 
     async fn set_state(&self, to: TaskState) -> Result<(), TaskError> {
         let i = &self.inner;
-        retry("changing task state", WRITE_RETRY, || {
+        let task = retry("changing task state", WRITE_RETRY, || {
             i.store.set_owned_state(&i.fence, to)
         })
         .await?;
+        i.shared.publish(&i.bus, &i.me, task);
         Ok(())
     }
 

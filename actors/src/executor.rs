@@ -138,6 +138,15 @@ impl ExecutorActor {
             return;
         }
         let id = task.id;
+        let m = crate::metrics::metrics();
+        if task.attempts == 1 {
+            if let Some(started) = task.started_at {
+                m.dispatched(
+                    (started - task.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6,
+                );
+            }
+        }
+        m.running_add(1);
         let actor = TaskActor::new(
             task,
             self.id.clone(),
@@ -231,6 +240,7 @@ impl ExecutorActor {
                         // others now. Drop every run without writing anything.
                         tracing::error!(executor = %act.id, "this executor was declared dead; dropping its runs");
                         for (_, a) in act.running.drain() {
+                            crate::metrics::metrics().running_add(-1);
                             a.do_send(Abort { hand_back: false });
                         }
                         act.stopping = true;
@@ -411,7 +421,9 @@ impl Handler<TaskDone> for ExecutorActor {
     type Result = ();
 
     fn handle(&mut self, msg: TaskDone, ctx: &mut Self::Context) {
-        self.running.remove(&msg.task_id);
+        if self.running.remove(&msg.task_id).is_some() {
+            crate::metrics::metrics().running_add(-1);
+        }
         if self.stopping {
             if self.running.is_empty() {
                 ctx.stop();

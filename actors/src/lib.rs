@@ -16,6 +16,7 @@
 //! - [`executor`]: the executor actor: claims tasks, runs them, heartbeats,
 //!   sweeps for anything a lost message left behind, takes over dead executors.
 //! - [`waiter`]: a short-lived actor that waits on the bus for a task to finish.
+//! - [`metrics`]: process-wide counters for the Prometheus endpoint.
 //! - [`runtime`]: [`Runtime`] (start and stop it all) and [`Client`] (create,
 //!   wait for, signal and cancel tasks).
 //! - [`error`]: the typed [`Error`].
@@ -24,6 +25,7 @@ pub mod context;
 pub mod error;
 pub mod executor;
 pub mod kind;
+pub mod metrics;
 pub mod model;
 pub mod protocol;
 pub mod runtime;
@@ -39,5 +41,5 @@ pub use model::{
     ExecutorInfo, ExecutorState, HistoryEntry, NewTask, Task, TaskEvent, TaskFilter, TaskState,
 };
 pub use protocol::Msg;
-pub use runtime::{Client, Runtime, RuntimeBuilder, Submitted};
+pub use runtime::{Client, Runtime, RuntimeBuilder, Submitted, TaskWatch, Waited};
 pub use store::{Store, StoreOptions};

@@ -147,6 +147,9 @@ pub struct Task {
     /// How many times an executor claimed it (1 on a first run).
     pub attempts: i32,
     pub cancel_requested: bool,
+    /// Someone follows every state change of this task; internal.
+    #[serde(skip, default)]
+    pub watched: bool,
     pub idempotency_key: Option<String>,
     /// Trace id (32 hex digits) shared by the task, its messages and its sub-tasks.
     pub trace_id: String,
@@ -165,6 +168,10 @@ pub struct NewTask {
     /// A caller-chosen key: creating again with the same key returns the first task.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Join this trace (32 hex digits, e.g. from an incoming W3C
+    /// `traceparent`) instead of starting a new one.
+    #[serde(skip)]
+    pub trace_id: Option<String>,
 }
 
 impl NewTask {
@@ -173,6 +180,7 @@ impl NewTask {
             kind: kind.into(),
             input,
             idempotency_key: None,
+            trace_id: None,
         }
     }
 

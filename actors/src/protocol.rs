@@ -9,6 +9,8 @@
 //! | `task_finished` | a waiter, `task/<parent>`   | the task reached a final state (the whole task)    |
 //! | `task_event`    | `task/<id>`                 | an event was committed to the task's inbox        |
 //! | `cancel_task`   | `task/<id>`                 | cancellation was requested and committed          |
+//! | `task_changed`  | stream watchers             | the task changed state (not final)                |
+//! | `watch_task`    | `task/<id>`                 | send your state changes to this watcher too       |
 //!
 //! Every message announces something already committed to the database, so
 //! any of them may be lost or duplicated without changing a task's fate:
@@ -40,6 +42,12 @@ pub enum Msg {
     },
     /// Flow 3: cancellation of the task was requested (already committed).
     CancelTask { task_id: Uuid },
+    /// A state change of a task that is not final (sent to watchers that
+    /// follow every change; the end comes as `task_finished`).
+    TaskChanged { task: Box<Task> },
+    /// Asks the actor running a task to send its state changes to `watcher`
+    /// (already recorded as a stream watcher in the store).
+    WatchTask { task_id: Uuid, watcher: Address },
 }
 
 impl Msg {
@@ -48,8 +56,9 @@ impl Msg {
         match self {
             Msg::StartTask { task_id, .. }
             | Msg::TaskEvent { task_id, .. }
-            | Msg::CancelTask { task_id } => *task_id,
-            Msg::TaskFinished { task } => task.id,
+            | Msg::CancelTask { task_id }
+            | Msg::WatchTask { task_id, .. } => *task_id,
+            Msg::TaskFinished { task } | Msg::TaskChanged { task } => task.id,
         }
     }
 }

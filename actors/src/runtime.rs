@@ -38,7 +38,7 @@ use crate::model::{ExecutorInfo, HistoryEntry, NewTask, Task, TaskEvent, TaskFil
 use crate::protocol::{envelope, new_trace_id, pool_of, Bus, Msg};
 use crate::store::{retry, ExecutorRegistration, Store, StoreOptions, TaskInsert};
 use crate::task::notify_finished;
-use crate::waiter::{Dismiss, WaitFor, Waiter};
+use crate::waiter::{Dismiss, Follower, WaitFor, Waiter};
 
 /// The longest `idempotency_key` accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
@@ -266,6 +266,11 @@ impl Client {
         &self.store
     }
 
+    /// The bus this client sends through.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
     fn me(&self) -> Address {
         Address::Web {
             node: self.node.clone(),
@@ -297,10 +302,17 @@ impl Client {
             kind: t.kind,
             input: t.input,
             idempotency_key: t.idempotency_key,
-            trace_id: new_trace_id(),
+            trace_id: t
+                .trace_id
+                .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|t| t.to_ascii_lowercase())
+                .unwrap_or_else(new_trace_id),
             created_by: self.node.clone(),
         };
         let (task, created) = self.store.create_task_watched(&insert, watcher).await?;
+        if created {
+            crate::metrics::metrics().task_created(&task.kind);
+        }
         Ok(Submitted { task, created })
     }
 
@@ -331,6 +343,19 @@ impl Client {
     /// Creates a task and waits up to `timeout` for it to finish (flows 1 and
     /// 2): the executor's `task_finished` is pushed to a waiter on the bus.
     pub async fn submit_and_wait(&self, t: NewTask, timeout: Duration) -> Result<Waited> {
+        self.submit_and_wait_until(t, timeout, std::future::pending())
+            .await
+    }
+
+    /// [`submit_and_wait`](Self::submit_and_wait) that also stops waiting
+    /// when `until` resolves (a server shutting down answers its waiting
+    /// requests at once).
+    pub async fn submit_and_wait_until(
+        &self,
+        t: NewTask,
+        timeout: Duration,
+        until: impl std::future::Future<Output = ()>,
+    ) -> Result<Waited> {
         let session = WaitSession::open(self).await?;
         let result = async {
             // The task and its watcher are committed together, and the waiter
@@ -341,7 +366,7 @@ impl Client {
                 self.start(&s.task);
                 tracing::info!(task_id = %s.task.id, kind = %s.task.kind, trace_id = %s.task.trace_id, "task submitted; waiting");
             }
-            let (task, finished) = session.wait(self, &s.task, timeout).await?;
+            let (task, finished) = session.wait(self, &s.task, timeout, until).await?;
             Ok(Waited {
                 task,
                 created: s.created,
@@ -358,18 +383,69 @@ impl Client {
     /// Waits up to `timeout` for a task to finish. Returns the task as it
     /// stands and whether it is final.
     pub async fn wait(&self, id: Uuid, timeout: Duration) -> Result<(Task, bool)> {
+        self.wait_until(id, timeout, std::future::pending()).await
+    }
+
+    /// [`wait`](Self::wait) that also stops waiting when `until` resolves.
+    pub async fn wait_until(
+        &self,
+        id: Uuid,
+        timeout: Duration,
+        until: impl std::future::Future<Output = ()>,
+    ) -> Result<(Task, bool)> {
         let task = self.store.task(id).await?;
         if task.state.is_final() {
             return Ok((task, true));
         }
         let session = WaitSession::open(self).await?;
         let result = async {
-            let now = self.store.watch(id, &session.watcher).await?;
-            session.wait(self, &now, timeout).await
+            let now = self.store.watch(id, &session.watcher, false).await?;
+            session.wait(self, &now, timeout, until).await
         }
         .await;
         session.close(self, Some(id)).await;
         result
+    }
+
+    /// Follows a task: the returned [`TaskWatch`] yields the task as it
+    /// stands, then each state change pushed by its executor, and ends after
+    /// the final state.
+    pub async fn watch(&self, id: Uuid) -> Result<TaskWatch> {
+        let address = Address::Web {
+            node: self.node.clone(),
+            session: Uuid::now_v7().simple().to_string(),
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let follower = Follower { task_id: id, tx }.start();
+        self.bus
+            .register(address.clone(), follower.clone().recipient())
+            .await?;
+        let mut watch = TaskWatch {
+            task_id: id,
+            client: self.clone(),
+            address: address.clone(),
+            follower,
+            rx,
+            first: None,
+            last: None,
+            done: false,
+        };
+        let now = self.store.watch(id, &address.to_string(), true).await?;
+        if !now.state.is_final() {
+            // If the task runs now, its actor adds us; if it starts later, it
+            // finds us in the store.
+            self.bus.tell(envelope(
+                self.me(),
+                Address::task(id),
+                &now.trace_id,
+                Msg::WatchTask {
+                    task_id: id,
+                    watcher: address,
+                },
+            ));
+        }
+        watch.first = Some(now);
+        Ok(watch)
     }
 
     /// The task.
@@ -472,6 +548,60 @@ impl Client {
     }
 }
 
+/// A stream of one task's states; see [`Client::watch`]. Dropping it ends
+/// the watch.
+pub struct TaskWatch {
+    task_id: Uuid,
+    client: Client,
+    address: Address,
+    follower: Addr<Follower>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Task>,
+    first: Option<Task>,
+    /// What was yielded last, to drop repeats.
+    last: Option<(crate::model::TaskState, chrono::DateTime<chrono::Utc>)>,
+    done: bool,
+}
+
+impl TaskWatch {
+    /// The next state of the task, or `None` after the final one.
+    pub async fn next(&mut self) -> Option<Task> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let t = match self.first.take() {
+                Some(t) => t,
+                None => self.rx.recv().await?,
+            };
+            let key = (t.state, t.updated_at);
+            if self
+                .last
+                .is_some_and(|(s, at)| s == t.state && at >= t.updated_at)
+            {
+                continue;
+            }
+            self.last = Some(key);
+            self.done = t.state.is_final();
+            return Some(t);
+        }
+    }
+}
+
+impl Drop for TaskWatch {
+    fn drop(&mut self) {
+        self.client.bus.unregister(self.address.clone());
+        self.follower.do_send(Dismiss);
+        if !self.done {
+            let store = self.client.store.clone();
+            let watcher = self.address.to_string();
+            let id = self.task_id;
+            actix::spawn(async move {
+                let _ = store.remove_watcher(id, &watcher).await;
+            });
+        }
+    }
+}
+
 /// One wait for one task: a [`Waiter`] registered on the bus at
 /// `web/<node>/<session>`, whose address is recorded as the task's watcher.
 struct WaitSession {
@@ -512,7 +642,13 @@ impl WaitSession {
     /// Waits for `task` to finish. `task` was read in the transaction that
     /// recorded the watcher, so if it was not final then, the executor will
     /// push the finished task here.
-    async fn wait(&self, c: &Client, task: &Task, timeout: Duration) -> Result<(Task, bool)> {
+    async fn wait(
+        &self,
+        c: &Client,
+        task: &Task,
+        timeout: Duration,
+        until: impl std::future::Future<Output = ()>,
+    ) -> Result<(Task, bool)> {
         tracing::debug!(task_id = %task.id, state = %task.state, watcher = %self.watcher, "waiting");
         if task.state.is_final() {
             return Ok((task.clone(), true));
@@ -524,8 +660,12 @@ impl WaitSession {
             .take()
             .ok_or(Error::Stopped)?;
         self.waiter.do_send(WaitFor(task.id));
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(t)) if t.id == task.id => {
+        let answer = tokio::select! {
+            r = tokio::time::timeout(timeout, rx) => r.ok().and_then(|r| r.ok()),
+            _ = until => None,
+        };
+        match answer {
+            Some(t) if t.id == task.id => {
                 self.pushed.store(true, std::sync::atomic::Ordering::SeqCst);
                 Ok((t, true))
             }

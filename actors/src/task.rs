@@ -97,18 +97,32 @@ impl TaskActor {
             attempt = self.task.attempts, trace_id = %self.task.trace_id)
     }
 
-    /// Loads the inbox, then starts the run.
+    /// Loads the inbox (and, for a watched task, who follows it), then
+    /// starts the run.
     fn begin(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let id = self.task.id;
+        let watched = self.task.watched;
         let load = async move {
-            retry("loading events", Duration::from_secs(30), || {
+            let events = retry("loading events", Duration::from_secs(30), || {
                 store.events(id)
             })
-            .await
+            .await?;
+            let watchers = if watched {
+                retry("loading watchers", Duration::from_secs(30), || {
+                    store.stream_watchers(id)
+                })
+                .await?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, Error>((events, watchers))
         };
         ctx.wait(load.into_actor(self).map(|res, act, ctx| match res {
-            Ok(events) => {
+            Ok((events, watchers)) => {
+                act.shared.followers().watchers =
+                    watchers.iter().filter_map(|w| w.parse().ok()).collect();
+                act.shared.publish(&act.bus, &act.me, act.task.clone());
                 let last = events.last().map(|e| e.seq);
                 let cancelled = act.task.cancel_requested;
                 act.shared.update(|mb| {
@@ -234,6 +248,7 @@ impl TaskActor {
                 match retry("recording the end of a run", FINISH_RETRY, || store.finish(&fence, &outcome)).await {
                     Ok((task, watchers)) => {
                         tracing::info!(state = %task.state, "run finished");
+                        crate::metrics::metrics().task_finished(&task.kind, task.state.as_str());
                         notify_finished(&store, &bus, me, &task, Some(watchers)).await;
                     }
                     Err(Error::Fenced(_)) => {
@@ -345,6 +360,22 @@ impl Handler<Deliver<Msg>> for TaskActor {
             }
             Msg::TaskFinished { task } if task.parent_id == Some(self.task.id) => {
                 self.shared.update(|mb| mb.add_child(*task));
+            }
+            Msg::WatchTask { task_id, watcher } if task_id == self.task.id => {
+                let mut f = self.shared.followers();
+                if !f.watchers.contains(&watcher) {
+                    if let Some(last) = &f.last {
+                        self.bus.tell(envelope(
+                            self.me.clone(),
+                            watcher.clone(),
+                            &last.trace_id,
+                            Msg::TaskChanged {
+                                task: Box::new(last.clone()),
+                            },
+                        ));
+                    }
+                    f.watchers.push(watcher);
+                }
             }
             other => {
                 tracing::debug!(parent: &self.span(), msg = ?other, "message not for this task; ignored");

@@ -1,7 +1,8 @@
-//! The waiter: a short-lived actor that owns a `web/<node>/<session>`
+//! Web sessions: short-lived actors that own a `web/<node>/<session>`
 //! address while something (an HTTP request, an embedding program) waits for
-//! one task to finish. The executor's `task_finished` reaches it by a bus
-//! send: pushed, never polled.
+//! one task to finish ([`Waiter`]) or follows its every state change
+//! ([`Follower`]). The executor's messages reach them by bus sends: pushed,
+//! never polled.
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -70,6 +71,41 @@ impl Handler<WaitFor> for Waiter {
 pub(crate) struct Dismiss;
 
 impl Handler<Dismiss> for Waiter {
+    type Result = ();
+    fn handle(&mut self, _: Dismiss, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// A follower: the actor behind [`TaskWatch`](crate::runtime::TaskWatch). It
+/// forwards every `task_changed` and the final `task_finished` of one task
+/// into a channel, and stops after the final one.
+pub(crate) struct Follower {
+    pub task_id: Uuid,
+    pub tx: tokio::sync::mpsc::UnboundedSender<Task>,
+}
+
+impl Actor for Follower {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver<Msg>> for Follower {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(env): Deliver<Msg>, ctx: &mut Self::Context) {
+        match env.body {
+            Msg::TaskChanged { task } | Msg::TaskFinished { task } if task.id == self.task_id => {
+                let last = task.state.is_final();
+                if self.tx.send(*task).is_err() || last {
+                    ctx.stop();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Handler<Dismiss> for Follower {
     type Result = ();
     fn handle(&mut self, _: Dismiss, ctx: &mut Self::Context) {
         ctx.stop();

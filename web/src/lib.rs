@@ -1,8 +1,161 @@
-//! courier-web: the HTTP front end (actix-web): API v1, web session actors,
-//! the dashboard and metrics.
+//! courier-web: the HTTP front end (actix-web).
 //!
-//! Not built yet: the embedded runtime comes first. Until then an embedding
-//! program uses [`courier_actors::Client`] directly, which is what the HTTP
-//! handlers will call.
+//! # Layout
+//!
+//! - this file: [`WebState`] (what every handler shares), [`WebConfig`], and
+//!   [`WebState::configure`], which mounts the whole API, the dashboard and
+//!   the metrics into any actix-web `App` — courier's own server or an
+//!   embedding program's.
+//! - [`api`]: the API v1 handlers, including the server-sent-events watch.
+//! - [`error`]: [`ApiError`], the one error type of the API, and its mapping
+//!   to statuses and `{"error": {"code", "message"}}` bodies.
+//! - [`auth`]: the optional bearer-token check.
+//! - [`metrics`]: the Prometheus endpoint.
+//! - [`server`]: courier's own `HttpServer` (tracing, workers, binding).
+//!
+//! Web sessions are actors: a request that waits for a task (`wait_ms`) or
+//! watches one registers a short-lived actor on the bus
+//! (`web/<node>/<session>`) and the executor's messages are pushed to it.
 
-pub use courier_actors::Client;
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{error::JsonPayloadError, web, HttpRequest, HttpResponse};
+
+use courier_actors::Client;
+
+pub use error::ApiError;
+
+/// Settings of the HTTP front end.
+#[derive(Clone, Debug)]
+pub struct WebConfig {
+    /// Largest request body accepted (413 above it).
+    pub body_limit: usize,
+    /// Largest `wait_ms` accepted (422 above it).
+    pub max_wait: Duration,
+    /// Bearer tokens that may call the API; empty means no authentication.
+    pub tokens: Vec<String>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            body_limit: 1024 * 1024,
+            max_wait: Duration::from_secs(60),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// What the handlers share. Build it once, outside `HttpServer::new`.
+#[derive(Clone)]
+pub struct WebState {
+    pub client: Client,
+    pub config: Arc<WebConfig>,
+    /// Becomes `true` when the server begins to stop: waiting requests
+    /// answer at once and watch streams end, so a graceful stop is quick.
+    stopping: tokio::sync::watch::Receiver<bool>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// The dashboard, served from the binary.
+pub const DASHBOARD: &str = include_str!("../assets/dashboard.html");
+
+impl WebState {
+    pub fn new(client: Client, config: WebConfig) -> Self {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        WebState {
+            client,
+            config: Arc::new(config),
+            stopping,
+            stop: Arc::new(stop),
+        }
+    }
+
+    /// Tells waiting requests and watch streams that the server is stopping.
+    pub fn begin_shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Resolves once [`begin_shutdown`](Self::begin_shutdown) was called.
+    pub fn stopping(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let mut rx = self.stopping.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Mounts the API (`/api/v1/...`), `/healthz`, `/metrics` and the
+    /// dashboard (`/`): `App::new().configure(|c| state.configure(c))`.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        let limit = self.config.body_limit;
+        let json = web::JsonConfig::default()
+            .limit(limit)
+            .error_handler(move |e, _req| json_error(e, limit).into());
+        let query = web::QueryConfig::default()
+            .error_handler(|e, _req| ApiError::InvalidQuery(e.to_string()).into());
+        let path = web::PathConfig::default()
+            .error_handler(|e, _req| ApiError::InvalidQuery(e.to_string()).into());
+        cfg.app_data(web::Data::new(self.clone()))
+            .app_data(json)
+            .app_data(query)
+            .app_data(path)
+            .service(
+                web::scope("/api/v1")
+                    .wrap(actix_web::middleware::from_fn(auth::require_token))
+                    .route("/tasks", web::post().to(api::create_task))
+                    .route("/tasks", web::get().to(api::list_tasks))
+                    .route("/tasks/{id}", web::get().to(api::get_task))
+                    .route("/tasks/{id}/children", web::get().to(api::children))
+                    .route("/tasks/{id}/events", web::post().to(api::post_event))
+                    .route("/tasks/{id}/events", web::get().to(api::events))
+                    .route("/tasks/{id}/history", web::get().to(api::history))
+                    .route("/tasks/{id}/cancel", web::post().to(api::cancel))
+                    .route("/tasks/{id}/watch", web::get().to(api::watch))
+                    .route("/executors", web::get().to(api::executors))
+                    .route("/kinds", web::get().to(api::kinds))
+                    .route("/openapi.json", web::get().to(api::openapi))
+                    .default_service(web::to(not_found)),
+            )
+            .route("/healthz", web::get().to(api::healthz))
+            .route("/metrics", web::get().to(metrics::metrics))
+            .route("/", web::get().to(dashboard));
+    }
+}
+
+/// Maps a JSON body failure to the API's statuses: over the limit → 413;
+/// not JSON at all → 400; JSON of the wrong shape or type → 422.
+fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {
+    match e {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::BodyTooLarge { limit }
+        }
+        JsonPayloadError::ContentType => {
+            ApiError::MalformedJson("the body must be JSON (Content-Type: application/json)".into())
+        }
+        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::InvalidField(e.to_string()),
+        JsonPayloadError::Deserialize(e) => ApiError::MalformedJson(format!("malformed JSON: {e}")),
+        other => ApiError::MalformedJson(other.to_string()),
+    }
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no such endpoint: {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; img-src 'self' data:"))
+        .body(DASHBOARD)
+}

@@ -82,7 +82,7 @@ pub enum Dialect {
 
 /// The columns of a task, in [`Task`] order.
 const TASK_COLS: &str = "id, kind, state, input, output, error, progress, parent_id, executor_id, \
-     epoch, attempts, cancel_requested, idempotency_key, trace_id, created_at, started_at, \
+     epoch, attempts, cancel_requested, watched, idempotency_key, trace_id, created_at, started_at, \
      finished_at, updated_at";
 
 const FINAL_STATES: &str = "('succeeded','failed','cancelled')";
@@ -449,19 +449,19 @@ impl Store {
         Ok(tasks)
     }
 
-    /// Moves an owned task between `running` and `suspended`.
-    pub async fn set_owned_state(&self, fence: &Fence, to: TaskState) -> Result<()> {
+    /// Moves an owned task between `running` and `suspended`; returns it.
+    pub async fn set_owned_state(&self, fence: &Fence, to: TaskState) -> Result<Task> {
         debug_assert!(to.is_owned());
-        let res = on_pool!(self, p => sqlx::query(
+        let sql = format!(
             "UPDATE tasks SET state = $4, updated_at = $5, changed_by = $2 \
-             WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended')")
+             WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended') \
+             RETURNING {TASK_COLS}"
+        );
+        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
             .bind(to.as_str()).bind(now())
-            .execute(p).await.map(|r| r.rows_affected()))?;
-        if res == 0 {
-            return Err(Error::Fenced(fence.task_id));
-        }
-        Ok(())
+            .fetch_optional(p).await)?;
+        row.ok_or(Error::Fenced(fence.task_id))
     }
 
     /// Records a progress value of an owned task.
@@ -655,7 +655,8 @@ impl Store {
     /// finish: either the finish sees this watcher (and tells it), or this
     /// returns the final task. Reading the state apart from the insert would
     /// leave a window where neither happens.
-    pub async fn watch(&self, task: Uuid, address: &str) -> Result<Task> {
+    /// `stream`: the watcher follows every state change, not only the end.
+    pub async fn watch(&self, task: Uuid, address: &str, stream: bool) -> Result<Task> {
         let select = format!(
             "SELECT {TASK_COLS} FROM tasks WHERE id = $1 {}",
             self.share_lock()
@@ -663,14 +664,26 @@ impl Store {
         let row: Option<Task> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
             let row: Option<Task> = sqlx::query_as(&select).bind(task).fetch_optional(&mut *tx).await?;
-            if row.is_some() {
-                sqlx::query("INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(task).bind(address).bind(now()).execute(&mut *tx).await?;
+            if row.as_ref().is_some_and(|t| !t.state.is_final()) {
+                sqlx::query("INSERT INTO task_watchers (task_id, address, created_at, stream) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+                    .bind(task).bind(address).bind(now()).bind(stream).execute(&mut *tx).await?;
+                if stream {
+                    sqlx::query("UPDATE tasks SET watched = TRUE WHERE id = $1 AND watched = FALSE")
+                        .bind(task).execute(&mut *tx).await?;
+                }
             }
             tx.commit().await?;
             row
         });
         row.ok_or(Error::NotFound(task))
+    }
+
+    /// The watchers of a task that follow every state change.
+    pub async fn stream_watchers(&self, task: Uuid) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT address FROM task_watchers WHERE task_id = $1 AND stream = TRUE")
+            .bind(task).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
     /// Records that `address` waits for `task` to finish.

@@ -1,0 +1,137 @@
+//! Process-wide counters for the Prometheus endpoint.
+//!
+//! Each process counts what happens in it (the tasks its clients created,
+//! the runs its executor finished, how long claimed tasks had waited);
+//! Prometheus adds the processes up. Gauges that belong to the whole
+//! deployment (tasks per state, queue depth) are read from the store when
+//! scraped, not counted here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// Upper bounds (seconds) of the dispatch latency histogram buckets.
+pub const DISPATCH_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// The counters. Use [`metrics()`].
+pub struct Metrics {
+    created: Mutex<BTreeMap<String, u64>>,
+    finished: Mutex<BTreeMap<(String, &'static str), u64>>,
+    dispatch_buckets: [AtomicU64; DISPATCH_BUCKETS.len()],
+    dispatch_count: AtomicU64,
+    /// Sum of dispatch latencies in microseconds.
+    dispatch_sum_us: AtomicU64,
+    running: AtomicI64,
+}
+
+/// The process's counters.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| Metrics {
+        created: Mutex::new(BTreeMap::new()),
+        finished: Mutex::new(BTreeMap::new()),
+        dispatch_buckets: Default::default(),
+        dispatch_count: AtomicU64::new(0),
+        dispatch_sum_us: AtomicU64::new(0),
+        running: AtomicI64::new(0),
+    })
+}
+
+impl Metrics {
+    pub(crate) fn task_created(&self, kind: &str) {
+        *self
+            .created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(kind.to_string())
+            .or_default() += 1;
+    }
+
+    pub(crate) fn task_finished(&self, kind: &str, state: &'static str) {
+        *self
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((kind.to_string(), state))
+            .or_default() += 1;
+    }
+
+    /// Time from a task's creation to its first claim.
+    pub(crate) fn dispatched(&self, seconds: f64) {
+        for (i, b) in DISPATCH_BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                self.dispatch_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.dispatch_count.fetch_add(1, Ordering::Relaxed);
+        self.dispatch_sum_us
+            .fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn running_add(&self, d: i64) {
+        self.running.fetch_add(d, Ordering::Relaxed);
+    }
+
+    /// Writes the counters in the Prometheus text format (0.0.4).
+    pub fn render(&self, out: &mut String) {
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        out.push_str("# HELP courier_tasks_created_total Tasks created by clients of this process.\n# TYPE courier_tasks_created_total counter\n");
+        for (kind, n) in self
+            .created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "courier_tasks_created_total{{kind=\"{}\"}} {n}",
+                esc(kind)
+            );
+        }
+        out.push_str("# HELP courier_tasks_finished_total Runs finished by the executor of this process.\n# TYPE courier_tasks_finished_total counter\n");
+        for ((kind, state), n) in self
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "courier_tasks_finished_total{{kind=\"{}\",state=\"{state}\"}} {n}",
+                esc(kind)
+            );
+        }
+        out.push_str("# HELP courier_dispatch_latency_seconds Time from a task's creation to its first claim.\n# TYPE courier_dispatch_latency_seconds histogram\n");
+        for (i, b) in DISPATCH_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "courier_dispatch_latency_seconds_bucket{{le=\"{b}\"}} {}",
+                self.dispatch_buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.dispatch_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "courier_dispatch_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "courier_dispatch_latency_seconds_sum {}",
+            self.dispatch_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "courier_dispatch_latency_seconds_count {count}");
+        out.push_str("# HELP courier_tasks_running Tasks running or suspended on the executor of this process.\n# TYPE courier_tasks_running gauge\n");
+        let _ = writeln!(
+            out,
+            "courier_tasks_running {}",
+            self.running.load(Ordering::Relaxed)
+        );
+    }
+}

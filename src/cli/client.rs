@@ -1,0 +1,271 @@
+//! The client commands: thin wrappers over the HTTP API.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::Value;
+
+use super::{ClientArgs, EventArgs, IdArgs, SubmitArgs, TasksArgs};
+
+struct Api {
+    base: String,
+    token: Option<String>,
+    http: awc::Client,
+}
+
+impl Api {
+    fn new(c: &ClientArgs, timeout: Duration) -> Api {
+        Api {
+            base: c.url.trim_end_matches('/').to_string(),
+            token: c.token.clone(),
+            http: awc::Client::builder().timeout(timeout).finish(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = match method {
+            "GET" => self.http.get(&url),
+            _ => self.http.post(&url),
+        };
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let mut resp = match body {
+            Some(b) => req.send_json(&b).await,
+            None => req.send().await,
+        }
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("calling {url} (is `courier serve` running there?)"))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body()
+            .limit(64 * 1024 * 1024)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status >= 400 {
+            let msg = json["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed");
+            let code = json["error"]["code"].as_str().unwrap_or("error");
+            bail!("{status} {code}: {msg}");
+        }
+        Ok((status, json))
+    }
+}
+
+fn parse_json(what: &str, s: Option<&str>) -> anyhow::Result<Value> {
+    match s {
+        None => Ok(Value::Null),
+        Some(s) => {
+            serde_json::from_str(s).with_context(|| format!("{what} is not valid JSON: {s}"))
+        }
+    }
+}
+
+fn print_task(t: &Value) {
+    let s = |k: &str| t[k].as_str().unwrap_or("-").to_string();
+    println!("task      {}", s("id"));
+    println!("kind      {}", s("kind"));
+    println!("state     {}", s("state"));
+    println!("attempts  {}", t["attempts"]);
+    println!("executor  {}", s("executor_id"));
+    if !t["parent_id"].is_null() {
+        println!("parent    {}", s("parent_id"));
+    }
+    println!("created   {}", s("created_at"));
+    if !t["finished_at"].is_null() {
+        println!("finished  {}", s("finished_at"));
+    }
+    println!("input     {}", t["input"]);
+    if !t["output"].is_null() {
+        println!("output    {}", t["output"]);
+    }
+    if !t["error"].is_null() {
+        println!("error     {}", s("error"));
+    }
+    if !t["progress"].is_null() {
+        println!("progress  {}", t["progress"]);
+    }
+}
+
+pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.client, Duration::from_millis(a.wait_ms + 30_000));
+    let mut body =
+        serde_json::json!({"kind": a.kind, "input": parse_json("input", a.input.as_deref())?});
+    if a.wait {
+        body["wait_ms"] = a.wait_ms.into();
+    }
+    if let Some(k) = &a.idempotency_key {
+        body["idempotency_key"] = k.clone().into();
+    }
+    let (status, task) = api.call("POST", "/api/v1/tasks", Some(body)).await?;
+    if a.client.json {
+        println!("{task}");
+    } else {
+        match status {
+            201 => println!("created"),
+            202 => println!("still running after {} ms", a.wait_ms),
+            _ if a.wait => println!("finished"),
+            _ => println!("exists already (same idempotency key)"),
+        }
+        print_task(&task);
+    }
+    if a.wait && task["state"] == "failed" {
+        bail!("the task failed");
+    }
+    Ok(())
+}
+
+pub async fn tasks(a: TasksArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.client, Duration::from_secs(30));
+    let mut q = vec![format!("limit={}", a.limit)];
+    for (k, v) in [
+        ("state", &a.state),
+        ("kind", &a.kind),
+        ("parent", &a.parent),
+        ("after", &a.after),
+    ] {
+        if let Some(v) = v {
+            q.push(format!("{k}={}", urlencode(v)));
+        }
+    }
+    let (_, page) = api
+        .call("GET", &format!("/api/v1/tasks?{}", q.join("&")), None)
+        .await?;
+    if a.client.json {
+        println!("{page}");
+        return Ok(());
+    }
+    let tasks = page["tasks"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<36}  {:<24}  {:<9}  {:>3}  CREATED",
+        "ID", "KIND", "STATE", "TRY"
+    );
+    for t in &tasks {
+        println!(
+            "{:<36}  {:<24}  {:<9}  {:>3}  {}",
+            t["id"].as_str().unwrap_or(""),
+            t["kind"].as_str().unwrap_or(""),
+            t["state"].as_str().unwrap_or(""),
+            t["attempts"],
+            t["created_at"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(next) = page["next"].as_str() {
+        println!("more: courier tasks --after {next}");
+    }
+    Ok(())
+}
+
+pub async fn show(a: IdArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.client, Duration::from_secs(30));
+    let (_, task) = api
+        .call("GET", &format!("/api/v1/tasks/{}", a.id), None)
+        .await?;
+    let (_, history) = api
+        .call("GET", &format!("/api/v1/tasks/{}/history", a.id), None)
+        .await?;
+    let (_, events) = api
+        .call("GET", &format!("/api/v1/tasks/{}/events", a.id), None)
+        .await?;
+    let (_, children) = api
+        .call("GET", &format!("/api/v1/tasks/{}/children", a.id), None)
+        .await?;
+    if a.client.json {
+        println!(
+            "{}",
+            serde_json::json!({"task": task, "history": history["history"], "events": events["events"], "children": children["tasks"]})
+        );
+        return Ok(());
+    }
+    print_task(&task);
+    println!("history");
+    for h in history["history"].as_array().into_iter().flatten() {
+        println!(
+            "  {}  {:>9} → {:<9}  by {}  (attempt {})",
+            h["at"].as_str().unwrap_or(""),
+            h["from_state"].as_str().unwrap_or("-"),
+            h["to_state"].as_str().unwrap_or(""),
+            h["changed_by"].as_str().unwrap_or("-"),
+            h["attempt"]
+        );
+    }
+    let evs = events["events"].as_array().cloned().unwrap_or_default();
+    if !evs.is_empty() {
+        println!("events");
+        for e in &evs {
+            println!(
+                "  #{} {} {}",
+                e["seq"],
+                e["name"].as_str().unwrap_or(""),
+                e["payload"]
+            );
+        }
+    }
+    let ch = children["tasks"].as_array().cloned().unwrap_or_default();
+    if !ch.is_empty() {
+        println!("sub-tasks");
+        for c in &ch {
+            println!(
+                "  {} {} {}",
+                c["id"].as_str().unwrap_or(""),
+                c["kind"].as_str().unwrap_or(""),
+                c["state"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn event(a: EventArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.client, Duration::from_secs(30));
+    let body = serde_json::json!({"name": a.name, "payload": parse_json("payload", a.payload.as_deref())?});
+    let (_, ev) = api
+        .call(
+            "POST",
+            &format!("/api/v1/tasks/{}/events", a.id),
+            Some(body),
+        )
+        .await?;
+    if a.client.json {
+        println!("{ev}");
+    } else {
+        println!("event #{} {} sent to task {}", ev["seq"], a.name, a.id);
+    }
+    Ok(())
+}
+
+pub async fn cancel(a: IdArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.client, Duration::from_secs(30));
+    let (_, task) = api
+        .call("POST", &format!("/api/v1/tasks/{}/cancel", a.id), None)
+        .await?;
+    if a.client.json {
+        println!("{task}");
+    } else {
+        println!(
+            "cancellation requested; task {} is {}",
+            a.id,
+            task["state"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

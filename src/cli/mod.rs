@@ -1,0 +1,216 @@
+//! Command-line definitions. Every server option can also come from a
+//! `COURIER_*` environment variable.
+
+pub mod client;
+pub mod server;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "courier",
+    version,
+    about = "A durable task runtime: servers and client commands"
+)]
+pub struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `courier_actors=debug`.
+    #[arg(long, env = "COURIER_LOG", default_value = "info", global = true)]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Web front end and executor in one process (SQLite and the in-process bus by default).
+    Serve(ServeArgs),
+    /// An executor only: claims and runs tasks.
+    Executor(ExecutorArgs),
+    /// The web front end only: API, dashboard, metrics.
+    Web(WebArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DbArgs),
+    /// Create a task: `courier submit demo.echo '{"a":1}' --wait`.
+    Submit(SubmitArgs),
+    /// List tasks, newest first.
+    Tasks(TasksArgs),
+    /// Show one task with its history, events and sub-tasks.
+    Show(IdArgs),
+    /// Send an event to a task: `courier event ID booted '{"ip":"10.0.0.5"}'`.
+    Event(EventArgs),
+    /// Request cancellation of a task (and its sub-tasks).
+    Cancel(IdArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, env = "COURIER_DB", default_value = "sqlite://courier.db")]
+    pub db: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Transports, comma-separated: `local` (in-process). `socket:DIR`,
+    /// `amqp://…` and `postgres` are planned and refused for now.
+    #[arg(long, env = "COURIER_BUS", default_value = "local")]
+    pub bus: String,
+    /// This node's name in bus addresses (default: `<host>-<pid>`).
+    #[arg(long, env = "COURIER_NODE")]
+    pub node: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// Register the demo task kinds (demo.echo, demo.sleep, demo.fail, demo.await_event, demo.fanout, demo.provision).
+    #[arg(long, env = "COURIER_DEMO")]
+    pub demo: bool,
+    /// Tasks this executor runs at once.
+    #[arg(long, env = "COURIER_CAPACITY", default_value_t = 256)]
+    pub capacity: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Address to listen on.
+    #[arg(long, env = "COURIER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Require `Authorization: Bearer TOKEN` on the API.
+    #[arg(long, env = "COURIER_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// A file of accepted tokens, one per line (`#` starts a comment).
+    #[arg(long, env = "COURIER_API_TOKEN_FILE")]
+    pub api_token_file: Option<std::path::PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "COURIER_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Largest `wait_ms` a request may ask for.
+    #[arg(long, env = "COURIER_MAX_WAIT_MS", default_value_t = 60_000)]
+    pub max_wait_ms: u64,
+    /// HTTP worker threads.
+    #[arg(long, env = "COURIER_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecutorArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct WebArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The courier server's base URL.
+    #[arg(
+        long,
+        env = "COURIER_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// Bearer token for the API.
+    #[arg(long, env = "COURIER_API_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// Task kind, e.g. demo.echo.
+    pub kind: String,
+    /// Input as JSON (default null).
+    pub input: Option<String>,
+    /// Wait for the task to finish (up to --wait-ms).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub wait_ms: u64,
+    /// Create at most one task for this key.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TasksArgs {
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub parent: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Page after this task id.
+    #[arg(long)]
+    pub after: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct IdArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EventArgs {
+    pub id: String,
+    pub name: String,
+    /// Payload as JSON (default null).
+    pub payload: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub fn init_logging(args: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Client commands print results on stdout; logs go to stderr either way.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn run(args: Cli) -> anyhow::Result<()> {
+    match args.command {
+        Command::Serve(a) => server::serve(a).await,
+        Command::Executor(a) => server::executor(a).await,
+        Command::Web(a) => server::web(a).await,
+        Command::Migrate(a) => server::migrate(a).await,
+        Command::Submit(a) => client::submit(a).await,
+        Command::Tasks(a) => client::tasks(a).await,
+        Command::Show(a) => client::show(a).await,
+        Command::Event(a) => client::event(a).await,
+        Command::Cancel(a) => client::cancel(a).await,
+    }
+}

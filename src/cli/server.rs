@@ -1,0 +1,155 @@
+//! The server commands.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use courier::web::{server, WebConfig, WebState};
+use courier::{ExecutorConfig, Registry, Runtime, RuntimeBuilder, Store};
+
+use super::{DbArgs, ExecArgs, ExecutorArgs, HttpArgs, NodeArgs, ServeArgs, WebArgs};
+
+/// Checks `--bus`: only the in-process transport exists in this build.
+fn check_bus(spec: &str) -> anyhow::Result<()> {
+    for t in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        match t {
+            "local" => {}
+            t if t.starts_with("socket:") || t.starts_with("amqp://") || t == "postgres" => bail!(
+                "transport {t:?} is not available yet: this build has only `local` (in-process). \
+                 Processes sharing one database still cooperate through it, more slowly."
+            ),
+            t => bail!("unknown transport {t:?}: expected local, socket:DIR, amqp://… or postgres"),
+        }
+    }
+    Ok(())
+}
+
+fn builder(node: &NodeArgs, exec: Option<&ExecArgs>) -> anyhow::Result<RuntimeBuilder> {
+    check_bus(&node.bus)?;
+    let mut b = Runtime::builder().database(node.db.db.clone());
+    if let Some(n) = &node.node {
+        b = b.node(n.clone());
+    }
+    match exec {
+        Some(e) => {
+            let registry = if e.demo {
+                courier::demo::registry()
+            } else {
+                Registry::new()
+            };
+            if registry.is_empty() {
+                tracing::warn!("no task kinds registered: this process runs no executor (use --demo, or embed courier to register your own kinds)");
+            }
+            b = b.registry(registry).executor(ExecutorConfig {
+                capacity: e.capacity,
+                ..ExecutorConfig::default()
+            });
+        }
+        None => b = b.without_executor(),
+    }
+    Ok(b)
+}
+
+fn web_config(h: &HttpArgs) -> anyhow::Result<WebConfig> {
+    let mut tokens = Vec::new();
+    if let Some(t) = &h.api_token {
+        tokens.push(t.trim().to_string());
+    }
+    if let Some(path) = &h.api_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        tokens.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    if tokens.iter().any(|t| t.is_empty()) {
+        bail!("an API token must not be empty");
+    }
+    Ok(WebConfig {
+        body_limit: h.body_limit,
+        max_wait: Duration::from_millis(h.max_wait_ms),
+        tokens,
+    })
+}
+
+/// Checks the HTTP settings and binds the listener before anything starts,
+/// so a taken port or a bad token file fails fast.
+fn prepare_http(h: &HttpArgs) -> anyhow::Result<(WebConfig, TcpListener)> {
+    let config = web_config(h)?;
+    let listener = TcpListener::bind(&h.listen).with_context(|| format!("binding {}", h.listen))?;
+    Ok((config, listener))
+}
+
+async fn run_http(
+    rt: Runtime,
+    config: WebConfig,
+    listener: TcpListener,
+    h: &HttpArgs,
+) -> anyhow::Result<()> {
+    let auth = !config.tokens.is_empty();
+    let addr = listener.local_addr()?;
+    let state = WebState::new(rt.client(), config);
+    let srv = match server::build(state.clone(), listener, h.workers) {
+        Ok(s) => s,
+        Err(e) => {
+            rt.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    server::stop_on_signals(state, &srv);
+    tracing::info!(%addr, auth, executor = ?rt.executor_id(), "courier is serving; dashboard at http://{addr}/");
+    // Runs until SIGTERM or SIGINT: then stops accepting, lets requests in
+    // flight finish, and returns.
+    srv.await?;
+    tracing::info!("HTTP server stopped; handing running tasks back");
+    rt.shutdown().await;
+    Ok(())
+}
+
+pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let (config, listener) = prepare_http(&a.http)?;
+    let rt = builder(&a.node, Some(&a.exec))?.start().await?;
+    run_http(rt, config, listener, &a.http).await
+}
+
+pub async fn web(a: WebArgs) -> anyhow::Result<()> {
+    let (config, listener) = prepare_http(&a.http)?;
+    let rt = builder(&a.node, None)?.start().await?;
+    run_http(rt, config, listener, &a.http).await
+}
+
+pub async fn executor(a: ExecutorArgs) -> anyhow::Result<()> {
+    if !a.exec.demo {
+        bail!("an executor needs task kinds: use --demo, or embed courier as a library and register your own");
+    }
+    let rt = builder(&a.node, Some(&a.exec))?.start().await?;
+    tracing::info!(executor = ?rt.executor_id(), "executor running; SIGTERM or Ctrl-C stops it cleanly");
+    wait_for_stop_signal().await?;
+    tracing::info!("stopping: handing running tasks back");
+    rt.shutdown().await;
+    Ok(())
+}
+
+pub async fn migrate(a: DbArgs) -> anyhow::Result<()> {
+    let store = Store::connect(&a.db)
+        .await
+        .with_context(|| format!("migrating {}", a.db))?;
+    store.close().await;
+    println!("migrations applied to {}", a.db);
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

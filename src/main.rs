@@ -1,0 +1,23 @@
+//! The `courier` command: servers (`serve`, `executor`, `web`, `migrate`)
+//! and HTTP client commands (`submit`, `tasks`, `show`, `event`, `cancel`).
+//! Argument parsing only; the work is in `cli::server` and `cli::client`.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    cli::init_logging(&args);
+    let sys = actix::System::new();
+    let code = match sys.block_on(cli::run(args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    // Everything that needed a clean stop has had it inside `run`; leave
+    // without tearing the actor system down around actors still parked.
+    std::process::exit(code);
+}

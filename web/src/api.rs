@@ -1,0 +1,291 @@
+//! The HTTP API v1 handlers. Each one validates its input, calls the
+//! [`Client`](courier_actors::Client) and maps the outcome to a status; the
+//! runtime does the rest.
+
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use courier_actors::{NewTask, TaskFilter, TaskState};
+
+use crate::error::ApiError;
+use crate::WebState;
+
+/// Body of `POST /api/v1/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    pub kind: String,
+    #[serde(default)]
+    pub input: Value,
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Body of `POST /api/v1/tasks/{id}/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendEvent {
+    pub name: String,
+    #[serde(default)]
+    pub payload: Value,
+}
+
+/// Query of `GET /api/v1/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    pub parent: Option<String>,
+    pub limit: Option<String>,
+    pub after: Option<String>,
+}
+
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 1000;
+
+fn parse_id(s: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(s).map_err(|_| ApiError::InvalidQuery(format!("{what} {s:?} is not a UUID")))
+}
+
+/// The trace id of an incoming W3C `traceparent` header, if valid: the task
+/// then joins the caller's trace.
+fn trace_of(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<courier_bus::TraceParent>().ok())
+        .map(|t| t.trace_id_hex())
+}
+
+pub async fn create_task(
+    state: web::Data<WebState>,
+    req: HttpRequest,
+    body: web::Json<CreateTask>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let max = state.config.max_wait;
+    let wait = match body.wait_ms {
+        Some(ms) if ms > max.as_millis() as u64 => {
+            return Err(ApiError::InvalidField(format!(
+                "wait_ms must be at most {} (the server's cap)",
+                max.as_millis()
+            )))
+        }
+        Some(ms) => Some(Duration::from_millis(ms)),
+        None => None,
+    };
+    let mut new = NewTask::new(body.kind, body.input);
+    new.idempotency_key = body.idempotency_key;
+    new.trace_id = trace_of(&req);
+    let client = &state.client;
+    let (task, status) = match wait {
+        Some(w) => {
+            let r = client
+                .submit_and_wait_until(new, w, state.stopping())
+                .await?;
+            let status = if r.finished || !r.created {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            (r.task, status)
+        }
+        None => {
+            let r = client.submit(new).await?;
+            let status = if r.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (r.task, status)
+        }
+    };
+    let mut resp = HttpResponse::build(status);
+    if status == StatusCode::CREATED {
+        resp.insert_header((header::LOCATION, format!("/api/v1/tasks/{}", task.id)));
+    }
+    Ok(resp.json(task))
+}
+
+pub async fn get_task(
+    state: web::Data<WebState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "task id")?;
+    Ok(HttpResponse::Ok().json(state.client.get(id).await?))
+}
+
+pub async fn list_tasks(
+    state: web::Data<WebState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let limit = match &q.limit {
+        None => DEFAULT_PAGE,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::InvalidQuery(format!("limit must be a whole number from 1 to {MAX_PAGE}"))
+            })?,
+    };
+    let filter = TaskFilter {
+        state: q
+            .state
+            .as_deref()
+            .map(|s| s.parse::<TaskState>())
+            .transpose()
+            .map_err(|e| ApiError::InvalidQuery(e.to_string()))?,
+        kind: q.kind.filter(|k| !k.is_empty()),
+        parent_id: q
+            .parent
+            .as_deref()
+            .map(|p| parse_id(p, "parent"))
+            .transpose()?,
+        after: q
+            .after
+            .as_deref()
+            .map(|a| parse_id(a, "after"))
+            .transpose()?,
+        limit,
+    };
+    let tasks = state.client.list(&filter).await?;
+    let next = (tasks.len() as u32 == limit)
+        .then(|| tasks.last().map(|t| t.id))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({ "tasks": tasks, "next": next })))
+}
+
+pub async fn children(
+    state: web::Data<WebState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "task id")?;
+    let tasks = state.client.children(id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "tasks": tasks, "next": null })))
+}
+
+pub async fn post_event(
+    state: web::Data<WebState>,
+    id: web::Path<String>,
+    body: web::Json<SendEvent>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "task id")?;
+    let body = body.into_inner();
+    let ev = state
+        .client
+        .send_event(id, &body.name, body.payload)
+        .await?;
+    Ok(HttpResponse::Accepted().json(ev))
+}
+
+pub async fn events(
+    state: web::Data<WebState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "task id")?;
+    Ok(HttpResponse::Ok().json(json!({ "events": state.client.events(id).await? })))
+}
+
+pub async fn history(
+    state: web::Data<WebState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "task id")?;
+    Ok(HttpResponse::Ok().json(json!({ "history": state.client.history(id).await? })))
+}
+
+pub async fn cancel(
+    state: web::Data<WebState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "task id")?;
+    Ok(HttpResponse::Accepted().json(state.client.cancel(id).await?))
+}
+
+/// How often an idle watch stream sends a comment, so proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /api/v1/tasks/{id}/watch`: server-sent events, one per state change,
+/// pushed by the task's executor to a follower actor of this request. The
+/// stream ends after the final state, or when the server begins to stop.
+pub async fn watch(
+    state: web::Data<WebState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "task id")?;
+    let w = state.client.watch(id).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<web::Bytes>(16);
+    let stopping = state.stopping();
+    actix_web::rt::spawn(async move {
+        let mut w = w;
+        tokio::pin!(stopping);
+        loop {
+            let frame = tokio::select! {
+                _ = &mut stopping => break,
+                r = tokio::time::timeout(KEEP_ALIVE, w.next()) => match r {
+                    Err(_) => web::Bytes::from_static(b": keep-alive\n\n"),
+                    Ok(None) => break,
+                    Ok(Some(task)) => {
+                        let data = serde_json::to_string(&task).unwrap_or_default();
+                        web::Bytes::from(format!("event: state\ndata: {data}\n\n"))
+                    }
+                },
+            };
+            if tx.send(frame).await.is_err() {
+                return; // the client went away; dropping `w` ends the watch
+            }
+        }
+        let _ = tx
+            .send(web::Bytes::from_static(b"event: end\ndata: {}\n\n"))
+            .await;
+    });
+    let body = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ))
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+pub async fn executors(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(json!({ "executors": state.client.executors().await? })))
+}
+
+pub async fn kinds(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
+    let kinds = state.client.store().known_kinds().await?;
+    Ok(HttpResponse::Ok().json(json!({ "kinds": kinds })))
+}
+
+/// The OpenAPI document, kept in the repository as `web/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+pub async fn healthz(state: web::Data<WebState>) -> HttpResponse {
+    match state.client.store().ping().await {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok", "database": "ok"})),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "degraded", "database": e.to_string()})),
+    }
+}
