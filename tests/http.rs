@@ -1,0 +1,506 @@
+//! The HTTP API v1 end to end: a real server on a free loopback port, a real
+//! HTTP client, every endpoint and every error status.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::TestDb;
+use courier::web::{server, WebConfig, WebState};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+struct Server {
+    base: String,
+    http: awc::Client,
+    rt: Option<courier::Runtime>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Server {
+    async fn start(db: &TestDb, config: WebConfig) -> Server {
+        let rt = db.builder().start().await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let srv = server::build(WebState::new(rt.client(), config), listener, 1).unwrap();
+        let handle = srv.handle();
+        actix_web::rt::spawn(srv);
+        Server {
+            base,
+            http: awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .finish(),
+            rt: Some(rt),
+            handle,
+        }
+    }
+
+    async fn stop(mut self) {
+        self.handle.stop(true).await;
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown().await;
+        }
+    }
+
+    /// Sends a request; returns the status and the body parsed as JSON (or
+    /// as a string when it is not JSON).
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let mut req = match method {
+            "GET" => self.http.get(&url),
+            "POST" => self.http.post(&url),
+            "DELETE" => self.http.delete(&url),
+            _ => unreachable!(),
+        };
+        if let Some(t) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        let mut resp = match body {
+            Some(b) => req
+                .insert_header(("Content-Type", "application/json"))
+                .send_body(b.to_string())
+                .await
+                .unwrap(),
+            None => req.send().await.unwrap(),
+        };
+        let status = resp.status().as_u16();
+        let bytes = resp.body().limit(16 << 20).await.unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, v)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(&body.to_string()), None).await
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an API error: {v}"))
+}
+
+async fn the_api_end_to_end(db: &TestDb) {
+    let s = Server::start(
+        db,
+        WebConfig {
+            body_limit: 4096,
+            max_wait: Duration::from_secs(5),
+            tokens: Vec::new(),
+        },
+    )
+    .await;
+
+    // --- create: 201, 200 (finished within wait_ms), 202 (wait ran out), idempotency
+    let (st, t) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.echo", "input": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(st, 201, "{t}");
+    assert_eq!(t["state"], "pending");
+    let echo = t["id"].as_str().unwrap().to_string();
+    let (st, t) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.echo", "input": [1, "two"], "wait_ms": 5000}),
+        )
+        .await;
+    assert_eq!(
+        (st, &t["state"], &t["output"]),
+        (200, &json!("succeeded"), &json!([1, "two"]))
+    );
+    let (st, t) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.sleep", "input": {"ms": 60000}, "wait_ms": 100}),
+        )
+        .await;
+    assert_eq!((st, &t["state"]), (202, &json!("running")), "{t}");
+    let sleeper = t["id"].as_str().unwrap().to_string();
+    let (st, a) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.echo", "input": 1, "idempotency_key": "k-1"}),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let (st, b) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.echo", "input": 2, "idempotency_key": "k-1"}),
+        )
+        .await;
+    assert_eq!((st, &b["id"], &b["input"]), (200, &a["id"], &json!(1)));
+
+    // --- create: every refusal
+    let (st, e) = s
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some("{\"kind\": \"demo.echo\","),
+            None,
+        )
+        .await;
+    assert_eq!((st, code(&e)), (400, "malformed_json"));
+    let (st, e) = s
+        .call("POST", "/api/v1/tasks", Some("not json at all"), None)
+        .await;
+    assert_eq!((st, code(&e)), (400, "malformed_json"));
+    let mut resp = s
+        .http
+        .post(format!("{}/api/v1/tasks", s.base))
+        .insert_header(("Content-Type", "text/plain"))
+        .send_body("{\"kind\":\"demo.echo\"}")
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(code(&e), "malformed_json");
+    let big = json!({"kind": "demo.echo", "input": "x".repeat(5000)});
+    let (st, e) = s.post("/api/v1/tasks", big).await;
+    assert_eq!((st, code(&e)), (413, "body_too_large"));
+    let (st, e) = s
+        .post("/api/v1/tasks", json!({"kind": "no.such.kind"}))
+        .await;
+    assert_eq!((st, code(&e)), (422, "unknown_kind"));
+    for bad in [
+        json!({"kind": "bad kind"}),
+        json!({"kind": ""}),
+        json!({"kind": 5}),
+        json!({"input": 1}),
+        json!({"kind": "demo.echo", "wait_ms": 999999}),
+        json!({"kind": "demo.echo", "wait_ms": -1}),
+        json!({"kind": "demo.echo", "wait": 10}),
+        json!({"kind": "demo.echo", "idempotency_key": ""}),
+        json!("just a string"),
+    ] {
+        let (st, e) = s.post("/api/v1/tasks", bad.clone()).await;
+        assert_eq!((st, code(&e)), (422, "invalid_field"), "{bad} → {e}");
+    }
+
+    // --- read one, 404, bad id
+    let (st, t) = s.get(&format!("/api/v1/tasks/{echo}")).await;
+    assert_eq!((st, t["id"].as_str()), (200, Some(echo.as_str())));
+    let missing = uuid::Uuid::now_v7();
+    let (st, e) = s.get(&format!("/api/v1/tasks/{missing}")).await;
+    assert_eq!((st, code(&e)), (404, "not_found"));
+    let (st, e) = s.get("/api/v1/tasks/not-a-uuid").await;
+    assert_eq!((st, code(&e)), (400, "invalid_query"));
+    let (st, e) = s.get("/api/v1/nothing-here").await;
+    assert_eq!((st, code(&e)), (404, "not_found"));
+
+    // --- list: filters, paging, refusals
+    let (st, page) = s.get("/api/v1/tasks?kind=demo.echo&limit=2").await;
+    assert_eq!(st, 200);
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_str().unwrap().to_string();
+    let (_, page2) = s
+        .get(&format!(
+            "/api/v1/tasks?kind=demo.echo&limit=2&after={next}"
+        ))
+        .await;
+    let first_ids: Vec<_> = page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
+    assert!(page2["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| !first_ids.contains(&t["id"])));
+    let (_, all) = s.get("/api/v1/tasks?kind=demo.echo&limit=1000").await;
+    assert_eq!(all["tasks"].as_array().unwrap().len(), 3);
+    assert!(all["next"].is_null());
+    let (_, running) = s.get("/api/v1/tasks?state=running").await;
+    assert!(running["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == json!(sleeper)));
+    for bad in [
+        "state=done",
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "after=nope",
+        "parent=nope",
+        "color=blue",
+    ] {
+        let (st, e) = s.get(&format!("/api/v1/tasks?{bad}")).await;
+        assert_eq!((st, code(&e)), (400, "invalid_query"), "{bad}");
+    }
+
+    // --- sub-tasks
+    let (st, f) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.fanout", "input": {"n": 3, "kind": "demo.echo", "input": "c"}, "wait_ms": 5000}),
+        )
+        .await;
+    assert_eq!((st, &f["output"]["children"]), (200, &json!(3)), "{f}");
+    let fid = f["id"].as_str().unwrap();
+    let (st, ch) = s.get(&format!("/api/v1/tasks/{fid}/children")).await;
+    assert_eq!(st, 200);
+    assert_eq!(ch["tasks"].as_array().unwrap().len(), 3);
+    assert!(ch["next"].is_null());
+    let (_, by_parent) = s.get(&format!("/api/v1/tasks?parent={fid}")).await;
+    assert_eq!(by_parent["tasks"].as_array().unwrap().len(), 3);
+    let (st, _) = s.get(&format!("/api/v1/tasks/{missing}/children")).await;
+    assert_eq!(st, 404);
+
+    // --- events, with the watch stream open
+    let (_, w) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.await_event", "input": {"name": "booted"}}),
+        )
+        .await;
+    let wid = w["id"].as_str().unwrap().to_string();
+    let mut stream = s
+        .http
+        .get(format!("{}/api/v1/tasks/{wid}/watch", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    assert_eq!(
+        stream
+            .headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "text/event-stream"
+    );
+    common::until_state(
+        &s.rt.as_ref().unwrap().client(),
+        wid.parse().unwrap(),
+        courier::TaskState::Suspended,
+    )
+    .await;
+    let (st, ev) = s
+        .post(
+            &format!("/api/v1/tasks/{wid}/events"),
+            json!({"name": "booted", "payload": {"ip": "10.0.0.9"}}),
+        )
+        .await;
+    assert_eq!((st, &ev["name"]), (202, &json!("booted")));
+    let mut text = String::new();
+    while !text.contains("event: end") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the watch stream stalled")
+            .expect("the watch stream ended early")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let states: Vec<String> = text
+        .split("\n\n")
+        .filter(|f| f.starts_with("event: state"))
+        .map(|f| {
+            let data: Value = serde_json::from_str(f.split("data: ").nth(1).unwrap()).unwrap();
+            data["state"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // Opened just after the task was created, the stream starts wherever the
+    // task stood then and follows each change: the suspension, the resume
+    // when the event arrived, the end.
+    let n = states.len();
+    assert!(n >= 3, "{states:?}");
+    assert_eq!(
+        states[n - 3..],
+        ["suspended", "running", "succeeded"],
+        "{text}"
+    );
+    let (st, evs) = s.get(&format!("/api/v1/tasks/{wid}/events")).await;
+    assert_eq!((st, evs["events"].as_array().unwrap().len()), (200, 1));
+    let (st, e) = s
+        .post(
+            &format!("/api/v1/tasks/{wid}/events"),
+            json!({"name": "late", "payload": 1}),
+        )
+        .await;
+    assert_eq!((st, code(&e)), (409, "conflict"));
+    let (st, e) = s
+        .post(
+            &format!("/api/v1/tasks/{missing}/events"),
+            json!({"name": "x"}),
+        )
+        .await;
+    assert_eq!((st, code(&e)), (404, "not_found"));
+    let (st, e) = s
+        .post(
+            &format!("/api/v1/tasks/{wid}/events"),
+            json!({"payload": 1}),
+        )
+        .await;
+    assert_eq!((st, code(&e)), (422, "invalid_field"));
+    let (st, e) = s
+        .post(&format!("/api/v1/tasks/{wid}/events"), json!({"name": ""}))
+        .await;
+    assert_eq!((st, code(&e)), (422, "invalid_field"));
+    let (st, e) = s.get(&format!("/api/v1/tasks/{missing}/watch")).await;
+    assert_eq!((st, code(&e)), (404, "not_found"));
+    // Watching a finished task gives its state and the end at once.
+    let (st, body) = s.get(&format!("/api/v1/tasks/{wid}/watch")).await;
+    let body = body.as_str().unwrap().to_string();
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("\"state\":\"succeeded\"") && body.ends_with("event: end\ndata: {}\n\n"),
+        "{body}"
+    );
+
+    // --- history
+    let (st, h) = s.get(&format!("/api/v1/tasks/{wid}/history")).await;
+    let states: Vec<_> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["to_state"].clone())
+        .collect();
+    assert_eq!(st, 200);
+    assert_eq!(
+        states,
+        [
+            json!("pending"),
+            json!("running"),
+            json!("suspended"),
+            json!("running"),
+            json!("succeeded")
+        ]
+    );
+
+    // --- cancel: running task, final task, unknown task
+    let (st, t) = s
+        .call(
+            "POST",
+            &format!("/api/v1/tasks/{sleeper}/cancel"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, 202, "{t}");
+    let (t, fin) =
+        s.rt.as_ref()
+            .unwrap()
+            .client()
+            .wait(sleeper.parse().unwrap(), Duration::from_secs(10))
+            .await
+            .unwrap();
+    assert!(fin && t.state == courier::TaskState::Cancelled);
+    let (st, t) = s
+        .call("POST", &format!("/api/v1/tasks/{echo}/cancel"), None, None)
+        .await;
+    assert_eq!((st, &t["state"]), (202, &json!("succeeded")));
+    let (st, _) = s
+        .call(
+            "POST",
+            &format!("/api/v1/tasks/{missing}/cancel"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
+
+    // --- executors, kinds, documents, health, metrics, dashboard
+    let (st, ex) = s.get("/api/v1/executors").await;
+    assert_eq!(st, 200);
+    let e0 = &ex["executors"][0];
+    assert_eq!(e0["state"], "alive");
+    for field in [
+        "id",
+        "host",
+        "pid",
+        "kinds",
+        "capacity",
+        "running",
+        "started_at",
+        "last_seen_at",
+    ] {
+        assert!(!e0[field].is_null(), "executor field {field} missing: {e0}");
+    }
+    let (st, k) = s.get("/api/v1/kinds").await;
+    assert_eq!(st, 200);
+    assert!(k["kinds"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("demo.fanout")));
+    let (st, doc) = s.get("/api/v1/openapi.json").await;
+    assert_eq!(st, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/api/v1/tasks",
+        "/api/v1/tasks/{id}/watch",
+        "/api/v1/executors",
+        "/healthz",
+        "/metrics",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "openapi.json lacks {p}");
+    }
+    let (st, h) = s.get("/healthz").await;
+    assert_eq!((st, &h["status"]), (200, &json!("ok")));
+    let (st, m) = s.get("/metrics").await;
+    let m = m.as_str().unwrap();
+    assert_eq!(st, 200);
+    assert!(
+        m.contains("courier_tasks_created_total{kind=\"demo.echo\"}"),
+        "{m}"
+    );
+    assert!(m.contains("courier_tasks_finished_total{kind=\"demo.echo\",state=\"succeeded\"}"));
+    assert!(m.contains("courier_tasks{state=\"pending\"}"));
+    assert!(m.contains("courier_dispatch_latency_seconds_count"));
+    assert!(m.contains("courier_bus_messages_total{transport=\"local\"}"));
+    let (st, page) = s.get("/").await;
+    assert_eq!(st, 200);
+    assert!(page.as_str().unwrap().contains("<title>courier"));
+    s.stop().await;
+}
+
+/// With a token configured, the API needs it; health, metrics and the
+/// dashboard page stay open.
+async fn bearer_tokens_guard_the_api(db: &TestDb) {
+    let s = Server::start(
+        db,
+        WebConfig {
+            tokens: vec!["first-token".into(), "second-token".into()],
+            ..WebConfig::default()
+        },
+    )
+    .await;
+    let body = r#"{"kind":"demo.echo","input":1}"#;
+    for token in [None, Some("wrong"), Some(""), Some("first-token-and-more")] {
+        let (st, e) = s.call("POST", "/api/v1/tasks", Some(body), token).await;
+        assert_eq!((st, code(&e)), (401, "unauthorized"), "{token:?}");
+        let (st, _) = s.call("GET", "/api/v1/tasks", None, token).await;
+        assert_eq!(st, 401);
+    }
+    for token in ["first-token", "second-token"] {
+        let (st, _) = s
+            .call("POST", "/api/v1/tasks", Some(body), Some(token))
+            .await;
+        assert_eq!(st, 201);
+    }
+    for open in ["/healthz", "/metrics", "/"] {
+        let (st, _) = s.get(open).await;
+        assert_eq!(st, 200, "{open}");
+    }
+    s.stop().await;
+}
+
+on_both_databases!(the_api_end_to_end, bearer_tokens_guard_the_api);
