@@ -1,0 +1,227 @@
+//! The `courier` command as a user runs it: `courier serve --demo` as a real
+//! process, the client commands against it, `migrate`, and a clean stop on
+//! SIGTERM that hands running work back.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_courier");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    fn start(db: &str, extra: &[&str]) -> Serve {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["serve", "--demo", "--db", db, "--listen", &listen];
+        args.extend_from_slice(extra);
+        let child = Command::new(BIN)
+            .args(&args)
+            .env("COURIER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn courier serve");
+        let url = format!("http://{listen}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&listen).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "courier serve did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Serve { child, url }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("COURIER_URL", &self.url)
+            .env("COURIER_LOG", "warn")
+            .output()
+            .expect("run courier")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.cli(&a);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        })
+    }
+
+    /// SIGTERM, then wait for the exit; returns whether it exited cleanly.
+    fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn the_client_commands_drive_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let s = Serve::start(&db, &[]);
+
+    // submit --wait: readable and JSON
+    let out = s.cli(&["submit", "demo.echo", r#"{"hello":"cli"}"#, "--wait"]);
+    assert!(out.status.success());
+    let t = text(&out);
+    assert!(t.contains("state     succeeded") && t.contains(r#"output    {"hello":"cli"}"#), "{t}");
+    let done = s.json(&["submit", "demo.fanout", r#"{"n":2,"kind":"demo.echo","input":5}"#, "--wait"]);
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["output"]["outputs"], serde_json::json!([5, 5]));
+
+    // a suspended task, an event, show
+    let waiting = s.json(&["submit", "demo.await_event", r#"{"name":"go"}"#]);
+    let id = waiting["id"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    while s.json(&["show", &id])["task"]["state"] != "suspended" {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = s.cli(&["event", &id, "go", r#"{"ok":true}"#]);
+    assert!(out.status.success() && text(&out).contains("event #1 go sent"), "{}", text(&out));
+    let start = Instant::now();
+    loop {
+        let shown = s.json(&["show", &id]);
+        if shown["task"]["state"] == "succeeded" {
+            assert_eq!(shown["task"]["output"], serde_json::json!({"ok": true}));
+            assert_eq!(shown["events"][0]["name"], "go");
+            assert_eq!(shown["history"].as_array().unwrap().len(), 5);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let readable = text(&s.cli(&["show", &id]));
+    assert!(readable.contains("suspended → running"), "{readable}");
+
+    // cancel
+    let sleeper = s.json(&["submit", "demo.sleep", r#"{"ms":60000}"#]);
+    let sid = sleeper["id"].as_str().unwrap().to_string();
+    let out = s.cli(&["cancel", &sid]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let start = Instant::now();
+    while s.json(&["show", &sid])["task"]["state"] != "cancelled" {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // tasks: listing, filters
+    let listed = s.json(&["tasks", "--kind", "demo.echo", "--limit", "100"]);
+    assert_eq!(listed["tasks"].as_array().unwrap().len(), 3); // one submitted, two fanout children
+    let table = text(&s.cli(&["tasks", "--state", "cancelled"]));
+    assert!(table.contains(&sid) && table.starts_with("ID"), "{table}");
+
+    // errors: a clear message and a failing exit code
+    let out = s.cli(&["submit", "no.such.kind", "{}"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("422 unknown_kind"));
+    let out = s.cli(&["submit", "demo.echo", "{not json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
+    let out = s.cli(&["show", "01234567-89ab-7def-8123-456789abcdef"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404 not_found"));
+    let out = s.cli(&["submit", "demo.fail", r#"{"message":"nope"}"#, "--wait"]);
+    assert!(!out.status.success(), "a failed task fails the command");
+
+    // SIGTERM: a clean exit, and the running task handed back at once.
+    let running = s.json(&["submit", "demo.sleep", r#"{"ms":60000}"#]);
+    let rid = running["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.terminate(), "courier serve did not stop cleanly on SIGTERM");
+    let again = Serve::start(&db, &["--capacity", "1"]);
+    let t = again.json(&["show", &rid])["task"].clone();
+    assert!(
+        t["attempts"].as_i64().unwrap() >= 1 && t["state"] != "cancelled",
+        "the sleeping task should have been handed back: {t}"
+    );
+    // The second server picks it up again at once (it was handed back, not orphaned).
+    let start = Instant::now();
+    loop {
+        let t = again.json(&["show", &rid])["task"].clone();
+        if t["state"] == "running" && t["attempts"] == 2 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{t}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn tokens_migrate_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+
+    // migrate: SQLite and the real PostgreSQL.
+    let out = Command::new(BIN).args(["migrate", "--db", &db]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(Path::new(&dir.path().join("c.db")).exists());
+    let out = Command::new(BIN)
+        .args(["migrate", "--db", &common::pg_url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN).args(["migrate", "--db", "mysql://x"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
+
+    // Transports this build does not have are refused with a reason.
+    let out = Command::new(BIN)
+        .args(["serve", "--demo", "--db", &db, "--bus", "amqp://guest:guest@127.0.0.1:5672/%2f", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+
+    // A token file: the API needs one of its tokens.
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "# operators\nalpha-token\n\nbeta-token\n").unwrap();
+    let s = Serve::start(&db, &["--api-token-file", tokens.to_str().unwrap()]);
+    let out = s.cli(&["tasks"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401 unauthorized"));
+    let out = s.cli(&["tasks", "--token", "beta-token"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(s.terminate());
+}
