@@ -30,6 +30,8 @@
 //! The ratio courier / raw SQL is the figure to watch: what the runtime costs
 //! on top of the writes that durability requires.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +39,7 @@ use courier::actors::store::{ExecutorRegistration, Fence, Outcome, TaskInsert};
 use courier::{ExecutorConfig, NewTask, Runtime, StoreOptions, TaskContext, TaskError};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use sqlx::Connection;
+use support::{create_schema, drop_schemas, env_usize, hist, pg_url};
 use tokio::sync::{mpsc, Mutex};
 
 use uuid::Uuid;
@@ -52,17 +54,6 @@ fn stats(h: &Histogram<u64>) -> Stats {
         p50_us: h.value_at_quantile(0.50) as f64,
         p99_us: h.value_at_quantile(0.99) as f64,
     }
-}
-
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 struct Db {
@@ -85,14 +76,8 @@ async fn sqlite() -> Db {
 }
 
 async fn postgres() -> Db {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("courier_bench_{}", Uuid::new_v4().simple());
-    let mut c = sqlx::PgConnection::connect(&url).await.expect("PostgreSQL");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut c)
-        .await
-        .unwrap();
+    let url = pg_url();
+    let schema = create_schema(&url).await;
     Db {
         label: "PostgreSQL (local, TCP)",
         url,
@@ -369,11 +354,7 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
     store.close().await;
     raw.close().await;
     if let Some(schema) = &db.schema {
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&db.url).await {
-            let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                .execute(&mut conn)
-                .await;
-        }
+        drop_schemas(&db.url, std::slice::from_ref(schema)).await;
     }
 
     let mut out = format!(

@@ -42,7 +42,10 @@ impl Serve {
         let url = format!("http://{listen}");
         let start = Instant::now();
         while std::net::TcpStream::connect(&listen).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(30), "courier serve did not listen");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "courier serve did not listen"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Serve { child, url }
@@ -61,9 +64,16 @@ impl Serve {
         let mut a = args.to_vec();
         a.push("--json");
         let out = self.cli(&a);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("{args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "{args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 
@@ -106,8 +116,16 @@ fn the_client_commands_drive_a_running_server() {
     let out = s.cli(&["submit", "demo.echo", r#"{"hello":"cli"}"#, "--wait"]);
     assert!(out.status.success());
     let t = text(&out);
-    assert!(t.contains("state     succeeded") && t.contains(r#"output    {"hello":"cli"}"#), "{t}");
-    let done = s.json(&["submit", "demo.fanout", r#"{"n":2,"kind":"demo.echo","input":5}"#, "--wait"]);
+    assert!(
+        t.contains("state     succeeded") && t.contains(r#"output    {"hello":"cli"}"#),
+        "{t}"
+    );
+    let done = s.json(&[
+        "submit",
+        "demo.fanout",
+        r#"{"n":2,"kind":"demo.echo","input":5}"#,
+        "--wait",
+    ]);
     assert_eq!(done["state"], "succeeded");
     assert_eq!(done["output"]["outputs"], serde_json::json!([5, 5]));
 
@@ -120,7 +138,11 @@ fn the_client_commands_drive_a_running_server() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = s.cli(&["event", &id, "go", r#"{"ok":true}"#]);
-    assert!(out.status.success() && text(&out).contains("event #1 go sent"), "{}", text(&out));
+    assert!(
+        out.status.success() && text(&out).contains("event #1 go sent"),
+        "{}",
+        text(&out)
+    );
     let start = Instant::now();
     loop {
         let shown = s.json(&["show", &id]);
@@ -140,7 +162,11 @@ fn the_client_commands_drive_a_running_server() {
     let sleeper = s.json(&["submit", "demo.sleep", r#"{"ms":60000}"#]);
     let sid = sleeper["id"].as_str().unwrap().to_string();
     let out = s.cli(&["cancel", &sid]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let start = Instant::now();
     while s.json(&["show", &sid])["task"]["state"] != "cancelled" {
         assert!(start.elapsed() < Duration::from_secs(10));
@@ -169,7 +195,10 @@ fn the_client_commands_drive_a_running_server() {
     let running = s.json(&["submit", "demo.sleep", r#"{"ms":60000}"#]);
     let rid = running["id"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(s.terminate(), "courier serve did not stop cleanly on SIGTERM");
+    assert!(
+        s.terminate(),
+        "courier serve did not stop cleanly on SIGTERM"
+    );
     let again = Serve::start(&db, &["--capacity", "1"]);
     let t = again.json(&["show", &rid])["task"].clone();
     assert!(
@@ -194,21 +223,44 @@ fn tokens_migrate_and_refusals() {
     let db = format!("sqlite://{}", dir.path().join("c.db").display());
 
     // migrate: SQLite and the real PostgreSQL.
-    let out = Command::new(BIN).args(["migrate", "--db", &db]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["migrate", "--db", &db])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(Path::new(&dir.path().join("c.db")).exists());
     let out = Command::new(BIN)
         .args(["migrate", "--db", &common::pg_url()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(BIN).args(["migrate", "--db", "mysql://x"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["migrate", "--db", "mysql://x"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
 
     // Transports this build does not have are refused with a reason.
     let out = Command::new(BIN)
-        .args(["serve", "--demo", "--db", &db, "--bus", "amqp://guest:guest@127.0.0.1:5672/%2f", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--demo",
+            "--db",
+            &db,
+            "--bus",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -222,6 +274,10 @@ fn tokens_migrate_and_refusals() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401 unauthorized"));
     let out = s.cli(&["tasks", "--token", "beta-token"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(s.terminate());
 }

@@ -1,0 +1,265 @@
+//! HTTP round trips against `courier serve`, beside the bare in-process flow
+//! measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench http                      # SQLite and PostgreSQL
+//! BENCH_DB=sqlite cargo bench --bench http
+//! ```
+//!
+//! The server is the real `courier serve --demo` binary (release build, its
+//! own process, 2 HTTP workers); the load generator is this process (awc,
+//! keep-alive connections). Rows:
+//!
+//! - **HTTP submit→200**: `POST /api/v1/tasks` with `wait_ms` for `demo.echo`,
+//!   answered 200 with the finished task; p50/p99 of sequential requests, and
+//!   requests per second with 1 and 32 concurrent clients.
+//! - **in-process**: `Client::submit_and_wait` of the same task kind in this
+//!   process's own runtime (a fresh database of the same kind), sequential
+//!   and with 32 concurrent callers: the flow without HTTP, JSON or a second
+//!   process.
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use courier::{NewTask, Runtime, StoreOptions};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use support::{create_schema, drop_schemas, env_usize, hist, pg_url};
+
+struct Db {
+    label: &'static str,
+    /// Two databases: one for the server, one for the in-process baseline.
+    urls: [String; 2],
+    options: [StoreOptions; 2],
+    schemas: Vec<String>,
+    pg: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    let url = |n: &str| format!("sqlite://{}", dir.path().join(n).display());
+    Db {
+        label: "SQLite (file, WAL, synchronous=FULL)",
+        urls: [url("server.db"), url("inproc.db")],
+        options: [StoreOptions::default(), StoreOptions::default()],
+        schemas: Vec::new(),
+        pg: None,
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Db {
+    let base = pg_url();
+    let schemas = vec![create_schema(&base).await, create_schema(&base).await];
+    // The server process takes its schema through the URL's `options`.
+    let server_url = format!(
+        "{base}{}options=-c%20search_path%3D{}",
+        if base.contains('?') { "&" } else { "?" },
+        schemas[0]
+    );
+    Db {
+        label: "PostgreSQL (local, TCP)",
+        urls: [server_url, base.clone()],
+        options: [
+            StoreOptions::default(),
+            StoreOptions {
+                pg_schema: Some(schemas[1].clone()),
+                max_connections: Some(16),
+                ..StoreOptions::default()
+            },
+        ],
+        schemas,
+        pg: Some(base),
+        _dir: None,
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(db_url: &str) -> Server {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args([
+            "serve",
+            "--demo",
+            "--db",
+            db_url,
+            "--listen",
+            &listen,
+            "--workers",
+            "2",
+        ])
+        .env("COURIER_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("courier serve");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server {
+        child,
+        base: format!("http://{listen}"),
+    }
+}
+
+async fn http_once(client: &awc::Client, base: &str) -> Duration {
+    let t0 = Instant::now();
+    let mut r = client
+        .post(format!("{base}/api/v1/tasks"))
+        .send_json(&json!({"kind": "demo.echo", "input": {"x": 1}, "wait_ms": 10000}))
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200, "not finished within wait_ms");
+    let _ = r.body().await.unwrap();
+    t0.elapsed()
+}
+
+async fn bench(db: Db, samples: usize, tasks: usize) -> String {
+    let server = start_server(&db.urls[0]);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let rt = Runtime::builder()
+        .database(db.urls[1].clone())
+        .store_options(db.options[1].clone())
+        .registry(courier::demo::registry())
+        .start()
+        .await
+        .unwrap();
+    let c = rt.client();
+    let inproc_once = |c: courier::Client| async move {
+        let t0 = Instant::now();
+        let w = c
+            .submit_and_wait(
+                NewTask::new("demo.echo", json!({"x": 1})),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert!(w.finished);
+        t0.elapsed()
+    };
+    for _ in 0..100 {
+        http_once(&client, &server.base).await;
+        inproc_once(c.clone()).await;
+    }
+
+    // Sequential, interleaved so a noisy spell hits both alike.
+    let (mut h_http, mut h_in) = (hist(), hist());
+    let (mut t_http, mut t_in) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..samples {
+        let d = http_once(&client, &server.base).await;
+        t_http += d;
+        h_http.record(d.as_micros().max(1) as u64).unwrap();
+        let d = inproc_once(c.clone()).await;
+        t_in += d;
+        h_in.record(d.as_micros().max(1) as u64).unwrap();
+    }
+    let rps1_http = samples as f64 / t_http.as_secs_f64();
+    let rps1_in = samples as f64 / t_in.as_secs_f64();
+
+    // 32 concurrent clients.
+    let conc = 32;
+    let per = tasks / conc;
+    let t0 = Instant::now();
+    let mut joins = Vec::new();
+    for _ in 0..conc {
+        let base = server.base.clone();
+        joins.push(actix::spawn(async move {
+            let client = awc::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .finish();
+            for _ in 0..per {
+                http_once(&client, &base).await;
+            }
+        }));
+    }
+    for j in joins {
+        j.await.unwrap();
+    }
+    let rps32_http = (per * conc) as f64 / t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let mut joins = Vec::new();
+    for _ in 0..conc {
+        let c = c.clone();
+        joins.push(actix::spawn(async move {
+            for _ in 0..per {
+                inproc_once(c.clone()).await;
+            }
+        }));
+    }
+    for j in joins {
+        j.await.unwrap();
+    }
+    let rps32_in = (per * conc) as f64 / t0.elapsed().as_secs_f64();
+
+    rt.shutdown().await;
+    drop(server);
+    if let Some(pg) = &db.pg {
+        drop_schemas(pg, &db.schemas).await;
+    }
+    let p = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64;
+    format!(
+        "### {}\n\n{samples} sequential samples each; 32 clients × {per} requests.\n\n\
+         | `demo.echo`, submit with wait → finished | HTTP (`courier serve`) | in-process (`Client`) | ratio HTTP / in-process |\n\
+         |---|---|---|---|\n\
+         | p50 | {:.0} µs | {:.0} µs | {:.2}× |\n\
+         | p99 | {:.0} µs | {:.0} µs | {:.2}× |\n\
+         | requests/s, 1 client | {rps1_http:.0} | {rps1_in:.0} | {:.2}× |\n\
+         | requests/s, 32 clients | {rps32_http:.0} | {rps32_in:.0} | {:.2}× |\n",
+        db.label,
+        p(&h_http, 0.5),
+        p(&h_in, 0.5),
+        p(&h_http, 0.5) / p(&h_in, 0.5),
+        p(&h_http, 0.99),
+        p(&h_in, 0.99),
+        p(&h_http, 0.99) / p(&h_in, 0.99),
+        rps1_http / rps1_in,
+        rps32_http / rps32_in,
+    )
+}
+
+fn main() {
+    let which = std::env::var("BENCH_DB").unwrap_or_else(|_| "all".into());
+    let samples = env_usize("BENCH_SAMPLES", 1000);
+    let tasks = env_usize("BENCH_TASKS", 3200);
+    let sys = actix::System::new();
+    let report = sys.block_on(async move {
+        let mut report = String::new();
+        if which == "all" || which == "sqlite" {
+            report += &bench(sqlite().await, samples, tasks).await;
+            report += "\n";
+        }
+        if which == "all" || which == "postgres" {
+            report += &bench(postgres().await, samples, tasks).await;
+        }
+        report
+    });
+    println!("{report}");
+}

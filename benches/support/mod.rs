@@ -1,0 +1,48 @@
+//! What the benchmarks share: histograms, settings from the environment,
+//! and PostgreSQL schemas of their own.
+
+#![allow(dead_code)]
+
+use hdrhistogram::Histogram;
+use sqlx::Connection;
+
+/// A latency histogram in microseconds, 1 µs to 60 s.
+pub fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+}
+
+/// A whole number from the environment, or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `DATABASE_URL`, or the local `test` database.
+pub fn pg_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Creates a fresh schema named `courier_bench_…` and returns its name.
+pub async fn create_schema(url: &str) -> String {
+    let mut c = sqlx::PgConnection::connect(url).await.expect("PostgreSQL");
+    let s = format!("courier_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {s}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    s
+}
+
+/// Drops the schemas a benchmark created.
+pub async fn drop_schemas(url: &str, schemas: &[String]) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(url).await {
+        for s in schemas {
+            let _ = sqlx::query(&format!("DROP SCHEMA {s} CASCADE"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+}
