@@ -40,6 +40,12 @@ pub enum Error {
     /// The bus refused the message.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A transport could not start (e.g. its socket could not be bound).
+    #[error("transport {transport}: {message}")]
+    Transport {
+        transport: &'static str,
+        message: String,
+    },
     /// The runtime is shutting down.
     #[error("the runtime has stopped")]
     Stopped,

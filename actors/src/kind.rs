@@ -128,6 +128,18 @@ impl Registry {
         self.kinds.contains_key(name)
     }
 
+    /// A registry with only the named kinds of this one.
+    pub fn only(&self, names: &[&str]) -> Registry {
+        Registry {
+            kinds: self
+                .kinds
+                .iter()
+                .filter(|(k, _)| names.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
     /// Registered names, sorted.
     pub fn names(&self) -> Vec<String> {
         self.kinds.keys().cloned().collect()

@@ -46,6 +46,8 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 /// Builds a [`Runtime`].
 pub struct RuntimeBuilder {
     url: String,
+    /// Where the Unix-socket transport keeps its sockets, if used.
+    socket_dir: Option<std::path::PathBuf>,
     store_options: StoreOptions,
     store: Option<Store>,
     node: Option<String>,
@@ -57,6 +59,7 @@ impl Default for RuntimeBuilder {
     fn default() -> Self {
         RuntimeBuilder {
             url: "sqlite://courier.db".into(),
+            socket_dir: None,
             store_options: StoreOptions::default(),
             store: None,
             node: None,
@@ -70,6 +73,14 @@ impl RuntimeBuilder {
     /// The database: `sqlite://PATH` (default `sqlite://courier.db`) or `postgres://…`.
     pub fn database(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();
+        self
+    }
+
+    /// Adds the Unix-socket transport: this process binds
+    /// `DIR/<node>.sock` and talks to every other courier process whose
+    /// socket is in `DIR` (processes on one host).
+    pub fn socket_transport(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.socket_dir = Some(dir.into());
         self
     }
 
@@ -135,6 +146,15 @@ impl RuntimeBuilder {
             None => sanitize(&format!("{host}-{}", std::process::id())),
         };
         let bus: Bus = BusActor::start_bus(node.clone());
+        if let Some(dir) = &self.socket_dir {
+            let t = courier_bus::transport::socket::SocketTransport::start(dir, &node, bus.clone())
+                .await
+                .map_err(|e| Error::Transport {
+                    transport: "socket",
+                    message: e.to_string(),
+                })?;
+            bus.add_transport(Box::new(t)).await?;
+        }
         let executor = match self.executor {
             Some(cfg) if !self.registry.is_empty() => {
                 let suffix = Uuid::now_v7().simple().to_string();

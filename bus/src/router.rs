@@ -57,6 +57,8 @@ pub struct BusStats {
     /// Registered addresses and pool memberships now.
     pub registered: usize,
     pub pool_members: usize,
+    /// Connected peers of each transport, by transport name.
+    pub peers: BTreeMap<&'static str, Vec<String>>,
 }
 
 /// The bus actor. Start it with [`Bus::start_bus`] and talk to it through the
@@ -110,6 +112,14 @@ impl<B: Send + 'static> Bus<B> {
         self.stats.dropped += 1;
         tracing::debug!(node = %self.node, to = %envelope.to, id = %envelope.id, "no route; message dropped");
         Err(BusError::NoRoute(envelope.to))
+    }
+
+    /// Tells every transport what this process serves now.
+    fn advertise(&mut self) {
+        let ads = self.local.advertisement();
+        for t in &mut self.transports {
+            t.advertise(&ads);
+        }
     }
 }
 
@@ -167,7 +177,11 @@ impl<B: Send + 'static> Handler<Register<B>> for Bus<B> {
         let address = msg.address.clone();
         self.local
             .register(msg.address, msg.recipient)
-            .map_err(|_| BusError::AlreadyRegistered(address))
+            .map_err(|_| BusError::AlreadyRegistered(address.clone()))?;
+        if matches!(address, Address::Executor(_)) {
+            self.advertise();
+        }
+        Ok(())
     }
 }
 
@@ -182,7 +196,9 @@ impl<B: 'static> Message for Unregister<B> {
 impl<B: Send + 'static> Handler<Unregister<B>> for Bus<B> {
     type Result = ();
     fn handle(&mut self, msg: Unregister<B>, _: &mut Self::Context) {
-        self.local.unregister(&msg.address);
+        if self.local.unregister(&msg.address) && matches!(msg.address, Address::Executor(_)) {
+            self.advertise();
+        }
     }
 }
 
@@ -203,6 +219,7 @@ impl<B: Send + 'static> Handler<Membership<B>> for Bus<B> {
             Some(r) => self.local.subscribe(&msg.pool, msg.member, r),
             None => self.local.unsubscribe(&msg.pool, &msg.member),
         }
+        self.advertise();
     }
 }
 
@@ -214,7 +231,9 @@ impl<B: 'static> Message for AddTransport<B> {
 impl<B: Send + 'static> Handler<AddTransport<B>> for Bus<B> {
     type Result = ();
     fn handle(&mut self, msg: AddTransport<B>, _: &mut Self::Context) {
-        self.transports.push(msg.0);
+        let mut t = msg.0;
+        t.advertise(&self.local.advertisement());
+        self.transports.push(t);
         self.transports.sort_by_key(|t| t.distance());
     }
 }
@@ -231,6 +250,11 @@ impl<B: Send + 'static> Handler<GetStats<B>> for Bus<B> {
         MessageResult(BusStats {
             registered,
             pool_members,
+            peers: self
+                .transports
+                .iter()
+                .map(|t| (t.name(), t.peers()))
+                .collect(),
             ..self.stats.clone()
         })
     }

@@ -53,8 +53,9 @@ pub struct DbArgs {
 pub struct NodeArgs {
     #[command(flatten)]
     pub db: DbArgs,
-    /// Transports, comma-separated: `local` (in-process). `socket:DIR`,
-    /// `amqp://…` and `postgres` are planned and refused for now.
+    /// Transports, comma-separated: `local` (in-process, always on) and
+    /// `socket:DIR` (processes on one host). `amqp://…` and `postgres` are
+    /// planned and refused for now.
     #[arg(long, env = "COURIER_BUS", default_value = "local")]
     pub bus: String,
     /// This node's name in bus addresses (default: `<host>-<pid>`).
@@ -70,6 +71,15 @@ pub struct ExecArgs {
     /// Tasks this executor runs at once.
     #[arg(long, env = "COURIER_CAPACITY", default_value_t = 256)]
     pub capacity: u32,
+    /// Run only these of the registered kinds (comma-separated).
+    #[arg(long, env = "COURIER_KINDS")]
+    pub kinds: Option<String>,
+    /// How often the executor records that it is alive (default 2000).
+    #[arg(long, env = "COURIER_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// An executor silent this long is declared dead and its tasks taken over (default 8000).
+    #[arg(long, env = "COURIER_DEAD_AFTER_MS")]
+    pub dead_after_ms: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -10,40 +10,81 @@ use courier::{ExecutorConfig, Registry, Runtime, RuntimeBuilder, Store};
 
 use super::{DbArgs, ExecArgs, ExecutorArgs, HttpArgs, NodeArgs, ServeArgs, WebArgs};
 
-/// Checks `--bus`: only the in-process transport exists in this build.
-fn check_bus(spec: &str) -> anyhow::Result<()> {
+/// The transports named by `--bus`.
+#[derive(Debug, Default, PartialEq)]
+struct BusSpec {
+    socket_dir: Option<std::path::PathBuf>,
+}
+
+/// Parses `--bus`: `local` (always on) and `socket:DIR`; the AMQP and
+/// PostgreSQL transports are not in this build yet.
+fn parse_bus(spec: &str) -> anyhow::Result<BusSpec> {
+    let mut out = BusSpec::default();
     for t in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         match t {
             "local" => {}
-            t if t.starts_with("socket:") || t.starts_with("amqp://") || t == "postgres" => bail!(
-                "transport {t:?} is not available yet: this build has only `local` (in-process). \
+            t if t.starts_with("socket:") => {
+                let dir = &t["socket:".len()..];
+                if dir.is_empty() {
+                    bail!("socket transport needs a directory: socket:DIR");
+                }
+                out.socket_dir = Some(dir.into());
+            }
+            t if t.starts_with("amqp://") || t == "postgres" => bail!(
+                "transport {t:?} is not available yet: this build has `local` and `socket:DIR`. \
                  Processes sharing one database still cooperate through it, more slowly."
             ),
             t => bail!("unknown transport {t:?}: expected local, socket:DIR, amqp://… or postgres"),
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 fn builder(node: &NodeArgs, exec: Option<&ExecArgs>) -> anyhow::Result<RuntimeBuilder> {
-    check_bus(&node.bus)?;
+    let bus = parse_bus(&node.bus)?;
     let mut b = Runtime::builder().database(node.db.db.clone());
+    if let Some(dir) = bus.socket_dir {
+        b = b.socket_transport(dir);
+    }
     if let Some(n) = &node.node {
         b = b.node(n.clone());
     }
     match exec {
         Some(e) => {
-            let registry = if e.demo {
+            let mut registry = if e.demo {
                 courier::demo::registry()
             } else {
                 Registry::new()
             };
+            if let Some(only) = &e.kinds {
+                let wanted: Vec<&str> = only
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .collect();
+                for k in &wanted {
+                    if !registry.contains(k) {
+                        bail!(
+                            "--kinds names {k:?}, which is not registered (registered: {})",
+                            registry.names().join(", ")
+                        );
+                    }
+                }
+                registry = registry.only(&wanted);
+            }
             if registry.is_empty() {
                 tracing::warn!("no task kinds registered: this process runs no executor (use --demo, or embed courier to register your own kinds)");
             }
+            let defaults = ExecutorConfig::default();
             b = b.registry(registry).executor(ExecutorConfig {
                 capacity: e.capacity,
-                ..ExecutorConfig::default()
+                heartbeat_interval: e
+                    .heartbeat_ms
+                    .map_or(defaults.heartbeat_interval, Duration::from_millis),
+                dead_after: e
+                    .dead_after_ms
+                    .map_or(defaults.dead_after, Duration::from_millis),
+                ..defaults
             });
         }
         None => b = b.without_executor(),

@@ -177,3 +177,4 @@ pub async fn until_state(c: &courier::Client, id: uuid::Uuid, state: courier::Ta
     )
     .await
 }
+pub mod procs;

@@ -282,10 +282,19 @@ pub async fn openapi() -> HttpResponse {
         .body(OPENAPI)
 }
 
+/// `GET /healthz`: 200 when the database answers, 503 when it does not;
+/// either way the body says how the database and each transport stand.
 pub async fn healthz(state: web::Data<WebState>) -> HttpResponse {
+    let bus = match state.client.bus().stats().await {
+        Ok(s) => json!({
+            "node": state.client.bus().node(),
+            "transports": s.peers.iter().map(|(t, p)| (t.to_string(), json!({"peers": p}))).collect::<serde_json::Map<_, _>>(),
+        }),
+        Err(e) => json!({"error": e.to_string()}),
+    };
     match state.client.store().ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok", "database": "ok"})),
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok", "database": "ok", "bus": bus})),
         Err(e) => HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "degraded", "database": e.to_string()})),
+            .json(json!({"status": "degraded", "database": e.to_string(), "bus": bus})),
     }
 }

@@ -74,8 +74,10 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(co)
             .await?;
+        let migrate_lock = sqlite_lock_path(url);
         Ok(Store {
             db: Db::Sqlite(pool),
+            migrate_lock,
         })
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let mut co = PgConnectOptions::from_str(url)?.application_name("courier");
@@ -89,8 +91,46 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
             .await?;
         Ok(Store {
             db: Db::Postgres(pool),
+            migrate_lock: None,
         })
     } else {
         Err(Error::UnsupportedUrl(url.to_string()))
     }
+}
+
+/// Holds an exclusive lock on a file until dropped (released with the file).
+pub(super) struct FileLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes an exclusive lock on `path` (created if missing), waiting for other
+/// processes that hold it.
+pub(super) async fn lock_file(path: std::path::PathBuf) -> Result<FileLock> {
+    let file = tokio::task::spawn_blocking(move || {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        f.lock()?;
+        Ok::<_, std::io::Error>(f)
+    })
+    .await
+    .map_err(|e| Error::Corrupt(format!("migration lock task failed: {e}")))?
+    .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+    Ok(FileLock(file))
+}
+
+/// For a SQLite file URL, the lock file beside the database
+/// (`<file>.setup-lock`) that serializes opening and migrating it.
+pub(super) fn sqlite_lock_path(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    let co = SqliteConnectOptions::from_str(url).ok()?;
+    let mut p = co.get_filename().as_os_str().to_owned();
+    p.push(".setup-lock");
+    let path = std::path::PathBuf::from(p);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    Some(path)
 }

@@ -35,6 +35,10 @@ pub use connect::{StoreOptions, MIGRATOR_POSTGRES, MIGRATOR_SQLITE};
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    /// SQLite file stores: a lock file beside the database, held while
+    /// migrating so that processes starting together migrate one at a time
+    /// (sqlx's migrator locks only on PostgreSQL).
+    migrate_lock: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -160,8 +164,14 @@ impl Store {
 
     /// Connects with explicit options and applies the migrations.
     pub async fn connect_with(url: &str, opts: StoreOptions) -> Result<Store> {
+        // SQLite: processes starting together open and migrate the file one
+        // at a time (switching a new file to WAL needs it to themselves).
+        let _guard = match connect::sqlite_lock_path(url) {
+            Some(path) => Some(connect::lock_file(path).await?),
+            None => None,
+        };
         let store = connect::connect(url, &opts).await?;
-        store.migrate().await?;
+        store.migrate_unlocked().await?;
         Ok(store)
     }
 
@@ -169,6 +179,7 @@ impl Store {
     pub fn from_sqlite(pool: SqlitePool) -> Store {
         Store {
             db: Db::Sqlite(pool),
+            migrate_lock: None,
         }
     }
 
@@ -176,11 +187,20 @@ impl Store {
     pub fn from_postgres(pool: PgPool) -> Store {
         Store {
             db: Db::Postgres(pool),
+            migrate_lock: None,
         }
     }
 
     /// Applies the pending migrations of this store's dialect.
     pub async fn migrate(&self) -> Result<()> {
+        let _guard = match &self.migrate_lock {
+            Some(path) => Some(connect::lock_file(path.clone()).await?),
+            None => None,
+        };
+        self.migrate_unlocked().await
+    }
+
+    async fn migrate_unlocked(&self) -> Result<()> {
         match &self.db {
             Db::Sqlite(p) => MIGRATOR_SQLITE.run(p).await?,
             Db::Postgres(p) => MIGRATOR_POSTGRES.run(p).await?,

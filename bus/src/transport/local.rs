@@ -85,6 +85,27 @@ impl<B: Send + 'static> LocalRoutes<B> {
         }
     }
 
+    /// What to tell peers: pools with a live member, executor addresses.
+    pub fn advertisement(&self) -> super::Advertisement {
+        let mut pools: Vec<String> = self
+            .pools
+            .iter()
+            .filter(|(_, p)| p.members.iter().any(|(_, r)| r.connected()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        pools.sort();
+        let mut executors: Vec<String> = self
+            .routes
+            .keys()
+            .filter_map(|a| match a {
+                Address::Executor(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        executors.sort();
+        super::Advertisement { pools, executors }
+    }
+
     /// Number of registered addresses and pool memberships.
     pub fn len(&self) -> (usize, usize) {
         (

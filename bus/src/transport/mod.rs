@@ -13,6 +13,7 @@
 //! transport that does I/O hands the envelope to its own task and returns.
 
 pub mod local;
+pub mod socket;
 
 use crate::address::Address;
 use crate::envelope::Envelope;
@@ -25,6 +26,16 @@ pub enum Distance {
     SameHost,
     /// Another host (e.g. AMQP or the shared database).
     Network,
+}
+
+/// What this process can be reached for, as transports tell their peers:
+/// the pools it has live members in and the executor addresses registered
+/// here. (Task and web-session addresses are not advertised: web addresses
+/// name their node, and task addresses move with their tasks.)
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Advertisement {
+    pub pools: Vec<String>,
+    pub executors: Vec<String>,
 }
 
 /// A way out of this process for envelopes of body type `B`.
@@ -41,4 +52,13 @@ pub trait Transport<B>: 'static {
 
     /// Takes the envelope for delivery. Must not block.
     fn send(&mut self, envelope: Envelope<B>) -> Result<(), TransportError>;
+
+    /// The local routes changed: tell peers what this process now serves.
+    fn advertise(&mut self, _ads: &Advertisement) {}
+
+    /// The peers this transport is connected to now (node names), for
+    /// health checks.
+    fn peers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

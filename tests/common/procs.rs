@@ -1,0 +1,176 @@
+//! Real `courier` processes for the multi-process tests, and a tiny
+//! blocking HTTP client (one request per connection) to talk to them.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_courier");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `courier` process, killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    /// `host:port` for processes that serve HTTP.
+    pub http: Option<String>,
+}
+
+impl Proc {
+    /// Starts `courier ARGS…`; for `web`/`serve`, waits until it listens.
+    pub fn start(name: &str, args: &[&str]) -> Proc {
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let http = if matches!(args[0].as_str(), "web" | "serve") {
+            let listen = format!("127.0.0.1:{}", free_port());
+            args.extend(["--listen".into(), listen.clone()]);
+            Some(listen)
+        } else {
+            None
+        };
+        let child = Command::new(BIN)
+            .args(&args)
+            .env(
+                "COURIER_LOG",
+                std::env::var("COURIER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let p = Proc {
+            child,
+            name: name.to_string(),
+            http,
+        };
+        if let Some(addr) = &p.http {
+            let start = Instant::now();
+            while TcpStream::connect(addr).is_err() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "{name} did not listen"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        p
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        http(self.http.as_deref().unwrap(), "GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        http(
+            self.http.as_deref().unwrap(),
+            "POST",
+            path,
+            Some(&body.to_string()),
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes one HTTP/1.1 request (without reading the answer).
+pub fn send_request(addr: &str, method: &str, path: &str, body: Option<&str>) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
+}
+
+/// One request; returns the status and the body as JSON (or a JSON string).
+pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let mut s = send_request(addr, method, path, body);
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, v)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,333 @@
+//! The Unix-socket transport with real processes: a web node and executors
+//! as separate `courier` processes on one host, on a shared SQLite file and
+//! on PostgreSQL. All four flows cross process boundaries; executors and web
+//! nodes are killed with SIGKILL; garbage is written to a socket.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::procs::{http, send_request, wait_for, Proc};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(30);
+
+/// Fast failure detection, so the takeover test does not wait long.
+const FAST: [&str; 4] = ["--heartbeat-ms", "200", "--dead-after-ms", "1500"];
+
+struct Mesh {
+    db: String,
+    bus: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    fn new(db: Option<String>) -> Mesh {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("c.db").display()));
+        let bus = format!("socket:{}", dir.path().join("sockets").display());
+        Mesh { db, bus, _dir: dir }
+    }
+
+    fn executor(&self, node: &str, kinds: &str) -> Proc {
+        let mut args = vec![
+            "executor", "--demo", "--db", &self.db, "--bus", &self.bus, "--node", node, "--kinds",
+            kinds,
+        ];
+        args.extend(FAST);
+        Proc::start(node, &args)
+    }
+
+    fn web(&self, node: &str) -> Proc {
+        Proc::start(
+            node,
+            &["web", "--db", &self.db, "--bus", &self.bus, "--node", node],
+        )
+    }
+
+    fn socket(&self, node: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(self.bus.trim_start_matches("socket:"))
+            .join(format!("{node}.sock"))
+    }
+}
+
+fn id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_string()
+}
+
+fn state_of(web: &Proc, id: &str) -> Value {
+    web.get(&format!("/api/v1/tasks/{id}")).1
+}
+
+fn until_state(web: &Proc, id: &str, state: &str) -> Value {
+    wait_for(&format!("task {id} to be {state}"), T, || {
+        let t = state_of(web, id);
+        (t["state"] == state).then_some(t)
+    })
+}
+
+/// Waits until `node` is connected to every one of `peers` over the sockets.
+fn connected(node: &Proc, peers: &[&str]) {
+    wait_for(&format!("{} to connect to {peers:?}", node.name), T, || {
+        let (_, h) = node.get("/healthz");
+        let have = h["bus"]["transports"]["socket"]["peers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        peers.iter().all(|p| have.contains(&json!(p))).then_some(())
+    });
+}
+
+/// The web node answers waiting requests once executors and sockets are up.
+fn ready(web: &Proc) {
+    wait_for("a synchronous answer through the sockets", T, || {
+        let (st, _) = web.post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.sleep", "input": {"ms": 1}, "wait_ms": 2000}),
+        );
+        (st == 200).then_some(())
+    });
+}
+
+fn the_four_flows_cross_processes(mesh: &Mesh) {
+    // exec-a runs the parents (fan-out) and exec-b the children (echo), so
+    // sub-tasks must cross; both run sleep and await_event.
+    let a = mesh.executor("exec-a", "demo.fanout,demo.await_event,demo.sleep");
+    let b = mesh.executor("exec-b", "demo.echo,demo.await_event,demo.sleep");
+    let web = mesh.web("web-1");
+    connected(&web, &["exec-a", "exec-b"]);
+    ready(&web);
+
+    // Flows 1 and 2: the waiting request is answered by an executor process;
+    // new tasks are spread over the executors that run the kind.
+    let mut ran_on = HashSet::new();
+    for i in 0..12 {
+        let (st, t) = web.post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.sleep", "input": {"ms": 1}, "wait_ms": 10000}),
+        );
+        assert_eq!((st, &t["state"]), (200, &json!("succeeded")), "{i}: {t}");
+        ran_on.insert(
+            t["executor_id"]
+                .as_str()
+                .unwrap()
+                .split('-')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("-"),
+        );
+    }
+    assert_eq!(
+        ran_on,
+        HashSet::from(["exec-a".to_string(), "exec-b".to_string()])
+    );
+    let (st, t) = web.post(
+        "/api/v1/tasks",
+        json!({"kind": "demo.echo", "input": {"x": 1}, "wait_ms": 10000}),
+    );
+    assert_eq!((st, &t["output"]), (200, &json!({"x": 1})));
+    assert!(t["executor_id"].as_str().unwrap().starts_with("exec-b"));
+
+    // Flow 4: the parent on exec-a, its children on exec-b, the reports back.
+    let (st, f) = web.post(
+        "/api/v1/tasks",
+        json!({"kind": "demo.fanout", "input": {"n": 6, "kind": "demo.echo", "input": "c"}, "wait_ms": 15000}),
+    );
+    assert_eq!((st, &f["state"]), (200, &json!("succeeded")), "{f}");
+    assert_eq!(
+        f["output"]["outputs"],
+        json!(["c", "c", "c", "c", "c", "c"])
+    );
+    assert!(f["executor_id"].as_str().unwrap().starts_with("exec-a"));
+    let (_, ch) = web.get(&format!("/api/v1/tasks/{}/children", id(&f)));
+    assert!(ch["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["executor_id"].as_str().unwrap().starts_with("exec-b")));
+
+    // Flow 3: an event reaches the task in whichever executor holds it.
+    let (_, w) = web.post(
+        "/api/v1/tasks",
+        json!({"kind": "demo.await_event", "input": {"name": "go"}}),
+    );
+    until_state(&web, &id(&w), "suspended");
+    let (st, _) = web.post(
+        &format!("/api/v1/tasks/{}/events", id(&w)),
+        json!({"name": "go", "payload": 42}),
+    );
+    assert_eq!(st, 202);
+    let done = until_state(&web, &id(&w), "succeeded");
+    assert_eq!(
+        (done["output"].clone(), done["attempts"].clone()),
+        (json!(42), json!(1))
+    );
+
+    // Flow 3: a cancel reaches a sleeping task in another process.
+    let (_, s) = web.post(
+        "/api/v1/tasks",
+        json!({"kind": "demo.sleep", "input": {"ms": 60000}}),
+    );
+    until_state(&web, &id(&s), "running");
+    web.post(&format!("/api/v1/tasks/{}/cancel", id(&s)), json!(null));
+    until_state(&web, &id(&s), "cancelled");
+    drop((a, b, web));
+}
+
+/// SIGKILL the executor that holds a suspended task; send the event while no
+/// executor owns it; start another executor: the event is delivered and the
+/// task finishes.
+fn a_killed_executors_suspended_task_gets_its_event(mesh: &Mesh) {
+    let a = mesh.executor("exec-a", "demo.await_event,demo.sleep");
+    let web = mesh.web("web-1");
+    ready(&web);
+    let (_, w) = web.post(
+        "/api/v1/tasks",
+        json!({"kind": "demo.await_event", "input": {"name": "booted"}}),
+    );
+    let t = until_state(&web, &id(&w), "suspended");
+    assert!(t["executor_id"].as_str().unwrap().starts_with("exec-a"));
+    a.kill9();
+    let (st, _) = web.post(
+        &format!("/api/v1/tasks/{}/events", id(&w)),
+        json!({"name": "booted", "payload": {"ok": true}}),
+    );
+    assert_eq!(st, 202, "the event is committed while nobody runs the task");
+    assert_eq!(state_of(&web, &id(&w))["state"], "suspended");
+    let c = mesh.executor("exec-c", "demo.await_event,demo.sleep");
+    let done = until_state(&web, &id(&w), "succeeded");
+    assert_eq!(done["output"], json!({"ok": true}));
+    assert_eq!(done["attempts"], 2);
+    assert!(done["executor_id"].as_str().unwrap().starts_with("exec-c"));
+    let (_, ex) = web.get("/api/v1/executors");
+    let dead = ex["executors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["node"] == "exec-a")
+        .unwrap()
+        .clone();
+    assert_eq!(dead["state"], "dead");
+    wait_for("the dead node's socket file to be removed", T, || {
+        (!mesh.socket("exec-a").exists()).then_some(())
+    });
+    drop((c, web));
+}
+
+/// SIGKILL a web node while a request waits on it: the task still finishes
+/// and another web node reads it.
+fn a_killed_web_node_loses_no_task(mesh: &Mesh) {
+    let a = mesh.executor("exec-a", "demo.sleep");
+    let web1 = mesh.web("web-1");
+    let web2 = mesh.web("web-2");
+    ready(&web1);
+    let body = json!({"kind": "demo.sleep", "input": {"ms": 1500}, "wait_ms": 20000, "idempotency_key": "killed-web"}).to_string();
+    let pending = send_request(
+        web1.http.as_deref().unwrap(),
+        "POST",
+        "/api/v1/tasks",
+        Some(&body),
+    );
+    let t = wait_for("the task behind the waiting request to run", T, || {
+        let (_, l) = web2.get("/api/v1/tasks?kind=demo.sleep&state=running");
+        l["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["idempotency_key"] == "killed-web")
+            .cloned()
+    });
+    web1.kill9();
+    drop(pending);
+    let done = until_state(&web2, &id(&t), "succeeded");
+    assert_eq!(done["output"], json!({"slept_ms": 1500}));
+    drop((a, web2));
+}
+
+/// Garbage and an oversized frame on an executor's socket close those
+/// connections only; the executor goes on serving.
+fn garbage_on_a_socket_closes_only_that_connection(mesh: &Mesh) {
+    let mut a = mesh.executor("exec-a", "demo.echo");
+    let web = mesh.web("web-1");
+    wait_for("exec-a's socket", T, || {
+        mesh.socket("exec-a").exists().then_some(())
+    });
+    let mut g = UnixStream::connect(mesh.socket("exec-a")).unwrap();
+    let _ = g.write_all(b"\x00\x00\x00\x10not json at all!\x00\x00\x00\x05{}{}{");
+    let mut big = UnixStream::connect(mesh.socket("exec-a")).unwrap();
+    let _ = big.write_all(&u32::MAX.to_be_bytes());
+    let _ = big.write_all(&[b'x'; 1024]);
+    let mut hello_then_junk = UnixStream::connect(mesh.socket("exec-a")).unwrap();
+    let hello =
+        json!({"t": "hello", "v": 1, "node": "intruder", "ads": {"pools": [], "executors": []}})
+            .to_string();
+    let _ = hello_then_junk.write_all(&(hello.len() as u32).to_be_bytes());
+    let _ = hello_then_junk.write_all(hello.as_bytes());
+    let junk = json!({"t": "env", "env": {"v": 99}}).to_string();
+    let _ = hello_then_junk.write_all(&(junk.len() as u32).to_be_bytes());
+    let _ = hello_then_junk.write_all(junk.as_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        a.alive(),
+        "garbage on the socket must not crash the executor"
+    );
+    let (st, t) = http(
+        web.http.as_deref().unwrap(),
+        "POST",
+        "/api/v1/tasks",
+        Some(&json!({"kind": "demo.echo", "input": "still here", "wait_ms": 10000}).to_string()),
+    );
+    assert_eq!((st, &t["output"]), (200, &json!("still here")), "{t}");
+    drop((a, web, g, big, hello_then_junk));
+}
+
+#[test]
+fn sqlite_the_four_flows_cross_processes() {
+    the_four_flows_cross_processes(&Mesh::new(None));
+}
+
+#[test]
+fn sqlite_a_killed_executors_suspended_task_gets_its_event() {
+    a_killed_executors_suspended_task_gets_its_event(&Mesh::new(None));
+}
+
+#[test]
+fn sqlite_a_killed_web_node_loses_no_task() {
+    a_killed_web_node_loses_no_task(&Mesh::new(None));
+}
+
+#[test]
+fn sqlite_garbage_on_a_socket_closes_only_that_connection() {
+    garbage_on_a_socket_closes_only_that_connection(&Mesh::new(None));
+}
+
+/// A PostgreSQL database of its own for one test: a schema, passed to every
+/// process through the URL's `options`.
+fn pg_db() -> (String, common::TestDb) {
+    let db = actix::System::new().block_on(common::TestDb::postgres());
+    let schema = db.options.pg_schema.clone().unwrap();
+    let url = format!(
+        "{}{}options=-c%20search_path%3D{schema}",
+        db.url,
+        if db.url.contains('?') { "&" } else { "?" }
+    );
+    (url, db)
+}
+
+#[test]
+fn postgres_the_four_flows_cross_processes() {
+    let (url, _db) = pg_db();
+    the_four_flows_cross_processes(&Mesh::new(Some(url)));
+}
+
+#[test]
+fn postgres_a_killed_executors_suspended_task_gets_its_event() {
+    let (url, _db) = pg_db();
+    a_killed_executors_suspended_task_gets_its_event(&Mesh::new(Some(url)));
+}
