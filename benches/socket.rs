@@ -48,7 +48,9 @@ impl Handler<Deliver<Msg>> for Counter {
             self.bus.tell(Envelope::new(
                 Address::Executor("sink".into()),
                 Address::Executor("source".into()),
-                Msg::CancelTask { task_id: uuid::Uuid::nil() },
+                Msg::CancelTask {
+                    task_id: uuid::Uuid::nil(),
+                },
             ));
         }
     }
@@ -70,15 +72,30 @@ impl Handler<Deliver<Msg>> for Done {
 
 async fn sink(dir: String, expect: usize) {
     let bus = Bus::<Msg>::start_bus("sink");
-    let t = SocketTransport::start(&dir, "sink", bus.clone()).await.unwrap();
+    let t = SocketTransport::start(&dir, "sink", bus.clone())
+        .await
+        .unwrap();
     bus.add_transport(Box::new(t)).await.unwrap();
-    let counter = Counter { seen: 0, expect, bus: bus.clone() }.start();
-    bus.register(Address::Executor("sink".into()), counter.recipient()).await.unwrap();
+    let counter = Counter {
+        seen: 0,
+        expect,
+        bus: bus.clone(),
+    }
+    .start();
+    bus.register(Address::Executor("sink".into()), counter.recipient())
+        .await
+        .unwrap();
     std::future::pending::<()>().await;
 }
 
 async fn peers(bus: &BusHandle<Msg>) -> Vec<String> {
-    bus.stats().await.unwrap().peers.get("socket").cloned().unwrap_or_default()
+    bus.stats()
+        .await
+        .unwrap()
+        .peers
+        .get("socket")
+        .cloned()
+        .unwrap_or_default()
 }
 
 async fn one_way(n: usize) -> f64 {
@@ -90,11 +107,15 @@ async fn one_way(n: usize) -> f64 {
         .spawn()
         .unwrap();
     let bus = Bus::<Msg>::start_bus("source");
-    let t = SocketTransport::start(&sock, "source", bus.clone()).await.unwrap();
+    let t = SocketTransport::start(&sock, "source", bus.clone())
+        .await
+        .unwrap();
     bus.add_transport(Box::new(t)).await.unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let done = Done(Some(tx)).start();
-    bus.register(Address::Executor("source".into()), done.recipient()).await.unwrap();
+    bus.register(Address::Executor("source".into()), done.recipient())
+        .await
+        .unwrap();
     let to = Address::Executor("sink".into());
     // Connected, and the sink's executor address advertised.
     let start = Instant::now();
@@ -103,7 +124,10 @@ async fn one_way(n: usize) -> f64 {
             tokio::time::sleep(Duration::from_millis(300)).await;
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "sink did not connect");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "sink did not connect"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let body = |i: usize| Msg::TaskEvent {
@@ -122,7 +146,10 @@ async fn one_way(n: usize) -> f64 {
             Err(_) => tokio::time::sleep(Duration::from_micros(200)).await,
         }
     }
-    tokio::time::timeout(Duration::from_secs(120), rx).await.expect("sink never finished").unwrap();
+    tokio::time::timeout(Duration::from_secs(120), rx)
+        .await
+        .expect("sink never finished")
+        .unwrap();
     let rate = n as f64 / t0.elapsed().as_secs_f64();
     let _ = child.kill();
     let _ = child.wait();
@@ -135,7 +162,18 @@ async fn round_trips(samples: usize) -> String {
     let sock = dir.path().join("s").display().to_string();
     let bus = format!("socket:{sock}");
     let mut exec = Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args(["executor", "--demo", "--kinds", "demo.echo", "--db", &db, "--bus", &bus, "--node", "bench-exec"])
+        .args([
+            "executor",
+            "--demo",
+            "--kinds",
+            "demo.echo",
+            "--db",
+            &db,
+            "--bus",
+            &bus,
+            "--node",
+            "bench-exec",
+        ])
         .env("COURIER_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -149,7 +187,10 @@ async fn round_trips(samples: usize) -> String {
         .await
         .unwrap();
     let local = Runtime::builder()
-        .database(format!("sqlite://{}", dir.path().join("local.db").display()))
+        .database(format!(
+            "sqlite://{}",
+            dir.path().join("local.db").display()
+        ))
         .registry(courier::demo::registry())
         .start()
         .await
@@ -157,13 +198,19 @@ async fn round_trips(samples: usize) -> String {
     let (wc, lc) = (web.client(), local.client());
     let start = Instant::now();
     while !peers(web.bus()).await.contains(&"bench-exec".to_string()) {
-        assert!(start.elapsed() < Duration::from_secs(30), "executor did not connect");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "executor did not connect"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let once = |c: courier::Client| async move {
         let t0 = Instant::now();
         let w = c
-            .submit_and_wait(NewTask::new("demo.echo", json!({"x": 1})), Duration::from_secs(10))
+            .submit_and_wait(
+                NewTask::new("demo.echo", json!({"x": 1})),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
         assert!(w.finished, "not finished within 10 s");
@@ -175,11 +222,15 @@ async fn round_trips(samples: usize) -> String {
     }
     let (mut hs, mut hl) = (hist(), hist());
     for _ in 0..samples {
-        hs.record(once(wc.clone()).await.as_micros().max(1) as u64).unwrap();
-        hl.record(once(lc.clone()).await.as_micros().max(1) as u64).unwrap();
+        hs.record(once(wc.clone()).await.as_micros().max(1) as u64)
+            .unwrap();
+        hl.record(once(lc.clone()).await.as_micros().max(1) as u64)
+            .unwrap();
     }
     local.shutdown().await;
-    let _ = Command::new("kill").args(["-TERM", &exec.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &exec.id().to_string()])
+        .status();
     let _ = exec.wait();
     let p = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64;
     format!(

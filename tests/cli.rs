@@ -4,51 +4,26 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_courier");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::procs::{Proc, BIN};
 
 struct Serve {
-    child: Child,
+    proc: Proc,
     url: String,
 }
 
 impl Serve {
     fn start(db: &str, extra: &[&str]) -> Serve {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut args = vec!["serve", "--demo", "--db", db, "--listen", &listen];
+        let mut args = vec!["serve", "--demo", "--db", db];
         args.extend_from_slice(extra);
-        let child = Command::new(BIN)
-            .args(&args)
-            .env("COURIER_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn courier serve");
-        let url = format!("http://{listen}");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(&listen).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "courier serve did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Serve { child, url }
+        let proc = Proc::start("serve", &args);
+        let url = format!("http://{}", proc.http.as_deref().unwrap());
+        Serve { proc, url }
     }
 
     fn cli(&self, args: &[&str]) -> Output {
@@ -79,26 +54,17 @@ impl Serve {
 
     /// SIGTERM, then wait for the exit; returns whether it exited cleanly.
     fn terminate(mut self) -> bool {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.proc.signal("-TERM");
         let start = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.proc.child.try_wait().unwrap() {
                 return status.success();
             }
             if start.elapsed() > Duration::from_secs(20) {
-                let _ = self.child.kill();
                 return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
