@@ -172,7 +172,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Vec<_>>()
             .join(" → ")
     );
+    let store = client.store().clone();
     rt.shutdown().await;
+    // Let the last database work finish before the actor system goes away.
+    store.close().await;
     println!(
         "{} done: {} provisioned, {failed} failed",
         stamp(t0),

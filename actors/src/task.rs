@@ -176,18 +176,21 @@ impl TaskActor {
         self.run = Some(handle);
     }
 
-    fn mark_delivered(&self, seq: i64, _ctx: &mut Context<Self>) {
+    fn mark_delivered(&self, seq: i64, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let id = self.task.id;
-        // Not tied to the actor: the mark should land even if the run ends
-        // (and the actor stops) right after the event.
-        actix::spawn(async move {
-            if let Err(e) = store.mark_delivered(id, seq).await {
-                // Harmless: the sweep will send the event again and the
-                // mailbox drops the duplicate.
-                tracing::debug!(error = %e, "could not mark events delivered");
+        // Tied to the actor: if the run ends first, the finish marks the
+        // whole inbox delivered in its transaction.
+        ctx.spawn(
+            async move {
+                if let Err(e) = store.mark_delivered(id, seq).await {
+                    // Harmless: the sweep will send the event again and the
+                    // mailbox drops the duplicate.
+                    tracing::debug!(error = %e, "could not mark events delivered");
+                }
             }
-        });
+            .into_actor(self),
+        );
     }
 
     /// Records the end of the run and stops the actor.

@@ -518,6 +518,10 @@ impl Store {
                 .bind(outcome.state().as_str()).bind(output).bind(error).bind(now())
                 .fetch_optional(&mut *tx).await?;
             let watchers = if row.is_some() {
+                // The inbox is closed with the task: whatever is in it counts
+                // as delivered, so no sweep sends it again.
+                sqlx::query("UPDATE task_events SET delivered_at = $2 WHERE task_id = $1 AND delivered_at IS NULL")
+                    .bind(fence.task_id).bind(now()).execute(&mut *tx).await?;
                 let w = sqlx::query_as("DELETE FROM task_watchers WHERE task_id = $1 RETURNING address")
                     .bind(fence.task_id).fetch_all(&mut *tx).await?;
                 tx.commit().await?;
