@@ -1,4 +1,7 @@
-//! The four event flows in one process, on SQLite and on PostgreSQL.
+//! The four event flows: the conformance suite. Every scenario runs on
+//! SQLite and on PostgreSQL, and on every transport: in one runtime
+//! (in-process bus) and across two runtimes joined only by the Unix-socket
+//! transport, so no transport can drift from the others.
 
 mod common;
 
@@ -6,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, until_state, TestDb};
+use common::{eventually, until_state, TestDb, Via};
 use courier::bus::Address;
 use courier::{Error, NewTask, TaskContext, TaskError, TaskFilter, TaskState};
 use serde_json::{json, Value};
@@ -15,8 +18,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Flow 1 and 2: create → start_task → an executor runs it → task_finished
 /// reaches the waiter; the history records each state with who changed it.
-async fn submit_and_wait_returns_the_finished_task(db: &TestDb) {
-    let rt = db.builder().start().await.unwrap();
+async fn submit_and_wait_returns_the_finished_task(db: &TestDb, via: Via) {
+    let rt = db.cluster(via, |b| b).await;
     let c = rt.client();
     let input = json!({"hello": ["world", 1, null]});
     let w = c
@@ -52,8 +55,8 @@ async fn submit_and_wait_returns_the_finished_task(db: &TestDb) {
 
 /// A wait that runs out returns the task as it stands; waiting again later
 /// sees it finish.
-async fn a_wait_that_runs_out_returns_the_task_as_it_stands(db: &TestDb) {
-    let rt = db.builder().start().await.unwrap();
+async fn a_wait_that_runs_out_returns_the_task_as_it_stands(db: &TestDb, via: Via) {
+    let rt = db.cluster(via, |b| b).await;
     let c = rt.client();
     let w = c
         .submit_and_wait(
@@ -73,8 +76,8 @@ async fn a_wait_that_runs_out_returns_the_task_as_it_stands(db: &TestDb) {
 /// Flow 3, events: a task suspends waiting for an event and resumes with its
 /// payload; an event that comes before the wait is kept; finished and
 /// unknown tasks refuse events.
-async fn events_reach_the_task_wherever_it_waits(db: &TestDb) {
-    let rt = db.builder().start().await.unwrap();
+async fn events_reach_the_task_wherever_it_waits(db: &TestDb, via: Via) {
+    let rt = db.cluster(via, |b| b).await;
     let c = rt.client();
     let t = c
         .submit(NewTask::new("demo.await_event", json!({"name": "booted"})))
@@ -135,8 +138,8 @@ async fn events_reach_the_task_wherever_it_waits(db: &TestDb) {
 
 /// Flow 3, cancel: running, suspended and pending tasks are cancelled, and
 /// cancellation cascades to sub-tasks.
-async fn cancel_reaches_running_suspended_and_pending_tasks(db: &TestDb) {
-    let rt = db.builder().start().await.unwrap();
+async fn cancel_reaches_running_suspended_and_pending_tasks(db: &TestDb, via: Via) {
+    let rt = db.cluster(via, |b| b).await;
     let c = rt.client();
     let sleeping = c
         .submit(NewTask::new("demo.sleep", json!({"ms": 60_000})))
@@ -208,8 +211,8 @@ async fn cancel_reaches_running_suspended_and_pending_tasks(db: &TestDb) {
 
 /// Flow 4: sub-tasks run on the pool and report back; outputs come in spawn
 /// order; a failed child fails the parent.
-async fn sub_tasks_report_back_to_their_parent(db: &TestDb) {
-    let rt = db.builder().start().await.unwrap();
+async fn sub_tasks_report_back_to_their_parent(db: &TestDb, via: Via) {
+    let rt = db.cluster(via, |b| b).await;
     let c = rt.client();
     let w = c
         .submit_and_wait(
@@ -302,8 +305,8 @@ async fn sub_tasks_report_back_to_their_parent(db: &TestDb) {
 }
 
 /// Requests are validated; an idempotency key returns the first task.
-async fn idempotency_and_validation(db: &TestDb) {
-    let rt = db.builder().start().await.unwrap();
+async fn idempotency_and_validation(db: &TestDb, via: Via) {
+    let rt = db.cluster(via, |b| b).await;
     let c = rt.client();
     let a = c
         .submit(NewTask::new("demo.echo", json!(1)).idempotency_key("order-42"))
@@ -348,22 +351,21 @@ async fn idempotency_and_validation(db: &TestDb) {
 }
 
 /// Duplicate start_task messages are harmless: each task runs once.
-async fn duplicate_starts_run_a_task_once(db: &TestDb) {
+async fn duplicate_starts_run_a_task_once(db: &TestDb, via: Via) {
     let runs = Arc::new(AtomicUsize::new(0));
     let counter = runs.clone();
     let rt = db
-        .builder()
-        .register("count", move |ctx: TaskContext| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                ctx.sleep(Duration::from_millis(20)).await?;
-                Ok::<Value, TaskError>(json!(null))
-            }
+        .cluster(via, |b| {
+            b.register("count", move |ctx: TaskContext| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    ctx.sleep(Duration::from_millis(20)).await?;
+                    Ok::<Value, TaskError>(json!(null))
+                }
+            })
         })
-        .start()
-        .await
-        .unwrap();
+        .await;
     let c = rt.client();
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -395,18 +397,17 @@ async fn duplicate_starts_run_a_task_once(db: &TestDb) {
 }
 
 /// A panicking task fails with the panic message and frees its slot.
-async fn a_panicking_task_fails_cleanly(db: &TestDb) {
+async fn a_panicking_task_fails_cleanly(db: &TestDb, via: Via) {
     let rt = db
-        .builder()
-        .register("explode", |_ctx: TaskContext| async move {
-            if true {
-                panic!("wires crossed");
-            }
-            Ok::<Value, TaskError>(json!(null))
+        .cluster(via, |b| {
+            b.register("explode", |_ctx: TaskContext| async move {
+                if true {
+                    panic!("wires crossed");
+                }
+                Ok::<Value, TaskError>(json!(null))
+            })
         })
-        .start()
-        .await
-        .unwrap();
+        .await;
     let c = rt.client();
     let w = c
         .submit_and_wait(NewTask::new("explode", json!({})), WAIT)
@@ -424,8 +425,8 @@ async fn a_panicking_task_fails_cleanly(db: &TestDb) {
 }
 
 /// Listing is newest first and pages by id.
-async fn listing_filters_and_pages(db: &TestDb) {
-    let rt = db.builder().start().await.unwrap();
+async fn listing_filters_and_pages(db: &TestDb, via: Via) {
+    let rt = db.cluster(via, |b| b).await;
     let c = rt.client();
     let mut ids = Vec::new();
     for i in 0..7 {
@@ -472,7 +473,7 @@ async fn listing_filters_and_pages(db: &TestDb) {
     rt.shutdown().await;
 }
 
-on_both_databases!(
+on_every_transport!(
     submit_and_wait_returns_the_finished_task,
     a_wait_that_runs_out_returns_the_task_as_it_stands,
     events_reach_the_task_wherever_it_waits,

@@ -178,3 +178,122 @@ pub async fn until_state(c: &courier::Client, id: uuid::Uuid, state: courier::Ta
     .await
 }
 pub mod procs;
+
+/// How the client reaches the executor in a conformance test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// One runtime: client and executor share a bus.
+    Local,
+    /// Two runtimes in this process, each with its own bus, joined only by
+    /// the Unix-socket transport: every message crosses a real socket.
+    Socket,
+}
+
+/// A client and an executor, connected as `via` says.
+pub struct Cluster {
+    pub exec: courier::Runtime,
+    pub web: Option<courier::Runtime>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// The client the test drives (the web runtime's, over a socket).
+    pub fn client(&self) -> courier::Client {
+        self.web.as_ref().unwrap_or(&self.exec).client()
+    }
+
+    /// The bus the client sends through.
+    pub fn bus(&self) -> &courier::actors::protocol::Bus {
+        self.web.as_ref().unwrap_or(&self.exec).bus()
+    }
+
+    pub fn executor_id(&self) -> Option<&str> {
+        self.exec.executor_id()
+    }
+
+    pub async fn shutdown(self) {
+        if let Some(w) = self.web {
+            w.shutdown().await;
+        }
+        self.exec.shutdown().await;
+    }
+}
+
+async fn socket_peers(bus: &courier::actors::protocol::Bus) -> Vec<String> {
+    bus.stats()
+        .await
+        .map(|s| s.peers.get("socket").cloned().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+impl TestDb {
+    /// Starts a cluster on this database; `customize` adds kinds or settings
+    /// to the executor's builder.
+    pub async fn cluster(
+        &self,
+        via: Via,
+        customize: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
+    ) -> Cluster {
+        match via {
+            Via::Local => Cluster {
+                exec: customize(self.builder()).start().await.unwrap(),
+                web: None,
+                _dir: None,
+            },
+            Via::Socket => {
+                let dir = tempfile::tempdir().unwrap();
+                let sockets = dir.path().join("sockets");
+                let exec = customize(self.builder())
+                    .node("exec")
+                    .socket_transport(&sockets)
+                    .start()
+                    .await
+                    .unwrap();
+                let web = Runtime::builder()
+                    .database(self.url.clone())
+                    .store_options(self.options.clone())
+                    .node("web")
+                    .socket_transport(&sockets)
+                    .without_executor()
+                    .start()
+                    .await
+                    .unwrap();
+                eventually(
+                    "the two runtimes to connect",
+                    Duration::from_secs(20),
+                    || async {
+                        (socket_peers(web.bus()).await == ["exec"]
+                            && socket_peers(exec.bus()).await == ["web"])
+                        .then_some(())
+                    },
+                )
+                .await;
+                Cluster {
+                    exec,
+                    web: Some(web),
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+}
+
+/// Defines one `#[actix::test]` per database and transport for each listed
+/// function `async fn name(db: &TestDb, via: Via)`: the conformance suite.
+#[macro_export]
+macro_rules! on_every_transport {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_local { $( #[actix::test] async fn $name() {
+            let db = $crate::common::TestDb::sqlite().await;
+            super::$name(&db, $crate::common::Via::Local).await; db.cleanup().await; } )* }
+        mod sqlite_socket { $( #[actix::test] async fn $name() {
+            let db = $crate::common::TestDb::sqlite().await;
+            super::$name(&db, $crate::common::Via::Socket).await; db.cleanup().await; } )* }
+        mod postgres_local { $( #[actix::test] async fn $name() {
+            let db = $crate::common::TestDb::postgres().await;
+            super::$name(&db, $crate::common::Via::Local).await; db.cleanup().await; } )* }
+        mod postgres_socket { $( #[actix::test] async fn $name() {
+            let db = $crate::common::TestDb::postgres().await;
+            super::$name(&db, $crate::common::Via::Socket).await; db.cleanup().await; } )* }
+    };
+}
