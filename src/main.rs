@@ -7,13 +7,6 @@ mod cli;
 use clap::Parser;
 
 fn main() {
-    // Like any Unix filter, end quietly when the reader of our output goes
-    // away (`courier tasks | head`) instead of panicking on EPIPE.
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread
-    // starts has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let args = cli::Cli::parse();
     cli::init_logging(&args);
     let sys = actix::System::new();

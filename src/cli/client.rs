@@ -7,6 +7,21 @@ use serde_json::Value;
 
 use super::{ClientArgs, EventArgs, IdArgs, SubmitArgs, TasksArgs};
 
+/// `println!` that ends the program quietly when the reader of our output
+/// has gone (`courier tasks | head`), like any Unix filter. (SIGPIPE stays
+/// ignored, as Rust sets it: servers must survive peers that hang up.)
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 struct Api {
     base: String,
     token: Option<String>,
@@ -71,27 +86,27 @@ fn parse_json(what: &str, s: Option<&str>) -> anyhow::Result<Value> {
 
 fn print_task(t: &Value) {
     let s = |k: &str| t[k].as_str().unwrap_or("-").to_string();
-    println!("task      {}", s("id"));
-    println!("kind      {}", s("kind"));
-    println!("state     {}", s("state"));
-    println!("attempts  {}", t["attempts"]);
-    println!("executor  {}", s("executor_id"));
+    outln!("task      {}", s("id"));
+    outln!("kind      {}", s("kind"));
+    outln!("state     {}", s("state"));
+    outln!("attempts  {}", t["attempts"]);
+    outln!("executor  {}", s("executor_id"));
     if !t["parent_id"].is_null() {
-        println!("parent    {}", s("parent_id"));
+        outln!("parent    {}", s("parent_id"));
     }
-    println!("created   {}", s("created_at"));
+    outln!("created   {}", s("created_at"));
     if !t["finished_at"].is_null() {
-        println!("finished  {}", s("finished_at"));
+        outln!("finished  {}", s("finished_at"));
     }
-    println!("input     {}", t["input"]);
+    outln!("input     {}", t["input"]);
     if !t["output"].is_null() {
-        println!("output    {}", t["output"]);
+        outln!("output    {}", t["output"]);
     }
     if !t["error"].is_null() {
-        println!("error     {}", s("error"));
+        outln!("error     {}", s("error"));
     }
     if !t["progress"].is_null() {
-        println!("progress  {}", t["progress"]);
+        outln!("progress  {}", t["progress"]);
     }
 }
 
@@ -107,13 +122,13 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
     }
     let (status, task) = api.call("POST", "/api/v1/tasks", Some(body)).await?;
     if a.client.json {
-        println!("{task}");
+        outln!("{task}");
     } else {
         match status {
-            201 => println!("created"),
-            202 => println!("still running after {} ms", a.wait_ms),
-            _ if a.wait => println!("finished"),
-            _ => println!("exists already (same idempotency key)"),
+            201 => outln!("created"),
+            202 => outln!("still running after {} ms", a.wait_ms),
+            _ if a.wait => outln!("finished"),
+            _ => outln!("exists already (same idempotency key)"),
         }
         print_task(&task);
     }
@@ -140,16 +155,19 @@ pub async fn tasks(a: TasksArgs) -> anyhow::Result<()> {
         .call("GET", &format!("/api/v1/tasks?{}", q.join("&")), None)
         .await?;
     if a.client.json {
-        println!("{page}");
+        outln!("{page}");
         return Ok(());
     }
     let tasks = page["tasks"].as_array().cloned().unwrap_or_default();
-    println!(
+    outln!(
         "{:<36}  {:<24}  {:<9}  {:>3}  CREATED",
-        "ID", "KIND", "STATE", "TRY"
+        "ID",
+        "KIND",
+        "STATE",
+        "TRY"
     );
     for t in &tasks {
-        println!(
+        outln!(
             "{:<36}  {:<24}  {:<9}  {:>3}  {}",
             t["id"].as_str().unwrap_or(""),
             t["kind"].as_str().unwrap_or(""),
@@ -159,7 +177,7 @@ pub async fn tasks(a: TasksArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(next) = page["next"].as_str() {
-        println!("more: courier tasks --after {next}");
+        outln!("more: courier tasks --after {next}");
     }
     Ok(())
 }
@@ -179,16 +197,16 @@ pub async fn show(a: IdArgs) -> anyhow::Result<()> {
         .call("GET", &format!("/api/v1/tasks/{}/children", a.id), None)
         .await?;
     if a.client.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"task": task, "history": history["history"], "events": events["events"], "children": children["tasks"]})
         );
         return Ok(());
     }
     print_task(&task);
-    println!("history");
+    outln!("history");
     for h in history["history"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "  {}  {:>9} → {:<9}  by {}  (attempt {})",
             h["at"].as_str().unwrap_or(""),
             h["from_state"].as_str().unwrap_or("-"),
@@ -199,9 +217,9 @@ pub async fn show(a: IdArgs) -> anyhow::Result<()> {
     }
     let evs = events["events"].as_array().cloned().unwrap_or_default();
     if !evs.is_empty() {
-        println!("events");
+        outln!("events");
         for e in &evs {
-            println!(
+            outln!(
                 "  #{} {} {}",
                 e["seq"],
                 e["name"].as_str().unwrap_or(""),
@@ -211,9 +229,9 @@ pub async fn show(a: IdArgs) -> anyhow::Result<()> {
     }
     let ch = children["tasks"].as_array().cloned().unwrap_or_default();
     if !ch.is_empty() {
-        println!("sub-tasks");
+        outln!("sub-tasks");
         for c in &ch {
-            println!(
+            outln!(
                 "  {} {} {}",
                 c["id"].as_str().unwrap_or(""),
                 c["kind"].as_str().unwrap_or(""),
@@ -235,9 +253,9 @@ pub async fn event(a: EventArgs) -> anyhow::Result<()> {
         )
         .await?;
     if a.client.json {
-        println!("{ev}");
+        outln!("{ev}");
     } else {
-        println!("event #{} {} sent to task {}", ev["seq"], a.name, a.id);
+        outln!("event #{} {} sent to task {}", ev["seq"], a.name, a.id);
     }
     Ok(())
 }
@@ -248,9 +266,9 @@ pub async fn cancel(a: IdArgs) -> anyhow::Result<()> {
         .call("POST", &format!("/api/v1/tasks/{}/cancel", a.id), None)
         .await?;
     if a.client.json {
-        println!("{task}");
+        outln!("{task}");
     } else {
-        println!(
+        outln!(
             "cancellation requested; task {} is {}",
             a.id,
             task["state"].as_str().unwrap_or("?")

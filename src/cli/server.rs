@@ -142,6 +142,14 @@ async fn run_http(
         }
     };
     server::stop_on_signals(state, &srv);
+    // One line on stdout with the address actually bound (useful with
+    // `--listen 127.0.0.1:0`), for operators and for scripts.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "courier listening on http://{addr}");
+        let _ = out.flush();
+    }
     tracing::info!(%addr, auth, executor = ?rt.executor_id(), "courier is serving; dashboard at http://{addr}/");
     // Runs until SIGTERM or SIGINT: then stops accepting, lets requests in
     // flight finish, and returns.

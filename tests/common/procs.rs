@@ -4,21 +4,13 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_courier");
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A running `courier` process, killed when dropped.
 pub struct Proc {
@@ -29,42 +21,56 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `courier ARGS…`; for `web`/`serve`, waits until it listens.
+    /// Starts `courier ARGS…`. A `web` or `serve` process binds a port of
+    /// the kernel's choosing (`--listen 127.0.0.1:0`) and says which on its
+    /// first stdout line; this waits for that line, so two tests can never
+    /// race for one port.
     pub fn start(name: &str, args: &[&str]) -> Proc {
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let http = if matches!(args[0].as_str(), "web" | "serve") {
-            let listen = format!("127.0.0.1:{}", free_port());
-            args.extend(["--listen".into(), listen.clone()]);
-            Some(listen)
-        } else {
-            None
-        };
-        let child = Command::new(BIN)
+        let serves = matches!(args[0].as_str(), "web" | "serve");
+        if serves {
+            args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
+        let mut child = Command::new(BIN)
             .args(&args)
             .env(
                 "COURIER_LOG",
                 std::env::var("COURIER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::null())
+            .stdout(if serves {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let p = Proc {
+        let http = if serves {
+            use std::io::BufRead;
+            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            let addr = line
+                .trim()
+                .strip_prefix("courier listening on http://")
+                .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
+                .to_string();
+            // Keep draining stdout so the process never blocks on it.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            Some(addr)
+        } else {
+            None
+        };
+        Proc {
             child,
             name: name.to_string(),
             http,
-        };
-        if let Some(addr) = &p.http {
-            let start = Instant::now();
-            while TcpStream::connect(addr).is_err() {
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "{name} did not listen"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
         }
-        p
     }
 
     pub fn pid(&self) -> u32 {

@@ -28,8 +28,10 @@
 //! version, or a length over the limit closes that connection with a logged
 //! error; the process goes on, and the dialer reconnects with backoff.
 //! Messages in flight on a closed connection are lost; courier's durable
-//! state makes that harmless. A socket file whose process is gone (connect
-//! refused) is removed.
+//! state makes that harmless. A socket file whose process is gone (it
+//! refuses connections twice, a second apart) is removed; a process binds
+//! under a temporary name and renames the socket into place once it
+//! listens, so a live socket is never taken for a dead one.
 
 use std::collections::HashMap;
 use std::io;
@@ -182,7 +184,13 @@ where
             tracing::info!(path = %path.display(), "removing a stale socket of this node name");
             let _ = std::fs::remove_file(&path);
         }
-        let listener = UnixListener::bind(&path)?;
+        // Bind under a temporary name and move it into place once it
+        // listens: a peer must never find `<node>.sock` refusing connections
+        // (it would take it for the socket of a dead process and remove it).
+        let tmp = dir.join(format!(".{node}.{}.binding", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let listener = UnixListener::bind(&tmp)?;
+        std::fs::rename(&tmp, &path)?;
         let shared = Arc::new(Shared {
             node: node.to_string(),
             dir,
@@ -226,6 +234,9 @@ where
     B: Serialize + DeserializeOwned + Send + 'static,
 {
     let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
+    // Sockets that refused a connection, and when: one is removed only when
+    // it refuses again at least a second later.
+    let mut refused: HashMap<String, Instant> = HashMap::new();
     loop {
         let entries = match std::fs::read_dir(&shared.dir) {
             Ok(e) => e,
@@ -255,10 +266,13 @@ where
                 // outlive it when it sorts first.
                 match UnixStream::connect(entry.path()).await {
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                        tracing::info!(peer, "removing the socket of a node that is gone");
-                        let _ = std::fs::remove_file(entry.path());
+                        if gone(&mut refused, peer) {
+                            tracing::info!(peer, "removing the socket of a node that is gone");
+                            let _ = std::fs::remove_file(entry.path());
+                        }
                     }
                     _ => {
+                        refused.remove(peer);
                         backoff.insert(
                             peer.to_string(),
                             (Instant::now() + LIVENESS_EVERY, LIVENESS_EVERY),
@@ -270,6 +284,7 @@ where
             match UnixStream::connect(entry.path()).await {
                 Ok(stream) => {
                     backoff.remove(peer);
+                    refused.remove(peer);
                     tokio::task::spawn_local(connection(
                         stream,
                         shared.clone(),
@@ -279,9 +294,11 @@ where
                 }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     // Nobody listens: the process that bound it is gone.
-                    tracing::info!(peer, "removing the socket of a node that is gone");
-                    let _ = std::fs::remove_file(entry.path());
-                    backoff.remove(peer);
+                    if gone(&mut refused, peer) {
+                        tracing::info!(peer, "removing the socket of a node that is gone");
+                        let _ = std::fs::remove_file(entry.path());
+                        backoff.remove(peer);
+                    }
                 }
                 Err(e) => {
                     let delay = backoff
@@ -298,6 +315,22 @@ where
     }
 }
 
+/// Records a refused connection to `peer`; true when it also refused at
+/// least a second ago, so that the socket can be taken for a dead one.
+fn gone(refused: &mut HashMap<String, Instant>, peer: &str) -> bool {
+    match refused.get(peer) {
+        Some(first) if first.elapsed() >= Duration::from_secs(1) => {
+            refused.remove(peer);
+            true
+        }
+        Some(_) => false,
+        None => {
+            refused.insert(peer.to_string(), Instant::now());
+            false
+        }
+    }
+}
+
 /// Runs one connection until it closes: hello both ways, then frames.
 async fn connection<B>(
     stream: UnixStream,
@@ -310,14 +343,16 @@ async fn connection<B>(
     let (r, w) = stream.into_split();
     let mut reader = FramedRead::new(r, codec());
     let mut writer = FramedWrite::new(w, codec());
-    let hello = {
+    // What the hello says we serve; if it changes before this peer is in
+    // the table (and so misses the announce), it is told below.
+    let (hello, hello_ads) = {
         let t = shared.table();
         let hello: OutFrame<'_, B> = OutFrame::Hello {
             v: WIRE_VERSION,
             node: &shared.node,
             ads: &t.ads,
         };
-        frame(&hello)
+        (frame(&hello), t.ads.clone())
     };
     let Ok(hello) = hello else { return };
     if writer.send(hello).await.is_err() {
@@ -357,10 +392,16 @@ async fn connection<B>(
     }
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Bytes>(PEER_QUEUE);
-    shared
-        .table()
-        .peers
-        .insert(name.clone(), Peer { conn, tx, ads });
+    {
+        let mut t = shared.table();
+        if t.ads != hello_ads {
+            let announce: OutFrame<'_, B> = OutFrame::Announce { ads: &t.ads };
+            if let Ok(f) = frame(&announce) {
+                let _ = tx.try_send(f);
+            }
+        }
+        t.peers.insert(name.clone(), Peer { conn, tx, ads });
+    }
     tracing::info!(peer = %name, "socket peer connected");
     let writer_task = tokio::task::spawn_local(async move {
         while let Some(f) = rx.recv().await {
