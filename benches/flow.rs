@@ -274,7 +274,7 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
         };
         let (task, _) = store.create_task(&ins).await.unwrap();
         let claimed = store
-            .claim(task.id, "bench-baseline")
+            .claim(task.id, "bench.baseline", "bench-baseline")
             .await
             .unwrap()
             .unwrap();

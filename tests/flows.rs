@@ -473,7 +473,41 @@ async fn listing_filters_and_pages(db: &TestDb, via: Via) {
     rt.shutdown().await;
 }
 
+/// Suspended tasks hold no slot: parents waiting for their sub-tasks can
+/// fill the executor's capacity without starving those sub-tasks.
+async fn parents_waiting_on_children_do_not_starve_them(db: &TestDb, via: Via) {
+    let rt = db
+        .cluster(via, |b| {
+            b.executor(courier::ExecutorConfig {
+                capacity: 2,
+                ..common::fast_executor()
+            })
+        })
+        .await;
+    let c = rt.client();
+    let mut parents = Vec::new();
+    for _ in 0..4 {
+        parents.push(
+            c.submit(NewTask::new(
+                "demo.fanout",
+                json!({"n": 3, "kind": "demo.echo", "input": 1}),
+            ))
+            .await
+            .unwrap()
+            .task
+            .id,
+        );
+    }
+    for p in parents {
+        let (t, fin) = c.wait(p, WAIT).await.unwrap();
+        assert!(fin, "a parent starved its children: {t:?}");
+        assert_eq!(t.output.unwrap()["children"], 3);
+    }
+    rt.shutdown().await;
+}
+
 on_every_transport!(
+    parents_waiting_on_children_do_not_starve_them,
     submit_and_wait_returns_the_finished_task,
     a_wait_that_runs_out_returns_the_task_as_it_stands,
     events_reach_the_task_wherever_it_waits,

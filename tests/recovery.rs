@@ -302,9 +302,18 @@ async fn with_every_message_lost_the_database_still_completes_the_work(db: &Test
     c.send_event(waiter.id, "ping", json!("pong"))
         .await
         .unwrap();
+    // Likewise a cancel: the flag is committed, the owner's sweep tells the
+    // task again.
+    let doomed = c
+        .submit(NewTask::new("demo.await_event", json!({"name": "never"})))
+        .await
+        .unwrap()
+        .task;
+    until_state(&c, doomed.id, TaskState::Suspended).await;
+    c.cancel(doomed.id).await.unwrap();
 
     let mut every = plain.clone();
-    every.extend([fan.id, waiter.id]);
+    every.extend([fan.id, waiter.id, doomed.id]);
     eventually("all the work to finish", WAIT, || all_final(&c, &every)).await;
     let f = c.get(fan.id).await.unwrap();
     assert_eq!(
@@ -312,6 +321,7 @@ async fn with_every_message_lost_the_database_still_completes_the_work(db: &Test
         Some(json!({"children": 4, "outputs": ["hi", "hi", "hi", "hi"]}))
     );
     assert_eq!(c.get(waiter.id).await.unwrap().output, Some(json!("pong")));
+    assert_eq!(c.get(doomed.id).await.unwrap().state, TaskState::Cancelled);
     let mut ran_on = HashSet::new();
     for id in &plain {
         let t = c.get(*id).await.unwrap();

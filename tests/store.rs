@@ -56,9 +56,9 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
     for i in 0..8 {
         let s = s.clone();
         let who = if i % 2 == 0 { "e1" } else { "e2" };
-        claims.push(tokio::spawn(
-            async move { s.claim(t.id, who).await.unwrap() },
-        ));
+        claims.push(tokio::spawn(async move {
+            s.claim(t.id, "k", who).await.unwrap()
+        }));
     }
     let mut won = Vec::new();
     for c in claims {
@@ -81,11 +81,11 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
         !s.declare_dead(&owner, other).await.unwrap(),
         "only one declaration wins"
     );
-    let released = s.release_tasks(&owner, other).await.unwrap();
+    let released = s.release_orphans(other).await.unwrap();
     assert_eq!(released.len(), 1);
     // A dead executor cannot claim.
-    assert!(s.claim(t.id, &owner).await.unwrap().is_none());
-    let second = s.claim(t.id, other).await.unwrap().unwrap();
+    assert!(s.claim(t.id, "k", &owner).await.unwrap().is_none());
+    let second = s.claim(t.id, "k", other).await.unwrap().unwrap();
     assert_eq!((second.attempts, second.epoch), (2, 2));
 
     // The zombie's writes are refused, whatever they try.
@@ -110,6 +110,19 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
     assert!(
         !s.heartbeat(&owner, 0).await.unwrap(),
         "a dead executor's heartbeat says so"
+    );
+
+    // A task left with an executor that stopped (a claim that committed as
+    // it stopped) is an orphan: the next sweep puts it back.
+    executor(&s, "e3").await;
+    let (t3, _) = s.create_task(&insert("k")).await.unwrap();
+    s.claim(t3.id, "k", "e3").await.unwrap().unwrap();
+    s.stop_executor("e3").await.unwrap();
+    let orphans = s.release_orphans(other).await.unwrap();
+    assert_eq!(orphans.iter().map(|t| t.id).collect::<Vec<_>>(), [t3.id]);
+    assert!(
+        s.claim(t.id, "other-kind", other).await.unwrap().is_none(),
+        "the kind must match"
     );
 
     // The owner's writes work, and the end is final.
@@ -166,7 +179,7 @@ async fn spawning_and_idempotency_keys_are_idempotent(db: &TestDb) {
     let s = db.store().await;
     executor(&s, "e1").await;
     let (p, _) = s.create_task(&insert("k")).await.unwrap();
-    let p = s.claim(p.id, "e1").await.unwrap().unwrap();
+    let p = s.claim(p.id, "k", "e1").await.unwrap().unwrap();
     let f = fence(&p);
     let (c0, created) = s.spawn_child(&f, 0, &insert("k")).await.unwrap();
     assert!(created);
@@ -215,9 +228,18 @@ async fn events_and_watchers(db: &TestDb) {
         s.add_event(Uuid::now_v7(), "a", &json!(1)).await,
         Err(Error::NotFound(_))
     ));
-    s.mark_delivered(t.id, e1.seq).await.unwrap();
+    // Marking one event marks that one only, not the ones before it (they
+    // may still be on their way, or lost and due to be sent again).
+    s.mark_delivered(t.id, e2.seq).await.unwrap();
     let evs = s.events(t.id).await.unwrap();
-    assert!(evs[0].delivered_at.is_some() && evs[1].delivered_at.is_none());
+    assert!(evs[0].delivered_at.is_none() && evs[1].delivered_at.is_some());
+    s.mark_delivered_up_to(t.id, e2.seq).await.unwrap();
+    assert!(s
+        .events(t.id)
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.delivered_at.is_some()));
     assert_eq!(evs[1].payload.0, json!([1, 2]));
 
     s.add_watcher(t.id, "web/n/s1").await.unwrap();

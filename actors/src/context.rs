@@ -131,6 +131,30 @@ struct Inner {
     local_kinds: Vec<String>,
     shared: Arc<Shared>,
     next_spawn: AtomicI32,
+    /// The executor, told when this run parks and resumes.
+    parked: actix::Recipient<crate::executor::Parked>,
+}
+
+/// While alive, the run counts as parked (suspended) with its executor.
+struct ParkGuard<'a>(&'a Inner);
+
+impl<'a> ParkGuard<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.parked.do_send(crate::executor::Parked {
+            task_id: inner.task.id,
+            parked: true,
+        });
+        ParkGuard(inner)
+    }
+}
+
+impl Drop for ParkGuard<'_> {
+    fn drop(&mut self) {
+        self.0.parked.do_send(crate::executor::Parked {
+            task_id: self.0.task.id,
+            parked: false,
+        });
+    }
 }
 
 /// The handle a run uses to read its input and talk to the world. Cheap to
@@ -157,6 +181,7 @@ impl TaskContext {
         me: Address,
         local_kinds: Vec<String>,
         shared: Arc<Shared>,
+        parked: actix::Recipient<crate::executor::Parked>,
     ) -> Self {
         TaskContext {
             inner: Arc::new(Inner {
@@ -168,6 +193,7 @@ impl TaskContext {
                 local_kinds,
                 shared,
                 next_spawn: AtomicI32::new(0),
+                parked,
             }),
         }
     }
@@ -274,6 +300,7 @@ impl TaskContext {
             }
         }
         self.set_state(TaskState::Suspended).await?;
+        let _parked = ParkGuard::new(&self.inner);
         loop {
             if rx.changed().await.is_err() {
                 return Err(TaskError::Interrupted("the task actor stopped".into()));

@@ -68,6 +68,9 @@ pub struct ExecutorActor {
     store: Store,
     bus: Bus,
     running: HashMap<Uuid, Addr<TaskActor>>,
+    /// Tasks of `running` that are suspended: they hold memory, not a slot,
+    /// so parents waiting for their sub-tasks never starve those sub-tasks.
+    parked: std::collections::HashSet<Uuid>,
     /// Claims in flight; they count against capacity.
     claiming: u32,
     /// Set when work may be waiting in the database (a `start_task` was
@@ -100,6 +103,7 @@ impl ExecutorActor {
             store,
             bus,
             running: HashMap::new(),
+            parked: std::collections::HashSet::new(),
             claiming: 0,
             maybe_pending: true,
             pulling: false,
@@ -113,9 +117,8 @@ impl ExecutorActor {
         if self.stopping {
             return 0;
         }
-        self.config
-            .capacity
-            .saturating_sub(self.running.len() as u32 + self.claiming)
+        let busy = self.running.len().saturating_sub(self.parked.len()) as u32;
+        self.config.capacity.saturating_sub(busy + self.claiming)
     }
 
     fn launch(&mut self, task: Task, ctx: &mut Context<Self>) {
@@ -138,6 +141,24 @@ impl ExecutorActor {
             return;
         }
         let id = task.id;
+        if self.running.contains_key(&id) {
+            // The previous run of this task here is still stopping (it was
+            // handed back and claimed again at once): give this claim back
+            // rather than run the task twice in one process.
+            let store = self.store.clone();
+            let fence = crate::store::Fence {
+                task_id: id,
+                executor_id: self.id.clone(),
+                epoch: task.epoch,
+            };
+            ctx.spawn(
+                async move {
+                    let _ = store.hand_back(&fence).await;
+                }
+                .into_actor(self),
+            );
+            return;
+        }
         let m = crate::metrics::metrics();
         if task.attempts == 1 {
             if let Some(started) = task.started_at {
@@ -155,13 +176,14 @@ impl ExecutorActor {
             self.bus.clone(),
             self.kinds.clone(),
             ctx.address().recipient(),
+            ctx.address().recipient(),
         )
         .start();
         self.running.insert(id, actor);
     }
 
     /// Claims one task named by a `start_task`.
-    fn claim_one(&mut self, task_id: Uuid, ctx: &mut Context<Self>) {
+    fn claim_one(&mut self, task_id: Uuid, kind: String, ctx: &mut Context<Self>) {
         if self.running.contains_key(&task_id) {
             return;
         }
@@ -173,7 +195,7 @@ impl ExecutorActor {
         let store = self.store.clone();
         let me = self.id.clone();
         ctx.spawn(
-            async move { store.claim(task_id, &me).await }
+            async move { store.claim(task_id, &kind, &me).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.claiming -= 1;
@@ -305,24 +327,29 @@ async fn sweep_once(
             dead.push(e);
         }
     }
-    let mut released = 0;
     for e in dead {
         if store.declare_dead(&e.id, me).await? {
-            let tasks = store.release_tasks(&e.id, me).await?;
-            tracing::warn!(dead = %e.id, by = %me, tasks = tasks.len(), "executor declared dead; its tasks are back in the pool");
-            released += tasks.len();
-            for t in tasks {
-                bus.tell(envelope(
-                    from.clone(),
-                    pool_of(&t.kind),
-                    &t.trace_id,
-                    Msg::StartTask {
-                        task_id: t.id,
-                        kind: t.kind.clone(),
-                    },
-                ));
-            }
+            tracing::warn!(dead = %e.id, by = %me, "executor declared dead; taking its tasks over");
         }
+    }
+    // Whatever is owned by an executor that is not alive goes back to the
+    // pool: the tasks of the executors just declared dead, and any left by
+    // a takeover or a stop that was cut short.
+    let orphans = store.release_orphans(me).await?;
+    let released = orphans.len();
+    if released > 0 {
+        tracing::warn!(by = %me, tasks = released, "tasks of executors that are gone are back in the pool");
+    }
+    for t in orphans {
+        bus.tell(envelope(
+            from.clone(),
+            pool_of(&t.kind),
+            &t.trace_id,
+            Msg::StartTask {
+                task_id: t.id,
+                kind: t.kind.clone(),
+            },
+        ));
     }
     // 2. Events that were committed but whose message never arrived.
     let before = now() - chrono::Duration::from_std(cfg.redeliver_after).unwrap_or_default();
@@ -352,6 +379,15 @@ async fn sweep_once(
                 Msg::TaskFinished { task: Box::new(c) },
             ));
         }
+    }
+    // 4. Cancellations whose message may have been lost.
+    for (task, trace) in store.cancel_requested_owned(me).await? {
+        bus.tell(envelope(
+            from.clone(),
+            Address::task(task),
+            &trace,
+            Msg::CancelTask { task_id: task },
+        ));
     }
     Ok(released)
 }
@@ -410,7 +446,7 @@ impl Handler<Deliver<Msg>> for ExecutorActor {
     fn handle(&mut self, Deliver(env): Deliver<Msg>, ctx: &mut Self::Context) {
         match env.body {
             Msg::StartTask { task_id, kind } if self.registry.contains(&kind) => {
-                self.claim_one(task_id, ctx)
+                self.claim_one(task_id, kind, ctx)
             }
             other => tracing::debug!(msg = ?other, "executor ignores this message"),
         }
@@ -421,6 +457,7 @@ impl Handler<TaskDone> for ExecutorActor {
     type Result = ();
 
     fn handle(&mut self, msg: TaskDone, ctx: &mut Self::Context) {
+        self.parked.remove(&msg.task_id);
         if self.running.remove(&msg.task_id).is_some() {
             crate::metrics::metrics().running_add(-1);
         }
@@ -431,6 +468,33 @@ impl Handler<TaskDone> for ExecutorActor {
             return;
         }
         self.pull(ctx);
+    }
+}
+
+/// A run parked (`true`: its task is suspended) or resumed.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Parked {
+    pub task_id: Uuid,
+    pub parked: bool,
+}
+
+impl Handler<Parked> for ExecutorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Parked, ctx: &mut Self::Context) {
+        if !self.running.contains_key(&msg.task_id) {
+            return;
+        }
+        if msg.parked {
+            self.parked.insert(msg.task_id);
+            // A slot is free again: there may be work waiting (perhaps the
+            // very sub-tasks this run waits for).
+            self.maybe_pending = true;
+            self.pull(ctx);
+        } else {
+            self.parked.remove(&msg.task_id);
+        }
     }
 }
 

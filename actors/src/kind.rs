@@ -45,11 +45,15 @@ impl TaskError {
 }
 
 impl From<Error> for TaskError {
+    /// A lost ownership stops the run; a failure that may pass (database
+    /// away, runtime stopping) interrupts it so the task runs again later;
+    /// anything else fails the task, rather than retrying it forever.
     fn from(e: Error) -> Self {
         match e {
             Error::Fenced(_) => TaskError::Fenced,
             Error::Stopped => TaskError::Interrupted("the runtime is stopping".into()),
-            other => TaskError::Interrupted(other.to_string()),
+            e if e.is_transient() => TaskError::Interrupted(e.to_string()),
+            other => TaskError::Failed(other.to_string()),
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct TaskActor {
     local_kinds: Vec<String>,
     shared: Arc<Shared>,
     executor: Recipient<TaskDone>,
+    /// Told when the run parks and resumes: a parked run frees its slot.
+    parked: Recipient<crate::executor::Parked>,
     run: Option<SpawnHandle>,
     /// Highest event `seq` known to be in the mailbox.
     max_seq: i64,
@@ -70,6 +72,7 @@ impl TaskActor {
         bus: Bus,
         local_kinds: Vec<String>,
         executor: Recipient<TaskDone>,
+        parked: Recipient<crate::executor::Parked>,
     ) -> Self {
         let fence = Fence {
             task_id: task.id,
@@ -86,6 +89,7 @@ impl TaskActor {
             local_kinds,
             shared: Shared::new(),
             executor,
+            parked,
             run: None,
             max_seq: 0,
             ending: false,
@@ -135,7 +139,7 @@ impl TaskActor {
                 });
                 if let Some(seq) = last {
                     act.max_seq = act.max_seq.max(seq);
-                    act.mark_delivered(seq, ctx);
+                    act.mark_delivered(seq, true, ctx);
                 }
                 act.start_run(ctx);
             }
@@ -155,6 +159,7 @@ impl TaskActor {
             self.me.clone(),
             self.local_kinds.clone(),
             self.shared.clone(),
+            self.parked.clone(),
         );
         let span = self.span();
         tracing::info!(parent: &span, "run started");
@@ -176,14 +181,20 @@ impl TaskActor {
         self.run = Some(handle);
     }
 
-    fn mark_delivered(&self, seq: i64, ctx: &mut Context<Self>) {
+    /// Marks event `seq` (with `up_to`: every event up to it) as held here.
+    fn mark_delivered(&self, seq: i64, up_to: bool, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let id = self.task.id;
         // Tied to the actor: if the run ends first, the finish marks the
         // whole inbox delivered in its transaction.
         ctx.spawn(
             async move {
-                if let Err(e) = store.mark_delivered(id, seq).await {
+                let r = if up_to {
+                    store.mark_delivered_up_to(id, seq).await
+                } else {
+                    store.mark_delivered(id, seq).await
+                };
+                if let Err(e) = r {
                     // Harmless: the sweep will send the event again and the
                     // mailbox drops the duplicate.
                     tracing::debug!(error = %e, "could not mark events delivered");
@@ -248,7 +259,19 @@ impl TaskActor {
         let me = self.me.clone();
         ctx.wait(
             async move {
-                match retry("recording the end of a run", FINISH_RETRY, || store.finish(&fence, &outcome)).await {
+                let mut result =
+                    retry("recording the end of a run", FINISH_RETRY, || store.finish(&fence, &outcome)).await;
+                if let Err(e) = &result {
+                    // The database refused this result for good (e.g. text
+                    // PostgreSQL cannot store): record a failure that says
+                    // why, rather than leave the task running forever.
+                    if !e.is_transient() && !matches!(e, Error::Fenced(_)) {
+                        tracing::error!(error = %e, "the database refused the run's result; failing the task");
+                        let failed = Outcome::Failed(format!("courier could not record this task's result: {e}"));
+                        result = retry("recording a failure", FINISH_RETRY, || store.finish(&fence, &failed)).await;
+                    }
+                }
+                match result {
                     Ok((task, watchers)) => {
                         tracing::info!(state = %task.state, "run finished");
                         crate::metrics::metrics().task_finished(&task.kind, task.state.as_str());
@@ -352,9 +375,11 @@ impl Handler<Deliver<Msg>> for TaskActor {
                 let mut new = false;
                 self.shared
                     .update(|mb| new = mb.add_event(seq, name, payload));
-                if new && seq > self.max_seq {
-                    self.max_seq = seq;
-                    self.mark_delivered(seq, ctx);
+                if new {
+                    // Exactly this one: an event with a lower seq may still
+                    // be on its way (or lost, for the sweep to send again).
+                    self.max_seq = self.max_seq.max(seq);
+                    self.mark_delivered(seq, false, ctx);
                 }
             }
             Msg::CancelTask { task_id } if task_id == self.task.id => {

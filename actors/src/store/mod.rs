@@ -420,16 +420,18 @@ impl Store {
     /// claims of one task, one wins and the other gets `None`). The claim
     /// counts an attempt and starts a new ownership epoch. An executor that is
     /// not registered as alive cannot claim.
-    pub async fn claim(&self, id: Uuid, executor: &str) -> Result<Option<Task>> {
+    /// Only a task of `kind` is claimed: a message naming the wrong kind
+    /// (a confused peer) cannot make an executor take work it cannot run.
+    pub async fn claim(&self, id: Uuid, kind: &str, executor: &str) -> Result<Option<Task>> {
         let sql = format!(
             "UPDATE tasks SET state = 'running', executor_id = $2, epoch = epoch + 1, \
                  attempts = attempts + 1, started_at = COALESCE(started_at, $3), updated_at = $3, changed_by = $2 \
-             WHERE id = $1 AND state = 'pending' \
+             WHERE id = $1 AND state = 'pending' AND kind = $4 \
                AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $2 AND e.state = 'alive') \
              RETURNING {TASK_COLS}"
         );
         let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(id).bind(executor).bind(now()).fetch_optional(p).await)?;
+            .bind(id).bind(executor).bind(now()).bind(kind).fetch_optional(p).await)?;
         Ok(row)
     }
 
@@ -626,11 +628,30 @@ impl Store {
     }
 
     /// Marks events as held by the task's actor.
-    pub async fn mark_delivered(&self, task: Uuid, up_to_seq: i64) -> Result<()> {
+    pub async fn mark_delivered(&self, task: Uuid, seq: i64) -> Result<()> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE task_events SET delivered_at = $3 WHERE task_id = $1 AND seq = $2 AND delivered_at IS NULL")
+            .bind(task).bind(seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Marks every event up to `seq` as held by the task's actor (after it
+    /// loaded the whole inbox).
+    pub async fn mark_delivered_up_to(&self, task: Uuid, seq: i64) -> Result<()> {
         on_pool!(self, p => sqlx::query(
             "UPDATE task_events SET delivered_at = $3 WHERE task_id = $1 AND seq <= $2 AND delivered_at IS NULL")
-            .bind(task).bind(up_to_seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
+            .bind(task).bind(seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
+    }
+
+    /// Running or suspended tasks of `executor` whose cancellation was
+    /// requested: the sweep tells their actors again, in case the first
+    /// message was lost.
+    pub async fn cancel_requested_owned(&self, executor: &str) -> Result<Vec<(Uuid, String)>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT id, trace_id FROM tasks WHERE executor_id = $1 AND state IN ('running','suspended') \
+               AND cancel_requested = TRUE LIMIT 1000")
+            .bind(executor).fetch_all(p).await)?)
     }
 
     /// Events committed before `before` and still undelivered, for unfinished
@@ -681,10 +702,14 @@ impl Store {
     /// leave a window where neither happens.
     /// `stream`: the watcher follows every state change, not only the end.
     pub async fn watch(&self, task: Uuid, address: &str, stream: bool) -> Result<Task> {
-        let select = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE id = $1 {}",
-            self.share_lock()
-        );
+        // A stream watcher also updates the task row below: lock it for
+        // update from the start, or two watchers holding share locks would
+        // deadlock on PostgreSQL.
+        let lock = match (self.dialect(), stream) {
+            (Dialect::Postgres, true) => "FOR UPDATE",
+            _ => self.share_lock(),
+        };
+        let select = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1 {lock}");
         let row: Option<Task> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
             let row: Option<Task> = sqlx::query_as(&select).bind(task).fetch_optional(&mut *tx).await?;
@@ -805,6 +830,23 @@ impl Store {
         );
         let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(from).bind(by).bind(now()).fetch_all(p).await)?;
+        Ok(rows)
+    }
+
+    /// Puts back to `pending` every running or suspended task whose owner is
+    /// not an alive executor (dead, stopped, or unknown), on behalf of `by`.
+    /// This catches every way a task can be left behind: a takeover cut
+    /// short, a claim that committed as its executor stopped or was declared
+    /// dead, a hand-back that never ran.
+    pub async fn release_orphans(&self, by: &str) -> Result<Vec<Task>> {
+        let sql = format!(
+            "UPDATE tasks SET state = 'pending', executor_id = NULL, updated_at = $2, changed_by = $1 \
+             WHERE state IN ('running','suspended') \
+               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = tasks.executor_id AND e.state = 'alive') \
+             RETURNING {TASK_COLS}"
+        );
+        let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(by).bind(now()).fetch_all(p).await)?;
         Ok(rows)
     }
 
