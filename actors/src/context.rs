@@ -173,6 +173,7 @@ pub struct Child {
 }
 
 impl TaskContext {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         task: Task,
         fence: Fence,
