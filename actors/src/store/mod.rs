@@ -686,7 +686,7 @@ impl Store {
             "SELECT {cols} FROM tasks c JOIN tasks p ON c.parent_id = p.id \
              WHERE p.executor_id = $1 AND p.state = 'suspended' AND c.state IN {FINAL_STATES} \
                AND c.finished_at < $2 \
-             ORDER BY c.id LIMIT 1000"
+             ORDER BY c.finished_at DESC LIMIT 1000"
         );
         let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(executor).bind(before).fetch_all(p).await)?;
