@@ -223,7 +223,7 @@ fn tokens_migrate_and_refusals() {
             "--db",
             &db,
             "--bus",
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "postgres",
             "--listen",
             "127.0.0.1:0",
         ])

@@ -48,6 +48,8 @@ pub struct RuntimeBuilder {
     url: String,
     /// Where the Unix-socket transport keeps its sockets, if used.
     socket_dir: Option<std::path::PathBuf>,
+    /// The broker of the AMQP transport, if used.
+    amqp: Option<courier_bus::transport::amqp::AmqpConfig>,
     store_options: StoreOptions,
     store: Option<Store>,
     node: Option<String>,
@@ -60,6 +62,7 @@ impl Default for RuntimeBuilder {
         RuntimeBuilder {
             url: "sqlite://courier.db".into(),
             socket_dir: None,
+            amqp: None,
             store_options: StoreOptions::default(),
             store: None,
             node: None,
@@ -81,6 +84,13 @@ impl RuntimeBuilder {
     /// socket is in `DIR` (processes on one host).
     pub fn socket_transport(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.socket_dir = Some(dir.into());
+        self
+    }
+
+    /// Adds the AMQP transport: nodes on any host that use the same broker
+    /// and prefix reach each other through it.
+    pub fn amqp_transport(mut self, config: courier_bus::transport::amqp::AmqpConfig) -> Self {
+        self.amqp = Some(config);
         self
     }
 
@@ -153,6 +163,10 @@ impl RuntimeBuilder {
                     transport: "socket",
                     message: e.to_string(),
                 })?;
+            bus.add_transport(Box::new(t)).await?;
+        }
+        if let Some(cfg) = self.amqp.clone() {
+            let t = courier_bus::transport::amqp::AmqpTransport::start(cfg, &node, bus.clone());
             bus.add_transport(Box::new(t)).await?;
         }
         let executor = match self.executor {

@@ -53,14 +53,18 @@ pub struct DbArgs {
 pub struct NodeArgs {
     #[command(flatten)]
     pub db: DbArgs,
-    /// Transports, comma-separated: `local` (in-process, always on) and
-    /// `socket:DIR` (processes on one host). `amqp://…` and `postgres` are
+    /// Transports, comma-separated: `local` (in-process, always on),
+    /// `socket:DIR` (processes on one host) and `amqp://USER:PASS@HOST:PORT/VHOST`
+    /// (hosts through RabbitMQ); the nearest route wins. `postgres` is
     /// planned and refused for now.
     #[arg(long, env = "COURIER_BUS", default_value = "local")]
     pub bus: String,
     /// This node's name in bus addresses (default: `<host>-<pid>`).
     #[arg(long, env = "COURIER_NODE")]
     pub node: Option<String>,
+    /// Prefix of the AMQP exchanges and queues (one deployment per prefix).
+    #[arg(long, env = "COURIER_AMQP_PREFIX", default_value = "courier")]
+    pub amqp_prefix: String,
 }
 
 #[derive(Args, Debug, Clone)]

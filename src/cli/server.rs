@@ -14,6 +14,7 @@ use super::{DbArgs, ExecArgs, ExecutorArgs, HttpArgs, NodeArgs, ServeArgs, WebAr
 #[derive(Debug, Default, PartialEq)]
 struct BusSpec {
     socket_dir: Option<std::path::PathBuf>,
+    amqp_url: Option<String>,
 }
 
 /// Parses `--bus`: `local` (always on) and `socket:DIR`; the AMQP and
@@ -30,8 +31,11 @@ fn parse_bus(spec: &str) -> anyhow::Result<BusSpec> {
                 }
                 out.socket_dir = Some(dir.into());
             }
-            t if t.starts_with("amqp://") || t == "postgres" => bail!(
-                "transport {t:?} is not available yet: this build has `local` and `socket:DIR`. \
+            t if t.starts_with("amqp://") || t.starts_with("amqps://") => {
+                out.amqp_url = Some(t.to_string());
+            }
+            "postgres" => bail!(
+                "transport \"postgres\" is not available yet: this build has `local`, `socket:DIR` and `amqp://…`. \
                  Processes sharing one database still cooperate through it, more slowly."
             ),
             t => bail!("unknown transport {t:?}: expected local, socket:DIR, amqp://… or postgres"),
@@ -45,6 +49,12 @@ fn builder(node: &NodeArgs, exec: Option<&ExecArgs>) -> anyhow::Result<RuntimeBu
     let mut b = Runtime::builder().database(node.db.db.clone());
     if let Some(dir) = bus.socket_dir {
         b = b.socket_transport(dir);
+    }
+    if let Some(url) = bus.amqp_url {
+        b = b.amqp_transport(courier::bus::transport::amqp::AmqpConfig {
+            url,
+            prefix: node.amqp_prefix.clone(),
+        });
     }
     if let Some(n) = &node.node {
         b = b.node(n.clone());

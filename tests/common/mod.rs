@@ -187,6 +187,50 @@ pub enum Via {
     /// Two runtimes in this process, each with its own bus, joined only by
     /// the Unix-socket transport: every message crosses a real socket.
     Socket,
+    /// The same, joined only by the real RabbitMQ (`AMQP_URL`), under a
+    /// prefix of the test's own.
+    Amqp,
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Deletes what an AMQP test declared under `prefix`.
+pub async fn amqp_cleanup(prefix: &str, kinds: &[String]) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(conn) =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
+    for k in kinds {
+        let _ = ch
+            .queue_delete(
+                format!("{prefix}.pool.{k}").as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = ch
+        .queue_delete(
+            format!("{prefix}.dead").as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await;
+    for x in [
+        prefix.to_string(),
+        format!("{prefix}.broadcast"),
+        format!("{prefix}.dead"),
+    ] {
+        let _ = ch
+            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "done".into()).await;
 }
 
 /// A client and an executor, connected as `via` says.
@@ -194,6 +238,8 @@ pub struct Cluster {
     pub exec: courier::Runtime,
     pub web: Option<courier::Runtime>,
     _dir: Option<tempfile::TempDir>,
+    /// The AMQP prefix to clean up, and the kinds whose pools it declared.
+    amqp: Option<(String, Vec<String>)>,
 }
 
 impl Cluster {
@@ -216,13 +262,20 @@ impl Cluster {
             w.shutdown().await;
         }
         self.exec.shutdown().await;
+        if let Some((prefix, kinds)) = &self.amqp {
+            amqp_cleanup(prefix, kinds).await;
+        }
     }
 }
 
 async fn socket_peers(bus: &courier::actors::protocol::Bus) -> Vec<String> {
+    transport_peers(bus, "socket").await
+}
+
+async fn transport_peers(bus: &courier::actors::protocol::Bus, t: &str) -> Vec<String> {
     bus.stats()
         .await
-        .map(|s| s.peers.get("socket").cloned().unwrap_or_default())
+        .map(|s| s.peers.get(t).cloned().unwrap_or_default())
         .unwrap_or_default()
 }
 
@@ -239,7 +292,48 @@ impl TestDb {
                 exec: customize(self.builder()).start().await.unwrap(),
                 web: None,
                 _dir: None,
+                amqp: None,
             },
+            Via::Amqp => {
+                let prefix = format!("courier_t_{}", uuid::Uuid::new_v4().simple());
+                let cfg = courier::bus::transport::amqp::AmqpConfig {
+                    url: amqp_url(),
+                    prefix: prefix.clone(),
+                };
+                let exec = customize(self.builder())
+                    .node("exec")
+                    .amqp_transport(cfg.clone())
+                    .start()
+                    .await
+                    .unwrap();
+                let web = Runtime::builder()
+                    .database(self.url.clone())
+                    .store_options(self.options.clone())
+                    .node("web")
+                    .amqp_transport(cfg)
+                    .without_executor()
+                    .start()
+                    .await
+                    .unwrap();
+                eventually(
+                    "both runtimes to reach the broker",
+                    Duration::from_secs(20),
+                    || async {
+                        (!transport_peers(web.bus(), "amqp").await.is_empty()
+                            && !transport_peers(exec.bus(), "amqp").await.is_empty())
+                        .then_some(())
+                    },
+                )
+                .await;
+                let mut kinds = exec.store().known_kinds().await.unwrap();
+                kinds.extend(["no.such.kind".to_string()]);
+                Cluster {
+                    exec,
+                    web: Some(web),
+                    _dir: None,
+                    amqp: Some((prefix, kinds)),
+                }
+            }
             Via::Socket => {
                 let dir = tempfile::tempdir().unwrap();
                 let sockets = dir.path().join("sockets");
@@ -272,6 +366,7 @@ impl TestDb {
                     exec,
                     web: Some(web),
                     _dir: Some(dir),
+                    amqp: None,
                 }
             }
         }
@@ -295,5 +390,8 @@ macro_rules! on_every_transport {
         mod postgres_socket { $( #[actix::test] async fn $name() {
             let db = $crate::common::TestDb::postgres().await;
             super::$name(&db, $crate::common::Via::Socket).await; db.cleanup().await; } )* }
+        mod postgres_amqp { $( #[actix::test] async fn $name() {
+            let db = $crate::common::TestDb::postgres().await;
+            super::$name(&db, $crate::common::Via::Amqp).await; db.cleanup().await; } )* }
     };
 }

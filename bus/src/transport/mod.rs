@@ -12,6 +12,7 @@
 //! Transports are driven from inside the bus actor: `send` must not block. A
 //! transport that does I/O hands the envelope to its own task and returns.
 
+pub mod amqp;
 pub mod local;
 pub mod socket;
 
