@@ -183,12 +183,20 @@ impl ExecutorActor {
     }
 
     /// Claims one task named by a `start_task`.
-    fn claim_one(&mut self, task_id: Uuid, kind: String, ctx: &mut Context<Self>) {
+    /// Claims one task named by a `start_task`, then settles the message
+    /// (`message`, its envelope id): a transport that holds it until then
+    /// (AMQP) acknowledges it only once the claim is committed, or found
+    /// needless, and offers it again if the claim failed.
+    fn claim_one(&mut self, task_id: Uuid, kind: String, message: Uuid, ctx: &mut Context<Self>) {
         if self.running.contains_key(&task_id) {
+            self.bus.settle(message, true);
             return;
         }
         if self.free_slots() == 0 {
+            // Full: the task stays pending in the store and is pulled when a
+            // slot frees; offering the message again would only spin.
             self.maybe_pending = true;
+            self.bus.settle(message, true);
             return;
         }
         self.claiming += 1;
@@ -200,10 +208,15 @@ impl ExecutorActor {
                 .map(move |res, act, ctx| {
                     act.claiming -= 1;
                     match res {
-                        Ok(Some(task)) => act.launch(task, ctx),
-                        Ok(None) => {} // someone else has it, or it is no longer pending
+                        Ok(Some(task)) => {
+                            act.bus.settle(message, true);
+                            act.launch(task, ctx)
+                        }
+                        // Someone else has it, or it is no longer pending.
+                        Ok(None) => act.bus.settle(message, true),
                         Err(e) => {
-                            tracing::warn!(%task_id, error = %e, "claim failed; the sweep will retry");
+                            tracing::warn!(%task_id, error = %e, "claim failed; the message is offered again and the sweep retries");
+                            act.bus.settle(message, false);
                             act.maybe_pending = true;
                         }
                     }
@@ -446,9 +459,12 @@ impl Handler<Deliver<Msg>> for ExecutorActor {
     fn handle(&mut self, Deliver(env): Deliver<Msg>, ctx: &mut Self::Context) {
         match env.body {
             Msg::StartTask { task_id, kind } if self.registry.contains(&kind) => {
-                self.claim_one(task_id, kind, ctx)
+                self.claim_one(task_id, kind, env.id, ctx)
             }
-            other => tracing::debug!(msg = ?other, "executor ignores this message"),
+            other => {
+                tracing::debug!(msg = ?other, "executor ignores this message");
+                self.bus.settle(env.id, true);
+            }
         }
     }
 }

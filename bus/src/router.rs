@@ -238,6 +238,25 @@ impl<B: Send + 'static> Handler<AddTransport<B>> for Bus<B> {
     }
 }
 
+/// Settles a message that arrived through a transport (see
+/// [`Transport::settle`]).
+pub struct Settle<B> {
+    pub id: uuid::Uuid,
+    pub accept: bool,
+    _body: PhantomData<fn() -> B>,
+}
+impl<B: 'static> Message for Settle<B> {
+    type Result = ();
+}
+impl<B: Send + 'static> Handler<Settle<B>> for Bus<B> {
+    type Result = ();
+    fn handle(&mut self, msg: Settle<B>, _: &mut Self::Context) {
+        for t in &mut self.transports {
+            t.settle(msg.id, msg.accept);
+        }
+    }
+}
+
 /// Reads the counters.
 pub struct GetStats<B>(PhantomData<fn() -> B>);
 impl<B: 'static> Message for GetStats<B> {
@@ -347,6 +366,17 @@ impl<B: Send + 'static> BusHandle<B> {
             .send(AddTransport(t))
             .await
             .map_err(|_| BusError::Stopped)
+    }
+
+    /// Tells the transports that the receiver is done with message `id`:
+    /// `accept` — forget it; otherwise offer it again. A message that came
+    /// in-process needs no settling; settling it does nothing.
+    pub fn settle(&self, id: uuid::Uuid, accept: bool) {
+        self.addr.do_send(Settle {
+            id,
+            accept,
+            _body: PhantomData,
+        });
     }
 
     /// Feeds an envelope that arrived from a transport into this process.

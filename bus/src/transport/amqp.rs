@@ -13,9 +13,12 @@
 //! Messages are envelopes as JSON ([PROTOCOL.md](../../PROTOCOL.md)), sent
 //! persistent with publisher confirms; a nack is logged (the durable state
 //! covers the loss). Pool queues are consumed by the nodes that advertise
-//! the pool, with a bounded prefetch. A delivery is acknowledged once it is
-//! handed to the bus; one that cannot be decoded is rejected without requeue
-//! and goes to the dead-letter queue with a log line.
+//! the pool, with a bounded prefetch. A pool delivery is acknowledged only
+//! when its receiver settles it — the executor, once its claim is committed
+//! (or found needless) — and offered again if it is not settled within 30 s
+//! or the connection drops; a node-queue delivery is acknowledged once it
+//! is handed to the bus. One that cannot be decoded is rejected without
+//! requeue and goes to the dead-letter queue with a log line.
 //!
 //! The connection is supervised: on loss the transport reconnects with
 //! backoff (100 ms to 5 s), declares its topology again and resumes its
@@ -62,6 +65,9 @@ struct State {
     connected: bool,
     /// Pools this node consumes (what it advertises).
     pools: Vec<String>,
+    /// Pool deliveries handed to the bus and not yet settled by their
+    /// receiver, by envelope id, with when they arrived.
+    unsettled: std::collections::HashMap<uuid::Uuid, (lapin::Acker, std::time::Instant)>,
 }
 
 struct Shared {
@@ -124,6 +130,7 @@ where
             state: Mutex::new(State {
                 connected: false,
                 pools: Vec::new(),
+                unsettled: std::collections::HashMap::new(),
             }),
         });
         let (tx, rx) = mpsc::channel(OUTBOX);
@@ -241,9 +248,21 @@ async fn declare_pool(shared: &Shared, ch: &Channel, kind: &str) -> lapin::Resul
     .await
 }
 
-/// Consumes `queue` into the bus until the channel fails.
-fn consume<B>(queue: String, ch: Channel, bus: BusHandle<B>, tag: String)
-where
+/// How long a pool delivery may wait to be settled before it is offered
+/// again (its receiver vanished without a word).
+const SETTLE_WITHIN: Duration = Duration::from_secs(30);
+
+/// Consumes `queue` into the bus until the channel fails. With `hold`, a
+/// delivery is acknowledged only when its receiver settles it (a pool
+/// message: after the claim is committed); otherwise at once.
+fn consume<B>(
+    shared: Arc<Shared>,
+    queue: String,
+    ch: Channel,
+    bus: BusHandle<B>,
+    tag: String,
+    hold: bool,
+) where
     B: Serialize + DeserializeOwned + Send + 'static,
 {
     tokio::task::spawn_local(async move {
@@ -266,8 +285,16 @@ where
             let Ok(d) = d else { break };
             match serde_json::from_slice::<Envelope<B>>(&d.data) {
                 Ok(env) if env.is_supported() => {
-                    bus.inbound(env);
-                    let _ = d.ack(Default::default()).await;
+                    if hold {
+                        shared
+                            .state()
+                            .unsettled
+                            .insert(env.id, (d.acker.clone(), std::time::Instant::now()));
+                        bus.inbound(env);
+                    } else {
+                        bus.inbound(env);
+                        let _ = d.ack(Default::default()).await;
+                    }
                 }
                 Ok(env) => {
                     tracing::error!(%queue, v = env.v, "envelope of an unsupported version; dead-lettered");
@@ -327,11 +354,16 @@ where
     declare(shared, &publish).await?;
     let node_ch = conn.create_channel().await?;
     consume(
+        shared.clone(),
         shared.node_queue(),
         node_ch,
         bus.clone(),
         format!("{}-node", shared.node),
+        false,
     );
+    // Deliveries of the previous connection cannot be settled any more: the
+    // broker has put them back in their queues.
+    shared.state().unsettled.clear();
     let mut consuming: HashSet<String> = HashSet::new();
     let mut declared: HashSet<String> = HashSet::new();
     let pools = shared.state().pools.clone();
@@ -345,6 +377,17 @@ where
             _ = check.tick() => {
                 if !conn.status().connected() {
                     return Err(Lost::Closed);
+                }
+                // Deliveries nobody settled (their receiver vanished) are
+                // offered again.
+                let stale: Vec<lapin::Acker> = {
+                    let mut st = shared.state();
+                    let old: Vec<uuid::Uuid> = st.unsettled.iter().filter(|(_, (_, at))| at.elapsed() > SETTLE_WITHIN).map(|(id, _)| *id).collect();
+                    old.iter().filter_map(|id| st.unsettled.remove(id)).map(|(a, _)| a).collect()
+                };
+                for a in stale {
+                    tracing::warn!("a pool message was not settled in time; offering it again");
+                    let _ = a.nack(lapin::options::BasicNackOptions { requeue: true, ..Default::default() }).await;
                 }
                 continue;
             }
@@ -416,10 +459,12 @@ where
         declare_pool(shared, &ch, kind).await?;
         declared.insert(kind.clone());
         consume(
+            shared.clone(),
             shared.pool_queue(kind),
             ch,
             bus.clone(),
             format!("{}-{kind}", shared.node),
+            true,
         );
         consuming.insert(kind.clone());
     }
@@ -473,6 +518,27 @@ where
             st.pools = ads.pools.clone();
             let _ = self.outbox.try_send(Out::Pools(ads.pools.clone()));
         }
+    }
+
+    fn settle(&mut self, id: uuid::Uuid, accept: bool) {
+        let Some((acker, _)) = self.shared.state().unsettled.remove(&id) else {
+            return;
+        };
+        tokio::task::spawn_local(async move {
+            let r = if accept {
+                acker.ack(Default::default()).await
+            } else {
+                acker
+                    .nack(lapin::options::BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            };
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "could not settle a delivery; the broker will offer it again");
+            }
+        });
     }
 
     fn peers(&self) -> Vec<String> {

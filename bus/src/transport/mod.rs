@@ -62,4 +62,10 @@ pub trait Transport<B>: 'static {
     fn peers(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// The receiver of message `id` (which arrived through this transport)
+    /// is done with it: `accept` — it may be forgotten; otherwise it should
+    /// be offered again (to this receiver or another). Transports that hold
+    /// nothing ignore it.
+    fn settle(&mut self, _id: uuid::Uuid, _accept: bool) {}
 }
