@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use courier::bus::transport::amqp::AmqpConfig;
 use courier::{Client, NewTask, Runtime, StoreOptions};
 use serde_json::json;
-use support::{create_schema, drop_schemas, env_usize, hist, pg_url};
+use support::{create_schema, drop_schemas, echo_round_trip, env_usize, hist, pg_url};
 
 struct Procs(Vec<Child>);
 impl Drop for Procs {
@@ -64,16 +64,7 @@ fn executor(db: &str, bus: &str, prefix: &str, node: &str) -> Child {
 }
 
 async fn once(c: &Client) -> Duration {
-    let t0 = Instant::now();
-    let w = c
-        .submit_and_wait(
-            NewTask::new("demo.echo", json!({"x": 1})),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    assert!(w.finished, "not finished within 10 s");
-    t0.elapsed()
+    echo_round_trip(c).await
 }
 
 async fn ready(c: &Client) {

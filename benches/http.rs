@@ -24,10 +24,10 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use courier::{NewTask, Runtime, StoreOptions};
+use courier::{Runtime, StoreOptions};
 use hdrhistogram::Histogram;
 use serde_json::json;
-use support::{create_schema, drop_schemas, env_usize, hist, pg_url};
+use support::{create_schema, drop_schemas, echo_round_trip, env_usize, hist, pg_url};
 
 struct Db {
     label: &'static str,
@@ -153,18 +153,7 @@ async fn bench(db: Db, samples: usize, tasks: usize) -> String {
         .await
         .unwrap();
     let c = rt.client();
-    let inproc_once = |c: courier::Client| async move {
-        let t0 = Instant::now();
-        let w = c
-            .submit_and_wait(
-                NewTask::new("demo.echo", json!({"x": 1})),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-        assert!(w.finished);
-        t0.elapsed()
-    };
+    let inproc_once = |c: courier::Client| async move { echo_round_trip(&c).await };
     for _ in 0..100 {
         http_once(&client, &server.base).await;
         inproc_once(c.clone()).await;

@@ -25,9 +25,9 @@ use actix::prelude::*;
 use courier::actors::protocol::Msg;
 use courier::bus::transport::socket::SocketTransport;
 use courier::bus::{Address, Bus, BusHandle, Deliver, Envelope};
-use courier::{NewTask, Runtime};
+use courier::Runtime;
 use serde_json::json;
-use support::{env_usize, hist};
+use support::{echo_round_trip, env_usize, hist};
 
 const ROLE: &str = "COURIER_BENCH_SOCKET_ROLE";
 
@@ -204,18 +204,7 @@ async fn round_trips(samples: usize) -> String {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let once = |c: courier::Client| async move {
-        let t0 = Instant::now();
-        let w = c
-            .submit_and_wait(
-                NewTask::new("demo.echo", json!({"x": 1})),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-        assert!(w.finished, "not finished within 10 s");
-        t0.elapsed()
-    };
+    let once = |c: courier::Client| async move { echo_round_trip(&c).await };
     for _ in 0..100 {
         once(wc.clone()).await;
         once(lc.clone()).await;

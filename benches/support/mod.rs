@@ -46,3 +46,18 @@ pub async fn drop_schemas(url: &str, schemas: &[String]) {
         }
     }
 }
+
+/// One `demo.echo` round trip: `submit_and_wait` until the pushed
+/// `task_finished`; panics when it does not finish within 10 s.
+pub async fn echo_round_trip(c: &courier::Client) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    let w = c
+        .submit_and_wait(
+            courier::NewTask::new("demo.echo", serde_json::json!({"x": 1})),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(w.finished, "not finished within 10 s");
+    t0.elapsed()
+}
