@@ -78,6 +78,10 @@ pub struct ExecutorActor {
     maybe_pending: bool,
     pulling: bool,
     sweeping: bool,
+    /// Whether this executor is a member of its kinds' pools now: only while
+    /// it has a free slot, so that a full executor lets `start_task` go to
+    /// another one instead of taking it and declining.
+    in_pools: bool,
     stopping: bool,
     /// Waiting for the last task actor to stop.
     drained: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -108,6 +112,7 @@ impl ExecutorActor {
             maybe_pending: true,
             pulling: false,
             sweeping: false,
+            in_pools: true,
             stopping: false,
             drained: Vec::new(),
         }
@@ -119,6 +124,29 @@ impl ExecutorActor {
         }
         let busy = self.running.len().saturating_sub(self.parked.len()) as u32;
         self.config.capacity.saturating_sub(busy + self.claiming)
+    }
+
+    /// Joins or leaves the pools as slots fill and free.
+    fn update_membership(&mut self, ctx: &mut Context<Self>) {
+        let want = !self.stopping && self.free_slots() > 0;
+        if want == self.in_pools {
+            return;
+        }
+        self.in_pools = want;
+        let recipient = ctx.address().recipient::<Deliver<Msg>>();
+        for k in &self.kinds {
+            if want {
+                self.bus
+                    .join_pool_nowait(k.clone(), self.address.clone(), recipient.clone());
+            } else {
+                self.bus.leave_pool(k.clone(), self.address.clone());
+            }
+        }
+        if !want {
+            // Tasks created while we are out of the pools are found in the
+            // store when a slot frees.
+            self.maybe_pending = true;
+        }
     }
 
     fn launch(&mut self, task: Task, ctx: &mut Context<Self>) {
@@ -180,6 +208,7 @@ impl ExecutorActor {
         )
         .start();
         self.running.insert(id, actor);
+        self.update_membership(ctx);
     }
 
     /// Claims one task named by a `start_task`.
@@ -200,6 +229,7 @@ impl ExecutorActor {
             return;
         }
         self.claiming += 1;
+        self.update_membership(ctx);
         let store = self.store.clone();
         let me = self.id.clone();
         ctx.spawn(
@@ -207,6 +237,7 @@ impl ExecutorActor {
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.claiming -= 1;
+                    act.update_membership(ctx);
                     match res {
                         Ok(Some(task)) => {
                             act.bus.settle(message, true);
@@ -241,6 +272,7 @@ impl ExecutorActor {
                 .map(move |res, act, ctx| {
                     act.pulling = false;
                     act.claiming -= free;
+                    act.update_membership(ctx);
                     match res {
                         Ok(tasks) => {
                             let full = tasks.len() as u32 == free;
@@ -483,6 +515,7 @@ impl Handler<TaskDone> for ExecutorActor {
             }
             return;
         }
+        self.update_membership(ctx);
         self.pull(ctx);
     }
 }
@@ -504,12 +537,14 @@ impl Handler<Parked> for ExecutorActor {
         }
         if msg.parked {
             self.parked.insert(msg.task_id);
+            self.update_membership(ctx);
             // A slot is free again: there may be work waiting (perhaps the
             // very sub-tasks this run waits for).
             self.maybe_pending = true;
             self.pull(ctx);
         } else {
             self.parked.remove(&msg.task_id);
+            self.update_membership(ctx);
         }
     }
 }
@@ -530,6 +565,7 @@ impl Handler<Stop> for ExecutorActor {
 
     fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
         self.stopping = true;
+        self.in_pools = false;
         self.drained.push(msg.done);
         for k in &self.kinds {
             self.bus.leave_pool(k.clone(), self.address.clone());

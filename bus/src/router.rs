@@ -351,6 +351,20 @@ impl<B: Send + 'static> BusHandle<B> {
             .map_err(|_| BusError::Stopped)
     }
 
+    /// [`join_pool`](Self::join_pool) without waiting for the bus.
+    pub fn join_pool_nowait(
+        &self,
+        pool: impl Into<String>,
+        member: Address,
+        recipient: Recipient<Deliver<B>>,
+    ) {
+        self.addr.do_send(Membership {
+            pool: pool.into(),
+            member,
+            recipient: Some(recipient),
+        });
+    }
+
     /// Removes `member` from pool `pool`.
     pub fn leave_pool(&self, pool: impl Into<String>, member: Address) {
         self.addr.do_send(Membership {
