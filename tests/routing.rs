@@ -10,27 +10,36 @@ use common::{eventually, TestDb};
 use courier::{ExecutorConfig, NewTask, TaskState};
 use serde_json::json;
 
-async fn a_full_executor_lets_work_go_to_another(db: &TestDb) {
+/// How the two nodes are joined.
+#[derive(Clone, Copy)]
+enum Join {
+    Socket,
+    Amqp,
+}
+
+async fn a_full_executor_lets_work_go_to_another(db: &TestDb, join: Join) {
     let dir = tempfile::tempdir().unwrap();
     let sockets = dir.path().join("sockets");
+    let prefix = format!("courier_t_{}", uuid::Uuid::new_v4().simple());
+    let transport = |b: courier::RuntimeBuilder| match join {
+        Join::Socket => b.socket_transport(&sockets),
+        Join::Amqp => b.amqp_transport(courier::bus::transport::amqp::AmqpConfig {
+            url: common::amqp_url(),
+            prefix: prefix.clone(),
+        }),
+    };
     // Slow sweeps: only routing, not the recovery sweep, can move work fast.
     let config = |capacity| ExecutorConfig {
         capacity,
         sweep_interval: Duration::from_secs(60),
         ..common::fast_executor()
     };
-    let small = db
-        .builder()
-        .node("small")
-        .socket_transport(&sockets)
+    let small = transport(db.builder().node("small"))
         .executor(config(1))
         .start()
         .await
         .unwrap();
-    let big = db
-        .builder()
-        .node("big")
-        .socket_transport(&sockets)
+    let big = transport(db.builder().node("big"))
         .executor(config(8))
         .start()
         .await
@@ -39,9 +48,10 @@ async fn a_full_executor_lets_work_go_to_another(db: &TestDb) {
         "the two nodes to connect",
         Duration::from_secs(20),
         || async {
-            let s = small.bus().stats().await.unwrap();
-            let peers = s.peers.get("socket").cloned().unwrap_or_default();
-            (peers == ["big"]).then_some(())
+            let connected = |s: courier::bus::BusStats| s.peers.values().any(|p| !p.is_empty());
+            (connected(small.bus().stats().await.unwrap())
+                && connected(big.bus().stats().await.unwrap()))
+            .then_some(())
         },
     )
     .await;
@@ -73,6 +83,17 @@ async fn a_full_executor_lets_work_go_to_another(db: &TestDb) {
     );
     small.shutdown().await;
     big.shutdown().await;
+    if let Join::Amqp = join {
+        common::amqp_cleanup(&prefix, &courier::demo::registry().names()).await;
+    }
 }
 
-on_both_databases!(a_full_executor_lets_work_go_to_another);
+async fn over_sockets(db: &TestDb) {
+    a_full_executor_lets_work_go_to_another(db, Join::Socket).await
+}
+
+async fn over_amqp(db: &TestDb) {
+    a_full_executor_lets_work_go_to_another(db, Join::Amqp).await
+}
+
+on_both_databases!(over_sockets, over_amqp);

@@ -25,7 +25,7 @@
 //! consumers. While it is down it reaches nothing, so the bus drops what it
 //! would have sent, which courier's recovery sweep makes harmless.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -67,7 +67,7 @@ struct State {
     pools: Vec<String>,
     /// Pool deliveries handed to the bus and not yet settled by their
     /// receiver, by envelope id, with when they arrived.
-    unsettled: std::collections::HashMap<uuid::Uuid, (lapin::Acker, std::time::Instant)>,
+    unsettled: HashMap<uuid::Uuid, (lapin::Acker, std::time::Instant)>,
 }
 
 struct Shared {
@@ -130,7 +130,7 @@ where
             state: Mutex::new(State {
                 connected: false,
                 pools: Vec::new(),
-                unsettled: std::collections::HashMap::new(),
+                unsettled: HashMap::new(),
             }),
         });
         let (tx, rx) = mpsc::channel(OUTBOX);
@@ -364,7 +364,7 @@ where
     // Deliveries of the previous connection cannot be settled any more: the
     // broker has put them back in their queues.
     shared.state().unsettled.clear();
-    let mut consuming: HashSet<String> = HashSet::new();
+    let mut consuming: HashMap<String, Channel> = HashMap::new();
     let mut declared: HashSet<String> = HashSet::new();
     let pools = shared.state().pools.clone();
     start_pools(shared, &conn, bus, &pools, &mut consuming, &mut declared).await?;
@@ -439,19 +439,34 @@ where
     }
 }
 
+/// Consumes the pools this node serves now and stops consuming the others.
+/// An executor advertises its pools only while it has a free slot, so a
+/// full executor takes nothing from the broker: its share goes to the
+/// other consumers.
 async fn start_pools<B>(
     shared: &Arc<Shared>,
     conn: &Connection,
     bus: &BusHandle<B>,
     pools: &[String],
-    consuming: &mut HashSet<String>,
+    consuming: &mut HashMap<String, Channel>,
     declared: &mut HashSet<String>,
 ) -> lapin::Result<()>
 where
     B: Serialize + DeserializeOwned + Send + 'static,
 {
+    let gone: Vec<String> = consuming
+        .keys()
+        .filter(|k| !pools.contains(k))
+        .cloned()
+        .collect();
+    for kind in gone {
+        if let Some(ch) = consuming.remove(&kind) {
+            // Unacknowledged deliveries go back to the queue.
+            let _ = ch.close(200, "no free slot".into()).await;
+        }
+    }
     for kind in pools {
-        if consuming.contains(kind) {
+        if consuming.contains_key(kind) {
             continue;
         }
         let ch = conn.create_channel().await?;
@@ -461,12 +476,12 @@ where
         consume(
             shared.clone(),
             shared.pool_queue(kind),
-            ch,
+            ch.clone(),
             bus.clone(),
             format!("{}-{kind}", shared.node),
             true,
         );
-        consuming.insert(kind.clone());
+        consuming.insert(kind.clone(), ch);
     }
     Ok(())
 }
