@@ -1,7 +1,8 @@
 //! The four event flows: the conformance suite. Every scenario runs on
 //! SQLite and on PostgreSQL, and on every transport: in one runtime
 //! (in-process bus) and across two runtimes joined only by the Unix-socket
-//! transport, so no transport can drift from the others.
+//! transport, only by RabbitMQ, or by both at once (PostgreSQL), so no
+//! transport can drift from the others.
 
 mod common;
 

@@ -190,6 +190,8 @@ pub enum Via {
     /// The same, joined only by the real RabbitMQ (`AMQP_URL`), under a
     /// prefix of the test's own.
     Amqp,
+    /// Both transports at once: the nearest route (the socket) wins.
+    SocketAndAmqp,
 }
 
 pub fn amqp_url() -> String {
@@ -294,27 +296,50 @@ impl TestDb {
                 _dir: None,
                 amqp: None,
             },
-            Via::Amqp => {
+            Via::Amqp | Via::SocketAndAmqp => {
                 let prefix = format!("courier_t_{}", uuid::Uuid::new_v4().simple());
                 let cfg = courier::bus::transport::amqp::AmqpConfig {
                     url: amqp_url(),
                     prefix: prefix.clone(),
                 };
-                let exec = customize(self.builder())
-                    .node("exec")
+                let dir = tempfile::tempdir().unwrap();
+                let sockets = dir.path().join("sockets");
+                let both = via == Via::SocketAndAmqp;
+                let with_socket = |b: RuntimeBuilder| {
+                    if both {
+                        b.socket_transport(&sockets)
+                    } else {
+                        b
+                    }
+                };
+                let exec = with_socket(customize(self.builder()).node("exec"))
                     .amqp_transport(cfg.clone())
                     .start()
                     .await
                     .unwrap();
-                let web = Runtime::builder()
-                    .database(self.url.clone())
-                    .store_options(self.options.clone())
-                    .node("web")
-                    .amqp_transport(cfg)
-                    .without_executor()
-                    .start()
-                    .await
-                    .unwrap();
+                let web = with_socket(
+                    Runtime::builder()
+                        .database(self.url.clone())
+                        .store_options(self.options.clone())
+                        .node("web"),
+                )
+                .amqp_transport(cfg)
+                .without_executor()
+                .start()
+                .await
+                .unwrap();
+                if both {
+                    eventually(
+                        "the two runtimes to connect by socket",
+                        Duration::from_secs(20),
+                        || async {
+                            (socket_peers(web.bus()).await == ["exec"]
+                                && socket_peers(exec.bus()).await == ["web"])
+                            .then_some(())
+                        },
+                    )
+                    .await;
+                }
                 eventually(
                     "both runtimes to reach the broker",
                     Duration::from_secs(20),
@@ -330,7 +355,7 @@ impl TestDb {
                 Cluster {
                     exec,
                     web: Some(web),
-                    _dir: None,
+                    _dir: Some(dir),
                     amqp: Some((prefix, kinds)),
                 }
             }
@@ -393,5 +418,8 @@ macro_rules! on_every_transport {
         mod postgres_amqp { $( #[actix::test] async fn $name() {
             let db = $crate::common::TestDb::postgres().await;
             super::$name(&db, $crate::common::Via::Amqp).await; db.cleanup().await; } )* }
+        mod postgres_socket_and_amqp { $( #[actix::test] async fn $name() {
+            let db = $crate::common::TestDb::postgres().await;
+            super::$name(&db, $crate::common::Via::SocketAndAmqp).await; db.cleanup().await; } )* }
     };
 }
