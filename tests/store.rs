@@ -81,7 +81,7 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
         !s.declare_dead(&owner, other).await.unwrap(),
         "only one declaration wins"
     );
-    let released = s.release_orphans(other).await.unwrap();
+    let released = s.release_orphans(other, 5).await.unwrap();
     assert_eq!(released.len(), 1);
     // A dead executor cannot claim.
     assert!(s.claim(t.id, "k", &owner).await.unwrap().is_none());
@@ -118,12 +118,31 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
     let (t3, _) = s.create_task(&insert("k")).await.unwrap();
     s.claim(t3.id, "k", "e3").await.unwrap().unwrap();
     s.stop_executor("e3").await.unwrap();
-    let orphans = s.release_orphans(other).await.unwrap();
+    let orphans = s.release_orphans(other, 5).await.unwrap();
     assert_eq!(orphans.iter().map(|t| t.id).collect::<Vec<_>>(), [t3.id]);
     assert!(
         s.claim(t.id, "other-kind", other).await.unwrap().is_none(),
         "the kind must match"
     );
+
+    // A task whose executor dies every time it runs is failed at the limit.
+    let (p, _) = s.create_task(&insert("k")).await.unwrap();
+    for (i, e) in ["p1", "p2"].into_iter().enumerate() {
+        executor(&s, e).await;
+        s.claim(p.id, "k", e).await.unwrap().unwrap();
+        assert!(s.declare_dead(e, other).await.unwrap());
+        let back = s.release_orphans(other, 2).await.unwrap();
+        let t = back.iter().find(|t| t.id == p.id).unwrap();
+        if i == 0 {
+            assert_eq!(t.state, TaskState::Pending);
+        } else {
+            assert_eq!(t.state, TaskState::Failed);
+            assert!(
+                t.error.as_deref().unwrap().contains("died 2 times"),
+                "{t:?}"
+            );
+        }
+    }
 
     // The owner's writes work, and the end is final.
     let cur = fence(&second);

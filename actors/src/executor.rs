@@ -44,6 +44,9 @@ pub struct ExecutorConfig {
     pub sweep_interval: Duration,
     /// An event still undelivered after this long is sent again.
     pub redeliver_after: Duration,
+    /// A task whose executor died while running it this many times is
+    /// failed instead of run again (a poison task).
+    pub max_takeovers: u32,
 }
 
 impl Default for ExecutorConfig {
@@ -54,6 +57,7 @@ impl Default for ExecutorConfig {
             dead_after: Duration::from_secs(8),
             sweep_interval: Duration::from_secs(2),
             redeliver_after: Duration::from_secs(2),
+            max_takeovers: 5,
         }
     }
 }
@@ -380,7 +384,15 @@ async fn sweep_once(
     // Whatever is owned by an executor that is not alive goes back to the
     // pool: the tasks of the executors just declared dead, and any left by
     // a takeover or a stop that was cut short.
-    let orphans = store.release_orphans(me).await?;
+    let orphans = store
+        .release_orphans(me, cfg.max_takeovers.min(i32::MAX as u32) as i32)
+        .await?;
+    let (poisoned, orphans): (Vec<_>, Vec<_>) =
+        orphans.into_iter().partition(|t| t.state.is_final());
+    for t in &poisoned {
+        tracing::error!(task_id = %t.id, kind = %t.kind, takeovers = cfg.max_takeovers, "task failed: its executor died every time it ran");
+        crate::task::notify_finished(store, bus, from.clone(), t, None).await;
+    }
     let released = orphans.len();
     if released > 0 {
         tracing::warn!(by = %me, tasks = released, "tasks of executors that are gone are back in the pool");

@@ -84,6 +84,9 @@ pub struct ExecArgs {
     /// An executor silent this long is declared dead and its tasks taken over (default 8000).
     #[arg(long, env = "COURIER_DEAD_AFTER_MS")]
     pub dead_after_ms: Option<u64>,
+    /// Fail a task after its executor died this many times while running it (a poison task).
+    #[arg(long, env = "COURIER_MAX_TAKEOVERS", default_value_t = 5)]
+    pub max_takeovers: u32,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -119,6 +119,7 @@ pub fn fast_executor() -> ExecutorConfig {
         dead_after: Duration::from_millis(1500),
         sweep_interval: Duration::from_millis(300),
         redeliver_after: Duration::from_millis(500),
+        max_takeovers: 5,
     }
 }
 

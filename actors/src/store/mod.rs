@@ -838,15 +838,30 @@ impl Store {
     /// This catches every way a task can be left behind: a takeover cut
     /// short, a claim that committed as its executor stopped or was declared
     /// dead, a hand-back that never ran.
-    pub async fn release_orphans(&self, by: &str) -> Result<Vec<Task>> {
+    ///
+    /// A task taken from a *dead* executor counts a takeover; at
+    /// `max_takeovers` it is failed instead (a poison task that kills every
+    /// executor that runs it must not go round forever).
+    pub async fn release_orphans(&self, by: &str, max_takeovers: i32) -> Result<Vec<Task>> {
+        let died = "(CASE WHEN EXISTS (SELECT 1 FROM executors d WHERE d.id = tasks.executor_id AND d.state = 'dead') THEN 1 ELSE 0 END)";
+        let poison = format!("(takeovers + {died} >= $3)");
         let sql = format!(
-            "UPDATE tasks SET state = 'pending', executor_id = NULL, updated_at = $2, changed_by = $1 \
+            "UPDATE tasks SET \
+                 takeovers = takeovers + {died}, \
+                 state = CASE WHEN {poison} THEN 'failed' ELSE 'pending' END, \
+                 error = CASE WHEN {poison} THEN $4 ELSE error END, \
+                 finished_at = CASE WHEN {poison} THEN $2 ELSE finished_at END, \
+                 executor_id = CASE WHEN {poison} THEN executor_id ELSE NULL END, \
+                 updated_at = $2, changed_by = $1 \
              WHERE state IN ('running','suspended') \
                AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = tasks.executor_id AND e.state = 'alive') \
              RETURNING {TASK_COLS}"
         );
+        let msg = format!(
+            "given up: the executor running this task died {max_takeovers} times (a poison task?)"
+        );
         let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(by).bind(now()).fetch_all(p).await)?;
+            .bind(by).bind(now()).bind(max_takeovers).bind(&msg).fetch_all(p).await)?;
         Ok(rows)
     }
 
