@@ -338,7 +338,59 @@ async fn with_every_message_lost_the_database_still_completes_the_work(db: &Test
     }
 }
 
+/// An executor declared dead while it is in fact alive (paused, cut off)
+/// drops its runs, writes nothing under its old identity, and comes back
+/// as a new executor that takes the work again.
+async fn an_executor_declared_dead_comes_back_as_a_new_one(db: &TestDb) {
+    let rt = db.builder().start().await.unwrap();
+    let c = rt.client();
+    let old = rt.executor_id().unwrap().to_string();
+    let t = c
+        .submit(NewTask::new("demo.await_event", json!({"name": "go"})))
+        .await
+        .unwrap()
+        .task;
+    until_state(&c, t.id, TaskState::Suspended).await;
+    assert!(c.store().declare_dead(&old, "an-operator").await.unwrap());
+
+    let new = eventually("a new executor of the same node", WAIT, || async {
+        let all = c.executors().await.unwrap();
+        let node = all.iter().find(|e| e.id == old).unwrap().node.clone();
+        all.into_iter()
+            .find(|e| e.node == node && e.id != old && e.state == ExecutorState::Alive)
+            .map(|e| e.id)
+    })
+    .await;
+    // The suspended task is taken over (by the new identity) and its event
+    // reaches it.
+    eventually("the task to run again", WAIT, || async {
+        let t = c.get(t.id).await.unwrap();
+        (t.state == TaskState::Suspended && t.attempts == 2).then_some(())
+    })
+    .await;
+    c.send_event(t.id, "go", json!("again")).await.unwrap();
+    let (done, _) = c.wait(t.id, WAIT).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded);
+    assert_eq!(done.executor_id.as_deref(), Some(new.as_str()));
+    let w = c
+        .submit_and_wait(NewTask::new("demo.echo", json!(1)), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(w.task.executor_id.as_deref(), Some(new.as_str()));
+    rt.shutdown().await;
+    // The clean stop records the identity the executor had at the end.
+    assert_eq!(
+        c.store().executor(&new).await.unwrap().unwrap().state,
+        ExecutorState::Stopped
+    );
+    assert_eq!(
+        c.store().executor(&old).await.unwrap().unwrap().state,
+        ExecutorState::Dead
+    );
+}
+
 on_both_databases!(
+    an_executor_declared_dead_comes_back_as_a_new_one,
     a_restart_mid_flight_loses_nothing,
     a_clean_stop_hands_work_back_at_once,
     tasks_committed_before_start_are_recovered,

@@ -64,6 +64,14 @@ impl Default for ExecutorConfig {
 
 pub struct ExecutorActor {
     id: String,
+    /// The node this executor belongs to; a new id after being declared
+    /// dead keeps it.
+    node: String,
+    /// When the store last confirmed that this executor is alive.
+    last_heartbeat: std::time::Instant,
+    /// Runs were dropped because the store has been unreachable for longer
+    /// than `dead_after`: another executor may own them by now.
+    cut_off: bool,
     address: Address,
     host: String,
     config: ExecutorConfig,
@@ -88,12 +96,15 @@ pub struct ExecutorActor {
     in_pools: bool,
     stopping: bool,
     /// Waiting for the last task actor to stop.
-    drained: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Told this executor's id (which may have changed since it started)
+    /// when the last task actor has stopped.
+    drained: Vec<tokio::sync::oneshot::Sender<String>>,
 }
 
 impl ExecutorActor {
     pub(crate) fn new(
         id: String,
+        node: String,
         host: String,
         config: ExecutorConfig,
         registry: Registry,
@@ -104,6 +115,9 @@ impl ExecutorActor {
         ExecutorActor {
             address: Address::Executor(id.clone()),
             id,
+            node,
+            last_heartbeat: std::time::Instant::now(),
+            cut_off: false,
             host,
             config,
             registry,
@@ -305,20 +319,93 @@ impl ExecutorActor {
             async move { store.heartbeat(&me, running).await }
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
-                    Ok(true) => {}
+                    Ok(true) => {
+                        act.last_heartbeat = std::time::Instant::now();
+                        act.cut_off = false;
+                    }
                     Ok(false) if !act.stopping => {
                         // Declared dead by another executor: our tasks belong to
-                        // others now. Drop every run without writing anything.
-                        tracing::error!(executor = %act.id, "this executor was declared dead; dropping its runs");
-                        for (_, a) in act.running.drain() {
-                            crate::metrics::metrics().running_add(-1);
-                            a.do_send(Abort { hand_back: false });
-                        }
-                        act.stopping = true;
-                        ctx.stop();
+                        // others now. Drop every run without writing anything,
+                        // then come back as a new executor.
+                        tracing::error!(executor = %act.id, "this executor was declared dead; dropping its runs and re-registering");
+                        act.drop_runs();
+                        act.reincarnate(ctx);
                     }
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                        // Cut off from the store for longer than others wait
+                        // before taking over: stop the runs now, so that a
+                        // task never runs here and elsewhere at once. (Their
+                        // writes would be fenced anyway; their side effects
+                        // would not.)
+                        if !act.cut_off && act.last_heartbeat.elapsed() > act.config.dead_after {
+                            tracing::error!(executor = %act.id, "cut off from the store past the takeover timeout; dropping runs");
+                            act.cut_off = true;
+                            act.drop_runs();
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Stops every run without a write: the tasks are someone else's now.
+    fn drop_runs(&mut self) {
+        for (_, a) in self.running.drain() {
+            crate::metrics::metrics().running_add(-1);
+            a.do_send(Abort { hand_back: false });
+        }
+        self.parked.clear();
+    }
+
+    /// Registers again under a new id, after this one was declared dead:
+    /// the process is alive and can keep working, but nothing may be done
+    /// under the old identity.
+    fn reincarnate(&mut self, ctx: &mut Context<Self>) {
+        let suffix = Uuid::now_v7().simple().to_string();
+        let new_id = format!("{}-{}", self.node, &suffix[20..]);
+        let reg = crate::store::ExecutorRegistration {
+            id: new_id.clone(),
+            node: self.node.clone(),
+            host: self.host.clone(),
+            pid: std::process::id() as i32,
+            kinds: self.kinds.clone(),
+            capacity: self.config.capacity as i32,
+        };
+        let store = self.store.clone();
+        ctx.wait(
+            async move { store.register_executor(&reg).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(()) => {
+                        let old = act.address.clone();
+                        act.bus.unregister(old.clone());
+                        for k in &act.kinds {
+                            act.bus.leave_pool(k.clone(), old.clone());
+                        }
+                        act.id = new_id.clone();
+                        act.address = Address::Executor(new_id.clone());
+                        act.last_heartbeat = std::time::Instant::now();
+                        act.cut_off = false;
+                        let recipient = ctx.address().recipient::<Deliver<Msg>>();
+                        let bus = act.bus.clone();
+                        let me = act.address.clone();
+                        ctx.wait(
+                            async move { bus.register(me, recipient).await }
+                                .into_actor(act)
+                                .map(|_, act, ctx| {
+                                    act.in_pools = false;
+                                    act.maybe_pending = true;
+                                    act.update_membership(ctx);
+                                    act.pull(ctx);
+                                }),
+                        );
+                        tracing::warn!(executor = %new_id, "re-registered as a new executor");
+                    }
+                    Err(e) => {
+                        // The next heartbeat (still the old id, dead) tries again.
+                        tracing::warn!(error = %e, "could not re-register; retrying at the next heartbeat");
+                    }
                 }),
         );
     }
@@ -492,7 +579,7 @@ impl Actor for ExecutorActor {
         }
         self.bus.unregister(self.address.clone());
         for tx in self.drained.drain(..) {
-            let _ = tx.send(());
+            let _ = tx.send(self.id.clone());
         }
     }
 }
@@ -569,7 +656,7 @@ impl Handler<Parked> for ExecutorActor {
 #[rtype(result = "()")]
 pub(crate) struct Stop {
     pub hand_back: bool,
-    pub done: tokio::sync::oneshot::Sender<()>,
+    pub done: tokio::sync::oneshot::Sender<String>,
 }
 
 impl Handler<Stop> for ExecutorActor {
@@ -601,7 +688,9 @@ pub(crate) struct ExecutorHandle {
 }
 
 impl ExecutorHandle {
-    pub async fn stop(&self, hand_back: bool) {
+    /// Stops the executor; returns its id at the end (a new one if it was
+    /// declared dead and registered again), or `None` if it had stopped.
+    pub async fn stop(&self, hand_back: bool) -> Option<String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self
             .addr
@@ -612,7 +701,8 @@ impl ExecutorHandle {
             .await
             .is_ok()
         {
-            let _ = rx.await;
+            return rx.await.ok();
         }
+        None
     }
 }

@@ -185,6 +185,7 @@ impl RuntimeBuilder {
                     .await?;
                 let addr = ExecutorActor::new(
                     id.clone(),
+                    node.clone(),
                     host,
                     cfg,
                     self.registry.clone(),
@@ -252,8 +253,8 @@ impl Runtime {
     /// start of this one, picks it up), and the executor is recorded as stopped.
     pub async fn shutdown(self) {
         if let Some(e) = &self.executor {
-            e.stop(true).await;
-            if let Err(err) = self.client.store.stop_executor(&e.id).await {
+            let id = e.stop(true).await.unwrap_or_else(|| e.id.clone());
+            if let Err(err) = self.client.store.stop_executor(&id).await {
                 tracing::warn!(error = %err, "could not record the executor as stopped");
             }
         }
