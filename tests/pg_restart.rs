@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::procs::{wait_for, Proc};
+use common::procs::Proc;
 use serde_json::json;
 
 fn restart_postgres() {
@@ -53,22 +53,7 @@ fn a_postgres_restart_mid_run_loses_nothing() {
     std::thread::sleep(Duration::from_millis(200));
     restart_postgres();
     for id in &ids {
-        wait_for(
-            &format!("task {id} to finish"),
-            Duration::from_secs(60),
-            || {
-                let (st, t) = server.get(&format!("/api/v1/tasks/{id}"));
-                (st == 200 && t["state"] == "succeeded").then_some(())
-            },
-        );
-        let (_, h) = server.get(&format!("/api/v1/tasks/{id}/history"));
-        let ends = h["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["to_state"] == "succeeded")
-            .count();
-        assert_eq!(ends, 1, "task {id} finished {ends} times");
+        server.finished_once(id, Duration::from_secs(60));
     }
     let (st, t) = server.post(
         "/api/v1/tasks",

@@ -404,23 +404,29 @@ impl TestDb {
 #[macro_export]
 macro_rules! on_every_transport {
     ($($name:ident),* $(,)?) => {
-        mod sqlite_local { $( #[actix::test] async fn $name() {
-            let db = $crate::common::TestDb::sqlite().await;
-            super::$name(&db, $crate::common::Via::Local).await; db.cleanup().await; } )* }
-        mod sqlite_socket { $( #[actix::test] async fn $name() {
-            let db = $crate::common::TestDb::sqlite().await;
-            super::$name(&db, $crate::common::Via::Socket).await; db.cleanup().await; } )* }
-        mod postgres_local { $( #[actix::test] async fn $name() {
-            let db = $crate::common::TestDb::postgres().await;
-            super::$name(&db, $crate::common::Via::Local).await; db.cleanup().await; } )* }
-        mod postgres_socket { $( #[actix::test] async fn $name() {
-            let db = $crate::common::TestDb::postgres().await;
-            super::$name(&db, $crate::common::Via::Socket).await; db.cleanup().await; } )* }
-        mod postgres_amqp { $( #[actix::test] async fn $name() {
-            let db = $crate::common::TestDb::postgres().await;
-            super::$name(&db, $crate::common::Via::Amqp).await; db.cleanup().await; } )* }
-        mod postgres_socket_and_amqp { $( #[actix::test] async fn $name() {
-            let db = $crate::common::TestDb::postgres().await;
-            super::$name(&db, $crate::common::Via::SocketAndAmqp).await; db.cleanup().await; } )* }
+        $crate::transport_cases!(sqlite_local, sqlite, Local; $($name),*);
+        $crate::transport_cases!(sqlite_socket, sqlite, Socket; $($name),*);
+        $crate::transport_cases!(postgres_local, postgres, Local; $($name),*);
+        $crate::transport_cases!(postgres_socket, postgres, Socket; $($name),*);
+        $crate::transport_cases!(postgres_amqp, postgres, Amqp; $($name),*);
+        $crate::transport_cases!(postgres_socket_and_amqp, postgres, SocketAndAmqp; $($name),*);
+    };
+}
+
+/// One module of the conformance suite: every listed scenario on database
+/// `$db` (a `TestDb` constructor) over transport `$via`.
+#[macro_export]
+macro_rules! transport_cases {
+    ($module:ident, $db:ident, $via:ident; $($name:ident),*) => {
+        mod $module {
+            $(
+                #[actix::test]
+                async fn $name() {
+                    let db = $crate::common::TestDb::$db().await;
+                    super::$name(&db, $crate::common::Via::$via).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
     };
 }

@@ -98,6 +98,24 @@ impl Proc {
         http(self.http.as_deref().unwrap(), "GET", path, None)
     }
 
+    /// Waits for task `id` to succeed and checks that it succeeded exactly
+    /// once (one `succeeded` line in its history); returns the task.
+    pub fn finished_once(&self, id: &str, timeout: Duration) -> Value {
+        let t = wait_for(&format!("task {id} to finish"), timeout, || {
+            let (st, t) = self.get(&format!("/api/v1/tasks/{id}"));
+            (st == 200 && t["state"] == "succeeded").then_some(t)
+        });
+        let (_, h) = self.get(&format!("/api/v1/tasks/{id}/history"));
+        let ends = h["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["to_state"] == "succeeded")
+            .count();
+        assert_eq!(ends, 1, "task {id} finished {ends} times");
+        t
+    }
+
     pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
         http(
             self.http.as_deref().unwrap(),
