@@ -290,111 +290,72 @@ impl TestDb {
         via: Via,
         customize: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
     ) -> Cluster {
-        match via {
-            Via::Local => Cluster {
+        if via == Via::Local {
+            return Cluster {
                 exec: customize(self.builder()).start().await.unwrap(),
                 web: None,
                 _dir: None,
                 amqp: None,
-            },
-            Via::Amqp | Via::SocketAndAmqp => {
-                let prefix = format!("courier_t_{}", uuid::Uuid::new_v4().simple());
-                let cfg = courier::bus::transport::amqp::AmqpConfig {
+            };
+        }
+        // Two runtimes, each with its own bus, joined by the transports of `via`.
+        let socket = matches!(via, Via::Socket | Via::SocketAndAmqp);
+        let amqp = matches!(via, Via::Amqp | Via::SocketAndAmqp);
+        let dir = tempfile::tempdir().unwrap();
+        let sockets = dir.path().join("sockets");
+        let prefix = format!("courier_t_{}", uuid::Uuid::new_v4().simple());
+        let join = |mut b: RuntimeBuilder| {
+            if socket {
+                b = b.socket_transport(&sockets);
+            }
+            if amqp {
+                b = b.amqp_transport(courier::bus::transport::amqp::AmqpConfig {
                     url: amqp_url(),
                     prefix: prefix.clone(),
-                };
-                let dir = tempfile::tempdir().unwrap();
-                let sockets = dir.path().join("sockets");
-                let both = via == Via::SocketAndAmqp;
-                let with_socket = |b: RuntimeBuilder| {
-                    if both {
-                        b.socket_transport(&sockets)
-                    } else {
-                        b
-                    }
-                };
-                let exec = with_socket(customize(self.builder()).node("exec"))
-                    .amqp_transport(cfg.clone())
-                    .start()
-                    .await
-                    .unwrap();
-                let web = with_socket(
-                    Runtime::builder()
-                        .database(self.url.clone())
-                        .store_options(self.options.clone())
-                        .node("web"),
-                )
-                .amqp_transport(cfg)
-                .without_executor()
-                .start()
-                .await
-                .unwrap();
-                if both {
-                    eventually(
-                        "the two runtimes to connect by socket",
-                        Duration::from_secs(20),
-                        || async {
-                            (socket_peers(web.bus()).await == ["exec"]
-                                && socket_peers(exec.bus()).await == ["web"])
-                            .then_some(())
-                        },
-                    )
-                    .await;
-                }
-                eventually(
-                    "both runtimes to reach the broker",
-                    Duration::from_secs(20),
-                    || async {
-                        (!transport_peers(web.bus(), "amqp").await.is_empty()
-                            && !transport_peers(exec.bus(), "amqp").await.is_empty())
-                        .then_some(())
-                    },
-                )
-                .await;
-                let mut kinds = exec.store().known_kinds().await.unwrap();
-                kinds.extend(["no.such.kind".to_string()]);
-                Cluster {
-                    exec,
-                    web: Some(web),
-                    _dir: Some(dir),
-                    amqp: Some((prefix, kinds)),
-                }
+                });
             }
-            Via::Socket => {
-                let dir = tempfile::tempdir().unwrap();
-                let sockets = dir.path().join("sockets");
-                let exec = customize(self.builder())
-                    .node("exec")
-                    .socket_transport(&sockets)
-                    .start()
-                    .await
-                    .unwrap();
-                let web = Runtime::builder()
-                    .database(self.url.clone())
-                    .store_options(self.options.clone())
-                    .node("web")
-                    .socket_transport(&sockets)
-                    .without_executor()
-                    .start()
-                    .await
-                    .unwrap();
-                eventually(
-                    "the two runtimes to connect",
-                    Duration::from_secs(20),
-                    || async {
-                        (socket_peers(web.bus()).await == ["exec"]
-                            && socket_peers(exec.bus()).await == ["web"])
-                        .then_some(())
-                    },
-                )
-                .await;
-                Cluster {
-                    exec,
-                    web: Some(web),
-                    _dir: Some(dir),
-                    amqp: None,
-                }
-            }
+            b
+        };
+        let exec = join(customize(self.builder()).node("exec"))
+            .start()
+            .await
+            .unwrap();
+        let web = join(
+            Runtime::builder()
+                .database(self.url.clone())
+                .store_options(self.options.clone())
+                .node("web"),
+        )
+        .without_executor()
+        .start()
+        .await
+        .unwrap();
+        eventually(
+            "the two runtimes to connect",
+            Duration::from_secs(20),
+            || async {
+                let by_socket = !socket
+                    || (socket_peers(web.bus()).await == ["exec"]
+                        && socket_peers(exec.bus()).await == ["web"]);
+                let by_amqp = !amqp
+                    || (!transport_peers(web.bus(), "amqp").await.is_empty()
+                        && !transport_peers(exec.bus(), "amqp").await.is_empty());
+                (by_socket && by_amqp).then_some(())
+            },
+        )
+        .await;
+        let amqp = if amqp {
+            let mut kinds = exec.store().known_kinds().await.unwrap();
+            kinds.push("no.such.kind".to_string());
+            Some((prefix, kinds))
+        } else {
+            None
+        };
+        Cluster {
+            exec,
+            web: Some(web),
+            _dir: Some(dir),
+            amqp,
         }
     }
 }
