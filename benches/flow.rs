@@ -199,6 +199,7 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
             node: "bench".into(),
             host: "bench".into(),
             pid: 0,
+            process: None,
             kinds: vec!["bench.baseline".into()],
             capacity: 1,
         })

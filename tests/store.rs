@@ -28,6 +28,7 @@ async fn executor(store: &Store, id: &str) {
             node: "n".into(),
             host: "h".into(),
             pid: 1,
+            process: None,
             kinds: vec!["k".into()],
             capacity: 4,
         })
@@ -168,7 +169,8 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
         Err(Error::Conflict(_))
     ));
 
-    // Every change is in the history, with who made it.
+    // Every change is in the history, with who made it and who held the
+    // task before: the takeover line names the dead owner and the taker.
     let h = s.history(t.id).await.unwrap();
     let lines: Vec<_> = h
         .iter()
@@ -177,19 +179,21 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
                 e.from_state.as_deref(),
                 e.to_state.as_str(),
                 e.changed_by.as_deref(),
+                e.owner.as_deref(),
                 e.attempt,
             )
         })
         .collect();
+    let o = Some(owner.as_str());
     assert_eq!(
         lines,
         [
-            (None, "pending", Some("test"), 0),
-            (Some("pending"), "running", Some(owner.as_str()), 1),
-            (Some("running"), "pending", Some(other), 1),
-            (Some("pending"), "running", Some(other), 2),
-            (Some("running"), "suspended", Some(other), 2),
-            (Some("suspended"), "failed", Some(other), 2),
+            (None, "pending", Some("test"), None, 0),
+            (Some("pending"), "running", o, None, 1),
+            (Some("running"), "pending", Some(other), o, 1),
+            (Some("pending"), "running", Some(other), None, 2),
+            (Some("running"), "suspended", Some(other), Some(other), 2),
+            (Some("suspended"), "failed", Some(other), Some(other), 2),
         ]
     );
 }

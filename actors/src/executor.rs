@@ -12,7 +12,7 @@
 //!   the process.
 //!
 //! The periodic sweep also: declares executors dead whose heartbeat is older
-//! than `dead_after` (or whose process is gone, on this host) and puts their
+//! than `dead_after` (or, on this host, whose process is gone: see [`crate::process`]) and puts their
 //! tasks back to `pending`; re-sends events that stayed undelivered; and
 //! re-sends sub-task reports to suspended parents, in case one was lost.
 
@@ -364,14 +364,13 @@ impl ExecutorActor {
     fn reincarnate(&mut self, ctx: &mut Context<Self>) {
         let suffix = Uuid::now_v7().simple().to_string();
         let new_id = format!("{}-{}", self.node, &suffix[20..]);
-        let reg = crate::store::ExecutorRegistration {
-            id: new_id.clone(),
-            node: self.node.clone(),
-            host: self.host.clone(),
-            pid: std::process::id() as i32,
-            kinds: self.kinds.clone(),
-            capacity: self.config.capacity as i32,
-        };
+        let reg = crate::store::ExecutorRegistration::this_process(
+            new_id.clone(),
+            self.node.clone(),
+            self.host.clone(),
+            self.kinds.clone(),
+            self.config.capacity,
+        );
         let store = self.store.clone();
         ctx.wait(
             async move { store.register_executor(&reg).await }
@@ -418,11 +417,10 @@ impl ExecutorActor {
         let store = self.store.clone();
         let bus = self.bus.clone();
         let me = self.id.clone();
-        let host = self.host.clone();
         let cfg = self.config.clone();
         let from = self.address.clone();
         ctx.spawn(
-            async move { sweep_once(&store, &bus, &me, &host, &cfg, from).await }
+            async move { sweep_once(&store, &bus, &me, &cfg, from).await }
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.sweeping = false;
@@ -448,24 +446,28 @@ async fn sweep_once(
     store: &Store,
     bus: &Bus,
     me: &str,
-    host: &str,
     cfg: &ExecutorConfig,
     from: Address,
 ) -> Result<usize> {
-    // 1. Dead executors: silent too long, or (on this host) their process is gone.
+    // 1. Dead executors: silent too long, or (in this pid space) their
+    //    process is gone.
     let cutoff = now() - chrono::Duration::from_std(cfg.dead_after).unwrap_or_default();
-    let mut dead = store.stale_executors(me, cutoff).await?;
-    for e in store.alive_executors_on_host(me, host).await? {
-        if e.pid as u32 != std::process::id()
-            && !process_alive(e.pid)
-            && !dead.iter().any(|d| d.id == e.id)
-        {
-            dead.push(e);
+    let mut dead: Vec<String> = store
+        .stale_executors(me, cutoff)
+        .await?
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    if let Some(space) = crate::process::current_space() {
+        for (id, process) in store.alive_executors_in_space(me, &space).await? {
+            if process.alive() == Some(false) && !dead.contains(&id) {
+                dead.push(id);
+            }
         }
     }
-    for e in dead {
-        if store.declare_dead(&e.id, me).await? {
-            tracing::warn!(dead = %e.id, by = %me, "executor declared dead; taking its tasks over");
+    for id in dead {
+        if store.declare_dead(&id, me).await? {
+            tracing::warn!(dead = %id, by = %me, "executor declared dead; taking its tasks over");
         }
     }
     // Whatever is owned by an executor that is not alive goes back to the
@@ -534,15 +536,6 @@ async fn sweep_once(
         ));
     }
     Ok(released)
-}
-
-/// Whether a process with this pid exists on this host (Linux: `/proc`).
-/// Elsewhere every process is assumed alive and only heartbeats count.
-fn process_alive(pid: i32) -> bool {
-    if !cfg!(target_os = "linux") || pid <= 0 {
-        return true;
-    }
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 impl Actor for ExecutorActor {

@@ -16,6 +16,8 @@
 //! - [`executor`]: the executor actor: claims tasks, runs them, heartbeats,
 //!   sweeps for anything a lost message left behind, takes over dead executors.
 //! - [`waiter`]: a short-lived actor that waits on the bus for a task to finish.
+//! - [`process`]: a process's identity on its machine (pid namespace, start
+//!   time), so a dead executor on the same host is seen without a timeout.
 //! - [`metrics`]: process-wide counters for the Prometheus endpoint.
 //! - [`runtime`]: [`Runtime`] (start and stop it all) and [`Client`] (create,
 //!   wait for, signal and cancel tasks).
@@ -27,6 +29,7 @@ pub mod executor;
 pub mod kind;
 pub mod metrics;
 pub mod model;
+pub mod process;
 pub mod protocol;
 pub mod runtime;
 pub mod store;

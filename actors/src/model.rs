@@ -216,6 +216,9 @@ pub struct HistoryEntry {
     pub to_state: String,
     /// The executor or node that made the change.
     pub changed_by: Option<String>,
+    /// The executor that held the task before the change: on a takeover,
+    /// the dead one (`changed_by` is the one that took over).
+    pub owner: Option<String>,
     pub attempt: i32,
     pub at: DateTime<Utc>,
 }

@@ -174,14 +174,13 @@ impl RuntimeBuilder {
                 let suffix = Uuid::now_v7().simple().to_string();
                 let id = format!("{node}-{}", &suffix[20..]);
                 store
-                    .register_executor(&ExecutorRegistration {
-                        id: id.clone(),
-                        node: node.clone(),
-                        host: host.clone(),
-                        pid: std::process::id() as i32,
-                        kinds: self.registry.names(),
-                        capacity: cfg.capacity as i32,
-                    })
+                    .register_executor(&ExecutorRegistration::this_process(
+                        id.clone(),
+                        node.clone(),
+                        host.clone(),
+                        self.registry.names(),
+                        cfg.capacity,
+                    ))
                     .await?;
                 let addr = ExecutorActor::new(
                     id.clone(),

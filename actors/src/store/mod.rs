@@ -143,8 +143,32 @@ pub struct ExecutorRegistration {
     pub node: String,
     pub host: String,
     pub pid: i32,
+    /// Lets a sweeper on the same machine see that the process is gone
+    /// (`None`: only heartbeats tell).
+    pub process: Option<crate::process::ProcessIdentity>,
     pub kinds: Vec<String>,
     pub capacity: i32,
+}
+
+impl ExecutorRegistration {
+    /// The registration of an executor run by this very process.
+    pub fn this_process(
+        id: String,
+        node: String,
+        host: String,
+        kinds: Vec<String>,
+        capacity: u32,
+    ) -> Self {
+        ExecutorRegistration {
+            id,
+            node,
+            host,
+            pid: std::process::id() as i32,
+            process: crate::process::ProcessIdentity::current(),
+            kinds,
+            capacity: capacity.min(i32::MAX as u32) as i32,
+        }
+    }
 }
 
 /// `$start, $start+1, …` for an `IN (…)` list of `n` values.
@@ -575,7 +599,7 @@ impl Store {
     /// State history of a task, oldest first.
     pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
         Ok(on_pool!(self, p => sqlx::query_as(
-            "SELECT id, task_id, from_state, to_state, changed_by, attempt, at \
+            "SELECT id, task_id, from_state, to_state, changed_by, owner, attempt, at \
              FROM task_history WHERE task_id = $1 ORDER BY id")
             .bind(id).fetch_all(p).await)?)
     }
@@ -764,9 +788,11 @@ impl Store {
     pub async fn register_executor(&self, r: &ExecutorRegistration) -> Result<()> {
         let ts = now();
         on_pool!(self, p => sqlx::query(
-            "INSERT INTO executors (id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at) \
-             VALUES ($1, $2, $3, $4, 'alive', $5, $6, 0, $7, $7)")
+            "INSERT INTO executors (id, node, host, pid, pid_space, pid_start, state, kinds, capacity, running, started_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'alive', $7, $8, 0, $9, $9)")
             .bind(&r.id).bind(&r.node).bind(&r.host).bind(r.pid)
+            .bind(r.process.as_ref().map(|p| p.space.clone()))
+            .bind(r.process.as_ref().map(|p| p.start))
             .bind(Json(&r.kinds)).bind(r.capacity).bind(ts)
             .execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
@@ -802,13 +828,28 @@ impl Store {
         Ok(rows)
     }
 
-    /// Alive executors registered from `host`, other than `me`.
-    pub async fn alive_executors_on_host(&self, me: &str, host: &str) -> Result<Vec<ExecutorInfo>> {
-        let rows: Vec<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
-            "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
-             FROM executors WHERE state = 'alive' AND id <> $1 AND host = $2")
-            .bind(me).bind(host).fetch_all(p).await)?;
-        Ok(rows)
+    /// Alive executors other than `me` whose process lives in pid space
+    /// `space` (see [`crate::process`]), with their process identity.
+    pub async fn alive_executors_in_space(
+        &self,
+        me: &str,
+        space: &str,
+    ) -> Result<Vec<(String, crate::process::ProcessIdentity)>> {
+        let rows: Vec<(String, i32, Option<i64>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, pid, pid_start FROM executors \
+             WHERE state = 'alive' AND id <> $1 AND pid_space = $2")
+            .bind(me).bind(space).fetch_all(p).await)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, pid, start)| {
+                let process = crate::process::ProcessIdentity {
+                    space: space.to_string(),
+                    pid,
+                    start: start?,
+                };
+                Some((id, process))
+            })
+            .collect())
     }
 
     /// Declares `dead` dead on behalf of `by`. A conditional update: when
@@ -819,18 +860,6 @@ impl Store {
              WHERE id = $1 AND state = 'alive'")
             .bind(dead).bind(by).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(res == 1)
-    }
-
-    /// Puts every task that `from` owns back to `pending`, on behalf of `by`.
-    /// Returns the released tasks.
-    pub async fn release_tasks(&self, from: &str, by: &str) -> Result<Vec<Task>> {
-        let sql = format!(
-            "UPDATE tasks SET state = 'pending', executor_id = NULL, updated_at = $3, changed_by = $2 \
-             WHERE executor_id = $1 AND state IN ('running','suspended') RETURNING {TASK_COLS}"
-        );
-        let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(from).bind(by).bind(now()).fetch_all(p).await)?;
-        Ok(rows)
     }
 
     /// Puts back to `pending` every running or suspended task whose owner is
