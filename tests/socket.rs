@@ -307,17 +307,9 @@ fn sqlite_garbage_on_a_socket_closes_only_that_connection() {
     garbage_on_a_socket_closes_only_that_connection(&Mesh::new(None));
 }
 
-/// A PostgreSQL database of its own for one test: a schema, passed to every
-/// process through the URL's `options`.
 fn pg_db() -> (String, common::TestDb) {
     let db = actix::System::new().block_on(common::TestDb::postgres());
-    let schema = db.options.pg_schema.clone().unwrap();
-    let url = format!(
-        "{}{}options=-c%20search_path%3D{schema}",
-        db.url,
-        if db.url.contains('?') { "&" } else { "?" }
-    );
-    (url, db)
+    (db.process_url(), db)
 }
 
 #[test]

@@ -82,6 +82,17 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
         !s.declare_dead(&owner, other).await.unwrap(),
         "only one declaration wins"
     );
+    // The declaration is the fence: the dead owner's writes are refused even
+    // before its tasks are released.
+    assert!(matches!(
+        s.finish(&fence(&first), &Outcome::Succeeded(json!(0)))
+            .await,
+        Err(Error::Fenced(_))
+    ));
+    assert!(matches!(
+        s.set_progress(&fence(&first), &json!(0)).await,
+        Err(Error::Fenced(_))
+    ));
     let released = s.release_orphans(other, 5).await.unwrap();
     assert_eq!(released.len(), 1);
     // A dead executor cannot claim.

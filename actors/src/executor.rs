@@ -28,7 +28,7 @@ use crate::error::Result;
 use crate::kind::Registry;
 use crate::model::{now, Task};
 use crate::protocol::{envelope, pool_of, Bus, Msg};
-use crate::store::Store;
+use crate::store::{detached, Store};
 use crate::task::{Abort, TaskActor, TaskDone};
 
 /// Tuning of an executor.
@@ -90,6 +90,7 @@ pub struct ExecutorActor {
     maybe_pending: bool,
     pulling: bool,
     sweeping: bool,
+    heartbeating: bool,
     /// Whether this executor is a member of its kinds' pools now: only while
     /// it has a free slot, so that a full executor lets `start_task` go to
     /// another one instead of taking it and declining.
@@ -130,6 +131,7 @@ impl ExecutorActor {
             maybe_pending: true,
             pulling: false,
             sweeping: false,
+            heartbeating: false,
             in_pools: true,
             stopping: false,
             drained: Vec::new(),
@@ -198,9 +200,9 @@ impl ExecutorActor {
                 epoch: task.epoch,
             };
             ctx.spawn(
-                async move {
+                detached(async move {
                     let _ = store.hand_back(&fence).await;
-                }
+                })
                 .into_actor(self),
             );
             return;
@@ -251,7 +253,7 @@ impl ExecutorActor {
         let store = self.store.clone();
         let me = self.id.clone();
         ctx.spawn(
-            async move { store.claim(task_id, &kind, &me).await }
+            detached(async move { store.claim(task_id, &kind, &me).await })
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.claiming -= 1;
@@ -285,7 +287,7 @@ impl ExecutorActor {
         let me = self.id.clone();
         let kinds = self.kinds.clone();
         ctx.spawn(
-            async move { store.claim_pending(&me, &kinds, free).await }
+            detached(async move { store.claim_pending(&me, &kinds, free).await })
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.pulling = false;
@@ -312,41 +314,62 @@ impl ExecutorActor {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        // One at a time: after a stall (a frozen process, a slow database)
+        // the interval's missed ticks must not pile up as queued writes.
+        if self.heartbeating {
+            return;
+        }
+        self.heartbeating = true;
         let store = self.store.clone();
         let me = self.id.clone();
+        let sent_as = me.clone();
         let running = self.running.len() as i32;
         ctx.spawn(
-            async move { store.heartbeat(&me, running).await }
+            detached(async move { store.heartbeat(&me, running).await })
                 .into_actor(self)
-                .map(|res, act, ctx| match res {
-                    Ok(true) => {
-                        act.last_heartbeat = std::time::Instant::now();
-                        act.cut_off = false;
+                .map(move |res, act, ctx| {
+                    act.heartbeating = false;
+                    if sent_as != act.id {
+                        // Sent under an identity this executor has since
+                        // left behind: says nothing about the current one.
+                        return;
                     }
-                    Ok(false) if !act.stopping => {
-                        // Declared dead by another executor: our tasks belong to
-                        // others now. Drop every run without writing anything,
-                        // then come back as a new executor.
-                        tracing::error!(executor = %act.id, "this executor was declared dead; dropping its runs and re-registering");
-                        act.drop_runs();
-                        act.reincarnate(ctx);
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                        // Cut off from the store for longer than others wait
-                        // before taking over: stop the runs now, so that a
-                        // task never runs here and elsewhere at once. (Their
-                        // writes would be fenced anyway; their side effects
-                        // would not.)
-                        if !act.cut_off && act.last_heartbeat.elapsed() > act.config.dead_after {
-                            tracing::error!(executor = %act.id, "cut off from the store past the takeover timeout; dropping runs");
-                            act.cut_off = true;
-                            act.drop_runs();
-                        }
-                    }
+                    act.heartbeat_done(res, ctx)
                 }),
         );
+    }
+
+    /// What a heartbeat's answer means for this executor.
+    fn heartbeat_done(&mut self, res: Result<bool>, ctx: &mut Context<Self>) {
+        match res {
+            Ok(true) => {
+                self.last_heartbeat = std::time::Instant::now();
+                self.cut_off = false;
+            }
+            Ok(false) if !self.stopping => {
+                // Declared dead by another executor: our tasks belong to
+                // others now. Drop every run without writing anything,
+                // then come back as a new executor.
+                tracing::error!(executor = %self.id, "this executor was declared dead; dropping its runs and re-registering");
+                self.drop_runs();
+                self.reincarnate(ctx);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let (open, idle) = self.store.pool_status();
+                tracing::warn!(error = %e, open, idle, "heartbeat failed");
+                // Cut off from the store for longer than others wait
+                // before taking over: stop the runs now, so that a
+                // task never runs here and elsewhere at once. (Their
+                // writes would be fenced anyway; their side effects
+                // would not.)
+                if !self.cut_off && self.last_heartbeat.elapsed() > self.config.dead_after {
+                    tracing::error!(executor = %self.id, "cut off from the store past the takeover timeout; dropping runs");
+                    self.cut_off = true;
+                    self.drop_runs();
+                }
+            }
+        }
     }
 
     /// Stops every run without a write: the tasks are someone else's now.
@@ -373,7 +396,7 @@ impl ExecutorActor {
         );
         let store = self.store.clone();
         ctx.wait(
-            async move { store.register_executor(&reg).await }
+            detached(async move { store.register_executor(&reg).await })
                 .into_actor(self)
                 .map(move |res, act, ctx| match res {
                     Ok(()) => {
@@ -420,7 +443,7 @@ impl ExecutorActor {
         let cfg = self.config.clone();
         let from = self.address.clone();
         ctx.spawn(
-            async move { sweep_once(&store, &bus, &me, &cfg, from).await }
+            detached(async move { sweep_once(&store, &bus, &me, &cfg, from).await })
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.sweeping = false;

@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::kind::{TaskError, TaskKind};
 use crate::model::Task;
 use crate::protocol::{envelope, Bus, Msg};
-use crate::store::{retry, Fence, Outcome, Store};
+use crate::store::{detached, retry, Fence, Outcome, Store};
 
 /// How long the end of a run is retried through a database outage. Past it
 /// the task stays owned by this executor until a restart or takeover.
@@ -107,7 +107,7 @@ impl TaskActor {
         let store = self.store.clone();
         let id = self.task.id;
         let watched = self.task.watched;
-        let load = async move {
+        let load = detached(async move {
             let events = retry("loading events", Duration::from_secs(30), || {
                 store.events(id)
             })
@@ -121,7 +121,7 @@ impl TaskActor {
                 Vec::new()
             };
             Ok::<_, Error>((events, watchers))
-        };
+        });
         ctx.wait(load.into_actor(self).map(|res, act, ctx| match res {
             Ok((events, watchers)) => {
                 act.shared.followers().watchers =
@@ -188,7 +188,7 @@ impl TaskActor {
         // Tied to the actor: if the run ends first, the finish marks the
         // whole inbox delivered in its transaction.
         ctx.spawn(
-            async move {
+            detached(async move {
                 let r = if up_to {
                     store.mark_delivered_up_to(id, seq).await
                 } else {
@@ -199,7 +199,7 @@ impl TaskActor {
                     // mailbox drops the duplicate.
                     tracing::debug!(error = %e, "could not mark events delivered");
                 }
-            }
+            })
             .into_actor(self),
         );
     }
@@ -224,7 +224,7 @@ impl TaskActor {
                 let me = self.me.clone();
                 let task = self.task.clone();
                 ctx.wait(
-                    async move {
+                    detached(async move {
                         match retry("handing a task back", FINISH_RETRY, || {
                             store.hand_back(&fence)
                         })
@@ -241,7 +241,7 @@ impl TaskActor {
                             )),
                             Err(e) => tracing::warn!(error = %e, "could not hand the task back"),
                         }
-                    }
+                    })
                     .into_actor(self)
                     .map(|_, _, ctx| ctx.stop()),
                 );
@@ -258,7 +258,8 @@ impl TaskActor {
         let bus = self.bus.clone();
         let me = self.me.clone();
         ctx.wait(
-            async move {
+            detached(
+                async move {
                 let mut result =
                     retry("recording the end of a run", FINISH_RETRY, || store.finish(&fence, &outcome)).await;
                 if let Err(e) = &result {
@@ -282,8 +283,9 @@ impl TaskActor {
                     }
                     Err(e) => tracing::error!(error = %e, "could not record the end of the run"),
                 }
-            }
-            .instrument(span)
+                }
+                .instrument(span),
+            )
             .into_actor(self)
             .map(|_, _, ctx| ctx.stop()),
         );

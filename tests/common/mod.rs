@@ -59,6 +59,19 @@ impl TestDb {
         }
     }
 
+    /// The URL to give a `courier` process: on PostgreSQL, the schema rides
+    /// along as the connection's `search_path`.
+    pub fn process_url(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!(
+                "{}{}options=-c%20search_path%3D{schema}",
+                self.url,
+                if self.url.contains('?') { "&" } else { "?" }
+            ),
+            None => self.url.clone(),
+        }
+    }
+
     pub async fn store(&self) -> Store {
         Store::connect_with(&self.url, self.options.clone())
             .await
@@ -178,6 +191,8 @@ pub async fn until_state(c: &courier::Client, id: uuid::Uuid, state: courier::Ta
     )
     .await
 }
+
+pub mod fleet;
 pub mod procs;
 
 /// How the client reaches the executor in a conformance test.

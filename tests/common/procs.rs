@@ -26,12 +26,27 @@ impl Proc {
     /// first stdout line; this waits for that line, so two tests can never
     /// race for one port.
     pub fn start(name: &str, args: &[&str]) -> Proc {
+        Proc::start_under(name, &[], args)
+    }
+
+    /// Like `start`, with the command run under `wrapper` (say `unshare
+    /// --pid --fork --kill-child`, to put it in a pid namespace of its own,
+    /// as on another host). Signals go to the wrapper.
+    pub fn start_under(name: &str, wrapper: &[&str], args: &[&str]) -> Proc {
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let serves = matches!(args[0].as_str(), "web" | "serve");
         if serves {
             args.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
-        let mut child = Command::new(BIN)
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
             .args(&args)
             .env(
                 "COURIER_LOG",

@@ -9,12 +9,19 @@
 //!
 //! Every write that a running task makes is *fenced*: it names the executor
 //! and the ownership epoch it was claimed with, and changes nothing (returns
-//! [`Error::Fenced`]) when the task has since been taken over.
+//! [`Error::Fenced`]) when the task has since been taken over, or when its
+//! executor has been declared dead (the declaration is the fence: nothing a
+//! zombie writes lands after it, even before its tasks are released).
 //!
 //! State history is written by database triggers, so no statement here can
 //! change a task's state without leaving a line in `task_history`.
 
 mod connect;
+
+/// The `WHERE` clause of a fenced write, with `$2` the executor and `$3` the
+/// epoch of the [`Fence`].
+const OWNED: &str = "executor_id = $2 AND epoch = $3 AND state IN ('running','suspended') \
+     AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $2 AND e.state = 'dead')";
 
 use std::time::Duration;
 
@@ -244,6 +251,11 @@ impl Store {
     }
 
     /// Which database this is.
+    /// Connections open and, of those, idle in the pool: for diagnostics.
+    pub fn pool_status(&self) -> (u32, usize) {
+        on_pool!(self, p => (p.size(), p.num_idle()))
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self.db {
             Db::Sqlite(_) => Dialect::Sqlite,
@@ -335,6 +347,7 @@ impl Store {
              SELECT $1, $2, 'pending', $3, $4, $5, $6, $7, $8, $8 \
              WHERE EXISTS (SELECT 1 FROM tasks p WHERE p.id = $4 AND p.executor_id = $7 AND p.epoch = $9 \
                            AND p.state IN ('running','suspended')) \
+               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $7 AND e.state = 'dead') \
              ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
         let ts = now();
@@ -500,7 +513,7 @@ impl Store {
         debug_assert!(to.is_owned());
         let sql = format!(
             "UPDATE tasks SET state = $4, updated_at = $5, changed_by = $2 \
-             WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended') \
+             WHERE id = $1 AND {OWNED} \
              RETURNING {TASK_COLS}"
         );
         let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
@@ -512,9 +525,9 @@ impl Store {
 
     /// Records a progress value of an owned task.
     pub async fn set_progress(&self, fence: &Fence, progress: &Value) -> Result<()> {
-        let res = on_pool!(self, p => sqlx::query(
-            "UPDATE tasks SET progress = $4, updated_at = $5 \
-             WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended')")
+        let sql =
+            format!("UPDATE tasks SET progress = $4, updated_at = $5 WHERE id = $1 AND {OWNED}");
+        let res = on_pool!(self, p => sqlx::query(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
             .bind(Json(progress)).bind(now())
             .execute(p).await.map(|r| r.rows_affected()))?;
@@ -534,7 +547,7 @@ impl Store {
         };
         let sql = format!(
             "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2 \
-             WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended') \
+             WHERE id = $1 AND {OWNED} \
              RETURNING {TASK_COLS}"
         );
         let (row, watchers): (Option<Task>, Vec<(String,)>) = on_pool_tx!(self, p, begin => {
@@ -564,9 +577,11 @@ impl Store {
 
     /// Puts an owned task back to `pending` (a clean stop hands its tasks back).
     pub async fn hand_back(&self, fence: &Fence) -> Result<()> {
-        let res = on_pool!(self, p => sqlx::query(
+        let sql = format!(
             "UPDATE tasks SET state = 'pending', executor_id = NULL, updated_at = $4, changed_by = $2 \
-             WHERE id = $1 AND executor_id = $2 AND epoch = $3 AND state IN ('running','suspended')")
+             WHERE id = $1 AND {OWNED}"
+        );
+        let res = on_pool!(self, p => sqlx::query(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch).bind(now())
             .execute(p).await.map(|r| r.rows_affected()))?;
         if res == 0 {
@@ -921,6 +936,30 @@ impl Store {
         kinds.sort();
         kinds.dedup();
         Ok(kinds)
+    }
+}
+
+/// Runs `fut` as a task of its own, started at once, and returns a future
+/// of its result.
+///
+/// Actors use it for every database call they make from their context. An
+/// actor that waits on one future (`ctx.wait`) stops polling its others; one
+/// of those that is queued for a pooled connection keeps its place in the
+/// pool's fair queue without being polled, so the connection handed to it
+/// sits unused and the pool stalls until the acquire timeout. (Seen after
+/// SIGSTOP/SIGCONT: a burst of heartbeats queued ahead of a re-registration
+/// that the executor waited on.) A task of its own is always polled.
+pub fn detached<T: 'static>(
+    fut: impl std::future::Future<Output = T> + 'static,
+) -> impl std::future::Future<Output = T> {
+    let handle = tokio::task::spawn_local(fut);
+    async move {
+        match handle.await {
+            Ok(v) => v,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down and nobody waits.
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 
