@@ -232,6 +232,28 @@ fn tokens_migrate_and_refusals() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
 
+    // Failure detection that would declare a live executor dead between two
+    // heartbeats is refused.
+    let out = Command::new(BIN)
+        .args([
+            "executor",
+            "--demo",
+            "--db",
+            &db,
+            "--heartbeat-ms",
+            "2000",
+            "--dead-after-ms",
+            "3000",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least three heartbeats"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A token file: the API needs one of its tokens.
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "# operators\nalpha-token\n\nbeta-token\n").unwrap();

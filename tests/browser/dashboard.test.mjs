@@ -140,6 +140,29 @@ class Server {
   }
 }
 
+// An executor process on the server's database, with the fastest failure
+// detection; it runs only `kinds`.
+function spawnExecutor(server, node, kinds) {
+  const args = ['executor', '--demo', '--kinds', kinds, '--db', `sqlite://${server.dir}/c.db`,
+    '--node', node, '--heartbeat-ms', '300', '--dead-after-ms', '3000'];
+  const child = spawn(BIN, args, { cwd: server.dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  running.add(child);
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => server.log(`[${node}] ${chunk}`));
+  child.on('exit', () => running.delete(child));
+  return child;
+}
+
+async function until(what, fn, ms = UI_MS) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
 // ---------------------------------------------------------------- browser
 
 async function openBrowser() {
@@ -406,5 +429,67 @@ describe(`dashboard with --api-token`, () => {
     const { code, signal } = await server.stop();
     assert.equal(signal, null, `courier was killed by ${signal}`);
     assert.equal(code, 0, `courier exited with ${code}:\n${server.tail()}`);
+  }));
+});
+
+describe('dashboard after an executor died', () => {
+  const env = {};
+  before(async () => {
+    // The server's own executor runs everything but demo.sleep; the sleeps
+    // go to executor processes that the test kills.
+    env.server = await Server.start(['--kinds', 'demo.echo,demo.fail,demo.await_event,demo.fanout,demo.provision',
+      '--heartbeat-ms', '300', '--dead-after-ms', '3000']);
+    env.browser = await openBrowser();
+  }, { timeout: 60_000 });
+  after(async () => {
+    await env.browser?.close();
+    env.server?.kill();
+  });
+
+  it('shows the dead executor, who took over, and each attempt of its task', { timeout: TEST_MS }, step(env, async () => {
+    const { server } = env;
+    const first = spawnExecutor(server, 'exec-x', 'demo.sleep');
+    await until('exec-x to register', async () =>
+      (await server.api('GET', '/api/v1/executors')).json.executors.some((e) => e.node === 'exec-x' && e.state === 'alive'));
+    const created = await server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.sleep', input: { ms: 600000 } } });
+    assert.equal(created.status, 201, created.text);
+    const id = created.json.id;
+    const ran = await until('the task to run on exec-x', async () => {
+      const t = (await server.api('GET', `/api/v1/tasks/${id}`)).json;
+      return t.state === 'running' && t.executor_id?.startsWith('exec-x-') && t;
+    });
+    first.kill('SIGKILL');
+    const second = spawnExecutor(server, 'exec-y', 'demo.sleep');
+    try {
+      await until('the task to run again on exec-y', async () => {
+        const t = (await server.api('GET', `/api/v1/tasks/${id}`)).json;
+        return t.state === 'running' && t.executor_id?.startsWith('exec-y-') && t.attempts === 2;
+      });
+      const ex = (await server.api('GET', '/api/v1/executors')).json.executors;
+      const dead = ex.find((e) => e.id === ran.executor_id);
+      assert.equal(dead.state, 'dead');
+      assert.ok(dead.ended_by && dead.ended_at, `the API says when and by whom: ${JSON.stringify(dead)}`);
+
+      const { page } = env.browser;
+      await page.goto(`${server.base}/#task=${id}`);
+      await page.locator(sel('detail')).waitFor({ state: 'visible' });
+      const rows = page.locator(`#d-history ${sel('attempt-row')}`);
+      await until('two attempts in the detail', async () => (await rows.count()) === 2);
+      const one = await rows.nth(0).textContent();
+      assert.match(one, /exec-x-/, one);
+      assert.match(one, new RegExp(`taken over by\\s*${dead.ended_by}`), one);
+      const two = await rows.nth(1).textContent();
+      assert.match(two, /exec-y-/, two);
+      assert.match(two, /in progress/, two);
+      await page.locator('#d-history').screenshot({ path: path.join(ROOT, 'target', 'dashboard-attempts.png') });
+
+      const row = page.locator(`${sel('executor-row')}[data-executor-id="${dead.id}"]`);
+      await row.waitFor({ state: 'attached' });
+      assert.equal(await row.getAttribute('data-state'), 'dead');
+      assert.match(await row.textContent(), new RegExp(`taken over by\\s*${dead.ended_by}`));
+      assert.deepEqual(env.browser.problems, []);
+    } finally {
+      second.kill('SIGKILL');
+    }
   }));
 });
