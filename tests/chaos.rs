@@ -237,6 +237,68 @@ fn kill_the_owner_of_suspended_tasks_then_send_their_events() {
     drop(execs);
 }
 
+/// SIGKILL the executor whose parents wait for their sub-tasks, which run
+/// on another executor: the parents are re-homed, their runs replay (the
+/// same sub-tasks, not new ones) and each gets every child's result.
+#[test]
+#[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
+fn kill_the_executor_of_parents_waiting_for_sub_tasks() {
+    let fleet = Fleet::new(Db::Postgres, Wire::Socket);
+    let kinds = |k: &'static str| [&FAST[..], &["--kinds", k]].concat();
+    let a = fleet.executor("exec-a", &kinds("demo.fanout"));
+    let _b = fleet.executor("exec-b", &kinds("demo.sleep"));
+    let web = fleet.web("web-1");
+    wait_for("both executors", T, || {
+        (executors(&web)
+            .values()
+            .filter(|e| e["state"] == "alive")
+            .count()
+            == 2)
+            .then_some(())
+    });
+    let parents: Vec<String> = (0..10)
+        .map(|_| {
+            let (st, t) = web.post(
+                "/api/v1/tasks",
+                json!({"kind": "demo.fanout", "input": {"n": 5, "kind": "demo.sleep", "input": {"ms": 1500}}}),
+            );
+            assert_eq!(st, 201, "{t}");
+            t["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    wait_for("every parent to wait for its sub-tasks", T, || {
+        parents
+            .iter()
+            .all(|id| web.get(&format!("/api/v1/tasks/{id}")).1["state"] == "suspended")
+            .then_some(())
+    });
+    a.kill9();
+    let _c = fleet.executor("exec-c", &kinds("demo.fanout"));
+
+    let audit = Audit::of(&web, &parents, "succeeded", T);
+    audit.assert_exactly_once();
+    assert_eq!(
+        audit.takeovers.len(),
+        parents.len(),
+        "every parent was re-homed once"
+    );
+    let mut children = Vec::new();
+    for id in &parents {
+        let t = web.get(&format!("/api/v1/tasks/{id}")).1;
+        assert_eq!(t["output"]["children"], 5, "{t}");
+        assert_eq!(
+            t["executor_id"].as_str().map(node_of),
+            Some("exec-c"),
+            "{t}"
+        );
+        let (_, c) = web.get(&format!("/api/v1/tasks/{id}/children"));
+        let c = c["tasks"].as_array().unwrap().clone();
+        assert_eq!(c.len(), 5, "the replay spawned no new sub-tasks");
+        children.extend(c.iter().map(|t| t["id"].as_str().unwrap().to_string()));
+    }
+    Audit::of(&web, &children, "succeeded", T).assert_exactly_once();
+}
+
 fn restart_postgres() {
     let version = std::fs::read_dir("/etc/postgresql")
         .expect("a Debian PostgreSQL cluster")

@@ -290,7 +290,46 @@ async fn events_and_watchers(db: &TestDb) {
     assert_eq!(counts, [(TaskState::Cancelled, 1)]);
 }
 
+/// Executors pulling at once each get at most what they asked for (their
+/// free slots), and together every task exactly once.
+async fn pulls_never_claim_more_than_asked(db: &TestDb) {
+    let s = db.store().await;
+    for i in 0..300 {
+        s.create_task(&insert(if i % 3 == 0 { "j" } else { "k" }))
+            .await
+            .unwrap();
+    }
+    let mut pullers = Vec::new();
+    for e in ["p1", "p2", "p3", "p4"] {
+        executor(&s, e).await;
+        let s = s.clone();
+        pullers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = s
+                    .claim_pending(e, &["j".into(), "k".into()], 3)
+                    .await
+                    .unwrap();
+                assert!(batch.len() <= 3, "{e} asked for 3 and got {}", batch.len());
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|t| t.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for p in pullers {
+        all.extend(p.await.unwrap());
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((n, all.len()), (300, 300), "every task claimed once");
+}
+
 on_both_databases!(
+    pulls_never_claim_more_than_asked,
     claims_are_conditional_and_fenced,
     spawning_and_idempotency_keys_are_idempotent,
     events_and_watchers,

@@ -25,6 +25,16 @@ pub struct StoreOptions {
     pub pg_schema: Option<String>,
     /// How long to wait for a free connection before failing.
     pub acquire_timeout: Duration,
+    /// PostgreSQL only: the server ends a session that stays this long
+    /// inside a transaction without sending its next statement
+    /// (`idle_in_transaction_session_timeout`). courier's transactions take
+    /// milliseconds; a session idle in one belongs to a process that froze
+    /// (SIGSTOP, a paused VM) or lost its network mid-transaction, and its
+    /// row locks would hold up the takeover of its tasks until it came
+    /// back. Default 2 s: less than the fastest `dead_after` (3 s), so the
+    /// locks are gone before anyone declares the process dead. `None`
+    /// leaves the server's setting.
+    pub pg_idle_in_transaction_timeout: Option<Duration>,
 }
 
 impl Default for StoreOptions {
@@ -33,6 +43,7 @@ impl Default for StoreOptions {
             max_connections: None,
             pg_schema: None,
             acquire_timeout: Duration::from_secs(30),
+            pg_idle_in_transaction_timeout: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -83,6 +94,12 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
         let mut co = PgConnectOptions::from_str(url)?.application_name("courier");
         if let Some(schema) = &opts.pg_schema {
             co = co.options([("search_path", schema.as_str())]);
+        }
+        if let Some(t) = opts.pg_idle_in_transaction_timeout {
+            co = co.options([(
+                "idle_in_transaction_session_timeout",
+                format!("{}ms", t.as_millis().max(1)),
+            )]);
         }
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections.unwrap_or(10))

@@ -488,11 +488,16 @@ impl Store {
             Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
+        // The pick is a MATERIALIZED CTE, evaluated once: as a plain `IN
+        // (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` PostgreSQL may run the
+        // subquery again (a recheck after a concurrent update), and claim
+        // more than `limit` tasks: more than the executor's capacity.
         let sql = format!(
-            "UPDATE tasks SET state = 'running', executor_id = $1, epoch = epoch + 1, \
+            "WITH picked AS MATERIALIZED (SELECT id FROM tasks WHERE state = 'pending' AND kind IN ({kinds}) \
+                                          ORDER BY id LIMIT $3 {lock}) \
+             UPDATE tasks SET state = 'running', executor_id = $1, epoch = epoch + 1, \
                  attempts = attempts + 1, started_at = COALESCE(started_at, $2), updated_at = $2, changed_by = $1 \
-             WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND kind IN ({kinds}) \
-                          ORDER BY id LIMIT $3 {lock}) \
+             WHERE id IN (SELECT id FROM picked) \
                AND state = 'pending' \
                AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $1 AND e.state = 'alive') \
              RETURNING {TASK_COLS}",
