@@ -47,6 +47,21 @@ fn busiest(web: &Proc, state: &str) -> (String, usize) {
     by.into_iter().max_by_key(|(_, n)| *n).unwrap_or_default()
 }
 
+/// A fleet of executor processes `nodes`, with the fastest failure
+/// detection, and a web node that answers.
+fn fleet_of(db: Db, wire: Wire, nodes: &[&str]) -> (Fleet, Vec<Proc>, Proc) {
+    let fleet = Fleet::new(db, wire);
+    let execs = nodes.iter().map(|n| fleet.executor(n, &FAST)).collect();
+    let web = fleet.web("web-1");
+    ready(&web, T);
+    (fleet, execs, web)
+}
+
+/// Sleeps of 100 to 300 ms.
+fn mixed(i: usize) -> u64 {
+    100 + (i as u64 % 5) * 50
+}
+
 /// How many tasks in `state` executor `id` holds.
 fn held_by(web: &Proc, id: &str, state: &str) -> usize {
     let (_, l) = web.get(&format!("/api/v1/tasks?state={state}&limit=500"));
@@ -83,15 +98,10 @@ fn until_succeeded(web: &Proc, base: u64, n: u64) {
 #[test]
 #[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
 fn sigkill_an_executor_mid_run_of_200_tasks() {
-    let fleet = Fleet::new(Db::Postgres, Wire::Amqp);
-    let mut execs: Vec<Proc> = ["exec-a", "exec-b", "exec-c"]
-        .iter()
-        .map(|n| fleet.executor(n, &FAST))
-        .collect();
-    let web = fleet.web("web-1");
-    ready(&web, T);
+    let (_fleet, mut execs, web) =
+        fleet_of(Db::Postgres, Wire::Amqp, &["exec-a", "exec-b", "exec-c"]);
     let base = count(&web, "succeeded");
-    let ids = sleeps(&web, 200, |i| 100 + (i as u64 % 5) * 50);
+    let ids = sleeps(&web, 200, mixed);
     until_succeeded(&web, base, 80);
     let (victim, running) = busiest(&web, "running");
     assert!(running > 0, "some executor runs tasks");
@@ -190,13 +200,7 @@ fn sigstop_past_the_timeout_then_sigcont_the_zombie() {
 #[test]
 #[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
 fn kill_the_owner_of_suspended_tasks_then_send_their_events() {
-    let fleet = Fleet::new(Db::Postgres, Wire::Amqp);
-    let mut execs: Vec<Proc> = ["exec-a", "exec-b"]
-        .iter()
-        .map(|n| fleet.executor(n, &FAST))
-        .collect();
-    let web = fleet.web("web-1");
-    ready(&web, T);
+    let (_fleet, mut execs, web) = fleet_of(Db::Postgres, Wire::Amqp, &["exec-a", "exec-b"]);
     let ids: Vec<String> = (0..20)
         .map(|_| {
             let (st, t) = web.post(
@@ -322,15 +326,9 @@ fn restart_postgres() {
 #[test]
 #[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
 fn restart_postgres_mid_run() {
-    let fleet = Fleet::new(Db::Postgres, Wire::Socket);
-    let execs: Vec<Proc> = ["exec-a", "exec-b"]
-        .iter()
-        .map(|n| fleet.executor(n, &FAST))
-        .collect();
-    let web = fleet.web("web-1");
-    ready(&web, T);
+    let (_fleet, execs, web) = fleet_of(Db::Postgres, Wire::Socket, &["exec-a", "exec-b"]);
     let base = count(&web, "succeeded");
-    let ids = sleeps(&web, 200, |i| 100 + (i as u64 % 5) * 50);
+    let ids = sleeps(&web, 200, mixed);
     until_succeeded(&web, base, 40);
     restart_postgres();
 
@@ -369,22 +367,16 @@ impl Drop for BrokerBack {
 #[test]
 #[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
 fn restart_rabbitmq_mid_run() {
-    let fleet = Fleet::new(Db::Postgres, Wire::Amqp);
-    let execs: Vec<Proc> = ["exec-a", "exec-b", "exec-c"]
-        .iter()
-        .map(|n| fleet.executor(n, &FAST))
-        .collect();
-    let web = fleet.web("web-1");
-    ready(&web, T);
+    let (_fleet, execs, web) = fleet_of(Db::Postgres, Wire::Amqp, &["exec-a", "exec-b", "exec-c"]);
     let _back = BrokerBack;
-    let mut ids = sleeps(&web, 60, |i| 100 + (i as u64 % 5) * 50);
+    let mut ids = sleeps(&web, 60, mixed);
     rabbitmqctl(&["stop_app"]);
     let (_, h) = web.get("/healthz");
     assert_eq!(h["status"], "ok", "reads go on while the broker is away");
-    ids.extend(sleeps(&web, 80, |i| 100 + (i as u64 % 5) * 50));
+    ids.extend(sleeps(&web, 80, mixed));
     std::thread::sleep(Duration::from_secs(2));
     rabbitmqctl(&["start_app"]);
-    ids.extend(sleeps(&web, 60, |i| 100 + (i as u64 % 5) * 50));
+    ids.extend(sleeps(&web, 60, mixed));
 
     Audit::of(&web, &ids, "succeeded", Duration::from_secs(120)).assert_exactly_once();
     ready(&web, T);
