@@ -312,6 +312,23 @@ async fn with_every_message_lost_the_database_still_completes_the_work(db: &Test
     until_state(&c, doomed.id, TaskState::Suspended).await;
     c.cancel(doomed.id).await.unwrap();
 
+    // A caller waiting for a task whose finish can never be pushed to it
+    // (no route from the executors to the client's bus) is answered from
+    // the store, long before its deadline.
+    let started = std::time::Instant::now();
+    let w = c
+        .submit_and_wait(
+            NewTask::new("demo.echo", json!("waited")),
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.task.output, Some(json!("waited")));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "answered from the store, not at the deadline"
+    );
+
     let mut every = plain.clone();
     every.extend([fan.id, waiter.id, doomed.id]);
     eventually("all the work to finish", WAIT, || all_final(&c, &every)).await;

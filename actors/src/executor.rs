@@ -474,9 +474,8 @@ async fn sweep_once(
 ) -> Result<usize> {
     // 1. Dead executors: silent too long, or (in this pid space) their
     //    process is gone.
-    let cutoff = now() - chrono::Duration::from_std(cfg.dead_after).unwrap_or_default();
     let mut dead: Vec<String> = store
-        .stale_executors(me, cutoff)
+        .stale_executors(me, cfg.dead_after)
         .await?
         .into_iter()
         .map(|e| e.id)

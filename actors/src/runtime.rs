@@ -694,9 +694,32 @@ impl WaitSession {
             .take()
             .ok_or(Error::Stopped)?;
         self.waiter.do_send(WaitFor(task.id));
-        let answer = tokio::select! {
-            r = tokio::time::timeout(timeout, rx) => r.ok().and_then(|r| r.ok()),
-            _ = until => None,
+        // The finish is pushed here; should the push be lost (no route to
+        // this node at that moment: a transport reconnecting), the store is
+        // asked now and then, so a wait never outlasts the task by more than
+        // a few seconds.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = rx;
+        let mut recheck = WAIT_RECHECK_FIRST;
+        tokio::pin!(until);
+        let answer = loop {
+            let next = (tokio::time::Instant::now() + recheck).min(deadline);
+            tokio::select! {
+                r = &mut rx => break r.ok(),
+                _ = &mut until => break None,
+                _ = tokio::time::sleep_until(next) => {
+                    if next >= deadline {
+                        break None;
+                    }
+                    if let Ok(t) = c.store.task(task.id).await {
+                        if t.state.is_final() {
+                            tracing::warn!(task_id = %t.id, "the finish was not pushed to this waiter; read from the store");
+                            return Ok((t, true));
+                        }
+                    }
+                    recheck = (recheck * 2).min(WAIT_RECHECK_MAX);
+                }
+            }
         };
         match answer {
             Some(t) if t.id == task.id => {
@@ -723,6 +746,11 @@ impl WaitSession {
         }
     }
 }
+
+/// When a waiting caller first asks the store, in case the push of the
+/// finish was lost; then twice as long each time, up to `WAIT_RECHECK_MAX`.
+const WAIT_RECHECK_FIRST: Duration = Duration::from_secs(1);
+const WAIT_RECHECK_MAX: Duration = Duration::from_secs(5);
 
 /// This host's name (Linux: the kernel's; elsewhere `$HOSTNAME` or `localhost`).
 pub fn hostname() -> String {

@@ -806,24 +806,35 @@ impl Store {
 
     /// Registers an executor as alive.
     pub async fn register_executor(&self, r: &ExecutorRegistration) -> Result<()> {
-        let ts = now();
         on_pool!(self, p => sqlx::query(
             "INSERT INTO executors (id, node, host, pid, pid_space, pid_start, state, kinds, capacity, running, started_at, last_seen_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'alive', $7, $8, 0, $9, $9)")
+             VALUES ($1, $2, $3, $4, $5, $6, 'alive', $7, $8, 0, $9, COALESCE($10, CURRENT_TIMESTAMP))")
             .bind(&r.id).bind(&r.node).bind(&r.host).bind(r.pid)
             .bind(r.process.as_ref().map(|p| p.space.clone()))
             .bind(r.process.as_ref().map(|p| p.start))
-            .bind(Json(&r.kinds)).bind(r.capacity).bind(ts)
+            .bind(Json(&r.kinds)).bind(r.capacity).bind(now()).bind(self.seen_now())
             .execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
+    }
+
+    /// The time a heartbeat records, `None` meaning the database's own
+    /// clock. On PostgreSQL, whose executors may sit on many hosts, every
+    /// heartbeat and every staleness check reads the one server clock, so a
+    /// host whose clock runs behind is not taken for dead (nor one running
+    /// ahead for alive). SQLite serves one host: its clock is the process's.
+    fn seen_now(&self) -> Option<DateTime<Utc>> {
+        match self.dialect() {
+            Dialect::Postgres => None,
+            Dialect::Sqlite => Some(now()),
+        }
     }
 
     /// Records a heartbeat. `false` when the executor is no longer alive in
     /// the store (declared dead or stopped): it must stop touching its tasks.
     pub async fn heartbeat(&self, id: &str, running: i32) -> Result<bool> {
         let res = on_pool!(self, p => sqlx::query(
-            "UPDATE executors SET last_seen_at = $2, running = $3 WHERE id = $1 AND state = 'alive'")
-            .bind(id).bind(now()).bind(running).execute(p).await.map(|r| r.rows_affected()))?;
+            "UPDATE executors SET last_seen_at = COALESCE($2, CURRENT_TIMESTAMP), running = $3 WHERE id = $1 AND state = 'alive'")
+            .bind(id).bind(self.seen_now()).bind(running).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(res == 1)
     }
 
@@ -835,16 +846,26 @@ impl Store {
         Ok(())
     }
 
-    /// Alive executors other than `me` whose last heartbeat is older than `cutoff`.
+    /// Alive executors other than `me` silent for longer than `dead_after`.
     pub async fn stale_executors(
         &self,
         me: &str,
-        cutoff: DateTime<Utc>,
+        dead_after: Duration,
     ) -> Result<Vec<ExecutorInfo>> {
-        let rows: Vec<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
-            "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
-             FROM executors WHERE state = 'alive' AND id <> $1 AND last_seen_at < $2")
-            .bind(me).bind(cutoff).fetch_all(p).await)?;
+        let cols = "id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by";
+        // Staleness is read on the clock the heartbeats were written with
+        // (see `seen_now`).
+        let rows: Vec<ExecutorInfo> = match &self.db {
+            Db::Postgres(p) => sqlx::query_as(&format!(
+                "SELECT {cols} FROM executors WHERE state = 'alive' AND id <> $1 \
+                   AND last_seen_at < CURRENT_TIMESTAMP - make_interval(secs => $2)"))
+                .bind(me).bind(dead_after.as_secs_f64()).fetch_all(p).await?,
+            Db::Sqlite(p) => sqlx::query_as(&format!(
+                "SELECT {cols} FROM executors WHERE state = 'alive' AND id <> $1 AND last_seen_at < $2"))
+                .bind(me)
+                .bind(now() - chrono::Duration::from_std(dead_after).unwrap_or_default())
+                .fetch_all(p).await?,
+        };
         Ok(rows)
     }
 
