@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fleet::{ready, sleeps, Db, Fleet, Wire};
+use common::fleet::{node_of, ready, sleeps, Db, Fleet, Wire};
 use common::procs::Proc;
 use serde_json::json;
 
@@ -28,15 +28,7 @@ fn executors_on_amqp_share_the_work_and_survive_a_poison_message() {
     let mut ran_on = std::collections::HashSet::new();
     for id in &ids {
         let t = web.finished_once(id, Duration::from_secs(60));
-        ran_on.insert(
-            t["executor_id"]
-                .as_str()
-                .unwrap()
-                .split('-')
-                .take(2)
-                .collect::<Vec<_>>()
-                .join("-"),
-        );
+        ran_on.insert(node_of(t["executor_id"].as_str().unwrap()).to_string());
     }
     assert!(
         ran_on.len() >= 2,

@@ -19,7 +19,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::fleet::{alive_executor_of, count, executors, ready, sleeps, Audit, Db, Fleet, Wire};
+use common::fleet::{
+    alive_executor_of, count, executors, node_of, ready, sleeps, Audit, Db, Fleet, Wire,
+};
 use common::procs::{wait_for, Proc};
 use serde_json::json;
 
@@ -71,13 +73,6 @@ fn held_by(web: &Proc, id: &str, state: &str) -> usize {
         .iter()
         .filter(|t| t["executor_id"] == id)
         .count()
-}
-
-fn node_of(executor_id: &str) -> &str {
-    executor_id
-        .rsplit_once('-')
-        .map(|(n, _)| n)
-        .unwrap_or(executor_id)
 }
 
 fn take(procs: &mut Vec<Proc>, node: &str) -> Proc {

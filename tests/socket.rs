@@ -10,6 +10,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use common::fleet::node_of;
 use common::procs::{http, send_request, wait_for, Proc};
 use serde_json::{json, Value};
 
@@ -113,15 +114,7 @@ fn the_four_flows_cross_processes(mesh: &Mesh) {
             json!({"kind": "demo.sleep", "input": {"ms": 1}, "wait_ms": 10000}),
         );
         assert_eq!((st, &t["state"]), (200, &json!("succeeded")), "{i}: {t}");
-        ran_on.insert(
-            t["executor_id"]
-                .as_str()
-                .unwrap()
-                .split('-')
-                .take(2)
-                .collect::<Vec<_>>()
-                .join("-"),
-        );
+        ran_on.insert(node_of(t["executor_id"].as_str().unwrap()).to_string());
     }
     assert_eq!(
         ran_on,

@@ -173,6 +173,14 @@ pub fn alive_executor_of(web: &Proc, node: &str) -> Option<String> {
         .map(|e| e["id"].as_str().unwrap().to_string())
 }
 
+/// The node of an executor id (`<node>-<suffix>`).
+pub fn node_of(executor_id: &str) -> &str {
+    executor_id
+        .rsplit_once('-')
+        .map(|(n, _)| n)
+        .unwrap_or(executor_id)
+}
+
 pub fn time(v: &Value) -> Option<DateTime<Utc>> {
     v.as_str()?.parse().ok()
 }
