@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use courier::bus::transport::amqp::AmqpConfig;
 use courier::{Client, NewTask, Runtime, StoreOptions};
 use serde_json::json;
-use support::{create_schema, drop_schemas, echo_round_trip, env_usize, hist, pg_url};
+use support::{
+    calls_per_second, create_schema, drop_schemas, echo_round_trip, env_usize, hist, pg_url,
+};
 
 struct Procs(Vec<Child>);
 impl Drop for Procs {
@@ -108,21 +110,16 @@ async fn rtt(c: &Client, samples: usize) -> (f64, f64) {
 
 async fn throughput(c: &Client, tasks: usize) -> f64 {
     let conc = 32;
-    let per = tasks / conc;
-    let t0 = Instant::now();
-    let mut joins = Vec::new();
-    for _ in 0..conc {
+    calls_per_second(conc, tasks / conc, || {
         let c = c.clone();
-        joins.push(actix::spawn(async move {
-            for _ in 0..per {
+        move || {
+            let c = c.clone();
+            async move {
                 once(&c).await;
             }
-        }));
-    }
-    for j in joins {
-        j.await.unwrap();
-    }
-    (per * conc) as f64 / t0.elapsed().as_secs_f64()
+        }
+    })
+    .await
 }
 
 async fn web(db: &str, node: &str) -> courier::RuntimeBuilder {

@@ -39,7 +39,7 @@ use courier::actors::store::{ExecutorRegistration, Fence, Outcome, TaskInsert};
 use courier::{ExecutorConfig, NewTask, Runtime, StoreOptions, TaskContext, TaskError};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use support::{create_schema, drop_schemas, env_usize, hist, pg_url};
+use support::{calls_per_second, create_schema, drop_schemas, env_usize, hist, pg_url};
 use tokio::sync::{mpsc, Mutex};
 
 use uuid::Uuid;
@@ -311,12 +311,11 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
     // Throughput: 32 concurrent submitters, each submit_and_wait in a loop.
     let conc = 32;
     let per = tasks / conc;
-    let t0 = Instant::now();
-    let mut joins = Vec::new();
-    for _ in 0..conc {
+    let courier_tps = calls_per_second(conc, per, || {
         let c = c.clone();
-        joins.push(actix::spawn(async move {
-            for _ in 0..per {
+        move || {
+            let c = c.clone();
+            async move {
                 let w = c
                     .submit_and_wait(
                         NewTask::new("bench.noop", json!({})),
@@ -326,30 +325,22 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
                     .unwrap();
                 assert!(w.finished);
             }
-        }));
-    }
-    for j in joins {
-        j.await.unwrap();
-    }
-    let courier_tps = (per * conc) as f64 / t0.elapsed().as_secs_f64();
-
-    let t0 = Instant::now();
-    let mut joins = Vec::new();
-    for _ in 0..conc {
+        }
+    })
+    .await;
+    let raw_tps = calls_per_second(conc, per, || {
         let raw = raw.clone();
-        joins.push(actix::spawn(async move {
-            for _ in 0..per {
+        move || {
+            let raw = raw.clone();
+            async move {
                 let id = Uuid::now_v7();
                 raw.create(id).await;
                 raw.start(id).await;
                 raw.finish(id).await;
             }
-        }));
-    }
-    for j in joins {
-        j.await.unwrap();
-    }
-    let raw_tps = (per * conc) as f64 / t0.elapsed().as_secs_f64();
+        }
+    })
+    .await;
 
     rt.shutdown().await;
     store.close().await;

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use courier::{Runtime, StoreOptions};
 use hdrhistogram::Histogram;
 use serde_json::json;
-use support::{create_schema, drop_schemas, echo_round_trip, env_usize, hist, pg_url};
+use support::{
+    calls_per_second, create_schema, drop_schemas, echo_round_trip, env_usize, hist, pg_url,
+};
 
 struct Db {
     label: &'static str,
@@ -176,37 +178,29 @@ async fn bench(db: Db, samples: usize, tasks: usize) -> String {
     // 32 concurrent clients.
     let conc = 32;
     let per = tasks / conc;
-    let t0 = Instant::now();
-    let mut joins = Vec::new();
-    for _ in 0..conc {
+    let rps32_http = calls_per_second(conc, per, || {
         let base = server.base.clone();
-        joins.push(actix::spawn(async move {
-            let client = awc::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .finish();
-            for _ in 0..per {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .finish();
+        move || {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
                 http_once(&client, &base).await;
             }
-        }));
-    }
-    for j in joins {
-        j.await.unwrap();
-    }
-    let rps32_http = (per * conc) as f64 / t0.elapsed().as_secs_f64();
-    let t0 = Instant::now();
-    let mut joins = Vec::new();
-    for _ in 0..conc {
+        }
+    })
+    .await;
+    let rps32_in = calls_per_second(conc, per, || {
         let c = c.clone();
-        joins.push(actix::spawn(async move {
-            for _ in 0..per {
-                inproc_once(c.clone()).await;
+        move || {
+            let c = c.clone();
+            async move {
+                inproc_once(c).await;
             }
-        }));
-    }
-    for j in joins {
-        j.await.unwrap();
-    }
-    let rps32_in = (per * conc) as f64 / t0.elapsed().as_secs_f64();
+        }
+    })
+    .await;
 
     rt.shutdown().await;
     drop(server);

@@ -61,3 +61,27 @@ pub async fn echo_round_trip(c: &courier::Client) -> std::time::Duration {
     assert!(w.finished, "not finished within 10 s");
     t0.elapsed()
 }
+
+/// Runs `conc` concurrent actix tasks, each making `per` calls of the closure
+/// `make` gives it; returns calls per second over the whole run.
+pub async fn calls_per_second<F, Fut>(conc: usize, per: usize, mut make: impl FnMut() -> F) -> f64
+where
+    F: FnMut() -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let t0 = std::time::Instant::now();
+    let joins: Vec<_> = (0..conc)
+        .map(|_| {
+            let mut call = make();
+            actix::spawn(async move {
+                for _ in 0..per {
+                    call().await;
+                }
+            })
+        })
+        .collect();
+    for j in joins {
+        j.await.unwrap();
+    }
+    (per * conc) as f64 / t0.elapsed().as_secs_f64()
+}
