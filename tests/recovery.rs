@@ -20,6 +20,18 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Creates a `demo.await_event` task waiting for event `name`, and waits
+/// until it is suspended.
+async fn suspended_awaiting(c: &courier::Client, name: &str) -> courier::Task {
+    let t = c
+        .submit(NewTask::new("demo.await_event", json!({ "name": name })))
+        .await
+        .unwrap()
+        .task;
+    until_state(c, t.id, TaskState::Suspended).await;
+    t
+}
+
 async fn all_final(c: &courier::Client, ids: &[Uuid]) -> Option<()> {
     for id in ids {
         if !c.get(*id).await.unwrap().state.is_final() {
@@ -161,12 +173,7 @@ async fn a_restart_mid_flight_loses_nothing(db: &TestDb) {
 async fn a_clean_stop_hands_work_back_at_once(db: &TestDb) {
     let rt1 = db.builder().start().await.unwrap();
     let c = rt1.client();
-    let t = c
-        .submit(NewTask::new("demo.await_event", json!({"name": "go"})))
-        .await
-        .unwrap()
-        .task;
-    until_state(&c, t.id, TaskState::Suspended).await;
+    let t = suspended_awaiting(&c, "go").await;
     let first = rt1.executor_id().unwrap().to_string();
     rt1.shutdown().await;
     let back = c.get(t.id).await.unwrap();
@@ -304,12 +311,7 @@ async fn with_every_message_lost_the_database_still_completes_the_work(db: &Test
         .unwrap();
     // Likewise a cancel: the flag is committed, the owner's sweep tells the
     // task again.
-    let doomed = c
-        .submit(NewTask::new("demo.await_event", json!({"name": "never"})))
-        .await
-        .unwrap()
-        .task;
-    until_state(&c, doomed.id, TaskState::Suspended).await;
+    let doomed = suspended_awaiting(&c, "never").await;
     c.cancel(doomed.id).await.unwrap();
 
     // A caller waiting for a task whose finish can never be pushed to it
@@ -362,12 +364,7 @@ async fn an_executor_declared_dead_comes_back_as_a_new_one(db: &TestDb) {
     let rt = db.builder().start().await.unwrap();
     let c = rt.client();
     let old = rt.executor_id().unwrap().to_string();
-    let t = c
-        .submit(NewTask::new("demo.await_event", json!({"name": "go"})))
-        .await
-        .unwrap()
-        .task;
-    until_state(&c, t.id, TaskState::Suspended).await;
+    let t = suspended_awaiting(&c, "go").await;
     assert!(c.store().declare_dead(&old, "an-operator").await.unwrap());
 
     let new = eventually("a new executor of the same node", WAIT, || async {
