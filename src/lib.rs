@@ -40,11 +40,10 @@ pub use courier_actors as actors;
 pub use courier_bus as bus;
 pub use courier_web as web;
 
-pub use courier_actors::runtime::Waited;
 pub use courier_actors::{
     Child, Client, Error, ExecutorConfig, ExecutorInfo, ExecutorState, HistoryEntry, Msg, NewTask,
     Registry, Result, Runtime, RuntimeBuilder, Store, StoreOptions, Submitted, Task, TaskContext,
-    TaskError, TaskEvent, TaskFilter, TaskKind, TaskState,
+    TaskError, TaskEvent, TaskFilter, TaskKind, TaskState, Waited,
 };
 pub use courier_bus::{Address, Envelope};
 

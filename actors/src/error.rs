@@ -1,4 +1,5 @@
-//! Typed errors of the runtime and the store.
+//! Typed errors: [`Error`] of the runtime and the store, and [`TaskError`],
+//! how a run ends without output.
 
 use uuid::Uuid;
 
@@ -80,6 +81,47 @@ pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
                 || code.starts_with("57P0")
         }
         _ => false,
+    }
+}
+
+/// How a run can end without output.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task failed; the message is recorded as its `error`.
+    #[error("{0}")]
+    Failed(String),
+    /// The run stopped because cancellation was requested.
+    #[error("cancelled")]
+    Cancelled,
+    /// The executor lost ownership of the task (it was taken over); nothing
+    /// the run does from now on is recorded.
+    #[error("this executor no longer owns the task")]
+    Fenced,
+    /// The store or the runtime failed underneath the run (after retries).
+    /// The task is handed back and runs again, not failed.
+    #[error("runtime failure: {0}")]
+    Interrupted(String),
+}
+
+impl TaskError {
+    /// A failure with this message.
+    pub fn failed(msg: impl std::fmt::Display) -> Self {
+        TaskError::Failed(msg.to_string())
+    }
+}
+
+impl From<Error> for TaskError {
+    /// A lost ownership stops the run; a failure that may pass (database
+    /// away, runtime stopping) interrupts it so the task runs again later;
+    /// anything else fails the task, rather than retrying it forever.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Fenced(_) => TaskError::Fenced,
+            Error::Stopped => TaskError::Interrupted("the runtime is stopping".into()),
+            e if e.is_transient() => TaskError::Interrupted(e.to_string()),
+            other => TaskError::Failed(other.to_string()),
+        }
     }
 }
 

@@ -2,47 +2,53 @@
 //!
 //! # Layout
 //!
+//! Modules are listed from the bottom up: each uses only those above it in
+//! this list.
+//!
+//! - [`error`]: the typed [`Error`] of the runtime and the store, and
+//!   [`TaskError`], how a run ends without output.
+//! - [`model`]: tasks, events, history and executors as stored and shown.
 //! - [`protocol`]: [`Msg`], the one message enum of the task protocol that
 //!   travels on the bus (`start_task`, `task_finished`, `task_event`,
-//!   `cancel_task`).
-//! - [`model`]: tasks, events, history and executors as stored and shown.
-//! - [`store`]: durable state in SQL (SQLite or PostgreSQL) through sqlx,
-//!   with fenced writes and the migrators.
-//! - [`kind`]: the [`TaskKind`] trait that embedding programs implement, and
-//!   the [`Registry`] of kinds by name.
-//! - [`context`]: [`TaskContext`], what a run sees: input, attempt, events,
-//!   sub-tasks, cancellation, progress.
-//! - [`task`]: the task actor, one per running task, owner of its bus address.
-//! - [`executor`]: the executor actor: claims tasks, runs them, heartbeats,
-//!   sweeps for anything a lost message left behind, takes over dead executors.
-//! - [`waiter`]: a short-lived actor that waits on the bus for a task to finish.
+//!   `cancel_task`, …).
 //! - [`process`]: a process's identity on its machine (pid namespace, start
 //!   time), so a dead executor on the same host is seen without a timeout.
 //! - [`metrics`]: process-wide counters for the Prometheus endpoint.
-//! - [`runtime`]: [`Runtime`] (start and stop it all) and [`Client`] (create,
-//!   wait for, signal and cancel tasks).
-//! - [`error`]: the typed [`Error`].
+//! - [`store`]: durable state in SQL (SQLite or PostgreSQL) through sqlx, a
+//!   file per table, with fenced writes and the migrators.
+//! - [`notify`]: flow 2 (`task_finished` to watchers and parent), from
+//!   wherever a task ends.
+//! - [`task`]: the task actor, one per running task, owner of its bus
+//!   address; beside it [`task::context`] ([`TaskContext`], what a run
+//!   sees), [`task::kind`] ([`TaskKind`] and the [`Registry`]) and
+//!   [`task::signals`] (what a task actor and its executor tell each other).
+//! - [`executor`]: the executor actor: claims tasks and runs them, and keeps
+//!   its identity, its heartbeat and the recovery sweep.
+//! - [`client`]: [`Client`] (create, wait for, follow, signal and cancel
+//!   tasks) with its waiters and watches.
+//! - [`runtime`]: [`Runtime`]: start and stop it all in a process.
 
-pub mod context;
+pub mod client;
 pub mod error;
 pub mod executor;
-pub mod kind;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod process;
 pub mod protocol;
 pub mod runtime;
 pub mod store;
 pub mod task;
-pub mod waiter;
 
-pub use context::{Child, TaskContext};
-pub use error::{Error, Result};
+pub use client::watch::TaskWatch;
+pub use client::{Client, Submitted, Waited};
+pub use error::{Error, Result, TaskError};
 pub use executor::ExecutorConfig;
-pub use kind::{Registry, TaskError, TaskKind};
 pub use model::{
     ExecutorInfo, ExecutorState, HistoryEntry, NewTask, Task, TaskEvent, TaskFilter, TaskState,
 };
 pub use protocol::Msg;
-pub use runtime::{Client, Runtime, RuntimeBuilder, Submitted, TaskWatch, Waited};
+pub use runtime::{Runtime, RuntimeBuilder};
 pub use store::{Store, StoreOptions};
+pub use task::context::{Child, TaskContext};
+pub use task::kind::{Registry, TaskKind};

@@ -291,6 +291,16 @@ pub struct TaskFilter {
     pub limit: u32,
 }
 
+/// Checks that a kind name can be used in addresses (`pool/<kind>`): 1 to
+/// 128 ASCII letters, digits, `-`, `_`, `.` or `:`.
+pub fn validate_kind_name(name: &str) -> Result<(), crate::error::Error> {
+    courier_bus::Address::pool(name).map(|_| ()).map_err(|_| {
+        crate::error::Error::Invalid(format!(
+            "kind {name:?} must be 1 to 128 ASCII letters, digits, '-', '_', '.' or ':'"
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,6 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::AddressError;
-
 /// Where a bus message goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
@@ -36,6 +34,20 @@ pub enum Address {
 }
 
 const MAX_SEGMENT: usize = 128;
+
+/// An address string that does not name anything the bus can route to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddressError {
+    #[error("address {0:?} has no kind prefix (expected executor/, task/, web/ or pool/)")]
+    MissingKind(String),
+    #[error("address {0:?} has an unknown kind (expected executor/, task/, web/ or pool/)")]
+    UnknownKind(String),
+    #[error("address {0:?} has an invalid segment: {1}")]
+    InvalidSegment(String, &'static str),
+    #[error("address {0:?} is not a task address: {1}")]
+    InvalidTaskId(String, String),
+}
 
 fn check_segment(whole: &str, seg: &str) -> Result<(), AddressError> {
     if seg.is_empty() {

@@ -1,5 +1,6 @@
 //! The envelope: the one type the bus moves, and the only one it puts on a wire.
 
+use actix::Message;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -10,6 +11,15 @@ use crate::trace::TraceParent;
 /// The envelope format this build speaks. A receiver refuses envelopes of a
 /// higher version rather than guessing at their meaning.
 pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The message a bus delivers to an actor: implement `Handler<Deliver<B>>`
+/// and register the actor's recipient.
+#[derive(Debug)]
+pub struct Deliver<B>(pub Envelope<B>);
+
+impl<B: 'static> Message for Deliver<B> {
+    type Result = ();
+}
 
 /// A message on the bus: routing and tracing metadata around an opaque body.
 ///

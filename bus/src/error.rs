@@ -1,20 +1,7 @@
 //! Typed errors of the bus.
 
 use crate::address::Address;
-
-/// An address string that does not name anything the bus can route to.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AddressError {
-    #[error("address {0:?} has no kind prefix (expected executor/, task/, web/ or pool/)")]
-    MissingKind(String),
-    #[error("address {0:?} has an unknown kind (expected executor/, task/, web/ or pool/)")]
-    UnknownKind(String),
-    #[error("address {0:?} has an invalid segment: {1}")]
-    InvalidSegment(String, &'static str),
-    #[error("address {0:?} is not a task address: {1}")]
-    InvalidTaskId(String, String),
-}
+pub use crate::address::AddressError;
 
 /// Why the bus could not take a message or a registration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,23 +13,29 @@
 //!   id, send time, W3C trace context, body). It is the only type the bus puts
 //!   on a wire.
 //! - [`trace`]: the W3C `traceparent` value carried in every envelope.
-//! - [`router`]: the [`Bus`] actor with its routing table, and [`BusHandle`],
-//!   the cheap cloneable handle senders use.
-//! - [`transport`]: the [`Transport`] seam. [`transport::local`] is the
-//!   in-process route (no serialization, no I/O); socket, AMQP and PostgreSQL
-//!   transports plug in beside it without touching senders.
+//!   [`Deliver`] is the actix message that hands an envelope to an actor.
+//! - [`routes`]: the in-process routing table (addresses and pools to actix
+//!   recipients): no serialization, no I/O. It is not a transport: the bus
+//!   asks it first, and transports only for what it cannot reach.
+//! - [`router`]: the [`Bus`] actor, and [`BusHandle`], the cheap cloneable
+//!   handle senders use.
+//! - [`transport`]: the [`Transport`] seam, and the transports that plug in
+//!   there without touching senders: [`transport::socket`] (processes on one
+//!   host) and [`transport::amqp`] (hosts, through RabbitMQ).
 //! - [`error`]: the typed errors of this crate.
 
 pub mod address;
 pub mod envelope;
 pub mod error;
 pub mod router;
+pub mod routes;
 pub mod trace;
 pub mod transport;
 
 pub use address::Address;
+pub use envelope::Deliver;
 pub use envelope::{Envelope, PROTOCOL_VERSION};
 pub use error::{AddressError, BusError, TransportError};
-pub use router::{Bus, BusHandle, BusStats, Deliver, Route};
+pub use router::{Bus, BusHandle, BusStats, Route};
 pub use trace::TraceParent;
 pub use transport::{Distance, Transport};

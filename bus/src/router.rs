@@ -20,19 +20,11 @@ use std::marker::PhantomData;
 use actix::prelude::*;
 
 use crate::address::Address;
+pub use crate::envelope::Deliver;
 use crate::envelope::Envelope;
 use crate::error::BusError;
-use crate::transport::local::LocalRoutes;
+use crate::routes::LocalRoutes;
 use crate::transport::Transport;
-
-/// The message a bus delivers to an actor: implement `Handler<Deliver<B>>`
-/// and register the actor's recipient.
-#[derive(Debug)]
-pub struct Deliver<B>(pub Envelope<B>);
-
-impl<B: 'static> Message for Deliver<B> {
-    type Result = ();
-}
 
 /// How a message left the sender's bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The transport seam.
 //!
 //! The [`Bus`](crate::Bus) first tries its in-process routing table
-//! ([`local`]); when the target is not registered in this process it asks
+//! ([`routes`](crate::routes)); when the target is not registered in this process it asks
 //! each added [`Transport`], nearest first, whether it can reach the address.
 //! A transport that says yes takes the envelope and is then responsible for
 //! it (serializing it, writing it to a socket, publishing it to a broker).
@@ -13,7 +13,6 @@
 //! transport that does I/O hands the envelope to its own task and returns.
 
 pub mod amqp;
-pub mod local;
 pub mod socket;
 
 use crate::address::Address;

@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use courier_bus::Address;
 
-use crate::kind::{validate_kind_name, TaskError};
-use crate::model::{Task, TaskState};
+use super::signals::Parked;
+use crate::error::TaskError;
+use crate::model::{validate_kind_name, Task, TaskState};
 use crate::protocol::{envelope, pool_of, Bus, Msg};
 use crate::store::{retry, Fence, Store, TaskInsert};
 
@@ -132,7 +133,7 @@ struct Inner {
     shared: Arc<Shared>,
     next_spawn: AtomicI32,
     /// The executor, told when this run parks and resumes.
-    parked: actix::Recipient<crate::executor::Parked>,
+    parked: actix::Recipient<Parked>,
 }
 
 /// While alive, the run counts as parked (suspended) with its executor.
@@ -140,7 +141,7 @@ struct ParkGuard<'a>(&'a Inner);
 
 impl<'a> ParkGuard<'a> {
     fn new(inner: &'a Inner) -> Self {
-        inner.parked.do_send(crate::executor::Parked {
+        inner.parked.do_send(Parked {
             task_id: inner.task.id,
             parked: true,
         });
@@ -150,7 +151,7 @@ impl<'a> ParkGuard<'a> {
 
 impl Drop for ParkGuard<'_> {
     fn drop(&mut self) {
-        self.0.parked.do_send(crate::executor::Parked {
+        self.0.parked.do_send(Parked {
             task_id: self.0.task.id,
             parked: false,
         });
@@ -182,7 +183,7 @@ impl TaskContext {
         me: Address,
         local_kinds: Vec<String>,
         shared: Arc<Shared>,
-        parked: actix::Recipient<crate::executor::Parked>,
+        parked: actix::Recipient<Parked>,
     ) -> Self {
         TaskContext {
             inner: Arc::new(Inner {

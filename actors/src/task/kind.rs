@@ -8,55 +8,15 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::context::TaskContext;
-use crate::error::Error;
+use super::context::TaskContext;
+use crate::error::TaskError;
+use crate::model::validate_kind_name;
 
 /// What a run returns: its output, or why it did not produce one.
 pub type TaskResult = Result<Value, TaskError>;
 
 /// The future a run is.
 pub type TaskFuture = Pin<Box<dyn Future<Output = TaskResult> + Send + 'static>>;
-
-/// How a run can end without output.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TaskError {
-    /// The task failed; the message is recorded as its `error`.
-    #[error("{0}")]
-    Failed(String),
-    /// The run stopped because cancellation was requested.
-    #[error("cancelled")]
-    Cancelled,
-    /// The executor lost ownership of the task (it was taken over); nothing
-    /// the run does from now on is recorded.
-    #[error("this executor no longer owns the task")]
-    Fenced,
-    /// The store or the runtime failed underneath the run (after retries).
-    /// The task is handed back and runs again, not failed.
-    #[error("runtime failure: {0}")]
-    Interrupted(String),
-}
-
-impl TaskError {
-    /// A failure with this message.
-    pub fn failed(msg: impl fmt::Display) -> Self {
-        TaskError::Failed(msg.to_string())
-    }
-}
-
-impl From<Error> for TaskError {
-    /// A lost ownership stops the run; a failure that may pass (database
-    /// away, runtime stopping) interrupts it so the task runs again later;
-    /// anything else fails the task, rather than retrying it forever.
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Fenced(_) => TaskError::Fenced,
-            Error::Stopped => TaskError::Interrupted("the runtime is stopping".into()),
-            e if e.is_transient() => TaskError::Interrupted(e.to_string()),
-            other => TaskError::Failed(other.to_string()),
-        }
-    }
-}
 
 /// Code that runs tasks of one kind.
 ///
@@ -93,16 +53,6 @@ impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.kinds.keys()).finish()
     }
-}
-
-/// Checks that a kind name can be used in addresses (`pool/<kind>`): 1 to
-/// 128 ASCII letters, digits, `-`, `_`, `.` or `:`.
-pub fn validate_kind_name(name: &str) -> Result<(), Error> {
-    courier_bus::Address::pool(name).map(|_| ()).map_err(|_| {
-        Error::Invalid(format!(
-            "kind {name:?} must be 1 to 128 ASCII letters, digits, '-', '_', '.' or ':'"
-        ))
-    })
 }
 
 impl Registry {

@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use actix::Recipient;
 
 use crate::address::Address;
-use crate::envelope::Envelope;
-use crate::router::Deliver;
+use crate::envelope::{Deliver, Envelope};
 
 /// One pool: its members and where the round robin stands.
 struct Pool<B: Send + 'static> {
@@ -86,7 +85,7 @@ impl<B: Send + 'static> LocalRoutes<B> {
     }
 
     /// What to tell peers: pools with a live member, executor addresses.
-    pub fn advertisement(&self) -> super::Advertisement {
+    pub fn advertisement(&self) -> crate::transport::Advertisement {
         let mut pools: Vec<String> = self
             .pools
             .iter()
@@ -103,7 +102,7 @@ impl<B: Send + 'static> LocalRoutes<B> {
             })
             .collect();
         executors.sort();
-        super::Advertisement { pools, executors }
+        crate::transport::Advertisement { pools, executors }
     }
 
     /// Number of registered addresses and pool memberships.

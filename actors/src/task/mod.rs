@@ -16,9 +16,14 @@ use tracing::Instrument;
 
 use courier_bus::{Address, Deliver};
 
-use crate::context::{Shared, TaskContext};
-use crate::error::Error;
-use crate::kind::{TaskError, TaskKind};
+pub mod context;
+pub mod kind;
+pub mod signals;
+
+use self::context::{Shared, TaskContext};
+use self::kind::TaskKind;
+use self::signals::{Abort, Parked, TaskDone};
+use crate::error::{Error, TaskError};
 use crate::model::Task;
 use crate::protocol::{envelope, Bus, Msg};
 use crate::store::{detached, retry, Fence, Outcome, Store};
@@ -26,22 +31,6 @@ use crate::store::{detached, retry, Fence, Outcome, Store};
 /// How long the end of a run is retried through a database outage. Past it
 /// the task stays owned by this executor until a restart or takeover.
 const FINISH_RETRY: Duration = Duration::from_secs(300);
-
-/// Sent to the executor when a task actor stops.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct TaskDone {
-    pub task_id: uuid::Uuid,
-}
-
-/// Stops the run without finishing the task: handed back to `pending` for
-/// another executor (`hand_back: true`, a clean stop), or just dropped
-/// (`false`: the executor lost the task, or a crash is being simulated).
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct Abort {
-    pub hand_back: bool,
-}
 
 pub struct TaskActor {
     task: Task,
@@ -55,7 +44,7 @@ pub struct TaskActor {
     shared: Arc<Shared>,
     executor: Recipient<TaskDone>,
     /// Told when the run parks and resumes: a parked run frees its slot.
-    parked: Recipient<crate::executor::Parked>,
+    parked: Recipient<Parked>,
     run: Option<SpawnHandle>,
     /// Highest event `seq` known to be in the mailbox.
     max_seq: i64,
@@ -72,7 +61,7 @@ impl TaskActor {
         bus: Bus,
         local_kinds: Vec<String>,
         executor: Recipient<TaskDone>,
-        parked: Recipient<crate::executor::Parked>,
+        parked: Recipient<Parked>,
     ) -> Self {
         let fence = Fence {
             task_id: task.id,
@@ -276,7 +265,7 @@ impl TaskActor {
                     Ok((task, watchers)) => {
                         tracing::info!(state = %task.state, "run finished");
                         crate::metrics::metrics().task_finished(&task.kind, task.state.as_str());
-                        notify_finished(&store, &bus, me, &task, Some(watchers)).await;
+                        crate::notify::notify_finished(&store, &bus, me, &task, Some(watchers)).await;
                     }
                     Err(Error::Fenced(_)) => {
                         tracing::warn!("this executor lost the task before its end was recorded; result dropped")
@@ -289,46 +278,6 @@ impl TaskActor {
             .into_actor(self)
             .map(|_, _, ctx| ctx.stop()),
         );
-    }
-}
-
-/// Flow 2: tells everyone waiting for `task` (registered watchers, and the
-/// parent) that it is final. The final state is committed before this runs.
-/// `watchers`: already taken from the store with the final state, or `None`
-/// to take them now.
-pub(crate) async fn notify_finished(
-    store: &Store,
-    bus: &Bus,
-    from: Address,
-    task: &Task,
-    watchers: Option<Vec<String>>,
-) {
-    let watchers = match watchers {
-        Some(w) => w,
-        None => match retry("reading watchers", Duration::from_secs(30), || {
-            store.take_watchers(task.id)
-        })
-        .await
-        {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the task's watchers; they will time out");
-                Vec::new()
-            }
-        },
-    };
-    tracing::debug!(task_id = %task.id, state = %task.state, ?watchers, "telling watchers and parent");
-    let msg = Msg::TaskFinished {
-        task: Box::new(task.clone()),
-    };
-    for w in watchers {
-        match w.parse::<Address>() {
-            Ok(to) => bus.tell(envelope(from.clone(), to, &task.trace_id, msg.clone())),
-            Err(e) => tracing::warn!(watcher = %w, error = %e, "invalid watcher address"),
-        }
-    }
-    if let Some(parent) = task.parent_id {
-        bus.tell(envelope(from, Address::task(parent), &task.trace_id, msg));
     }
 }
 

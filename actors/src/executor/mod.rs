@@ -1,0 +1,452 @@
+//! The executor actor: claims tasks, runs each as a [`TaskActor`], and keeps
+//! the promise that nothing committed is forgotten.
+//!
+//! Work reaches an executor two ways:
+//!
+//! - **push**: a `start_task` on `pool/<kind>` for each kind it runs. With a
+//!   free slot it claims that task (a conditional update; a duplicate or late
+//!   message loses the claim and is dropped).
+//! - **pull**: when a slot frees after it declined work, and on every sweep,
+//!   it claims the oldest pending tasks of its kinds. This is what recovers
+//!   tasks whose `start_task` was lost, and tasks left by a previous run of
+//!   the process.
+//!
+//! The periodic sweep also: declares executors dead whose heartbeat is older
+//! than `dead_after` (or, on this host, whose process is gone: see [`crate::process`]) and puts their
+//! tasks back to `pending`; re-sends events that stayed undelivered; and
+//! re-sends sub-task reports to suspended parents, in case one was lost.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use courier_bus::{Address, Deliver};
+
+use crate::model::Task;
+use crate::protocol::{Bus, Msg};
+use crate::store::{detached, Store};
+use crate::task::kind::Registry;
+use crate::task::signals::{Abort, Parked, TaskDone};
+use crate::task::TaskActor;
+
+mod claim;
+mod identity;
+mod sweep;
+
+/// Tuning of an executor.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// Runs at once. Suspended runs do not count: they hold memory, not a
+    /// slot, so parents waiting for sub-tasks never starve them.
+    pub capacity: u32,
+    /// How often the executor records that it is alive.
+    pub heartbeat_interval: Duration,
+    /// An executor silent for this long is declared dead and its tasks taken over.
+    pub dead_after: Duration,
+    /// How often the recovery sweep runs.
+    pub sweep_interval: Duration,
+    /// An event still undelivered after this long is sent again.
+    pub redeliver_after: Duration,
+    /// A task whose executor died while running it this many times is
+    /// failed instead of run again (a poison task).
+    pub max_takeovers: u32,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            capacity: 256,
+            heartbeat_interval: Duration::from_secs(2),
+            dead_after: Duration::from_secs(8),
+            sweep_interval: Duration::from_secs(2),
+            redeliver_after: Duration::from_secs(2),
+            max_takeovers: 5,
+        }
+    }
+}
+
+/// Where an executor is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Registered and working.
+    Serving,
+    /// Runs were dropped because the store has been unreachable for longer
+    /// than `dead_after`: another executor may own them by now. Back to
+    /// `Serving` at the next heartbeat that gets through.
+    CutOff,
+    /// A stop was asked for: nothing new is claimed, runs are ending.
+    Stopping,
+}
+
+/// The executor's background jobs. Each runs one at a time; asking for one
+/// while it runs makes it run again when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Job {
+    /// Claim pending tasks up to the free slots.
+    Pull,
+    /// The recovery sweep.
+    Sweep,
+    /// Record that this executor is alive.
+    Heartbeat,
+}
+
+/// Which [`Job`]s run now and which are wanted (again).
+#[derive(Clone, Copy, Debug, Default)]
+struct Jobs {
+    running: u8,
+    wanted: u8,
+}
+
+impl Jobs {
+    fn bit(j: Job) -> u8 {
+        1 << (j as u8)
+    }
+    fn wanting(mut self, j: Job) -> Self {
+        self.want(j);
+        self
+    }
+    /// Asks for `j` (again).
+    fn want(&mut self, j: Job) {
+        self.wanted |= Self::bit(j);
+    }
+    fn is_wanted(&self, j: Job) -> bool {
+        self.wanted & Self::bit(j) != 0
+    }
+    fn is_running(&self, j: Job) -> bool {
+        self.running & Self::bit(j) != 0
+    }
+    /// Marks `j` running and no longer wanted; false if it runs already.
+    fn start(&mut self, j: Job) -> bool {
+        if self.is_running(j) {
+            return false;
+        }
+        self.running |= Self::bit(j);
+        self.wanted &= !Self::bit(j);
+        true
+    }
+    /// Marks `j` ended.
+    fn end(&mut self, j: Job) {
+        self.running &= !Self::bit(j);
+    }
+}
+
+pub struct ExecutorActor {
+    id: String,
+    /// The node this executor belongs to; a new id after being declared
+    /// dead keeps it.
+    node: String,
+    /// When the store last confirmed that this executor is alive.
+    last_heartbeat: std::time::Instant,
+    /// Where the executor is in its life.
+    phase: Phase,
+    address: Address,
+    host: String,
+    config: ExecutorConfig,
+    registry: Registry,
+    kinds: Vec<String>,
+    store: Store,
+    bus: Bus,
+    running: HashMap<Uuid, Addr<TaskActor>>,
+    /// Tasks of `running` that are suspended: they hold memory, not a slot,
+    /// so parents waiting for their sub-tasks never starve those sub-tasks.
+    parked: std::collections::HashSet<Uuid>,
+    /// Claims in flight; they count against capacity.
+    claiming: u32,
+    /// The background jobs running now, and those asked for again.
+    jobs: Jobs,
+    /// Whether this executor is a member of its kinds' pools now: only while
+    /// it has a free slot, so that a full executor lets `start_task` go to
+    /// another one instead of taking it and declining.
+    in_pools: bool,
+    /// Waiting for the last task actor to stop.
+    /// Told this executor's id (which may have changed since it started)
+    /// when the last task actor has stopped.
+    drained: Vec<tokio::sync::oneshot::Sender<String>>,
+}
+
+impl ExecutorActor {
+    pub(crate) fn new(
+        id: String,
+        node: String,
+        host: String,
+        config: ExecutorConfig,
+        registry: Registry,
+        store: Store,
+        bus: Bus,
+    ) -> Self {
+        let kinds = registry.names();
+        ExecutorActor {
+            address: Address::Executor(id.clone()),
+            id,
+            node,
+            last_heartbeat: std::time::Instant::now(),
+            phase: Phase::Serving,
+            host,
+            config,
+            registry,
+            kinds,
+            store,
+            bus,
+            running: HashMap::new(),
+            parked: std::collections::HashSet::new(),
+            claiming: 0,
+            // Work may be waiting from before this executor started.
+            jobs: Jobs::default().wanting(Job::Pull),
+            in_pools: true,
+            drained: Vec::new(),
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.phase == Phase::Stopping
+    }
+
+    fn free_slots(&self) -> u32 {
+        if self.is_stopping() {
+            return 0;
+        }
+        let busy = self.running.len().saturating_sub(self.parked.len()) as u32;
+        self.config.capacity.saturating_sub(busy + self.claiming)
+    }
+
+    /// Joins or leaves the pools as slots fill and free.
+    fn update_membership(&mut self, ctx: &mut Context<Self>) {
+        let want = !self.is_stopping() && self.free_slots() > 0;
+        if want == self.in_pools {
+            return;
+        }
+        self.in_pools = want;
+        let recipient = ctx.address().recipient::<Deliver<Msg>>();
+        for k in &self.kinds {
+            if want {
+                self.bus
+                    .join_pool_nowait(k.clone(), self.address.clone(), recipient.clone());
+            } else {
+                self.bus.leave_pool(k.clone(), self.address.clone());
+            }
+        }
+        if !want {
+            // Tasks created while we are out of the pools are found in the
+            // store when a slot frees.
+            self.jobs.want(Job::Pull);
+        }
+    }
+
+    fn launch(&mut self, task: Task, ctx: &mut Context<Self>) {
+        let Some(kind) = self.registry.get(&task.kind) else {
+            // Claimed only for kinds we run, so this is a bug; hand it back.
+            tracing::error!(task_id = %task.id, kind = %task.kind, "claimed a task of a kind not registered here");
+            return;
+        };
+        if self.is_stopping() {
+            // Claimed just as the stop began: give it straight back.
+            let store = self.store.clone();
+            let fence = crate::store::Fence {
+                task_id: task.id,
+                executor_id: self.id.clone(),
+                epoch: task.epoch,
+            };
+            actix::spawn(async move {
+                let _ = store.hand_back(&fence).await;
+            });
+            return;
+        }
+        let id = task.id;
+        if self.running.contains_key(&id) {
+            // The previous run of this task here is still stopping (it was
+            // handed back and claimed again at once): give this claim back
+            // rather than run the task twice in one process.
+            let store = self.store.clone();
+            let fence = crate::store::Fence {
+                task_id: id,
+                executor_id: self.id.clone(),
+                epoch: task.epoch,
+            };
+            ctx.spawn(
+                detached(async move {
+                    let _ = store.hand_back(&fence).await;
+                })
+                .into_actor(self),
+            );
+            return;
+        }
+        let m = crate::metrics::metrics();
+        if task.attempts == 1 {
+            if let Some(started) = task.started_at {
+                m.dispatched(
+                    (started - task.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6,
+                );
+            }
+        }
+        m.running_add(1);
+        let actor = TaskActor::new(
+            task,
+            self.id.clone(),
+            kind,
+            self.store.clone(),
+            self.bus.clone(),
+            self.kinds.clone(),
+            ctx.address().recipient(),
+            ctx.address().recipient(),
+        )
+        .start();
+        self.running.insert(id, actor);
+        self.update_membership(ctx);
+    }
+}
+
+impl Actor for ExecutorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let bus = self.bus.clone();
+        let me = self.address.clone();
+        let recipient = ctx.address().recipient::<Deliver<crate::protocol::Msg>>();
+        let kinds = self.kinds.clone();
+        ctx.wait(
+            async move {
+                if let Err(e) = bus.register(me.clone(), recipient.clone()).await {
+                    tracing::error!(error = %e, "executor address taken");
+                }
+                for k in kinds {
+                    let _ = bus.join_pool(k, me.clone(), recipient.clone()).await;
+                }
+            }
+            .into_actor(self),
+        );
+        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
+            act.heartbeat(ctx)
+        });
+        ctx.run_interval(self.config.sweep_interval, |act, ctx| act.sweep(ctx));
+        // The recovery pass: whatever a previous run left behind.
+        self.sweep(ctx);
+        tracing::info!(executor = %self.id, kinds = ?self.kinds, capacity = self.config.capacity, "executor started");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        for k in &self.kinds {
+            self.bus.leave_pool(k.clone(), self.address.clone());
+        }
+        self.bus.unregister(self.address.clone());
+        for tx in self.drained.drain(..) {
+            let _ = tx.send(self.id.clone());
+        }
+    }
+}
+
+impl Handler<Deliver<Msg>> for ExecutorActor {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(env): Deliver<Msg>, ctx: &mut Self::Context) {
+        match env.body {
+            Msg::StartTask { task_id, kind } if self.registry.contains(&kind) => {
+                self.claim_one(task_id, kind, env.id, ctx)
+            }
+            other => {
+                tracing::debug!(msg = ?other, "executor ignores this message");
+                self.bus.settle(env.id, true);
+            }
+        }
+    }
+}
+
+impl Handler<TaskDone> for ExecutorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TaskDone, ctx: &mut Self::Context) {
+        self.parked.remove(&msg.task_id);
+        if self.running.remove(&msg.task_id).is_some() {
+            crate::metrics::metrics().running_add(-1);
+        }
+        if self.is_stopping() {
+            if self.running.is_empty() {
+                ctx.stop();
+            }
+            return;
+        }
+        self.update_membership(ctx);
+        self.pull(ctx);
+    }
+}
+
+impl Handler<Parked> for ExecutorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Parked, ctx: &mut Self::Context) {
+        if !self.running.contains_key(&msg.task_id) {
+            return;
+        }
+        if msg.parked {
+            self.parked.insert(msg.task_id);
+            self.update_membership(ctx);
+            // A slot is free again: there may be work waiting (perhaps the
+            // very sub-tasks this run waits for).
+            self.jobs.want(Job::Pull);
+            self.pull(ctx);
+        } else {
+            self.parked.remove(&msg.task_id);
+            self.update_membership(ctx);
+        }
+    }
+}
+
+/// Stops the executor. `hand_back: true` is the clean stop: every run is
+/// stopped and its task put back to `pending` at once, then the executor is
+/// recorded as stopped. `false` drops everything without a write, as a crash
+/// would (for tests of recovery).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Stop {
+    pub hand_back: bool,
+    pub done: tokio::sync::oneshot::Sender<String>,
+}
+
+impl Handler<Stop> for ExecutorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
+        self.phase = Phase::Stopping;
+        self.in_pools = false;
+        self.drained.push(msg.done);
+        for k in &self.kinds {
+            self.bus.leave_pool(k.clone(), self.address.clone());
+        }
+        if self.running.is_empty() {
+            ctx.stop();
+            return;
+        }
+        for a in self.running.values() {
+            a.do_send(Abort {
+                hand_back: msg.hand_back,
+            });
+        }
+    }
+}
+
+/// The shared part of an executor that the runtime keeps.
+pub(crate) struct ExecutorHandle {
+    pub id: String,
+    pub addr: Addr<ExecutorActor>,
+}
+
+impl ExecutorHandle {
+    /// Stops the executor; returns its id at the end (a new one if it was
+    /// declared dead and registered again), or `None` if it had stopped.
+    pub async fn stop(&self, hand_back: bool) -> Option<String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self
+            .addr
+            .send(Stop {
+                hand_back,
+                done: tx,
+            })
+            .await
+            .is_ok()
+        {
+            return rx.await.ok();
+        }
+        None
+    }
+}

@@ -1,0 +1,140 @@
+//! The recovery sweep: every `sweep_interval`, and once at start, find what
+//! a lost message or a dead executor left behind and put it right.
+
+use actix::prelude::*;
+
+use courier_bus::Address;
+
+use super::{ExecutorActor, ExecutorConfig, Job};
+use crate::error::Result;
+use crate::model::now;
+use crate::protocol::{envelope, pool_of, Bus, Msg};
+use crate::store::{detached, Store};
+
+impl ExecutorActor {
+    pub(super) fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.is_stopping() || !self.jobs.start(Job::Sweep) {
+            return;
+        }
+        let store = self.store.clone();
+        let bus = self.bus.clone();
+        let me = self.id.clone();
+        let cfg = self.config.clone();
+        let from = self.address.clone();
+        ctx.spawn(
+            detached(async move { sweep_once(&store, &bus, &me, &cfg, from).await })
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.jobs.end(Job::Sweep);
+                    match res {
+                        Ok(released) => {
+                            if released > 0 {
+                                act.jobs.want(Job::Pull);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                    }
+                    // Pending tasks may exist that no message announced.
+                    act.jobs.want(Job::Pull);
+                    act.pull(ctx);
+                }),
+        );
+    }
+}
+
+/// One pass of the recovery sweep. Returns how many tasks were released from
+/// dead executors.
+async fn sweep_once(
+    store: &Store,
+    bus: &Bus,
+    me: &str,
+    cfg: &ExecutorConfig,
+    from: Address,
+) -> Result<usize> {
+    // 1. Dead executors: silent too long, or (in this pid space) their
+    //    process is gone.
+    let mut dead: Vec<String> = store
+        .stale_executors(me, cfg.dead_after)
+        .await?
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    if let Some(space) = crate::process::current_space() {
+        for (id, process) in store.alive_executors_in_space(me, &space).await? {
+            if process.alive() == Some(false) && !dead.contains(&id) {
+                dead.push(id);
+            }
+        }
+    }
+    for id in dead {
+        if store.declare_dead(&id, me).await? {
+            tracing::warn!(dead = %id, by = %me, "executor declared dead; taking its tasks over");
+        }
+    }
+    // Whatever is owned by an executor that is not alive goes back to the
+    // pool: the tasks of the executors just declared dead, and any left by
+    // a takeover or a stop that was cut short.
+    let orphans = store
+        .release_orphans(me, cfg.max_takeovers.min(i32::MAX as u32) as i32)
+        .await?;
+    let (poisoned, orphans): (Vec<_>, Vec<_>) =
+        orphans.into_iter().partition(|t| t.state.is_final());
+    for t in &poisoned {
+        tracing::error!(task_id = %t.id, kind = %t.kind, takeovers = cfg.max_takeovers, "task failed: its executor died every time it ran");
+        crate::notify::notify_finished(store, bus, from.clone(), t, None).await;
+    }
+    let released = orphans.len();
+    if released > 0 {
+        tracing::warn!(by = %me, tasks = released, "tasks of executors that are gone are back in the pool");
+    }
+    for t in orphans {
+        bus.tell(envelope(
+            from.clone(),
+            pool_of(&t.kind),
+            &t.trace_id,
+            Msg::StartTask {
+                task_id: t.id,
+                kind: t.kind.clone(),
+            },
+        ));
+    }
+    // 2. Events that were committed but whose message never arrived.
+    let before = now() - chrono::Duration::from_std(cfg.redeliver_after).unwrap_or_default();
+    for u in store.undelivered_events(me, before).await? {
+        let e = u.event;
+        let task = e.task_id;
+        bus.tell(envelope(
+            from.clone(),
+            Address::task(task),
+            &u.trace_id,
+            Msg::TaskEvent {
+                task_id: task,
+                seq: e.seq,
+                name: e.name,
+                payload: e.payload.0,
+            },
+        ));
+    }
+    // 3. Sub-task reports a suspended parent may have missed.
+    for c in store.finished_children_of_suspended(me, before).await? {
+        if let Some(parent) = c.parent_id {
+            let trace = c.trace_id.clone();
+            bus.tell(envelope(
+                from.clone(),
+                Address::task(parent),
+                &trace,
+                Msg::TaskFinished { task: Box::new(c) },
+            ));
+        }
+    }
+    // 4. Cancellations whose message may have been lost.
+    for (task, trace) in store.cancel_requested_owned(me).await? {
+        bus.tell(envelope(
+            from.clone(),
+            Address::task(task),
+            &trace,
+            Msg::CancelTask { task_id: task },
+        ));
+    }
+    Ok(released)
+}

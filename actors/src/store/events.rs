@@ -1,0 +1,77 @@
+//! The `task_events` table: each task's durable inbox.
+
+use super::*;
+
+/// An event still undelivered, with the trace of its task.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct UndeliveredEvent {
+    #[sqlx(flatten)]
+    pub event: TaskEvent,
+    pub trace_id: String,
+}
+
+impl Store {
+    /// Commits an event to the task's inbox. Refused with [`Error::NotFound`]
+    /// or, for a finished task, [`Error::Conflict`].
+    pub async fn add_event(&self, task: Uuid, name: &str, payload: &Value) -> Result<TaskEvent> {
+        let sql = format!(
+            "INSERT INTO task_events (task_id, name, payload, created_at) \
+             SELECT $1, $2, $3, $4 FROM tasks WHERE id = $1 AND state NOT IN {FINAL} {lock} \
+             RETURNING seq, task_id, name, payload, created_at, delivered_at",
+            lock = self.share_lock()
+        );
+        let ev: Option<TaskEvent> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(task).bind(name).bind(Json(payload)).bind(now())
+            .fetch_optional(p).await)?;
+        match ev {
+            Some(ev) => Ok(ev),
+            None => {
+                let t = self.task(task).await?;
+                Err(Error::Conflict(format!(
+                    "task {task} is {} and takes no more events",
+                    t.state
+                )))
+            }
+        }
+    }
+
+    /// The task's inbox, in order.
+    pub async fn events(&self, task: Uuid) -> Result<Vec<TaskEvent>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT seq, task_id, name, payload, created_at, delivered_at FROM task_events \
+             WHERE task_id = $1 ORDER BY seq")
+            .bind(task).fetch_all(p).await)?)
+    }
+
+    /// Marks events as held by the task's actor.
+    pub async fn mark_delivered(&self, task: Uuid, seq: i64) -> Result<()> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE task_events SET delivered_at = $3 WHERE task_id = $1 AND seq = $2 AND delivered_at IS NULL")
+            .bind(task).bind(seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Marks every event up to `seq` as held by the task's actor (after it
+    /// loaded the whole inbox).
+    pub async fn mark_delivered_up_to(&self, task: Uuid, seq: i64) -> Result<()> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE task_events SET delivered_at = $3 WHERE task_id = $1 AND seq <= $2 AND delivered_at IS NULL")
+            .bind(task).bind(seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Events committed before `before` and still undelivered, for unfinished
+    /// tasks that `executor` owns: the recovery sweep re-sends them.
+    pub async fn undelivered_events(
+        &self,
+        executor: &str,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<UndeliveredEvent>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            &format!("SELECT e.seq, e.task_id, e.name, e.payload, e.created_at, e.delivered_at, t.trace_id \
+             FROM task_events e JOIN tasks t ON t.id = e.task_id \
+             WHERE e.delivered_at IS NULL AND e.created_at < $2 AND t.executor_id = $1 \
+               AND t.state IN {HELD} ORDER BY e.seq LIMIT 1000"))
+            .bind(executor).bind(before).fetch_all(p).await)?)
+    }
+}

@@ -1,0 +1,168 @@
+//! The `executors` table: registration, heartbeats, death.
+
+use super::*;
+
+/// An executor registration.
+#[derive(Clone, Debug)]
+pub struct ExecutorRegistration {
+    pub id: String,
+    pub node: String,
+    pub host: String,
+    pub pid: i32,
+    /// Lets a sweeper on the same machine see that the process is gone
+    /// (`None`: only heartbeats tell).
+    pub process: Option<crate::process::ProcessIdentity>,
+    pub kinds: Vec<String>,
+    pub capacity: i32,
+}
+
+impl ExecutorRegistration {
+    /// The registration of an executor run by this very process.
+    pub fn this_process(
+        id: String,
+        node: String,
+        host: String,
+        kinds: Vec<String>,
+        capacity: u32,
+    ) -> Self {
+        ExecutorRegistration {
+            id,
+            node,
+            host,
+            pid: std::process::id() as i32,
+            process: crate::process::ProcessIdentity::current(),
+            kinds,
+            capacity: capacity.min(i32::MAX as u32) as i32,
+        }
+    }
+}
+
+impl Store {
+    /// Registers an executor as alive.
+    pub async fn register_executor(&self, r: &ExecutorRegistration) -> Result<()> {
+        on_pool!(self, p => sqlx::query(
+            "INSERT INTO executors (id, node, host, pid, pid_space, pid_start, state, kinds, capacity, running, started_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'alive', $7, $8, 0, $9, COALESCE($10, CURRENT_TIMESTAMP))")
+            .bind(&r.id).bind(&r.node).bind(&r.host).bind(r.pid)
+            .bind(r.process.as_ref().map(|p| p.space.clone()))
+            .bind(r.process.as_ref().map(|p| p.start))
+            .bind(Json(&r.kinds)).bind(r.capacity).bind(now()).bind(self.seen_now())
+            .execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The time a heartbeat records, `None` meaning the database's own
+    /// clock. On PostgreSQL, whose executors may sit on many hosts, every
+    /// heartbeat and every staleness check reads the one server clock, so a
+    /// host whose clock runs behind is not taken for dead (nor one running
+    /// ahead for alive). SQLite serves one host: its clock is the process's.
+    fn seen_now(&self) -> Option<DateTime<Utc>> {
+        match self.dialect() {
+            Dialect::Postgres => None,
+            Dialect::Sqlite => Some(now()),
+        }
+    }
+
+    /// Records a heartbeat. `false` when the executor is no longer alive in
+    /// the store (declared dead or stopped): it must stop touching its tasks.
+    pub async fn heartbeat(&self, id: &str, running: i32) -> Result<bool> {
+        let res = on_pool!(self, p => sqlx::query(
+            "UPDATE executors SET last_seen_at = COALESCE($2, CURRENT_TIMESTAMP), running = $3 WHERE id = $1 AND state = 'alive'")
+            .bind(id).bind(self.seen_now()).bind(running).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(res == 1)
+    }
+
+    /// Marks an executor cleanly stopped.
+    pub async fn stop_executor(&self, id: &str) -> Result<()> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE executors SET state = 'stopped', running = 0, ended_at = $2 WHERE id = $1 AND state = 'alive'")
+            .bind(id).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Alive executors other than `me` silent for longer than `dead_after`.
+    pub async fn stale_executors(
+        &self,
+        me: &str,
+        dead_after: Duration,
+    ) -> Result<Vec<ExecutorInfo>> {
+        let cols = "id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by";
+        // Staleness is read on the clock the heartbeats were written with
+        // (see `seen_now`).
+        let rows: Vec<ExecutorInfo> = match &self.db {
+            Db::Postgres(p) => sqlx::query_as(&format!(
+                "SELECT {cols} FROM executors WHERE state = 'alive' AND id <> $1 \
+                   AND last_seen_at < CURRENT_TIMESTAMP - make_interval(secs => $2)"))
+                .bind(me).bind(dead_after.as_secs_f64()).fetch_all(p).await?,
+            Db::Sqlite(p) => sqlx::query_as(&format!(
+                "SELECT {cols} FROM executors WHERE state = 'alive' AND id <> $1 AND last_seen_at < $2"))
+                .bind(me)
+                .bind(now() - chrono::Duration::from_std(dead_after).unwrap_or_default())
+                .fetch_all(p).await?,
+        };
+        Ok(rows)
+    }
+
+    /// Alive executors other than `me` whose process lives in pid space
+    /// `space` (see [`crate::process`]), with their process identity.
+    pub async fn alive_executors_in_space(
+        &self,
+        me: &str,
+        space: &str,
+    ) -> Result<Vec<(String, crate::process::ProcessIdentity)>> {
+        let rows: Vec<(String, i32, Option<i64>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, pid, pid_start FROM executors \
+             WHERE state = 'alive' AND id <> $1 AND pid_space = $2")
+            .bind(me).bind(space).fetch_all(p).await)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, pid, start)| {
+                let process = crate::process::ProcessIdentity {
+                    space: space.to_string(),
+                    pid,
+                    start: start?,
+                };
+                Some((id, process))
+            })
+            .collect())
+    }
+
+    /// Declares `dead` dead on behalf of `by`. A conditional update: when
+    /// several executors try at once, exactly one gets `true`.
+    pub async fn declare_dead(&self, dead: &str, by: &str) -> Result<bool> {
+        let res = on_pool!(self, p => sqlx::query(
+            "UPDATE executors SET state = 'dead', ended_at = $3, ended_by = $2, running = 0 \
+             WHERE id = $1 AND state = 'alive'")
+            .bind(dead).bind(by).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(res == 1)
+    }
+
+    /// Every executor, newest first.
+    pub async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
+        let rows: Vec<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
+             FROM executors ORDER BY started_at DESC").fetch_all(p).await)?;
+        Ok(rows)
+    }
+
+    /// One executor.
+    pub async fn executor(&self, id: &str) -> Result<Option<ExecutorInfo>> {
+        let row: Option<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
+             FROM executors WHERE id = $1").bind(id).fetch_optional(p).await)?;
+        Ok(row)
+    }
+
+    /// The kinds some alive executor has registered.
+    pub async fn known_kinds(&self) -> Result<Vec<String>> {
+        let all = self.executors().await?;
+        let mut kinds: Vec<String> = all
+            .into_iter()
+            .filter(|e| e.state == ExecutorState::Alive)
+            .flat_map(|e| e.kinds)
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        Ok(kinds)
+    }
+}
