@@ -200,7 +200,11 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
             host: "bench".into(),
             pid: 0,
             process: None,
-            kinds: vec!["bench.baseline".into()],
+            offer: courier::actors::store::Offer {
+                kinds: vec!["bench.baseline".into()],
+                queues: vec!["bench-baseline".into()],
+                kind_options: Default::default(),
+            },
             capacity: 1,
         })
         .await
@@ -272,13 +276,24 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
             idempotency_key: None,
             trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
             created_by: "bench".into(),
+            // A queue of its own: the real executor never claims these.
+            options: courier::TaskOptions::new()
+                .queue("bench-baseline")
+                .resolve(courier::actors::model::now()),
         };
         let (task, _) = store.create_task(&ins).await.unwrap();
         let claimed = store
-            .claim(task.id, "bench.baseline", "bench-baseline")
+            .claim(
+                "bench-baseline",
+                &["bench-baseline".into()],
+                &["bench.baseline".into()],
+                1,
+            )
             .await
             .unwrap()
-            .unwrap();
+            .tasks
+            .remove(0);
+        assert_eq!(claimed.id, task.id);
         s_start
             .record(t0.elapsed().as_micros().max(1) as u64)
             .unwrap();

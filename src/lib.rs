@@ -40,10 +40,12 @@ pub use courier_actors as actors;
 pub use courier_bus as bus;
 pub use courier_web as web;
 
+pub use courier_actors::store::Retention;
 pub use courier_actors::{
-    Child, Client, Error, ExecutorConfig, ExecutorInfo, ExecutorState, HistoryEntry, Msg, NewTask,
-    Registry, Result, Runtime, RuntimeBuilder, Store, StoreOptions, Submitted, Task, TaskContext,
-    TaskError, TaskEvent, TaskFilter, TaskKind, TaskState, Waited,
+    AttemptError, Child, Client, Error, ExecutorConfig, ExecutorInfo, ExecutorState, HistoryEntry,
+    Msg, NewTask, QueueInfo, QueueUpdate, Registry, Result, Runtime, RuntimeBuilder, Store,
+    StoreOptions, Submitted, Task, TaskContext, TaskError, TaskEvent, TaskFilter, TaskKind,
+    TaskOptions, TaskState, Waited,
 };
 pub use courier_bus::{Address, Envelope};
 

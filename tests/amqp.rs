@@ -45,7 +45,7 @@ fn executors_on_amqp_share_the_work_and_survive_a_poison_message() {
         let ch = conn.create_channel().await.unwrap();
         ch.basic_publish(
             prefix.as_str().into(),
-            "pool.demo.echo".into(),
+            "pool.default".into(),
             BasicPublishOptions::default(),
             b"\x00 this is not an envelope",
             lapin::BasicProperties::default(),

@@ -326,12 +326,12 @@ async fn idempotency_and_validation(db: &TestDb, via: Via) {
     );
     assert!(matches!(
         c.submit(NewTask::new("bad kind/x", json!(1))).await,
-        Err(Error::Invalid(_))
+        Err(Error::InvalidField { field, .. }) if field == "kind"
     ));
     assert!(matches!(
         c.submit(NewTask::new("demo.echo", json!(1)).idempotency_key("k".repeat(300)))
             .await,
-        Err(Error::Invalid(_))
+        Err(Error::InvalidField { field, .. }) if field == "idempotency_key"
     ));
     // Bad input fails the task with a message naming the problem.
     let w = c
@@ -379,10 +379,11 @@ async fn duplicate_starts_run_a_task_once(db: &TestDb, via: Via) {
         for _ in 0..10 {
             rt.bus().tell(courier::bus::Envelope::new(
                 Address::pool("tester").unwrap(),
-                Address::pool("count").unwrap(),
+                Address::pool("default").unwrap(),
                 courier::Msg::StartTask {
                     task_id: t.id,
                     kind: "count".into(),
+                    queue: "default".into(),
                 },
             ));
         }

@@ -77,14 +77,17 @@ async fn a_full_executor_lets_work_go_to_another(db: &TestDb, join: Join) {
             on_big += 1;
         }
     }
-    assert_eq!(
-        on_big, 3,
-        "the small executor ran one; the others went to the big one"
+    // Claims are pulls in priority order: which executor takes which task
+    // is a race, but the small one has room for one at most, and none of
+    // the others waited for it.
+    assert!(
+        on_big >= 3,
+        "the small executor runs one at most; the others go to the big one ({on_big} did)"
     );
     small.shutdown().await;
     big.shutdown().await;
     if let Join::Amqp = join {
-        common::amqp_cleanup(&prefix, &courier::demo::registry().names()).await;
+        common::amqp_cleanup(&prefix, &[]).await;
     }
 }
 

@@ -1,16 +1,26 @@
 //! The store's guarantees, on SQLite and PostgreSQL: conditional claims,
 //! fencing, trigger-written history, idempotent spawning, one winner when
-//! declaring an executor dead.
+//! declaring an executor dead; and the queue semantics enforced where tasks
+//! are claimed: priorities, concurrency and rate limits, pauses, timers,
+//! retries, batches and retention.
 
 mod common;
 
-use common::TestDb;
-use courier::actors::store::{ExecutorRegistration, Fence, Outcome, TaskInsert};
-use courier::{Error, Store, TaskState};
+use std::time::Duration;
+
+use common::{max_running, TestDb};
+use courier::actors::model::now;
+use courier::actors::store::{ExecutorRegistration, Fence, Offer, Outcome, TaskInsert};
+use courier::{Error, QueueUpdate, Retention, Store, Task, TaskOptions, TaskState};
 use serde_json::json;
 use uuid::Uuid;
 
+/// A task of `kind` in queue `q`, to start now.
 fn insert(kind: &str) -> TaskInsert {
+    insert_with(kind, TaskOptions::new().queue("q"))
+}
+
+fn insert_with(kind: &str, options: TaskOptions) -> TaskInsert {
     TaskInsert {
         id: Uuid::now_v7(),
         kind: kind.into(),
@@ -18,6 +28,7 @@ fn insert(kind: &str) -> TaskInsert {
         idempotency_key: None,
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         created_by: "test".into(),
+        options: options.resolve(now()),
     }
 }
 
@@ -29,18 +40,41 @@ async fn executor(store: &Store, id: &str) {
             host: "h".into(),
             pid: 1,
             process: None,
-            kinds: vec!["k".into()],
+            offer: Offer {
+                kinds: vec!["k".into()],
+                queues: vec!["q".into()],
+                kind_options: Default::default(),
+            },
             capacity: 4,
         })
         .await
         .unwrap();
 }
 
-fn fence(t: &courier::Task) -> Fence {
+/// One claim of up to `n` tasks of kind `k` from queue `q`.
+async fn claim(s: &Store, who: &str, n: u32) -> Vec<Task> {
+    s.claim(who, &["q".into()], &["k".into()], n)
+        .await
+        .unwrap()
+        .tasks
+}
+
+async fn claim_one(s: &Store, who: &str) -> Option<Task> {
+    claim(s, who, 1).await.pop()
+}
+
+fn fence(t: &Task) -> Fence {
     Fence {
         task_id: t.id,
         executor_id: t.executor_id.clone().unwrap(),
         epoch: t.epoch,
+    }
+}
+
+fn failed(msg: &str) -> Outcome {
+    Outcome::Failed {
+        error: msg.into(),
+        errors: Vec::new(),
     }
 }
 
@@ -57,9 +91,7 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
     for i in 0..8 {
         let s = s.clone();
         let who = if i % 2 == 0 { "e1" } else { "e2" };
-        claims.push(tokio::spawn(async move {
-            s.claim(t.id, "k", who).await.unwrap()
-        }));
+        claims.push(tokio::spawn(async move { claim_one(&s, who).await }));
     }
     let mut won = Vec::new();
     for c in claims {
@@ -95,10 +127,12 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
     ));
     let released = s.release_orphans(other, 5).await.unwrap();
     assert_eq!(released.len(), 1);
+    // The interrupted run used no attempt.
+    assert_eq!(released[0].attempts, 0);
     // A dead executor cannot claim.
-    assert!(s.claim(t.id, "k", &owner).await.unwrap().is_none());
-    let second = s.claim(t.id, "k", other).await.unwrap().unwrap();
-    assert_eq!((second.attempts, second.epoch), (2, 2));
+    assert!(claim_one(&s, &owner).await.is_none());
+    let second = claim_one(&s, other).await.unwrap();
+    assert_eq!((second.attempts, second.epoch), (1, 2));
 
     // The zombie's writes are refused, whatever they try.
     let old = fence(&first);
@@ -118,6 +152,10 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
         s.spawn_child(&old, 0, &insert("k")).await,
         Err(Error::Fenced(_))
     ));
+    assert!(matches!(
+        s.retry_later(&old, "x", &[], now()).await,
+        Err(Error::Fenced(_))
+    ));
     assert!(matches!(s.hand_back(&old).await, Err(Error::Fenced(_))));
     assert!(
         !s.heartbeat(&owner, 0).await.unwrap(),
@@ -128,20 +166,29 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
     // it stopped) is an orphan: the next sweep puts it back.
     executor(&s, "e3").await;
     let (t3, _) = s.create_task(&insert("k")).await.unwrap();
-    s.claim(t3.id, "k", "e3").await.unwrap().unwrap();
+    assert_eq!(claim_one(&s, "e3").await.unwrap().id, t3.id);
     s.stop_executor("e3").await.unwrap();
     let orphans = s.release_orphans(other, 5).await.unwrap();
     assert_eq!(orphans.iter().map(|t| t.id).collect::<Vec<_>>(), [t3.id]);
-    assert!(
-        s.claim(t.id, "other-kind", other).await.unwrap().is_none(),
-        "the kind must match"
-    );
+    // Only kinds the executor runs are claimed.
+    let took = s
+        .claim(other, &["q".into()], &["other-kind".into()], 4)
+        .await
+        .unwrap();
+    assert!(took.tasks.is_empty(), "the kind must match");
+    // Only from the queues asked.
+    let took = s
+        .claim(other, &["elsewhere".into()], &["k".into()], 4)
+        .await
+        .unwrap();
+    assert!(took.tasks.is_empty(), "the queue must match");
+    assert_eq!(claim_one(&s, other).await.unwrap().id, t3.id);
 
     // A task whose executor dies every time it runs is failed at the limit.
     let (p, _) = s.create_task(&insert("k")).await.unwrap();
     for (i, e) in ["p1", "p2"].into_iter().enumerate() {
         executor(&s, e).await;
-        s.claim(p.id, "k", e).await.unwrap().unwrap();
+        assert_eq!(claim_one(&s, e).await.unwrap().id, p.id);
         assert!(s.declare_dead(e, other).await.unwrap());
         let back = s.release_orphans(other, 2).await.unwrap();
         let t = back.iter().find(|t| t.id == p.id).unwrap();
@@ -160,10 +207,7 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
     let cur = fence(&second);
     s.set_owned_state(&cur, TaskState::Suspended).await.unwrap();
     s.add_watcher(t.id, "web/n/w1").await.unwrap();
-    let (done, watchers) = s
-        .finish(&cur, &Outcome::Failed("boom".into()))
-        .await
-        .unwrap();
+    let (done, watchers) = s.finish(&cur, &failed("boom")).await.unwrap();
     // The watchers are taken with the final state, in one transaction.
     assert_eq!(watchers, ["web/n/w1"]);
     assert!(s.take_watchers(t.id).await.unwrap().is_empty());
@@ -180,8 +224,9 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
         Err(Error::Conflict(_))
     ));
 
-    // Every change is in the history, with who made it and who held the
-    // task before: the takeover line names the dead owner and the taker.
+    // Every change is in the history, with who made it, who held the task
+    // before, and the attempt it concerns: the takeover line names the dead
+    // owner and the taker, and the run taken over was attempt 1, run again.
     let h = s.history(t.id).await.unwrap();
     let lines: Vec<_> = h
         .iter()
@@ -202,9 +247,9 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
             (None, "pending", Some("test"), None, 0),
             (Some("pending"), "running", o, None, 1),
             (Some("running"), "pending", Some(other), o, 1),
-            (Some("pending"), "running", Some(other), None, 2),
-            (Some("running"), "suspended", Some(other), Some(other), 2),
-            (Some("suspended"), "failed", Some(other), Some(other), 2),
+            (Some("pending"), "running", Some(other), None, 1),
+            (Some("running"), "suspended", Some(other), Some(other), 1),
+            (Some("suspended"), "failed", Some(other), Some(other), 1),
         ]
     );
 }
@@ -212,12 +257,12 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
 async fn spawning_and_idempotency_keys_are_idempotent(db: &TestDb) {
     let s = db.store().await;
     executor(&s, "e1").await;
-    let (p, _) = s.create_task(&insert("k")).await.unwrap();
-    let p = s.claim(p.id, "k", "e1").await.unwrap().unwrap();
+    let (_, _) = s.create_task(&insert("k")).await.unwrap();
+    let p = claim_one(&s, "e1").await.unwrap();
     let f = fence(&p);
     let (c0, created) = s.spawn_child(&f, 0, &insert("k")).await.unwrap();
     assert!(created);
-    assert_eq!(c0.parent_id, Some(p.id));
+    assert_eq!((c0.parent_id, c0.parent_attempt), (Some(p.id), Some(1)));
     // The same spawn number again (a re-run) returns the first child.
     let (again, created) = s.spawn_child(&f, 0, &insert("k")).await.unwrap();
     assert!(!created);
@@ -239,6 +284,21 @@ async fn spawning_and_idempotency_keys_are_idempotent(db: &TestDb) {
         .map(|t| t.id)
         .collect();
     assert_eq!(open.len(), 2);
+
+    // A retried parent (its next attempt) spawns afresh.
+    let retried = s.retry_later(&f, "again", &[], now()).await.unwrap();
+    assert_eq!(retried.state, TaskState::Scheduled);
+    let due = s.promote_due("test", 10).await.unwrap();
+    assert_eq!(due.iter().map(|t| t.id).collect::<Vec<_>>(), [p.id]);
+    // The children are pending too: take them out of the way first.
+    let mut next = claim(&s, "e1", 3).await;
+    next.retain(|t| t.id == p.id);
+    let p2 = next.pop().unwrap();
+    assert_eq!(p2.attempts, 2);
+    let (fresh, created) = s.spawn_child(&fence(&p2), 0, &insert("k")).await.unwrap();
+    assert!(created && fresh.id != c0.id);
+    assert_eq!(fresh.parent_attempt, Some(2));
+    assert_eq!(s.children(p.id).await.unwrap().len(), 3);
 
     let mut a = insert("k");
     a.idempotency_key = Some("key-1".into());
@@ -283,11 +343,24 @@ async fn events_and_watchers(db: &TestDb) {
     assert_eq!(s.take_watchers(t.id).await.unwrap(), ["web/n/s1"]);
     assert!(s.take_watchers(t.id).await.unwrap().is_empty());
 
-    let cancelled = s.cancel_pending(t.id, "test").await.unwrap().unwrap();
+    let cancelled = s.cancel_unclaimed(t.id, "test").await.unwrap().unwrap();
     assert_eq!(cancelled.state, TaskState::Cancelled);
-    assert!(s.cancel_pending(t.id, "test").await.unwrap().is_none());
+    assert!(s.cancel_unclaimed(t.id, "test").await.unwrap().is_none());
+    // A scheduled task is cancelled at once too.
+    let (later, _) = s
+        .create_task(&insert_with(
+            "k",
+            TaskOptions::new()
+                .queue("q")
+                .delay(Duration::from_secs(3600)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(later.state, TaskState::Scheduled);
+    let gone = s.cancel_unclaimed(later.id, "test").await.unwrap().unwrap();
+    assert_eq!((gone.state, gone.run_at), (TaskState::Cancelled, None));
     let counts = s.count_by_state().await.unwrap();
-    assert_eq!(counts, [(TaskState::Cancelled, 1)]);
+    assert_eq!(counts, [(TaskState::Cancelled, 2)]);
 }
 
 /// Executors pulling at once each get at most what they asked for (their
@@ -307,9 +380,10 @@ async fn pulls_never_claim_more_than_asked(db: &TestDb) {
             let mut got = Vec::new();
             loop {
                 let batch = s
-                    .claim_pending(e, &["j".into(), "k".into()], 3)
+                    .claim(e, &["q".into()], &["j".into(), "k".into()], 3)
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .tasks;
                 assert!(batch.len() <= 3, "{e} asked for 3 and got {}", batch.len());
                 if batch.is_empty() {
                     return got;
@@ -328,9 +402,398 @@ async fn pulls_never_claim_more_than_asked(db: &TestDb) {
     assert_eq!((n, all.len()), (300, 300), "every task claimed once");
 }
 
+/// Within a queue the higher priority starts first, FIFO among equals;
+/// one claim across two queues takes the highest priorities of both.
+async fn priority_then_age_decides_who_starts(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    let mut ids = Vec::new();
+    for p in [0, 5, -3, 5, 10, 0] {
+        let (t, _) = s
+            .create_task(&insert_with("k", TaskOptions::new().queue("q").priority(p)))
+            .await
+            .unwrap();
+        ids.push(t.id);
+    }
+    let mut order = Vec::new();
+    while let Some(t) = claim_one(&s, "e1").await {
+        order.push(t.id);
+    }
+    assert_eq!(
+        order,
+        [ids[4], ids[1], ids[3], ids[0], ids[5], ids[2]],
+        "priority 10, 5, 5, 0, 0, -3, the older first among equals"
+    );
+    let (a, _) = s
+        .create_task(&insert_with("k", TaskOptions::new().queue("a").priority(1)))
+        .await
+        .unwrap();
+    let (b, _) = s
+        .create_task(&insert_with("k", TaskOptions::new().queue("b").priority(9)))
+        .await
+        .unwrap();
+    let (_, _) = s
+        .create_task(&insert_with(
+            "k",
+            TaskOptions::new().queue("a").priority(-1),
+        ))
+        .await
+        .unwrap();
+    let got = s
+        .claim("e1", &["a".into(), "b".into()], &["k".into()], 2)
+        .await
+        .unwrap()
+        .tasks;
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), [b.id, a.id]);
+}
+
+/// A concurrency limit holds while four executors claim and finish as fast
+/// as they can, checked from the tasks' own history.
+async fn a_concurrency_limit_holds_across_executors(db: &TestDb) {
+    let s = db.store().await;
+    let q = s
+        .update_queue(
+            "q",
+            &QueueUpdate {
+                concurrency: Some(Some(3)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.concurrency, Some(3));
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        ids.push(s.create_task(&insert("k")).await.unwrap().0.id);
+    }
+    let mut workers = Vec::new();
+    for e in ["c1", "c2", "c3", "c4"] {
+        executor(&s, e).await;
+        let s = s.clone();
+        workers.push(tokio::spawn(async move {
+            let mut done = 0;
+            let mut idle = 0;
+            while idle < 50 {
+                let got = claim(&s, e, 2).await;
+                if got.is_empty() {
+                    idle += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                idle = 0;
+                for t in got {
+                    s.finish(&fence(&t), &Outcome::Succeeded(json!(null)))
+                        .await
+                        .unwrap();
+                    done += 1;
+                }
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    assert_eq!(total, 60);
+    let mut lines = Vec::new();
+    for id in &ids {
+        lines.extend(s.history(*id).await.unwrap());
+    }
+    let most = max_running(&lines);
+    assert!(
+        most <= 3,
+        "{most} tasks ran at once in a queue limited to 3"
+    );
+    // Lifting the limit takes effect at the next claim.
+    s.update_queue(
+        "q",
+        &QueueUpdate {
+            concurrency: Some(None),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        s.create_task(&insert("k")).await.unwrap();
+    }
+    assert_eq!(claim(&s, "c1", 10).await.len(), 5);
+}
+
+/// A paused queue starts nothing, anywhere; a rate limit lets a burst
+/// through, then one start per token, and says when the next one is due.
+async fn pauses_and_rate_limits_hold_at_the_claim(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    for _ in 0..30 {
+        s.create_task(&insert("k")).await.unwrap();
+    }
+    let paused = s
+        .update_queue(
+            "q",
+            &QueueUpdate {
+                paused: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(paused.paused);
+    assert_eq!(paused.pending, 30);
+    assert!(claim(&s, "e1", 10).await.is_empty(), "paused");
+    // Resume with 5 starts a second: a burst of 5, then none until a token.
+    let q = s
+        .update_queue(
+            "q",
+            &QueueUpdate {
+                paused: Some(false),
+                rate_per_s: Some(Some(5.0)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((q.paused, q.rate_per_s), (false, Some(5.0)));
+    let first = s
+        .claim("e1", &["q".into()], &["k".into()], 20)
+        .await
+        .unwrap();
+    assert_eq!(first.tasks.len(), 5);
+    let wait = first
+        .retry_in
+        .expect("the rate limit says when to come back");
+    assert!(wait <= Duration::from_millis(201), "{wait:?}");
+    let second = s
+        .claim("e1", &["q".into()], &["k".into()], 20)
+        .await
+        .unwrap();
+    assert!(second.tasks.len() <= 1, "{}", second.tasks.len());
+    // A second later (moved back in the bucket) there are 5 more tokens.
+    db.raw("UPDATE queues SET tokens = 0, tokens_at = NULL WHERE name = 'q'")
+        .await;
+    assert_eq!(claim(&s, "e1", 20).await.len(), 5);
+    // Other queues are untouched by q's limits.
+    s.create_task(&insert_with("k", TaskOptions::new().queue("free")))
+        .await
+        .unwrap();
+    let got = s
+        .claim("e1", &["q".into(), "free".into()], &["k".into()], 20)
+        .await
+        .unwrap();
+    assert!(got.tasks.iter().any(|t| t.queue == "free"));
+    let all = s.queues().await.unwrap();
+    let names: Vec<_> = all.iter().map(|q| q.name.as_str()).collect();
+    assert!(names.contains(&"q") && names.contains(&"free"), "{names:?}");
+    assert!(matches!(
+        s.update_queue(
+            "q",
+            &QueueUpdate {
+                concurrency: Some(Some(0)),
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(Error::InvalidField { field, .. }) if field == "concurrency"
+    ));
+}
+
+/// A delayed task is `scheduled` until due, then promoted once; a failed
+/// attempt with attempts left waits out its backoff the same way.
+async fn timers_and_retries_live_in_the_database(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    let (t, _) = s
+        .create_task(&insert_with(
+            "k",
+            TaskOptions::new()
+                .queue("q")
+                .delay(Duration::from_secs(3600))
+                .max_attempts(3),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(t.state, TaskState::Scheduled);
+    assert_eq!(t.max_attempts, 3);
+    assert_eq!(s.next_due().await.unwrap(), t.run_at);
+    assert!(s.promote_due("test", 10).await.unwrap().is_empty());
+    assert!(claim(&s, "e1", 4).await.is_empty(), "not before its time");
+    // Its time comes.
+    db.raw("UPDATE tasks SET run_at = created_at WHERE state = 'scheduled'")
+        .await;
+    let due = s.promote_due("test", 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].state, due[0].run_at), (TaskState::Pending, None));
+    assert!(s.promote_due("test", 10).await.unwrap().is_empty(), "once");
+    assert_eq!(s.next_due().await.unwrap(), None);
+
+    let run = claim_one(&s, "e1").await.unwrap();
+    assert_eq!(run.attempts, 1);
+    let err = courier::AttemptError {
+        attempt: 1,
+        error: "flaky".into(),
+        at: now(),
+        code: "error".into(),
+    };
+    let at = now() + chrono::Duration::seconds(60);
+    let r = s
+        .retry_later(&fence(&run), "flaky", std::slice::from_ref(&err), at)
+        .await
+        .unwrap();
+    assert_eq!(r.state, TaskState::Scheduled);
+    assert_eq!(
+        r.run_at.map(|t| t.timestamp_micros()),
+        Some(at.timestamp_micros())
+    );
+    assert_eq!((r.errors.len(), r.executor_id.as_deref()), (1, None));
+    db.raw("UPDATE tasks SET run_at = created_at WHERE state = 'scheduled'")
+        .await;
+    s.promote_due("test", 10).await.unwrap();
+    let again = claim_one(&s, "e1").await.unwrap();
+    assert_eq!((again.attempts, again.errors.len()), (2, 1));
+    let mut errors = again.errors.clone();
+    errors.push(courier::AttemptError {
+        attempt: 2,
+        error: "down".into(),
+        ..err
+    });
+    let (done, _) = s
+        .finish(
+            &fence(&again),
+            &Outcome::Failed {
+                error: "down".into(),
+                errors,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.state, TaskState::Failed);
+    assert_eq!(
+        done.errors
+            .iter()
+            .map(|e| (e.attempt, e.error.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "flaky"), (2, "down")]
+    );
+    let h: Vec<_> = s
+        .history(t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.to_state, h.attempt))
+        .collect();
+    assert_eq!(
+        h,
+        [
+            ("scheduled".to_string(), 0),
+            ("pending".into(), 0),
+            ("running".into(), 1),
+            ("scheduled".into(), 1),
+            ("pending".into(), 1),
+            ("running".into(), 2),
+            ("failed".into(), 2),
+        ]
+    );
+}
+
+/// A batch is one transaction: all of it, or nothing.
+async fn a_batch_is_all_or_nothing(db: &TestDb) {
+    let s = db.store().await;
+    let a = insert("k");
+    let mut b = insert("k");
+    b.id = a.id;
+    assert!(matches!(
+        s.create_tasks(&[insert("k"), a.clone(), b], None).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(s.count_by_state().await.unwrap().is_empty(), "nothing kept");
+    let rows = s
+        .create_tasks(
+            &[
+                insert("k"),
+                a,
+                insert_with(
+                    "k",
+                    TaskOptions::new().queue("q").delay(Duration::from_secs(60)),
+                ),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| (r.0.state, r.1)).collect::<Vec<_>>(),
+        [
+            (TaskState::Pending, true),
+            (TaskState::Pending, true),
+            (TaskState::Scheduled, true)
+        ]
+    );
+}
+
+/// Retention deletes whole finished trees once their root has been final
+/// long enough, with their history and events, and leaves a tree alone
+/// while any task in it is not final.
+async fn retention_deletes_whole_finished_trees(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    // A tree of three that finishes, and one whose child still runs.
+    let (done_root, _) = s.create_task(&insert("k")).await.unwrap();
+    let root = claim_one(&s, "e1").await.unwrap();
+    assert_eq!(root.id, done_root.id);
+    let (c1, _) = s.spawn_child(&fence(&root), 0, &insert("k")).await.unwrap();
+    let (c2, _) = s.spawn_child(&fence(&root), 1, &insert("k")).await.unwrap();
+    s.add_event(c1.id, "e", &json!(1)).await.unwrap();
+    for c in claim(&s, "e1", 2).await {
+        s.finish(&fence(&c), &Outcome::Succeeded(json!(1)))
+            .await
+            .unwrap();
+    }
+    s.finish(&fence(&root), &Outcome::Succeeded(json!(1)))
+        .await
+        .unwrap();
+
+    let (open_root, _) = s.create_task(&insert("k")).await.unwrap();
+    let open = claim_one(&s, "e1").await.unwrap();
+    assert_eq!(open.id, open_root.id);
+    let (child, _) = s.spawn_child(&fence(&open), 0, &insert("k")).await.unwrap();
+    s.finish(&fence(&open), &failed("parent gave up"))
+        .await
+        .unwrap();
+    assert_eq!(claim_one(&s, "e1").await.unwrap().id, child.id);
+
+    let keep_a_day: Retention = "succeeded=1d,failed=1d".parse().unwrap();
+    assert!(s.delete_expired(&keep_a_day, 100).await.unwrap().is_empty());
+    // Two days pass.
+    db.raw("UPDATE tasks SET finished_at = '2000-01-01T00:00:00Z' WHERE finished_at IS NOT NULL")
+        .await;
+    let deleted = s.delete_expired(&keep_a_day, 100).await.unwrap();
+    assert_eq!(deleted, [(TaskState::Succeeded, 3)]);
+    for id in [done_root.id, c1.id, c2.id] {
+        assert!(s.get_task(id).await.unwrap().is_none());
+        assert!(s.history(id).await.unwrap().is_empty());
+    }
+    assert!(s.events(c1.id).await.unwrap().is_empty());
+    // The failed root whose child runs stays, with its child.
+    assert!(s.get_task(open_root.id).await.unwrap().is_some());
+    assert!(s.delete_expired(&keep_a_day, 100).await.unwrap().is_empty());
+    // Kept forever means kept.
+    assert!(s
+        .delete_expired(&Retention::forever(), 100)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 on_both_databases!(
     pulls_never_claim_more_than_asked,
     claims_are_conditional_and_fenced,
     spawning_and_idempotency_keys_are_idempotent,
     events_and_watchers,
+    priority_then_age_decides_who_starts,
+    a_concurrency_limit_holds_across_executors,
+    pauses_and_rate_limits_hold_at_the_claim,
+    timers_and_retries_live_in_the_database,
+    a_batch_is_all_or_nothing,
+    retention_deletes_whole_finished_trees,
 );

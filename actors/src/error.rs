@@ -26,9 +26,16 @@ pub enum Error {
     /// The request conflicts with the task's state (e.g. an event for a finished task).
     #[error("{0}")]
     Conflict(String),
-    /// A field of the request is invalid.
-    #[error("invalid request: {0}")]
+    /// A setting is invalid (e.g. a node name that cannot be an address).
+    #[error("invalid setting: {0}")]
     Invalid(String),
+    /// A field of a request has a value that is refused; `message` says
+    /// what is accepted.
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
+    /// Entry `index` of a batch was refused; nothing of the batch was kept.
+    #[error("entry {index} of the batch: {error}")]
+    InBatch { index: usize, error: Box<Error> },
     /// No executor runs this kind of task.
     #[error("unknown task kind {0:?}")]
     UnknownKind(String),
@@ -53,6 +60,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// An [`Error::InvalidField`].
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
     /// True for failures that may pass by themselves (a dropped connection, a
     /// busy database, a server restarting): worth retrying with backoff.
     pub fn is_transient(&self) -> bool {

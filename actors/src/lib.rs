@@ -7,6 +7,9 @@
 //!
 //! - [`error`]: the typed [`Error`] of the runtime and the store, and
 //!   [`TaskError`], how a run ends without output.
+//! - [`options`]: [`TaskOptions`], the queue options of a task (queue,
+//!   priority, delay, retries, timeout): checked, resolved, and the retry
+//!   backoff.
 //! - [`model`]: tasks, events, history and executors as stored and shown.
 //! - [`protocol`]: [`Msg`], the one message enum of the task protocol that
 //!   travels on the bus (`start_task`, `task_finished`, `task_event`,
@@ -16,6 +19,8 @@
 //! - [`metrics`]: process-wide counters for the Prometheus endpoint.
 //! - [`store`]: durable state in SQL (SQLite or PostgreSQL) through sqlx, a
 //!   file per table, with fenced writes and the migrators.
+//! - [`creation`]: what every way of creating a task shares: checks, the
+//!   kind's defaults, the row to insert.
 //! - [`notify`]: flow 2 (`task_finished` to watchers and parent), from
 //!   wherever a task ends.
 //! - [`task`]: the task actor, one per running task, owner of its bus
@@ -29,11 +34,13 @@
 //! - [`runtime`]: [`Runtime`]: start and stop it all in a process.
 
 pub mod client;
+pub mod creation;
 pub mod error;
 pub mod executor;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod options;
 pub mod process;
 pub mod protocol;
 pub mod runtime;
@@ -45,8 +52,10 @@ pub use client::{Client, Submitted, Waited};
 pub use error::{Error, Result, TaskError};
 pub use executor::ExecutorConfig;
 pub use model::{
-    ExecutorInfo, ExecutorState, HistoryEntry, NewTask, Task, TaskEvent, TaskFilter, TaskState,
+    AttemptError, ExecutorInfo, ExecutorState, HistoryEntry, NewTask, QueueInfo, QueueUpdate, Task,
+    TaskEvent, TaskFilter, TaskState,
 };
+pub use options::TaskOptions;
 pub use protocol::Msg;
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use store::{Store, StoreOptions};

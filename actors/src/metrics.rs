@@ -20,6 +20,12 @@ pub const DISPATCH_BUCKETS: [f64; 12] = [
 pub struct Metrics {
     created: Mutex<BTreeMap<String, u64>>,
     finished: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Failed attempts retried, by queue.
+    retries: Mutex<BTreeMap<String, u64>>,
+    /// Attempts that ran out of time, by queue.
+    timeouts: Mutex<BTreeMap<String, u64>>,
+    /// Finished tasks retention deleted, by state.
+    retention_deleted: Mutex<BTreeMap<&'static str, u64>>,
     dispatch_buckets: [AtomicU64; DISPATCH_BUCKETS.len()],
     dispatch_count: AtomicU64,
     /// Sum of dispatch latencies in microseconds.
@@ -33,6 +39,9 @@ pub fn metrics() -> &'static Metrics {
     M.get_or_init(|| Metrics {
         created: Mutex::new(BTreeMap::new()),
         finished: Mutex::new(BTreeMap::new()),
+        retries: Mutex::new(BTreeMap::new()),
+        timeouts: Mutex::new(BTreeMap::new()),
+        retention_deleted: Mutex::new(BTreeMap::new()),
         dispatch_buckets: Default::default(),
         dispatch_count: AtomicU64::new(0),
         dispatch_sum_us: AtomicU64::new(0),
@@ -57,6 +66,18 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .entry((kind.to_string(), state))
             .or_default() += 1;
+    }
+
+    pub(crate) fn retried(&self, queue: &str) {
+        bump(&self.retries, queue.to_string(), 1);
+    }
+
+    pub(crate) fn timed_out(&self, queue: &str) {
+        bump(&self.timeouts, queue.to_string(), 1);
+    }
+
+    pub(crate) fn retention_deleted(&self, state: &'static str, n: u64) {
+        bump(&self.retention_deleted, state, n);
     }
 
     /// Time from a task's creation to its first claim.
@@ -108,6 +129,27 @@ impl Metrics {
                 esc(kind)
             );
         }
+        family(
+            out,
+            "courier_task_retries_total",
+            "Failed attempts this process's executor scheduled for a retry, by queue.",
+            "queue",
+            &self.retries,
+        );
+        family(
+            out,
+            "courier_task_timeouts_total",
+            "Attempts this process's executor aborted for running past their timeout, by queue.",
+            "queue",
+            &self.timeouts,
+        );
+        family(
+            out,
+            "courier_retention_deleted_total",
+            "Finished tasks deleted by this process's retention, by state.",
+            "state",
+            &self.retention_deleted,
+        );
         out.push_str("# HELP courier_dispatch_latency_seconds Time from a task's creation to its first claim.\n# TYPE courier_dispatch_latency_seconds histogram\n");
         for (i, b) in DISPATCH_BUCKETS.iter().enumerate() {
             let _ = writeln!(
@@ -133,5 +175,31 @@ impl Metrics {
             "courier_tasks_running {}",
             self.running.load(Ordering::Relaxed)
         );
+    }
+}
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) {
+    *map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default() += n;
+}
+
+/// Writes one counter family with a single label.
+fn family<K: AsRef<str>>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    map: &Mutex<BTreeMap<K, u64>>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (k, n) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let v = k
+            .as_ref()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = writeln!(out, "{name}{{{label}=\"{v}\"}} {n}");
     }
 }

@@ -12,6 +12,8 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+pub use crate::options::{validate_queue_name, TaskOptions};
+
 /// The current time as the store keeps it (UTC, microsecond precision, which
 /// is what PostgreSQL stores; SQLite gets the same value).
 pub fn now() -> DateTime<Utc> {
@@ -21,16 +23,20 @@ pub fn now() -> DateTime<Utc> {
 /// Where a task is in its life.
 ///
 /// ```text
-/// pending ──claim──▶ running ◀──────▶ suspended
-///    │                 │                  │
-///    │                 ├─▶ succeeded      │
-///    │                 ├─▶ failed    ◀────┤ (cancel, takeover)
-///    └──cancel──▶ cancelled ◀─────────────┘
-/// running/suspended ──executor lost──▶ pending
+/// scheduled ──due──▶ pending ──claim──▶ running ◀──────▶ suspended
+///    ▲   │              │                 │                  │
+///    │   │              │                 ├─▶ succeeded      │
+///    │   │              │                 ├─▶ failed    ◀────┤ (cancel, takeover)
+///    │   └──cancel──────┴──cancel──▶ cancelled ◀─────────────┘
+///    └──── a failed attempt with attempts left (running/suspended) ─┘
+/// running/suspended ──executor lost, or a clean stop──▶ pending
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
+    /// Not before its `run_at`: a delayed start, or a retry waiting out its
+    /// backoff. Becomes `pending` when due.
+    Scheduled,
     /// Committed, waiting for an executor to claim it.
     Pending,
     /// Claimed by an executor and running there.
@@ -46,7 +52,8 @@ pub enum TaskState {
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 6] = [
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Scheduled,
         TaskState::Pending,
         TaskState::Running,
         TaskState::Suspended,
@@ -58,6 +65,7 @@ impl TaskState {
     /// The name used in the database and on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskState::Scheduled => "scheduled",
             TaskState::Pending => "pending",
             TaskState::Running => "running",
             TaskState::Suspended => "suspended",
@@ -85,12 +93,14 @@ impl TaskState {
         use TaskState::*;
         matches!(
             (self, to),
-            (Pending, Running)
+            (Scheduled, Pending | Cancelled)
+                | (Pending, Running)
                 | (Pending, Cancelled)
                 | (Running, Suspended)
                 | (Suspended, Running)
                 | (Running | Suspended, Succeeded | Failed | Cancelled)
                 | (Running | Suspended, Pending)
+                | (Running | Suspended, Scheduled)
         )
     }
 }
@@ -103,7 +113,7 @@ impl fmt::Display for TaskState {
 
 /// A state name that is not one of the six.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown task state {0:?} (expected pending, running, suspended, succeeded, failed or cancelled)")]
+#[error("unknown task state {0:?} (expected scheduled, pending, running, suspended, succeeded, failed or cancelled)")]
 pub struct UnknownState(pub String);
 
 impl TryFrom<String> for TaskState {
@@ -144,7 +154,8 @@ pub struct Task {
     /// Fencing epoch of the current ownership; internal.
     #[serde(skip, default)]
     pub epoch: i64,
-    /// How many times an executor claimed it (1 on a first run).
+    /// The attempt it is on: 1 on the first, one more for each retry. A run
+    /// repeated after its executor died or stopped is the same attempt.
     pub attempts: i32,
     pub cancel_requested: bool,
     /// Someone follows every state change of this task; internal.
@@ -157,6 +168,33 @@ pub struct Task {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The queue it waits in and runs from.
+    pub queue: String,
+    /// Within its queue, a higher priority starts first.
+    pub priority: i32,
+    /// Not before this time (`scheduled`); `None` once it may start.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Attempts allowed: a failed attempt with attempts left is retried.
+    pub max_attempts: i32,
+    /// The base of the retry backoff, in milliseconds.
+    pub backoff_ms: i64,
+    /// An attempt running longer is aborted and fails with code `timeout`.
+    pub timeout_ms: Option<i64>,
+    /// One entry per failed attempt, oldest first.
+    #[sqlx(json)]
+    pub errors: Vec<AttemptError>,
+    /// For a sub-task: the attempt of its parent that spawned it.
+    pub parent_attempt: Option<i32>,
+}
+
+/// How one attempt failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptError {
+    pub attempt: i32,
+    pub error: String,
+    pub at: DateTime<Utc>,
+    /// `error` (the run returned an error), `panic` or `timeout`.
+    pub code: String,
 }
 
 /// What it takes to create a task.
@@ -172,6 +210,10 @@ pub struct NewTask {
     /// `traceparent`) instead of starting a new one.
     #[serde(skip)]
     pub trace_id: Option<String>,
+    /// Queue, priority, delay, retries and timeout; unset ones come from the
+    /// kind's defaults, then the global ones.
+    #[serde(flatten)]
+    pub options: TaskOptions,
 }
 
 impl NewTask {
@@ -181,11 +223,60 @@ impl NewTask {
             input,
             idempotency_key: None,
             trace_id: None,
+            options: TaskOptions::default(),
         }
     }
 
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets every option at once.
+    pub fn options(mut self, options: TaskOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The queue to run from (default `default`).
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.options = self.options.queue(queue);
+        self
+    }
+
+    /// Priority within the queue, −100 to 100 (default 0).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.options = self.options.priority(priority);
+        self
+    }
+
+    /// Not before this time.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.options = self.options.run_at(at);
+        self
+    }
+
+    /// Not before this long from now.
+    pub fn delay(mut self, delay: std::time::Duration) -> Self {
+        self.options = self.options.delay(delay);
+        self
+    }
+
+    /// Attempts allowed, 1 to 100.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.options = self.options.max_attempts(n);
+        self
+    }
+
+    /// The base of the retry backoff.
+    pub fn backoff(mut self, base: std::time::Duration) -> Self {
+        self.options = self.options.backoff(base);
+        self
+    }
+
+    /// The longest an attempt may run.
+    pub fn timeout(mut self, limit: std::time::Duration) -> Self {
+        self.options = self.options.timeout(limit);
         self
     }
 }
@@ -270,6 +361,9 @@ pub struct ExecutorInfo {
     pub state: ExecutorState,
     #[sqlx(json)]
     pub kinds: Vec<String>,
+    /// The queues it serves.
+    #[sqlx(json)]
+    pub queues: Vec<String>,
     pub capacity: i32,
     pub running: i32,
     pub started_at: DateTime<Utc>,
@@ -286,18 +380,95 @@ pub struct ExecutorInfo {
 pub struct TaskFilter {
     pub state: Option<TaskState>,
     pub kind: Option<String>,
+    pub queue: Option<String>,
     pub parent_id: Option<Uuid>,
     pub after: Option<Uuid>,
     pub limit: u32,
+}
+
+/// A queue: its deployment-wide settings and how many of its tasks wait
+/// and run now.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct QueueInfo {
+    pub name: String,
+    /// At most this many of its tasks run at once in the whole deployment.
+    pub concurrency: Option<i32>,
+    /// At most this many starts per second in the whole deployment.
+    pub rate_per_s: Option<f64>,
+    /// No task of the queue starts while it is paused.
+    pub paused: bool,
+    pub scheduled: i64,
+    pub pending: i64,
+    pub running: i64,
+    pub suspended: i64,
+}
+
+/// A change to a queue's settings: `None` keeps a setting, `Some(None)`
+/// clears a limit.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueUpdate {
+    #[serde(default, deserialize_with = "present")]
+    pub concurrency: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub rate_per_s: Option<Option<f64>>,
+    #[serde(default)]
+    pub paused: Option<bool>,
+}
+
+/// A field that is present (even as `null`) is `Some`; an absent one
+/// stays `None` through `#[serde(default)]`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl QueueUpdate {
+    /// The largest concurrency limit accepted.
+    pub const MAX_CONCURRENCY: i64 = 1_000_000;
+    /// The largest rate limit accepted (starts per second).
+    pub const MAX_RATE: f64 = 1_000_000.0;
+
+    /// Checks the values; a bad one is [`Error::InvalidField`](crate::Error::InvalidField).
+    pub fn validate(&self) -> Result<(), crate::error::Error> {
+        use crate::error::Error;
+        if let Some(Some(n)) = self.concurrency {
+            if !(1..=Self::MAX_CONCURRENCY).contains(&n) {
+                return Err(Error::invalid_field(
+                    "concurrency",
+                    format!(
+                        "concurrency must be a whole number from 1 to {} or null (use paused to stop every start)",
+                        Self::MAX_CONCURRENCY
+                    ),
+                ));
+            }
+        }
+        if let Some(Some(r)) = self.rate_per_s {
+            if !(r.is_finite() && r > 0.0 && r <= Self::MAX_RATE) {
+                return Err(Error::invalid_field(
+                    "rate_per_s",
+                    format!(
+                        "rate_per_s must be more than 0 and at most {} starts per second, or null",
+                        Self::MAX_RATE
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Checks that a kind name can be used in addresses (`pool/<kind>`): 1 to
 /// 128 ASCII letters, digits, `-`, `_`, `.` or `:`.
 pub fn validate_kind_name(name: &str) -> Result<(), crate::error::Error> {
     courier_bus::Address::pool(name).map(|_| ()).map_err(|_| {
-        crate::error::Error::Invalid(format!(
-            "kind {name:?} must be 1 to 128 ASCII letters, digits, '-', '_', '.' or ':'"
-        ))
+        crate::error::Error::invalid_field(
+            "kind",
+            format!("kind {name:?} must be 1 to 128 ASCII letters, digits, '-', '_', '.' or ':'"),
+        )
     })
 }
 
@@ -321,6 +492,8 @@ mod tests {
     fn state_machine_allows_only_the_drawn_transitions() {
         use TaskState::*;
         let allowed = [
+            (Scheduled, Pending),
+            (Scheduled, Cancelled),
             (Pending, Running),
             (Pending, Cancelled),
             (Running, Suspended),
@@ -333,6 +506,8 @@ mod tests {
             (Suspended, Cancelled),
             (Running, Pending),
             (Suspended, Pending),
+            (Running, Scheduled),
+            (Suspended, Scheduled),
         ];
         for from in TaskState::ALL {
             for to in TaskState::ALL {

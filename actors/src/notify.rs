@@ -1,10 +1,16 @@
-//! Flow 2, told from wherever a task ends: its executor, the sweep that
-//! fails a poison task, a client that cancels a task nobody had claimed.
+//! What a task's end or cancellation tells others, from wherever it
+//! happens: flow 2 (`task_finished` to watchers and parent) from its
+//! executor, the sweep that fails a poison task, or a client that cancels a
+//! task nobody had claimed; and flow 3's cancellation of a whole task tree,
+//! from a client or from an attempt that timed out.
 
 use std::time::Duration;
 
 use courier_bus::Address;
 
+use uuid::Uuid;
+
+use crate::error::Result;
 use crate::model::Task;
 use crate::protocol::{envelope, Bus, Msg};
 use crate::store::{retry, Store};
@@ -47,4 +53,42 @@ pub(crate) async fn notify_finished(
     if let Some(parent) = task.parent_id {
         bus.tell(envelope(from, Address::task(parent), &task.trace_id, msg));
     }
+}
+
+/// Cancels the unfinished descendants of `root` (and `root` itself, with
+/// `include_root`), on behalf of `by`: a task no executor holds is cancelled
+/// at once and its watchers told; a held one gets `cancel_requested`
+/// committed and a `cancel_task` sent to wherever it runs.
+pub(crate) async fn cancel_tree(
+    store: &Store,
+    bus: &Bus,
+    from: Address,
+    by: &str,
+    root: Uuid,
+    include_root: bool,
+) -> Result<()> {
+    let mut all = Vec::new();
+    if include_root {
+        all.push(store.task(root).await?);
+    }
+    all.extend(store.open_descendants(root).await?);
+    for t in all.iter().filter(|t| !t.state.is_final()) {
+        if let Some(done) = store.cancel_unclaimed(t.id, by).await? {
+            notify_finished(store, bus, from.clone(), &done, None).await;
+            continue;
+        }
+        let now = retry("requesting cancellation", Duration::from_secs(10), || {
+            store.request_cancel(t.id)
+        })
+        .await?;
+        if !now.state.is_final() {
+            bus.tell(envelope(
+                from.clone(),
+                Address::task(t.id),
+                &t.trace_id,
+                Msg::CancelTask { task_id: t.id },
+            ));
+        }
+    }
+    Ok(())
 }

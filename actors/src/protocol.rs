@@ -5,7 +5,9 @@
 //!
 //! | `type`          | to                          | means                                            |
 //! |-----------------|-----------------------------|--------------------------------------------------|
-//! | `start_task`    | `pool/<kind>`               | a pending task of this kind is committed; claim it |
+//! | `start_task`    | `pool/<queue>`              | a task of this queue is pending; claim from the queue |
+//! | `task_scheduled`| `pool/<queue>`              | a task of this queue waits until `run_at`          |
+//! | `queue_changed` | `pool/<queue>`              | the queue may start more now (resumed, a limit raised) |
 //! | `task_finished` | a waiter, `task/<parent>`   | the task reached a final state (the whole task)    |
 //! | `task_event`    | `task/<id>`                 | an event was committed to the task's inbox        |
 //! | `cancel_task`   | `task/<id>`                 | cancellation was requested and committed          |
@@ -29,8 +31,27 @@ use crate::model::Task;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Msg {
-    /// Flow 1 and 4: start this pending task (sent to `pool/<kind>`).
-    StartTask { task_id: Uuid, kind: String },
+    /// Flow 1 and 4: this task is pending in `queue` (sent to
+    /// `pool/<queue>`). The executor that gets it claims from the queue,
+    /// highest priority first and within the queue's limits: the named
+    /// task, or others that should start before it.
+    StartTask {
+        task_id: Uuid,
+        kind: String,
+        /// Absent in messages of builds before queues: the default queue.
+        #[serde(default = "default_queue")]
+        queue: String,
+    },
+    /// A queue's settings changed so that more of its tasks may start
+    /// (resumed, a limit raised): the executor that gets it pulls.
+    QueueChanged { queue: String },
+    /// This task waits in `queue` until `run_at` (a delayed start, or a
+    /// retry's backoff): the executor that gets it keeps a timer for it.
+    TaskScheduled {
+        task_id: Uuid,
+        queue: String,
+        run_at: chrono::DateTime<chrono::Utc>,
+    },
     /// Flow 2: the task is final (sent to its waiters and to its parent).
     TaskFinished { task: Box<Task> },
     /// Flow 3: an event for the task, already in its durable inbox.
@@ -51,10 +72,12 @@ pub enum Msg {
 }
 
 impl Msg {
-    /// The task the message concerns.
+    /// The task the message concerns (the nil id for `queue_changed`).
     pub fn task_id(&self) -> Uuid {
         match self {
+            Msg::QueueChanged { .. } => Uuid::nil(),
             Msg::StartTask { task_id, .. }
+            | Msg::TaskScheduled { task_id, .. }
             | Msg::TaskEvent { task_id, .. }
             | Msg::CancelTask { task_id }
             | Msg::WatchTask { task_id, .. } => *task_id,
@@ -81,10 +104,49 @@ pub fn new_trace_id() -> String {
     TraceParent::new_root().trace_id_hex()
 }
 
-/// The pool address of a kind: where `start_task` for it goes.
-pub fn pool_of(kind: &str) -> Address {
-    // Kinds are validated as address segments when registered or submitted.
-    Address::Pool(kind.to_string())
+fn default_queue() -> String {
+    crate::options::DEFAULT_QUEUE.to_string()
+}
+
+/// The pool address of a queue: where `start_task` for its tasks goes, and
+/// what the executors that serve it join.
+pub fn pool_of(queue: &str) -> Address {
+    // Queue names are validated (a subset of address segments) when given.
+    Address::Pool(queue.to_string())
+}
+
+/// `start_task` for `task`, to its queue's pool.
+pub fn start_task(from: Address, task: &Task) -> Envelope<Msg> {
+    envelope(
+        from,
+        pool_of(&task.queue),
+        &task.trace_id,
+        Msg::StartTask {
+            task_id: task.id,
+            kind: task.kind.clone(),
+            queue: task.queue.clone(),
+        },
+    )
+}
+
+/// What tells the executors of `task`'s queue that it was committed: a
+/// `start_task` when it may start now, a `task_scheduled` when it waits for
+/// its `run_at`; `None` for a task in any other state.
+pub fn announce(from: Address, task: &Task) -> Option<Envelope<Msg>> {
+    match (task.state, task.run_at) {
+        (crate::model::TaskState::Pending, _) => Some(start_task(from, task)),
+        (crate::model::TaskState::Scheduled, Some(run_at)) => Some(envelope(
+            from,
+            pool_of(&task.queue),
+            &task.trace_id,
+            Msg::TaskScheduled {
+                task_id: task.id,
+                queue: task.queue.clone(),
+                run_at,
+            },
+        )),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +169,12 @@ mod tests {
         let c = serde_json::to_value(Msg::CancelTask { task_id: id }).unwrap();
         assert_eq!(c, serde_json::json!({"type": "cancel_task", "task_id": id}));
         assert!(serde_json::from_str::<Msg>(r#"{"type":"launch_missiles"}"#).is_err());
+        // A start_task of a build before queues goes to the default queue.
+        let old = serde_json::json!({"type": "start_task", "task_id": id, "kind": "k"});
+        match serde_json::from_value::<Msg>(old).unwrap() {
+            Msg::StartTask { queue, .. } => assert_eq!(queue, "default"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ use courier_bus::{Address, Bus as BusActor};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::executor::{ExecutorActor, ExecutorConfig, ExecutorHandle};
+use crate::executor::{offer_of, ExecutorActor, ExecutorConfig, ExecutorHandle};
 use crate::protocol::Bus;
 use crate::store::{ExecutorRegistration, Store, StoreOptions};
 use crate::task::kind::{Registry, TaskKind};
@@ -111,6 +111,19 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Registers a task kind with default options for its tasks (queue,
+    /// priority, `max_attempts`, backoff, timeout); see
+    /// [`Registry::register_with`].
+    pub fn register_with(
+        mut self,
+        name: impl Into<String>,
+        kind: impl TaskKind,
+        defaults: crate::options::TaskOptions,
+    ) -> Self {
+        self.registry.register_with(name, kind, defaults);
+        self
+    }
+
     /// Registers every kind of `registry`.
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = registry;
@@ -120,6 +133,21 @@ impl RuntimeBuilder {
     /// Executor tuning.
     pub fn executor(mut self, cfg: ExecutorConfig) -> Self {
         self.executor = Some(cfg);
+        self
+    }
+
+    /// The queues this process's executor serves (default `default`).
+    pub fn queues<I: IntoIterator<Item = S>, S: Into<String>>(mut self, queues: I) -> Self {
+        let cfg = self.executor.get_or_insert_with(ExecutorConfig::default);
+        cfg.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long this process's executor keeps finished tasks before
+    /// deleting them (default `succeeded=7d,cancelled=7d,failed=30d`).
+    pub fn retention(mut self, r: crate::store::Retention) -> Self {
+        let cfg = self.executor.get_or_insert_with(ExecutorConfig::default);
+        cfg.retention = r;
         self
     }
 
@@ -163,6 +191,15 @@ impl RuntimeBuilder {
         }
         let executor = match self.executor {
             Some(cfg) if !self.registry.is_empty() => {
+                if cfg.queues.is_empty() {
+                    return Err(Error::Invalid(
+                        "an executor must serve at least one queue".into(),
+                    ));
+                }
+                for q in &cfg.queues {
+                    crate::options::validate_queue_name(q)
+                        .map_err(|e| Error::Invalid(format!("executor queues: {e}")))?;
+                }
                 let suffix = Uuid::now_v7().simple().to_string();
                 let id = format!("{node}-{}", &suffix[20..]);
                 store
@@ -170,7 +207,7 @@ impl RuntimeBuilder {
                         id.clone(),
                         node.clone(),
                         host.clone(),
-                        self.registry.names(),
+                        offer_of(&self.registry, &cfg),
                         cfg.capacity,
                     ))
                     .await?;
@@ -190,11 +227,11 @@ impl RuntimeBuilder {
         };
         // Kinds run here need no lookup to validate; without an executor the
         // client asks the store which kinds some executor runs.
-        let local_kinds = if executor.is_some() {
-            self.registry.names()
+        let local_kinds = std::sync::Arc::new(if executor.is_some() {
+            self.registry.all_defaults()
         } else {
-            Vec::new()
-        };
+            Default::default()
+        });
         Ok(Runtime {
             client: Client::new(store, bus, node, local_kinds),
             executor,

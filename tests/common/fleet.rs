@@ -106,9 +106,8 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         if let Some(prefix) = self.prefix.take() {
-            let kinds = courier::demo::registry().names();
             let _ = std::thread::spawn(move || {
-                actix::System::new().block_on(super::amqp_cleanup(&prefix, &kinds))
+                actix::System::new().block_on(super::amqp_cleanup(&prefix, &[]))
             })
             .join();
         }

@@ -78,6 +78,25 @@ impl TestDb {
             .expect("store")
     }
 
+    /// Runs one SQL statement on this database outside courier: for a test
+    /// that moves time (a `run_at`, a `finished_at`) instead of sleeping.
+    pub async fn raw(&self, sql: &str) {
+        match &self.schema {
+            Some(schema) => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query(&format!("SET search_path TO {schema}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+            }
+            None => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+
     /// A runtime builder on this database with the demo kinds and a fast
     /// failure detector, so recovery tests do not wait long.
     pub fn builder(&self) -> RuntimeBuilder {
@@ -133,6 +152,7 @@ pub fn fast_executor() -> ExecutorConfig {
         sweep_interval: Duration::from_millis(300),
         redeliver_after: Duration::from_millis(500),
         max_takeovers: 5,
+        ..ExecutorConfig::default()
     }
 }
 
@@ -182,6 +202,26 @@ macro_rules! on_both_databases {
     };
 }
 
+/// The most tasks that were `running` at once, read from their history
+/// lines in the order the database wrote them (`task_history.id`, assigned
+/// as each change is made): a start is a line into `running`, an end a line
+/// out of it. Timestamps would not do: each writer stamps its own.
+pub fn max_running(lines: &[courier::HistoryEntry]) -> usize {
+    let mut lines: Vec<&courier::HistoryEntry> = lines.iter().collect();
+    lines.sort_by_key(|l| l.id);
+    let (mut now, mut max) = (0i64, 0i64);
+    for l in lines {
+        if l.from_state.as_deref() == Some("running") {
+            now -= 1;
+        }
+        if l.to_state == "running" {
+            now += 1;
+        }
+        max = max.max(now);
+    }
+    max as usize
+}
+
 /// Waits until task `id` is in state `state`.
 pub async fn until_state(c: &courier::Client, id: uuid::Uuid, state: courier::TaskState) {
     eventually(
@@ -215,7 +255,7 @@ pub fn amqp_url() -> String {
 }
 
 /// Deletes what an AMQP test declared under `prefix`.
-pub async fn amqp_cleanup(prefix: &str, kinds: &[String]) {
+pub async fn amqp_cleanup(prefix: &str, pools: &[String]) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let Ok(conn) =
         lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
@@ -225,7 +265,7 @@ pub async fn amqp_cleanup(prefix: &str, kinds: &[String]) {
     let Ok(ch) = conn.create_channel().await else {
         return;
     };
-    for k in kinds {
+    for k in pools.iter().map(String::as_str).chain(["default"]) {
         let _ = ch
             .queue_delete(
                 format!("{prefix}.pool.{k}").as_str().into(),
@@ -256,8 +296,8 @@ pub struct Cluster {
     pub exec: courier::Runtime,
     pub web: Option<courier::Runtime>,
     _dir: Option<tempfile::TempDir>,
-    /// The AMQP prefix to clean up, and the kinds whose pools it declared.
-    amqp: Option<(String, Vec<String>)>,
+    /// The AMQP prefix to clean up.
+    amqp: Option<String>,
 }
 
 impl Cluster {
@@ -276,12 +316,23 @@ impl Cluster {
     }
 
     pub async fn shutdown(self) {
+        // The pools declared: one per queue the test used.
+        let queues: Vec<String> = match &self.amqp {
+            Some(_) => self
+                .exec
+                .store()
+                .queues()
+                .await
+                .map(|qs| qs.into_iter().map(|q| q.name).collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         if let Some(w) = self.web {
             w.shutdown().await;
         }
         self.exec.shutdown().await;
-        if let Some((prefix, kinds)) = &self.amqp {
-            amqp_cleanup(prefix, kinds).await;
+        if let Some(prefix) = &self.amqp {
+            amqp_cleanup(prefix, &queues).await;
         }
     }
 }
@@ -359,13 +410,7 @@ impl TestDb {
             },
         )
         .await;
-        let amqp = if amqp {
-            let mut kinds = exec.store().known_kinds().await.unwrap();
-            kinds.push("no.such.kind".to_string());
-            Some((prefix, kinds))
-        } else {
-            None
-        };
+        let amqp = amqp.then_some(prefix);
         Cluster {
             exec,
             web: Some(web),

@@ -12,12 +12,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use courier_actors::{NewTask, TaskFilter, TaskState};
+use courier_actors::client::MAX_BATCH;
+use courier_actors::{NewTask, QueueUpdate, TaskFilter, TaskOptions, TaskState};
 
 use crate::error::ApiError;
 use crate::WebState;
 
-/// Body of `POST /api/v1/tasks`.
+/// Body of `POST /api/v1/tasks` (and an entry of a batch, without
+/// `wait_ms`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
@@ -28,6 +30,67 @@ pub struct CreateTask {
     pub wait_ms: Option<u64>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl CreateTask {
+    /// Reads a body, naming the field at fault in any error.
+    fn parse(body: Value) -> Result<CreateTask, ApiError> {
+        serde_path_to_error::deserialize(body).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            match path.as_str() {
+                "." | "" => ApiError::InvalidField {
+                    field: unknown_field(&message),
+                    message,
+                },
+                _ => ApiError::invalid(path.clone(), format!("{path}: {message}")),
+            }
+        })
+    }
+
+    /// The task to create.
+    fn into_new(self) -> NewTask {
+        let mut t = NewTask::new(self.kind, self.input);
+        t.idempotency_key = self.idempotency_key;
+        t.options = TaskOptions {
+            queue: self.queue,
+            priority: self.priority,
+            run_at: self.run_at,
+            delay_ms: self.delay_ms,
+            max_attempts: self.max_attempts,
+            backoff_ms: self.backoff_ms,
+            timeout_ms: self.timeout_ms,
+        };
+        t
+    }
+}
+
+/// The field serde names in "unknown field `x`, …" or "missing field `x`".
+fn unknown_field(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+/// Body of `POST /api/v1/tasks/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBatch {
+    pub tasks: Vec<Value>,
 }
 
 /// Body of `POST /api/v1/tasks/{id}/events`.
@@ -45,6 +108,7 @@ pub struct SendEvent {
 pub struct ListQuery {
     pub state: Option<String>,
     pub kind: Option<String>,
+    pub queue: Option<String>,
     pub parent: Option<String>,
     pub limit: Option<String>,
     pub after: Option<String>,
@@ -70,22 +134,24 @@ fn trace_of(req: &HttpRequest) -> Option<String> {
 pub async fn create_task(
     state: web::Data<WebState>,
     req: HttpRequest,
-    body: web::Json<CreateTask>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let body = CreateTask::parse(body.into_inner())?;
     let max = state.config.max_wait;
     let wait = match body.wait_ms {
         Some(ms) if ms > max.as_millis() as u64 => {
-            return Err(ApiError::InvalidField(format!(
-                "wait_ms must be at most {} (the server's cap)",
-                max.as_millis()
-            )))
+            return Err(ApiError::invalid(
+                "wait_ms",
+                format!(
+                    "wait_ms must be at most {} (the server's cap)",
+                    max.as_millis()
+                ),
+            ))
         }
         Some(ms) => Some(Duration::from_millis(ms)),
         None => None,
     };
-    let mut new = NewTask::new(body.kind, body.input);
-    new.idempotency_key = body.idempotency_key;
+    let mut new = body.into_new();
     new.trace_id = trace_of(&req);
     let client = &state.client;
     let (task, status) = match wait {
@@ -115,6 +181,49 @@ pub async fn create_task(
         resp.insert_header((header::LOCATION, format!("/api/v1/tasks/{}", task.id)));
     }
     Ok(resp.json(task))
+}
+
+/// `POST /api/v1/tasks/batch`: every entry created in one transaction, or
+/// none (422 naming the first bad entry's field).
+pub async fn create_batch(
+    state: web::Data<WebState>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let batch: CreateBatch = serde_path_to_error::deserialize(body.into_inner()).map_err(|e| {
+        let message = e.inner().to_string();
+        ApiError::InvalidField {
+            field: Some(unknown_field(&message).unwrap_or_else(|| "tasks".into())),
+            message,
+        }
+    })?;
+    if batch.tasks.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "tasks",
+            format!(
+                "a batch holds at most {MAX_BATCH} tasks, not {}",
+                batch.tasks.len()
+            ),
+        ));
+    }
+    let trace = trace_of(&req);
+    let mut news = Vec::with_capacity(batch.tasks.len());
+    for (i, entry) in batch.tasks.into_iter().enumerate() {
+        let prefix = format!("tasks[{i}]");
+        let t = CreateTask::parse(entry).map_err(|e| e.within(&prefix))?;
+        if t.wait_ms.is_some() {
+            return Err(ApiError::invalid(
+                format!("{prefix}.wait_ms"),
+                format!("{prefix}: wait_ms has no place in a batch (a batch answers at once)"),
+            ));
+        }
+        let mut new = t.into_new();
+        new.trace_id = trace.clone();
+        news.push(new);
+    }
+    let created = state.client.submit_batch(news).await?;
+    let tasks: Vec<_> = created.into_iter().map(|s| s.task).collect();
+    Ok(HttpResponse::Created().json(json!({ "tasks": tasks })))
 }
 
 pub async fn get_task(
@@ -148,6 +257,7 @@ pub async fn list_tasks(
             .transpose()
             .map_err(|e| ApiError::InvalidQuery(e.to_string()))?,
         kind: q.kind.filter(|k| !k.is_empty()),
+        queue: q.queue.filter(|k| !k.is_empty()),
         parent_id: q
             .parent
             .as_deref()
@@ -266,6 +376,42 @@ pub async fn watch(
 
 pub async fn executors(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({ "executors": state.client.executors().await? })))
+}
+
+pub async fn queues(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(json!({ "queues": state.client.queues().await? })))
+}
+
+pub async fn get_queue(
+    state: web::Data<WebState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.client.queue(&name).await?))
+}
+
+/// `PUT /api/v1/queues/{name}`: omitted fields keep their value, `null`
+/// lifts a limit.
+pub async fn put_queue(
+    state: web::Data<WebState>,
+    name: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let update: QueueUpdate = serde_path_to_error::deserialize(body.into_inner()).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let field = match path.as_str() {
+            "." | "" => unknown_field(&message),
+            _ => Some(path.clone()),
+        };
+        ApiError::InvalidField {
+            message: match &field {
+                Some(f) if !message.contains(f.as_str()) => format!("{f}: {message}"),
+                _ => message,
+            },
+            field,
+        }
+    })?;
+    Ok(HttpResponse::Ok().json(state.client.update_queue(&name, &update).await?))
 }
 
 pub async fn kinds(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {

@@ -17,12 +17,16 @@ pub enum ApiError {
     /// A path or query parameter is malformed.
     #[error("{0}")]
     InvalidQuery(String),
-    /// A field has a value the API refuses.
-    #[error("{0}")]
-    InvalidField(String),
-    /// No executor runs this kind.
-    #[error("unknown task kind {0:?}: no executor runs it")]
-    UnknownKind(String),
+    /// A field has a value the API refuses; `field` names it (a path such
+    /// as `tasks[3].priority` inside a batch) when one field is at fault.
+    #[error("{message}")]
+    InvalidField {
+        field: Option<String>,
+        message: String,
+    },
+    /// No executor runs this kind; `field` names where it was given.
+    #[error("unknown task kind {kind:?}: no executor runs it")]
+    UnknownKind { kind: String, field: String },
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("{0}")]
@@ -44,8 +48,8 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::InvalidQuery(_) => "invalid_query",
-            ApiError::InvalidField(_) => "invalid_field",
-            ApiError::UnknownKind(_) => "unknown_kind",
+            ApiError::InvalidField { .. } => "invalid_field",
+            ApiError::UnknownKind { .. } => "unknown_kind",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
@@ -56,11 +60,53 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A field refused with `message`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// The field at fault, if one is.
+    fn field_name(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidField { field, .. } => field.as_deref(),
+            ApiError::UnknownKind { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// The same error, with its field found at `prefix` (an entry of a
+    /// batch: `tasks[3]` + `priority` = `tasks[3].priority`).
+    pub fn within(self, prefix: &str) -> Self {
+        let join = |f: &str| {
+            if f.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}.{f}")
+            }
+        };
+        match self {
+            ApiError::InvalidField { field, message } => ApiError::InvalidField {
+                field: Some(join(field.as_deref().unwrap_or(""))),
+                message: format!("{prefix}: {message}"),
+            },
+            ApiError::UnknownKind { kind, field } => ApiError::UnknownKind {
+                kind,
+                field: join(&field),
+            },
+            other => other,
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidField(_) | ApiError::UnknownKind(_) => {
+            ApiError::InvalidField { .. } | ApiError::UnknownKind { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -77,7 +123,11 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             r.insert_header(("WWW-Authenticate", "Bearer realm=\"courier\""));
         }
-        r.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+        let mut error = json!({"code": self.code(), "message": self.to_string()});
+        if let Some(field) = self.field_name() {
+            error["field"] = field.into();
+        }
+        r.json(json!({ "error": error }))
     }
 }
 
@@ -86,8 +136,21 @@ impl From<CoreError> for ApiError {
         match e {
             CoreError::NotFound(id) => ApiError::NotFound(format!("task {id} not found")),
             CoreError::Conflict(m) => ApiError::Conflict(m),
-            CoreError::Invalid(m) => ApiError::InvalidField(m),
-            CoreError::UnknownKind(k) => ApiError::UnknownKind(k),
+            CoreError::Invalid(m) => ApiError::InvalidField {
+                field: None,
+                message: m,
+            },
+            CoreError::InvalidField { field, message } => ApiError::InvalidField {
+                field: Some(field),
+                message,
+            },
+            CoreError::UnknownKind(kind) => ApiError::UnknownKind {
+                kind,
+                field: "kind".into(),
+            },
+            CoreError::InBatch { index, error } => {
+                ApiError::from(*error).within(&format!("tasks[{index}]"))
+            }
             CoreError::Stopped => ApiError::Unavailable,
             e if e.is_transient() => {
                 tracing::warn!(error = %e, "database unavailable");

@@ -111,6 +111,7 @@ impl WebState {
                     .wrap(actix_web::middleware::from_fn(auth::require_token))
                     .route("/tasks", web::post().to(api::create_task))
                     .route("/tasks", web::get().to(api::list_tasks))
+                    .route("/tasks/batch", web::post().to(api::create_batch))
                     .route("/tasks/{id}", web::get().to(api::get_task))
                     .route("/tasks/{id}/children", web::get().to(api::children))
                     .route("/tasks/{id}/events", web::post().to(api::post_event))
@@ -119,6 +120,9 @@ impl WebState {
                     .route("/tasks/{id}/cancel", web::post().to(api::cancel))
                     .route("/tasks/{id}/watch", web::get().to(api::watch))
                     .route("/executors", web::get().to(api::executors))
+                    .route("/queues", web::get().to(api::queues))
+                    .route("/queues/{name}", web::get().to(api::get_queue))
+                    .route("/queues/{name}", web::put().to(api::put_queue))
                     .route("/kinds", web::get().to(api::kinds))
                     .route("/openapi.json", web::get().to(api::openapi))
                     .default_service(web::to(not_found)),
@@ -139,7 +143,10 @@ fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {
         JsonPayloadError::ContentType => {
             ApiError::MalformedJson("the body must be JSON (Content-Type: application/json)".into())
         }
-        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::InvalidField(e.to_string()),
+        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::InvalidField {
+            field: None,
+            message: e.to_string(),
+        },
         JsonPayloadError::Deserialize(e) => ApiError::MalformedJson(format!("malformed JSON: {e}")),
         other => ApiError::MalformedJson(other.to_string()),
     }

@@ -33,6 +33,36 @@ pub async fn metrics(state: web::Data<WebState>) -> HttpResponse {
         }
     }
 
+    match state.client.queues().await {
+        Ok(queues) => {
+            out.push_str("# HELP courier_queue_tasks Tasks of each queue waiting or running, by state (scheduled and pending are the queue's depth).\n# TYPE courier_queue_tasks gauge\n");
+            for q in &queues {
+                let name = q.name.replace('\\', "\\\\").replace('"', "\\\"");
+                for (st, n) in [
+                    ("scheduled", q.scheduled),
+                    ("pending", q.pending),
+                    ("running", q.running),
+                    ("suspended", q.suspended),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "courier_queue_tasks{{queue=\"{name}\",state=\"{st}\"}} {n}"
+                    );
+                }
+            }
+            out.push_str("# HELP courier_queue_paused Whether a queue is paused (1) or not (0).\n# TYPE courier_queue_paused gauge\n");
+            for q in &queues {
+                let name = q.name.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(
+                    out,
+                    "courier_queue_paused{{queue=\"{name}\"}} {}",
+                    u8::from(q.paused)
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: could not read the queues"),
+    }
+
     if let Ok(stats) = state.client.bus().stats().await {
         out.push_str("# HELP courier_bus_messages_total Messages routed by this process's bus, by route.\n# TYPE courier_bus_messages_total counter\n");
         let _ = writeln!(

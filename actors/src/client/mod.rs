@@ -16,16 +16,19 @@ use courier_bus::Address;
 
 use self::wait::WaitSession;
 use self::watch::TaskWatch;
+use crate::creation::{prepare, LocalKinds, Request};
 use crate::error::{Error, Result};
 use crate::model::{
-    validate_kind_name, ExecutorInfo, HistoryEntry, NewTask, Task, TaskEvent, TaskFilter,
+    ExecutorInfo, HistoryEntry, NewTask, QueueInfo, QueueUpdate, Task, TaskEvent, TaskFilter,
 };
-use crate::notify::notify_finished;
-use crate::protocol::{envelope, new_trace_id, pool_of, Bus, Msg};
-use crate::store::{retry, Store, TaskInsert};
+use crate::notify::cancel_tree;
+use crate::protocol::{announce, envelope, new_trace_id, pool_of, Bus, Msg};
+use crate::store::{Store, TaskInsert};
 
-/// The longest `idempotency_key` accepted.
-pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+pub use crate::creation::MAX_IDEMPOTENCY_KEY;
+
+/// The most tasks one batch creates.
+pub const MAX_BATCH: usize = 1000;
 
 /// A created task and whether this call created it (`false`: an earlier
 /// request with the same idempotency key did).
@@ -49,13 +52,13 @@ pub struct Client {
     store: Store,
     bus: Bus,
     node: String,
-    local_kinds: Vec<String>,
+    local_kinds: LocalKinds,
 }
 
 impl Client {
     /// A client that sends through `bus` as node `node`. `local_kinds`: the
     /// kinds an executor of this process runs (no lookup needed for those).
-    pub(crate) fn new(store: Store, bus: Bus, node: String, local_kinds: Vec<String>) -> Client {
+    pub(crate) fn new(store: Store, bus: Bus, node: String, local_kinds: LocalKinds) -> Client {
         Client {
             store,
             bus,
@@ -81,37 +84,34 @@ impl Client {
         }
     }
 
-    /// Checks a new task before it is committed.
+    /// Checks a new task and resolves its options, without creating it.
     pub async fn validate(&self, t: &NewTask) -> Result<()> {
-        validate_kind_name(&t.kind)?;
-        if let Some(k) = &t.idempotency_key {
-            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
-                return Err(Error::Invalid(format!(
-                    "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
-                )));
-            }
-        }
-        if !self.local_kinds.contains(&t.kind) && !self.store.known_kinds().await?.contains(&t.kind)
-        {
-            return Err(Error::UnknownKind(t.kind.clone()));
-        }
-        Ok(())
+        self.prepare(t.clone()).await.map(|_| ())
+    }
+
+    async fn prepare(&self, t: NewTask) -> Result<TaskInsert> {
+        let trace_id = t
+            .trace_id
+            .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|t| t.to_ascii_lowercase())
+            .unwrap_or_else(new_trace_id);
+        prepare(
+            &self.store,
+            &self.local_kinds,
+            Request {
+                kind: &t.kind,
+                input: t.input,
+                idempotency_key: t.idempotency_key,
+                trace_id,
+                options: &t.options,
+                created_by: self.node.clone(),
+            },
+        )
+        .await
     }
 
     async fn insert(&self, t: NewTask, watcher: Option<&str>) -> Result<Submitted> {
-        self.validate(&t).await?;
-        let insert = TaskInsert {
-            id: Uuid::now_v7(),
-            kind: t.kind,
-            input: t.input,
-            idempotency_key: t.idempotency_key,
-            trace_id: t
-                .trace_id
-                .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-                .map(|t| t.to_ascii_lowercase())
-                .unwrap_or_else(new_trace_id),
-            created_by: self.node.clone(),
-        };
+        let insert = self.prepare(t).await?;
         let (task, created) = self.store.create_task_watched(&insert, watcher).await?;
         if created {
             crate::metrics::metrics().task_created(&task.kind);
@@ -119,18 +119,13 @@ impl Client {
         Ok(Submitted { task, created })
     }
 
+    /// Flow 1: the task is committed; tell its queue's pool (`start_task`,
+    /// or `task_scheduled` for one that waits for its `run_at`). If this
+    /// message is lost, an executor's sweep finds the task anyway.
     fn start(&self, task: &Task) {
-        // Flow 1: the task is committed; tell the pool. If this message is
-        // lost, an executor's sweep claims the task anyway.
-        self.bus.tell(envelope(
-            self.me(),
-            pool_of(&task.kind),
-            &task.trace_id,
-            Msg::StartTask {
-                task_id: task.id,
-                kind: task.kind.clone(),
-            },
-        ));
+        if let Some(env) = announce(self.me(), task) {
+            self.bus.tell(env);
+        }
     }
 
     /// Creates a task (flow 1) and returns at once.
@@ -141,6 +136,38 @@ impl Client {
         }
         tracing::info!(task_id = %s.task.id, kind = %s.task.kind, trace_id = %s.task.trace_id, created = s.created, "task submitted");
         Ok(s)
+    }
+
+    /// Creates up to [`MAX_BATCH`] tasks in one transaction: all of them, or
+    /// none. The first bad entry is refused as [`Error::InBatch`] with its
+    /// index. Returned in order; an entry whose idempotency key names an
+    /// existing task returns that task (`created: false`).
+    pub async fn submit_batch(&self, ts: Vec<NewTask>) -> Result<Vec<Submitted>> {
+        if ts.len() > MAX_BATCH {
+            return Err(Error::invalid_field(
+                "tasks",
+                format!("a batch holds at most {MAX_BATCH} tasks, not {}", ts.len()),
+            ));
+        }
+        let mut inserts = Vec::with_capacity(ts.len());
+        for (index, t) in ts.into_iter().enumerate() {
+            let insert = self.prepare(t).await.map_err(|e| Error::InBatch {
+                index,
+                error: Box::new(e),
+            })?;
+            inserts.push(insert);
+        }
+        let rows = self.store.create_tasks(&inserts, None).await?;
+        let out: Vec<Submitted> = rows
+            .into_iter()
+            .map(|(task, created)| Submitted { task, created })
+            .collect();
+        for s in out.iter().filter(|s| s.created) {
+            crate::metrics::metrics().task_created(&s.task.kind);
+            self.start(&s.task);
+        }
+        tracing::info!(n = out.len(), "batch submitted");
+        Ok(out)
     }
 
     /// Creates a task and waits up to `timeout` for it to finish (flows 1 and
@@ -259,7 +286,10 @@ impl Client {
     /// and for a finished one ([`Error::Conflict`]).
     pub async fn send_event(&self, id: Uuid, name: &str, payload: Value) -> Result<TaskEvent> {
         if name.is_empty() || name.len() > 128 {
-            return Err(Error::Invalid("event name must be 1 to 128 bytes".into()));
+            return Err(Error::invalid_field(
+                "name",
+                "event name must be 1 to 128 bytes",
+            ));
         }
         let ev = self.store.add_event(id, name, &payload).await?;
         let trace = self
@@ -284,39 +314,46 @@ impl Client {
     }
 
     /// Flow 3: requests cancellation of the task and of all its unfinished
-    /// sub-tasks. A pending task is cancelled at once; a running or suspended
-    /// one is told and stops at its next wait. Returns the task as it stands.
+    /// sub-tasks. A scheduled or pending task is cancelled at once; a
+    /// running or suspended one is told and stops at its next wait. Returns
+    /// the task as it stands.
     pub async fn cancel(&self, id: Uuid) -> Result<Task> {
         let root = self.store.task(id).await?;
         if root.state.is_final() {
             return Ok(root);
         }
-        let mut all = vec![root];
-        all.extend(self.store.open_descendants(id).await?);
-        for t in &all {
-            self.cancel_one(t).await?;
-        }
+        cancel_tree(&self.store, &self.bus, self.me(), &self.node, id, true).await?;
         self.store.task(id).await
     }
 
-    async fn cancel_one(&self, t: &Task) -> Result<()> {
-        let by = self.node.clone();
-        if let Some(done) = self.store.cancel_pending(t.id, &by).await? {
-            notify_finished(&self.store, &self.bus, self.me(), &done, None).await;
-            return Ok(());
-        }
-        let now = retry("requesting cancellation", Duration::from_secs(10), || {
-            self.store.request_cancel(t.id)
-        })
-        .await?;
-        if !now.state.is_final() {
+    /// Every queue that has a setting, a task waiting or running, or an
+    /// executor serving it.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        self.store.queues().await
+    }
+
+    /// One queue.
+    pub async fn queue(&self, name: &str) -> Result<QueueInfo> {
+        crate::options::validate_queue_name(name)?;
+        self.store.queue(name).await
+    }
+
+    /// Changes a queue's deployment-wide settings and returns the queue. A
+    /// queue that may start more now (resumed, a limit raised or lifted) is
+    /// told to its executors at once.
+    pub async fn update_queue(&self, name: &str, u: &QueueUpdate) -> Result<QueueInfo> {
+        let q = self.store.update_queue(name, u).await?;
+        if !q.paused {
             self.bus.tell(envelope(
                 self.me(),
-                Address::task(t.id),
-                &t.trace_id,
-                Msg::CancelTask { task_id: t.id },
+                pool_of(name),
+                &new_trace_id(),
+                Msg::QueueChanged {
+                    queue: name.to_string(),
+                },
             ));
         }
-        Ok(())
+        tracing::info!(queue = name, concurrency = ?q.concurrency, rate_per_s = ?q.rate_per_s, paused = q.paused, "queue settings changed");
+        Ok(q)
     }
 }

@@ -1,100 +1,143 @@
-//! Claiming: how work reaches this executor (push and pull) and becomes
-//! task actors.
+//! Claiming: how work reaches this executor and becomes task actors.
+//!
+//! Every claim is a pull from the store ([`Store::claim`](crate::Store::claim)):
+//! a `start_task` only says that one of this executor's queues has work,
+//! so priorities and queue limits hold whatever order messages arrive in,
+//! and a lost or duplicated message changes nothing.
+//!
+//! A hint is answered by the next pull. Should that pull fill every slot
+//! (there may be more work than this executor took), the hints it answered
+//! are passed on to the pool: by then this executor has left it, so they
+//! reach an executor with room instead of waiting for a slot here.
+
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use uuid::Uuid;
+
+use courier_bus::Envelope;
 
 use super::{ExecutorActor, Job};
+use crate::protocol::Msg;
 use crate::store::detached;
 
+/// A `start_task` or `queue_changed` waiting for the pull that answers it.
+pub(super) type Hint = Envelope<Msg>;
+
 impl ExecutorActor {
-    /// Claims one task named by a `start_task`, then settles the message
-    /// (`message`, its envelope id): a transport that holds it until then
-    /// (AMQP) acknowledges it only once the claim is committed, or found
-    /// needless, and offers it again if the claim failed.
-    pub(super) fn claim_one(
-        &mut self,
-        task_id: Uuid,
-        kind: String,
-        message: Uuid,
-        ctx: &mut Context<Self>,
-    ) {
-        if self.running.contains_key(&task_id) {
-            self.bus.settle(message, true);
-            return;
-        }
-        if self.free_slots() == 0 {
-            // Full: the task stays pending in the store and is pulled when a
-            // slot frees; offering the message again would only spin.
-            self.jobs.want(Job::Pull);
-            self.bus.settle(message, true);
-            return;
-        }
-        self.claiming += 1;
-        self.update_membership(ctx);
-        let store = self.store.clone();
-        let me = self.id.clone();
-        ctx.spawn(
-            detached(async move { store.claim(task_id, &kind, &me).await })
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.claiming -= 1;
-                    act.update_membership(ctx);
-                    match res {
-                        Ok(Some(task)) => {
-                            act.bus.settle(message, true);
-                            act.launch(task, ctx)
-                        }
-                        // Someone else has it, or it is no longer pending.
-                        Ok(None) => act.bus.settle(message, true),
-                        Err(e) => {
-                            tracing::warn!(%task_id, error = %e, "claim failed; the message is offered again and the sweep retries");
-                            act.bus.settle(message, false);
-                            act.jobs.want(Job::Pull);
-                        }
-                    }
-                }),
-        );
+    /// A hint arrived for one of this executor's queues: pull.
+    pub(super) fn hinted(&mut self, hint: Hint, ctx: &mut Context<Self>) {
+        self.hints.push(hint);
+        self.jobs.want(Job::Pull);
+        self.pull(ctx);
     }
 
-    /// Claims the oldest pending tasks, up to the free slots.
+    /// Tells the transports that the hints are done with (a transport that
+    /// holds a message until then, AMQP, acknowledges it now) and sends
+    /// each on to its pool, for an executor with room.
+    pub(super) fn pass_on(&mut self, hints: Vec<Hint>) {
+        for h in hints {
+            self.bus.settle(h.id, true);
+            let again = Envelope::new(self.address.clone(), h.to, h.body);
+            let again = match h.traceparent {
+                Some(tp) => again.traced(tp),
+                None => again,
+            };
+            self.bus.tell(match h.correlation_id {
+                Some(id) => again.correlate(id),
+                None => again,
+            });
+        }
+    }
+
+    /// Claims from this executor's queues, up to its free slots, if a pull
+    /// is wanted and none is running.
     pub(super) fn pull(&mut self, ctx: &mut Context<Self>) {
         let free = self.free_slots();
-        if free == 0 || !self.jobs.is_wanted(Job::Pull) || !self.jobs.start(Job::Pull) {
+        if free == 0 {
+            if self.room() == 0 {
+                // Full (or stopping): what was hinted goes to others.
+                let hints = std::mem::take(&mut self.hints);
+                self.pass_on(hints);
+            }
+            // Otherwise a pull is in flight; the hints wait for the next.
+            return;
+        }
+        if !self.jobs.is_wanted(Job::Pull) || !self.jobs.start(Job::Pull) {
             return;
         }
         self.claiming += free;
+        let hints = std::mem::take(&mut self.hints);
         let store = self.store.clone();
         let me = self.id.clone();
+        let queues = self.config.queues.clone();
         let kinds = self.kinds.clone();
         ctx.spawn(
-            detached(async move { store.claim_pending(&me, &kinds, free).await })
+            detached(async move { store.claim(&me, &queues, &kinds, free).await })
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.jobs.end(Job::Pull);
                     act.claiming -= free;
-                    act.update_membership(ctx);
                     match res {
-                        Ok(tasks) => {
-                            let full = tasks.len() as u32 == free;
-                            if !tasks.is_empty() {
-                                tracing::debug!(n = tasks.len(), "claimed pending tasks");
+                        Ok(claimed) => {
+                            let full = claimed.tasks.len() as u32 == free;
+                            if !claimed.tasks.is_empty() {
+                                tracing::debug!(n = claimed.tasks.len(), "claimed tasks");
                             }
-                            for t in tasks {
+                            for t in claimed.tasks {
                                 act.launch(t, ctx);
                             }
-                            if full {
-                                // Perhaps more where these came from.
-                                act.jobs.want(Job::Pull);
+                            // Out of the pools first if now full, so hints
+                            // passed on below do not come straight back.
+                            act.update_membership(ctx);
+                            if let Some(wait) = claimed.retry_in {
+                                act.pull_after(wait, ctx);
                             }
-                            act.pull(ctx);
+                            if full {
+                                // Perhaps more where these came from: pull
+                                // again, or, with no room left, let the
+                                // hints find an executor that has some.
+                                act.jobs.want(Job::Pull);
+                                if act.room() == 0 {
+                                    act.pass_on(hints);
+                                } else {
+                                    act.hints.extend(hints);
+                                }
+                            } else {
+                                for h in hints {
+                                    act.bus.settle(h.id, true);
+                                }
+                            }
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "claiming pending tasks failed; the sweep will retry");
+                            tracing::warn!(error = %e, "claiming tasks failed; the sweep will retry");
                             act.jobs.want(Job::Pull);
+                            // Offered again (AMQP), to this executor or another.
+                            for h in hints {
+                                act.bus.settle(h.id, false);
+                            }
                         }
                     }
+                    act.update_membership(ctx);
+                    act.pull(ctx);
                 }),
         );
+    }
+
+    /// Pulls again in `wait` (a rate limit's next token), unless a pull is
+    /// set for sooner already.
+    fn pull_after(&mut self, wait: Duration, ctx: &mut Context<Self>) {
+        let at = Instant::now() + wait;
+        if let Some((when, handle)) = self.pull_later {
+            if when <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.pull_later = None;
+            act.jobs.want(Job::Pull);
+            act.pull(ctx);
+        });
+        self.pull_later = Some((at, handle));
     }
 }

@@ -95,7 +95,7 @@ impl ExecutorActor {
             new_id.clone(),
             self.node.clone(),
             self.host.clone(),
-            self.kinds.clone(),
+            super::offer_of(&self.registry, &self.config),
             self.config.capacity,
         );
         let store = self.store.clone();

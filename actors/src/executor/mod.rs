@@ -1,20 +1,30 @@
 //! The executor actor: claims tasks, runs each as a [`TaskActor`], and keeps
 //! the promise that nothing committed is forgotten.
 //!
-//! Work reaches an executor two ways:
+//! An executor serves queues (`pool/<queue>` for each) and runs kinds. It
+//! claims work in one way, a **pull**: one statement takes up to its free
+//! slots from its queues, highest priority first, within each queue's
+//! deployment-wide limits ([`Store::claim`]). What makes it pull:
 //!
-//! - **push**: a `start_task` on `pool/<kind>` for each kind it runs. With a
-//!   free slot it claims that task (a conditional update; a duplicate or late
-//!   message loses the claim and is dropped).
-//! - **pull**: when a slot frees after it declined work, and on every sweep,
-//!   it claims the oldest pending tasks of its kinds. This is what recovers
-//!   tasks whose `start_task` was lost, and tasks left by a previous run of
-//!   the process.
+//! - a `start_task` on one of its pools (a task was committed, or became
+//!   due): a hint, not an order; the pull may take other tasks that should
+//!   start first;
+//! - a slot freeing after it declined work, the sweep, a rate limit's next
+//!   token (the claim says when).
+//!
+//! **Timers.** A task that waits for its `run_at` (a delay, a retry) is
+//! `scheduled` in the store. The executor keeps one timer, for the earliest
+//! due time it knows: told by `task_scheduled` messages on its pools, and
+//! read from the store's due index at every sweep. When it fires, the
+//! executor makes what is due `pending` and announces it on its queue's
+//! pool ([`Store::promote_due`]).
 //!
 //! The periodic sweep also: declares executors dead whose heartbeat is older
 //! than `dead_after` (or, on this host, whose process is gone: see [`crate::process`]) and puts their
 //! tasks back to `pending`; re-sends events that stayed undelivered; and
 //! re-sends sub-task reports to suspended parents, in case one was lost.
+//! Retention deletes expired finished task trees now and then, in small
+//! batches, off the path of any task.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,14 +36,16 @@ use courier_bus::{Address, Deliver};
 
 use crate::model::Task;
 use crate::protocol::{Bus, Msg};
-use crate::store::{detached, Store};
+use crate::store::{detached, Offer, Retention, Store};
 use crate::task::kind::Registry;
 use crate::task::signals::{Abort, Parked, TaskDone};
 use crate::task::TaskActor;
 
 mod claim;
 mod identity;
+mod retention;
 mod sweep;
+mod timers;
 
 /// Tuning of an executor.
 #[derive(Clone, Debug)]
@@ -52,6 +64,14 @@ pub struct ExecutorConfig {
     /// A task whose executor died while running it this many times is
     /// failed instead of run again (a poison task).
     pub max_takeovers: u32,
+    /// The queues this executor serves (default: `default`).
+    pub queues: Vec<String>,
+    /// How long finished tasks are kept (default
+    /// `succeeded=7d,cancelled=7d,failed=30d`).
+    pub retention: Retention,
+    /// How often retention looks for expired tasks (with a random tenth
+    /// added, so executors started together do not all go at once).
+    pub retention_interval: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -63,7 +83,19 @@ impl Default for ExecutorConfig {
             sweep_interval: Duration::from_secs(2),
             redeliver_after: Duration::from_secs(2),
             max_takeovers: 5,
+            queues: vec![crate::options::DEFAULT_QUEUE.to_string()],
+            retention: Retention::default(),
+            retention_interval: Duration::from_secs(60),
         }
+    }
+}
+
+/// What an executor with `registry` and `cfg` registers that it runs.
+pub(crate) fn offer_of(registry: &Registry, cfg: &ExecutorConfig) -> Offer {
+    Offer {
+        kinds: registry.names(),
+        queues: cfg.queues.clone(),
+        kind_options: registry.all_defaults(),
     }
 }
 
@@ -90,6 +122,10 @@ enum Job {
     Sweep,
     /// Record that this executor is alive.
     Heartbeat,
+    /// Make due `scheduled` tasks `pending`.
+    Promote,
+    /// Delete expired finished tasks.
+    Retention,
 }
 
 /// Which [`Job`]s run now and which are wanted (again).
@@ -146,6 +182,8 @@ pub struct ExecutorActor {
     config: ExecutorConfig,
     registry: Registry,
     kinds: Vec<String>,
+    /// The kinds run here with their defaults, for the runs' spawns.
+    local_kinds: crate::creation::LocalKinds,
     store: Store,
     bus: Bus,
     running: HashMap<Uuid, Addr<TaskActor>>,
@@ -156,10 +194,16 @@ pub struct ExecutorActor {
     claiming: u32,
     /// The background jobs running now, and those asked for again.
     jobs: Jobs,
-    /// Whether this executor is a member of its kinds' pools now: only while
-    /// it has a free slot, so that a full executor lets `start_task` go to
-    /// another one instead of taking it and declining.
+    /// Whether this executor is a member of its queues' pools now: only
+    /// while it has a free slot, so that a full executor lets `start_task`
+    /// go to another one instead of taking it and declining.
     in_pools: bool,
+    /// `start_task` hints the next pull answers (see `claim`).
+    hints: Vec<claim::Hint>,
+    /// The timer for the earliest due time known, and that time.
+    due: Option<(chrono::DateTime<chrono::Utc>, SpawnHandle)>,
+    /// A pull asked for later (a rate limit's next token), and when.
+    pull_later: Option<(std::time::Instant, SpawnHandle)>,
     /// Waiting for the last task actor to stop.
     /// Told this executor's id (which may have changed since it started)
     /// when the last task actor has stopped.
@@ -177,7 +221,9 @@ impl ExecutorActor {
         bus: Bus,
     ) -> Self {
         let kinds = registry.names();
+        let local_kinds = std::sync::Arc::new(registry.all_defaults());
         ExecutorActor {
+            local_kinds,
             address: Address::Executor(id.clone()),
             id,
             node,
@@ -195,7 +241,21 @@ impl ExecutorActor {
             // Work may be waiting from before this executor started.
             jobs: Jobs::default().wanting(Job::Pull),
             in_pools: true,
+            hints: Vec::new(),
+            due: None,
+            pull_later: None,
             drained: Vec::new(),
+        }
+    }
+
+    /// Whether `msg` (a `start_task` or `queue_changed`) names a queue
+    /// this executor serves.
+    fn serves(&self, msg: &Msg) -> bool {
+        match msg {
+            Msg::StartTask { queue, .. } | Msg::QueueChanged { queue } => {
+                self.config.queues.contains(queue)
+            }
+            _ => false,
         }
     }
 
@@ -203,28 +263,38 @@ impl ExecutorActor {
         self.phase == Phase::Stopping
     }
 
-    fn free_slots(&self) -> u32 {
+    /// Slots not taken by a running run (suspended ones take none): what
+    /// decides whether this executor is a member of its pools.
+    fn room(&self) -> u32 {
         if self.is_stopping() {
             return 0;
         }
         let busy = self.running.len().saturating_sub(self.parked.len()) as u32;
-        self.config.capacity.saturating_sub(busy + self.claiming)
+        self.config.capacity.saturating_sub(busy)
+    }
+
+    /// Slots a new claim may fill: the room less the claims in flight.
+    fn free_slots(&self) -> u32 {
+        self.room().saturating_sub(self.claiming)
     }
 
     /// Joins or leaves the pools as slots fill and free.
     fn update_membership(&mut self, ctx: &mut Context<Self>) {
-        let want = !self.is_stopping() && self.free_slots() > 0;
+        // Claims in flight do not count: an executor that left its pools at
+        // every pull would churn its broker consumers; hints that come
+        // during a pull wait for the next one (or go on, see `claim`).
+        let want = self.room() > 0;
         if want == self.in_pools {
             return;
         }
         self.in_pools = want;
         let recipient = ctx.address().recipient::<Deliver<Msg>>();
-        for k in &self.kinds {
+        for q in &self.config.queues {
             if want {
                 self.bus
-                    .join_pool_nowait(k.clone(), self.address.clone(), recipient.clone());
+                    .join_pool_nowait(q.clone(), self.address.clone(), recipient.clone());
             } else {
-                self.bus.leave_pool(k.clone(), self.address.clone());
+                self.bus.leave_pool(q.clone(), self.address.clone());
             }
         }
         if !want {
@@ -273,7 +343,7 @@ impl ExecutorActor {
             return;
         }
         let m = crate::metrics::metrics();
-        if task.attempts == 1 {
+        if task.epoch == 1 {
             if let Some(started) = task.started_at {
                 m.dispatched(
                     (started - task.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6,
@@ -287,7 +357,7 @@ impl ExecutorActor {
             kind,
             self.store.clone(),
             self.bus.clone(),
-            self.kinds.clone(),
+            self.local_kinds.clone(),
             ctx.address().recipient(),
             ctx.address().recipient(),
         )
@@ -304,14 +374,14 @@ impl Actor for ExecutorActor {
         let bus = self.bus.clone();
         let me = self.address.clone();
         let recipient = ctx.address().recipient::<Deliver<crate::protocol::Msg>>();
-        let kinds = self.kinds.clone();
+        let queues = self.config.queues.clone();
         ctx.wait(
             async move {
                 if let Err(e) = bus.register(me.clone(), recipient.clone()).await {
                     tracing::error!(error = %e, "executor address taken");
                 }
-                for k in kinds {
-                    let _ = bus.join_pool(k, me.clone(), recipient.clone()).await;
+                for q in queues {
+                    let _ = bus.join_pool(q, me.clone(), recipient.clone()).await;
                 }
             }
             .into_actor(self),
@@ -320,14 +390,23 @@ impl Actor for ExecutorActor {
             act.heartbeat(ctx)
         });
         ctx.run_interval(self.config.sweep_interval, |act, ctx| act.sweep(ctx));
+        self.schedule_retention(ctx);
         // The recovery pass: whatever a previous run left behind.
         self.sweep(ctx);
-        tracing::info!(executor = %self.id, kinds = ?self.kinds, capacity = self.config.capacity, "executor started");
+        for (kind, defaults) in self.registry.all_defaults() {
+            let queue = defaults
+                .queue
+                .unwrap_or_else(|| crate::options::DEFAULT_QUEUE.to_string());
+            if !self.config.queues.contains(&queue) {
+                tracing::warn!(%kind, %queue, queues = ?self.config.queues, "this executor runs a kind whose default queue it does not serve: its tasks wait for an executor that serves it");
+            }
+        }
+        tracing::info!(executor = %self.id, kinds = ?self.kinds, queues = ?self.config.queues, capacity = self.config.capacity, "executor started");
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        for k in &self.kinds {
-            self.bus.leave_pool(k.clone(), self.address.clone());
+        for q in &self.config.queues {
+            self.bus.leave_pool(q.clone(), self.address.clone());
         }
         self.bus.unregister(self.address.clone());
         for tx in self.drained.drain(..) {
@@ -341,8 +420,12 @@ impl Handler<Deliver<Msg>> for ExecutorActor {
 
     fn handle(&mut self, Deliver(env): Deliver<Msg>, ctx: &mut Self::Context) {
         match env.body {
-            Msg::StartTask { task_id, kind } if self.registry.contains(&kind) => {
-                self.claim_one(task_id, kind, env.id, ctx)
+            Msg::StartTask { .. } | Msg::QueueChanged { .. } if self.serves(&env.body) => {
+                self.hinted(env, ctx)
+            }
+            Msg::TaskScheduled { queue, run_at, .. } if self.config.queues.contains(&queue) => {
+                self.bus.settle(env.id, true);
+                self.arm_due(run_at, ctx);
             }
             other => {
                 tracing::debug!(msg = ?other, "executor ignores this message");
@@ -410,9 +493,12 @@ impl Handler<Stop> for ExecutorActor {
         self.phase = Phase::Stopping;
         self.in_pools = false;
         self.drained.push(msg.done);
-        for k in &self.kinds {
-            self.bus.leave_pool(k.clone(), self.address.clone());
+        for q in &self.config.queues {
+            self.bus.leave_pool(q.clone(), self.address.clone());
         }
+        // Nothing more is claimed here: what waits goes to other executors.
+        let hints = std::mem::take(&mut self.hints);
+        self.pass_on(hints);
         if self.running.is_empty() {
             ctx.stop();
             return;

@@ -8,7 +8,7 @@ use courier_bus::Address;
 use super::{ExecutorActor, ExecutorConfig, Job};
 use crate::error::Result;
 use crate::model::now;
-use crate::protocol::{envelope, pool_of, Bus, Msg};
+use crate::protocol::{envelope, start_task, Bus, Msg};
 use crate::store::{detached, Store};
 
 impl ExecutorActor {
@@ -27,9 +27,9 @@ impl ExecutorActor {
                 .map(|res, act, ctx| {
                     act.jobs.end(Job::Sweep);
                     match res {
-                        Ok(released) => {
-                            if released > 0 {
-                                act.jobs.want(Job::Pull);
+                        Ok(next_due) => {
+                            if let Some(at) = next_due {
+                                act.arm_due(at, ctx);
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "sweep failed"),
@@ -42,15 +42,16 @@ impl ExecutorActor {
     }
 }
 
-/// One pass of the recovery sweep. Returns how many tasks were released from
-/// dead executors.
+/// One pass of the recovery sweep. Returns when the next scheduled task is
+/// due, so the executor's timer is right even if every `task_scheduled`
+/// message was lost.
 async fn sweep_once(
     store: &Store,
     bus: &Bus,
     me: &str,
     cfg: &ExecutorConfig,
     from: Address,
-) -> Result<usize> {
+) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
     // 1. Dead executors: silent too long, or (in this pid space) their
     //    process is gone.
     let mut dead: Vec<String> = store
@@ -87,16 +88,8 @@ async fn sweep_once(
     if released > 0 {
         tracing::warn!(by = %me, tasks = released, "tasks of executors that are gone are back in the pool");
     }
-    for t in orphans {
-        bus.tell(envelope(
-            from.clone(),
-            pool_of(&t.kind),
-            &t.trace_id,
-            Msg::StartTask {
-                task_id: t.id,
-                kind: t.kind.clone(),
-            },
-        ));
+    for t in &orphans {
+        bus.tell(start_task(from.clone(), t));
     }
     // 2. Events that were committed but whose message never arrived.
     let before = now() - chrono::Duration::from_std(cfg.redeliver_after).unwrap_or_default();
@@ -136,5 +129,6 @@ async fn sweep_once(
             Msg::CancelTask { task_id: task },
         ));
     }
-    Ok(released)
+    // 5. Timers: the next due time, whoever scheduled it.
+    store.next_due().await
 }

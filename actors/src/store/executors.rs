@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// The columns of an [`ExecutorInfo`].
+const EXECUTOR_COLS: &str = "id, node, host, pid, state, kinds, queues, capacity, running, \
+     started_at, last_seen_at, ended_at, ended_by";
+
 /// An executor registration.
 #[derive(Clone, Debug)]
 pub struct ExecutorRegistration {
@@ -12,8 +16,18 @@ pub struct ExecutorRegistration {
     /// Lets a sweeper on the same machine see that the process is gone
     /// (`None`: only heartbeats tell).
     pub process: Option<crate::process::ProcessIdentity>,
-    pub kinds: Vec<String>,
+    pub offer: Offer,
     pub capacity: i32,
+}
+
+/// What an executor runs: its kinds (with each kind's default options, so
+/// that any node creating a task of the kind applies them) and the queues
+/// it serves.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Offer {
+    pub kinds: Vec<String>,
+    pub queues: Vec<String>,
+    pub kind_options: std::collections::BTreeMap<String, crate::options::TaskOptions>,
 }
 
 impl ExecutorRegistration {
@@ -22,7 +36,7 @@ impl ExecutorRegistration {
         id: String,
         node: String,
         host: String,
-        kinds: Vec<String>,
+        offer: Offer,
         capacity: u32,
     ) -> Self {
         ExecutorRegistration {
@@ -31,7 +45,7 @@ impl ExecutorRegistration {
             host,
             pid: std::process::id() as i32,
             process: crate::process::ProcessIdentity::current(),
-            kinds,
+            offer,
             capacity: capacity.min(i32::MAX as u32) as i32,
         }
     }
@@ -41,12 +55,14 @@ impl Store {
     /// Registers an executor as alive.
     pub async fn register_executor(&self, r: &ExecutorRegistration) -> Result<()> {
         on_pool!(self, p => sqlx::query(
-            "INSERT INTO executors (id, node, host, pid, pid_space, pid_start, state, kinds, capacity, running, started_at, last_seen_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'alive', $7, $8, 0, $9, COALESCE($10, CURRENT_TIMESTAMP))")
+            "INSERT INTO executors (id, node, host, pid, pid_space, pid_start, state, kinds, capacity, running, started_at, last_seen_at, \
+                 queues, kind_options) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'alive', $7, $8, 0, $9, COALESCE($10, CURRENT_TIMESTAMP), $11, $12)")
             .bind(&r.id).bind(&r.node).bind(&r.host).bind(r.pid)
             .bind(r.process.as_ref().map(|p| p.space.clone()))
             .bind(r.process.as_ref().map(|p| p.start))
-            .bind(Json(&r.kinds)).bind(r.capacity).bind(now()).bind(self.seen_now())
+            .bind(Json(&r.offer.kinds)).bind(r.capacity).bind(now()).bind(self.seen_now())
+            .bind(Json(&r.offer.queues)).bind(Json(&r.offer.kind_options))
             .execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
@@ -86,7 +102,7 @@ impl Store {
         me: &str,
         dead_after: Duration,
     ) -> Result<Vec<ExecutorInfo>> {
-        let cols = "id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by";
+        let cols = EXECUTOR_COLS;
         // Staleness is read on the clock the heartbeats were written with
         // (see `seen_now`).
         let rows: Vec<ExecutorInfo> = match &self.db {
@@ -140,16 +156,14 @@ impl Store {
     /// Every executor, newest first.
     pub async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
         let rows: Vec<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
-            "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
-             FROM executors ORDER BY started_at DESC").fetch_all(p).await)?;
+            &format!("SELECT {EXECUTOR_COLS} FROM executors ORDER BY started_at DESC")).fetch_all(p).await)?;
         Ok(rows)
     }
 
     /// One executor.
     pub async fn executor(&self, id: &str) -> Result<Option<ExecutorInfo>> {
         let row: Option<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
-            "SELECT id, node, host, pid, state, kinds, capacity, running, started_at, last_seen_at, ended_at, ended_by \
-             FROM executors WHERE id = $1").bind(id).fetch_optional(p).await)?;
+            &format!("SELECT {EXECUTOR_COLS} FROM executors WHERE id = $1")).bind(id).fetch_optional(p).await)?;
         Ok(row)
     }
 
@@ -164,5 +178,21 @@ impl Store {
         kinds.sort();
         kinds.dedup();
         Ok(kinds)
+    }
+
+    /// The default options of `kind` as an alive executor that runs it
+    /// registered them, or `None` if none runs it.
+    pub async fn kind_defaults(&self, kind: &str) -> Result<Option<crate::options::TaskOptions>> {
+        type KindDefaults = std::collections::BTreeMap<String, crate::options::TaskOptions>;
+        let rows: Vec<(Json<Vec<String>>, Json<KindDefaults>)> = on_pool!(self, p => sqlx::query_as(
+                "SELECT kinds, kind_options FROM executors WHERE state = 'alive' ORDER BY started_at DESC")
+                .fetch_all(p).await)?;
+        Ok(rows.into_iter().find_map(|(kinds, options)| {
+            kinds
+                .0
+                .iter()
+                .any(|k| k == kind)
+                .then(|| options.0.get(kind).cloned().unwrap_or_default())
+        }))
     }
 }

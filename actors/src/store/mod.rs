@@ -20,7 +20,7 @@ mod connect;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{PgPool, SqlitePool};
@@ -28,8 +28,10 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    now, ExecutorInfo, ExecutorState, HistoryEntry, Task, TaskEvent, TaskFilter, TaskState,
+    now, AttemptError, ExecutorInfo, ExecutorState, HistoryEntry, Task, TaskEvent, TaskFilter,
+    TaskState,
 };
+use crate::options::Resolved;
 
 pub use connect::{StoreOptions, MIGRATOR_POSTGRES, MIGRATOR_SQLITE};
 
@@ -82,11 +84,15 @@ macro_rules! on_pool_tx {
 // The tables, one file each; declared after the macros so they can use them.
 mod events;
 mod executors;
+mod queues;
+mod retention;
 mod tasks;
 mod watchers;
 
 pub use events::UndeliveredEvent;
-pub use executors::ExecutorRegistration;
+pub use executors::{ExecutorRegistration, Offer};
+pub use queues::Claimed;
+pub use retention::Retention;
 pub use tasks::{Outcome, TaskInsert};
 
 /// Which database a store talks to.
@@ -99,7 +105,17 @@ pub enum Dialect {
 /// The columns of a task, in [`Task`] order.
 const TASK_COLS: &str = "id, kind, state, input, output, error, progress, parent_id, executor_id, \
      epoch, attempts, cancel_requested, watched, idempotency_key, trace_id, created_at, started_at, \
-     finished_at, updated_at";
+     finished_at, updated_at, queue, priority, run_at, max_attempts, backoff_ms, timeout_ms, errors, \
+     parent_attempt";
+
+/// [`TASK_COLS`] of the table aliased `alias`.
+fn qualified(alias: &str) -> String {
+    TASK_COLS
+        .split(", ")
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A task state as an SQL literal (`'pending'`): statements name states
 /// through [`TaskState`], never by spelling them out.
@@ -127,6 +143,7 @@ impl std::fmt::Display for States {
     }
 }
 
+const SCHEDULED: St = St(TaskState::Scheduled);
 const PENDING: St = St(TaskState::Pending);
 const RUNNING: St = St(TaskState::Running);
 const SUSPENDED: St = St(TaskState::Suspended);

@@ -6,7 +6,12 @@ use super::*;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     Succeeded(Value),
-    Failed(String),
+    /// The last attempt failed: `error` is its message, `errors` every
+    /// attempt's (this one last).
+    Failed {
+        error: String,
+        errors: Vec<AttemptError>,
+    },
     Cancelled(Option<String>),
 }
 
@@ -14,13 +19,14 @@ impl Outcome {
     pub fn state(&self) -> TaskState {
         match self {
             Outcome::Succeeded(_) => TaskState::Succeeded,
-            Outcome::Failed(_) => TaskState::Failed,
+            Outcome::Failed { .. } => TaskState::Failed,
             Outcome::Cancelled(_) => TaskState::Cancelled,
         }
     }
 }
 
-/// A task to insert; built by the runtime from a [`NewTask`](crate::NewTask).
+/// A task to insert; built by the client (or a parent's run) from a
+/// [`NewTask`](crate::NewTask) whose options are resolved.
 #[derive(Clone, Debug)]
 pub struct TaskInsert {
     pub id: Uuid,
@@ -29,6 +35,44 @@ pub struct TaskInsert {
     pub idempotency_key: Option<String>,
     pub trace_id: String,
     pub created_by: String,
+    pub options: Resolved,
+}
+
+impl TaskInsert {
+    /// `scheduled` until its `run_at`, else `pending`.
+    fn state(&self) -> TaskState {
+        if self.options.run_at.is_some() {
+            TaskState::Scheduled
+        } else {
+            TaskState::Pending
+        }
+    }
+}
+
+/// The columns a new task sets, in the order [`bind_insert`] binds them
+/// from `$1`.
+const INSERT_COLS: &str = "id, kind, state, input, idempotency_key, trace_id, changed_by, \
+     created_at, updated_at, queue, priority, run_at, max_attempts, backoff_ms, timeout_ms";
+const INSERT_VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14";
+
+/// Binds a [`TaskInsert`] as `$1 … $14` of [`INSERT_COLS`].
+macro_rules! bind_insert {
+    ($q:expr, $t:expr, $ts:expr) => {
+        $q.bind($t.id)
+            .bind(&$t.kind)
+            .bind($t.state().as_str())
+            .bind(Json(&$t.input))
+            .bind(&$t.idempotency_key)
+            .bind(&$t.trace_id)
+            .bind(&$t.created_by)
+            .bind($ts)
+            .bind(&$t.options.queue)
+            .bind($t.options.priority)
+            .bind($t.options.run_at)
+            .bind($t.options.max_attempts)
+            .bind($t.options.backoff_ms)
+            .bind($t.options.timeout_ms)
+    };
 }
 
 impl Store {
@@ -47,92 +91,102 @@ impl Store {
         t: &TaskInsert,
         watcher: Option<&str>,
     ) -> Result<(Task, bool)> {
+        let mut rows = self.create_tasks(std::slice::from_ref(t), watcher).await?;
+        Ok(rows.remove(0))
+    }
+
+    /// Inserts top-level tasks in one transaction: all of them or, on any
+    /// error, none. Each comes back in order with whether this call created
+    /// it (`false`: its idempotency key named a task that exists, which is
+    /// returned instead). `watcher`, if given, is registered on each.
+    pub async fn create_tasks(
+        &self,
+        ts: &[TaskInsert],
+        watcher: Option<&str>,
+    ) -> Result<Vec<(Task, bool)>> {
         let insert = format!(
-            "INSERT INTO tasks (id, kind, state, input, idempotency_key, trace_id, changed_by, created_at, updated_at) \
-             VALUES ($1, $2, {PENDING}, $3, $4, $5, $6, $7, $7) \
+            "INSERT INTO tasks ({INSERT_COLS}) VALUES ({INSERT_VALUES}) \
              ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
         let by_key = format!(
             "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 {}",
             self.share_lock()
         );
-        let ts = now();
-        let (row, created): (Option<Task>, bool) = on_pool_tx!(self, p, begin => {
+        let ts_now = now();
+        let out: Vec<(Task, bool)> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
-            let row: Option<Task> = sqlx::query_as(&insert)
-                .bind(t.id)
-                .bind(&t.kind)
-                .bind(Json(&t.input))
-                .bind(&t.idempotency_key)
-                .bind(&t.trace_id)
-                .bind(&t.created_by)
-                .bind(ts)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let (row, created) = match (row, &t.idempotency_key) {
-                (Some(r), _) => (Some(r), true),
-                (None, Some(key)) => (sqlx::query_as(&by_key).bind(key).fetch_optional(&mut *tx).await?, false),
-                (None, None) => (None, false),
-            };
-            if let (Some(r), Some(w)) = (&row, watcher) {
-                sqlx::query("INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(r.id).bind(w).bind(ts).execute(&mut *tx).await?;
+            let mut out = Vec::with_capacity(ts.len());
+            for t in ts {
+                let row: Option<Task> = bind_insert!(sqlx::query_as(&insert), t, ts_now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let (row, created) = match (row, &t.idempotency_key) {
+                    (Some(r), _) => (r, true),
+                    (None, Some(key)) => match sqlx::query_as(&by_key).bind(key).fetch_optional(&mut *tx).await? {
+                        Some(r) => (r, false),
+                        None => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
+                    },
+                    (None, None) => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
+                };
+                if let Some(w) = watcher {
+                    sqlx::query("INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                        .bind(row.id).bind(w).bind(ts_now).execute(&mut *tx).await?;
+                }
+                out.push((row, created));
             }
             tx.commit().await?;
-            (row, created)
+            out
         });
-        match row {
-            Some(task) => Ok((task, created)),
-            None => Err(Error::Conflict(format!("task id {} exists already", t.id))),
-        }
+        Ok(out)
     }
 
-    /// Inserts sub-task number `spawn_seq` of the parent that `fence` owns.
-    /// Spawning the same number again (a parent run again after a crash)
-    /// returns the sub-task created the first time and `false`.
+    /// Inserts sub-task number `spawn_seq` of the parent that `fence` owns,
+    /// in the parent's current attempt. Spawning the same number again in
+    /// the same attempt (a parent run again after a crash or a takeover)
+    /// returns the sub-task created the first time and `false`; a retried
+    /// parent (a new attempt) spawns afresh.
     pub async fn spawn_child(
         &self,
         fence: &Fence,
         spawn_seq: i32,
         t: &TaskInsert,
     ) -> Result<(Task, bool)> {
-        // SQLite needs the `WHERE` in INSERT … SELECT to tell ON CONFLICT apart
-        // from a join constraint; PostgreSQL accepts the same text.
+        // The parent's row is the source of the insert: it must be held by
+        // this fence, and it gives the attempt. (SQLite needs the `WHERE` of
+        // INSERT … SELECT to tell ON CONFLICT apart from a join constraint.)
         let sql = format!(
-            "INSERT INTO tasks (id, kind, state, input, parent_id, spawn_seq, trace_id, changed_by, created_at, updated_at) \
-             SELECT $1, $2, {PENDING}, $3, $4, $5, $6, $7, $8, $8 \
-             WHERE EXISTS (SELECT 1 FROM tasks p WHERE p.id = $4 AND p.executor_id = $7 AND p.epoch = $9 \
-                           AND p.state IN {HELD}) \
-               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $7 AND e.state = 'dead') \
+            "INSERT INTO tasks ({INSERT_COLS}, parent_id, spawn_seq, parent_attempt) \
+             SELECT {INSERT_VALUES}, p.id, $15, p.attempts FROM tasks p \
+             WHERE p.id = $16 AND p.executor_id = $18 AND p.epoch = $17 AND p.state IN {HELD} \
+               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $18 AND e.state = 'dead') \
              ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
-        let ts = now();
-        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(t.id)
-            .bind(&t.kind)
-            .bind(Json(&t.input))
-            .bind(fence.task_id)
+        let row: Option<Task> = on_pool!(self, p => bind_insert!(sqlx::query_as(&sql), t, now())
             .bind(spawn_seq)
-            .bind(&t.trace_id)
-            .bind(&fence.executor_id)
-            .bind(ts)
+            .bind(fence.task_id)
             .bind(fence.epoch)
+            .bind(&fence.executor_id)
             .fetch_optional(p)
             .await)?;
         if let Some(task) = row {
             return Ok((task, true));
         }
-        match self.child(fence.task_id, spawn_seq).await? {
+        match self.child(fence, spawn_seq).await? {
             Some(existing) => Ok((existing, false)),
             None => Err(Error::Fenced(fence.task_id)),
         }
     }
 
-    /// Sub-task number `spawn_seq` of `parent`.
-    pub async fn child(&self, parent: Uuid, spawn_seq: i32) -> Result<Option<Task>> {
-        let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE parent_id = $1 AND spawn_seq = $2");
+    /// Sub-task number `spawn_seq` that the current attempt of the parent
+    /// held by `fence` spawned.
+    pub async fn child(&self, fence: &Fence, spawn_seq: i32) -> Result<Option<Task>> {
+        let cols = qualified("c");
+        let sql = format!(
+            "SELECT {cols} FROM tasks c JOIN tasks p ON p.id = c.parent_id \
+             WHERE c.parent_id = $1 AND c.parent_attempt = p.attempts AND c.spawn_seq = $2"
+        );
         let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(parent).bind(spawn_seq).fetch_optional(p).await)?;
+            .bind(fence.task_id).bind(spawn_seq).fetch_optional(p).await)?;
         Ok(row)
     }
 
@@ -163,6 +217,9 @@ impl Store {
         if f.kind.is_some() {
             conds.push(format!("kind = {}", next()));
         }
+        if f.queue.is_some() {
+            conds.push(format!("queue = {}", next()));
+        }
         if f.parent_id.is_some() {
             conds.push(format!("parent_id = {}", next()));
         }
@@ -181,6 +238,7 @@ impl Store {
             let mut q = sqlx::query_as(&sql);
             if let Some(s) = f.state { q = q.bind(s.as_str()); }
             if let Some(k) = &f.kind { q = q.bind(k); }
+            if let Some(k) = &f.queue { q = q.bind(k); }
             if let Some(pid) = f.parent_id { q = q.bind(pid); }
             if let Some(a) = f.after { q = q.bind(a); }
             q.bind(lim).fetch_all(p).await
@@ -188,9 +246,12 @@ impl Store {
         Ok(rows)
     }
 
-    /// The direct sub-tasks of `parent`, in the order they were spawned.
+    /// The direct sub-tasks of `parent`, by the parent's attempt that
+    /// spawned them, then in the order they were spawned.
     pub async fn children(&self, parent: Uuid) -> Result<Vec<Task>> {
-        let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE parent_id = $1 ORDER BY spawn_seq");
+        let sql = format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE parent_id = $1 ORDER BY parent_attempt, spawn_seq"
+        );
         let rows: Vec<Task> =
             on_pool!(self, p => sqlx::query_as(&sql).bind(parent).fetch_all(p).await)?;
         Ok(rows)
@@ -207,66 +268,6 @@ impl Store {
         let rows: Vec<Task> =
             on_pool!(self, p => sqlx::query_as(&sql).bind(root).fetch_all(p).await)?;
         Ok(rows)
-    }
-
-    /// Claims a pending task for `executor` (a conditional update: of two
-    /// claims of one task, one wins and the other gets `None`). The claim
-    /// counts an attempt and starts a new ownership epoch. An executor that is
-    /// not registered as alive cannot claim.
-    /// Only a task of `kind` is claimed: a message naming the wrong kind
-    /// (a confused peer) cannot make an executor take work it cannot run.
-    pub async fn claim(&self, id: Uuid, kind: &str, executor: &str) -> Result<Option<Task>> {
-        let sql = format!(
-            "UPDATE tasks SET state = {RUNNING}, executor_id = $2, epoch = epoch + 1, \
-                 attempts = attempts + 1, started_at = COALESCE(started_at, $3), updated_at = $3, changed_by = $2 \
-             WHERE id = $1 AND state = {PENDING} AND kind = $4 \
-               AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $2 AND e.state = 'alive') \
-             RETURNING {TASK_COLS}"
-        );
-        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(id).bind(executor).bind(now()).bind(kind).fetch_optional(p).await)?;
-        Ok(row)
-    }
-
-    /// Claims up to `limit` of the oldest pending tasks of `kinds`.
-    pub async fn claim_pending(
-        &self,
-        executor: &str,
-        kinds: &[String],
-        limit: u32,
-    ) -> Result<Vec<Task>> {
-        if kinds.is_empty() || limit == 0 {
-            return Ok(Vec::new());
-        }
-        // PostgreSQL: skip rows another executor is claiming right now instead
-        // of queueing behind its lock. SQLite has one writer at a time anyway.
-        let lock = match self.dialect() {
-            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
-        };
-        // The pick is a MATERIALIZED CTE, evaluated once: as a plain `IN
-        // (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` PostgreSQL may run the
-        // subquery again (a recheck after a concurrent update), and claim
-        // more than `limit` tasks: more than the executor's capacity.
-        let sql = format!(
-            "WITH picked AS MATERIALIZED (SELECT id FROM tasks WHERE state = {PENDING} AND kind IN ({kinds}) \
-                                          ORDER BY id LIMIT $3 {lock}) \
-             UPDATE tasks SET state = {RUNNING}, executor_id = $1, epoch = epoch + 1, \
-                 attempts = attempts + 1, started_at = COALESCE(started_at, $2), updated_at = $2, changed_by = $1 \
-             WHERE id IN (SELECT id FROM picked) \
-               AND state = {PENDING} \
-               AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $1 AND e.state = 'alive') \
-             RETURNING {TASK_COLS}",
-            kinds = placeholders(4, kinds.len()),
-        );
-        let rows: Vec<Task> = on_pool!(self, p => {
-            let mut q = sqlx::query_as(&sql).bind(executor).bind(now()).bind(i64::from(limit));
-            for k in kinds { q = q.bind(k); }
-            q.fetch_all(p).await
-        })?;
-        let mut tasks = rows;
-        tasks.sort_by_key(|t| t.id);
-        Ok(tasks)
     }
 
     /// Moves an owned task between `running` and `suspended`; returns it.
@@ -301,13 +302,14 @@ impl Store {
     /// Records how an owned task ended. Returns the final task and, taken
     /// in the same transaction, the addresses that were waiting for it.
     pub async fn finish(&self, fence: &Fence, outcome: &Outcome) -> Result<(Task, Vec<String>)> {
-        let (output, error) = match outcome {
-            Outcome::Succeeded(v) => (Some(Json(v)), None),
-            Outcome::Failed(e) => (None, Some(e.as_str())),
-            Outcome::Cancelled(e) => (None, e.as_deref()),
+        let (output, error, errors) = match outcome {
+            Outcome::Succeeded(v) => (Some(Json(v)), None, None),
+            Outcome::Failed { error, errors } => (None, Some(error.as_str()), Some(Json(errors))),
+            Outcome::Cancelled(e) => (None, e.as_deref(), None),
         };
         let sql = format!(
-            "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2 \
+            "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2, \
+                 errors = COALESCE($8, errors) \
              WHERE id = $1 AND {OWNED} \
              RETURNING {TASK_COLS}"
         );
@@ -315,7 +317,7 @@ impl Store {
             let mut tx = p.begin_with(begin).await?;
             let row: Option<Task> = sqlx::query_as(&sql)
                 .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
-                .bind(outcome.state().as_str()).bind(output).bind(error).bind(now())
+                .bind(outcome.state().as_str()).bind(output).bind(error).bind(now()).bind(errors)
                 .fetch_optional(&mut *tx).await?;
             let watchers = if row.is_some() {
                 // The inbox is closed with the task: whatever is in it counts
@@ -336,10 +338,36 @@ impl Store {
         Ok((task, watchers.into_iter().map(|w| w.0).collect()))
     }
 
-    /// Puts an owned task back to `pending` (a clean stop hands its tasks back).
+    /// Records a failed attempt of an owned task that has attempts left:
+    /// `scheduled` until `run_at`, no longer owned, `errors` every failed
+    /// attempt's so far. The next claim is the next attempt.
+    pub async fn retry_later(
+        &self,
+        fence: &Fence,
+        error: &str,
+        errors: &[AttemptError],
+        run_at: DateTime<Utc>,
+    ) -> Result<Task> {
+        let sql = format!(
+            "UPDATE tasks SET state = {SCHEDULED}, run_at = $4, error = $5, errors = $6, executor_id = NULL, \
+                 updated_at = $7, changed_by = $2 \
+             WHERE id = $1 AND {OWNED} \
+             RETURNING {TASK_COLS}"
+        );
+        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
+            .bind(run_at.trunc_subsecs(6)).bind(error).bind(Json(errors)).bind(now())
+            .fetch_optional(p).await)?;
+        row.ok_or(Error::Fenced(fence.task_id))
+    }
+
+    /// Puts an owned task back to `pending` (a clean stop hands its tasks
+    /// back). The run did not end, so it uses no attempt: the next claim
+    /// runs the same attempt again.
     pub async fn hand_back(&self, fence: &Fence) -> Result<()> {
         let sql = format!(
-            "UPDATE tasks SET state = {PENDING}, executor_id = NULL, updated_at = $4, changed_by = $2 \
+            "UPDATE tasks SET state = {PENDING}, executor_id = NULL, attempts = attempts - 1, \
+                 updated_at = $4, changed_by = $2 \
              WHERE id = $1 AND {OWNED}"
         );
         let res = on_pool!(self, p => sqlx::query(&sql)
@@ -360,12 +388,15 @@ impl Store {
         self.task(id).await
     }
 
-    /// Cancels a task that no executor has claimed yet. `None` when it was not pending.
-    pub async fn cancel_pending(&self, id: Uuid, by: &str) -> Result<Option<Task>> {
+    /// Cancels a task that no executor holds (`scheduled` or `pending`).
+    /// `None` when it was in another state.
+    pub async fn cancel_unclaimed(&self, id: Uuid, by: &str) -> Result<Option<Task>> {
         let sql = format!(
-            "UPDATE tasks SET state = {CANCELLED}, cancel_requested = TRUE, error = 'cancelled before it started', \
+            "UPDATE tasks SET state = {CANCELLED}, cancel_requested = TRUE, run_at = NULL, \
+                 error = CASE WHEN attempts > 0 THEN 'cancelled while waiting to be retried' \
+                              ELSE 'cancelled before it started' END, \
                  finished_at = $3, updated_at = $3, changed_by = $2 \
-             WHERE id = $1 AND state = {PENDING} RETURNING {TASK_COLS}"
+             WHERE id = $1 AND state IN ({SCHEDULED}, {PENDING}) RETURNING {TASK_COLS}"
         );
         let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(id).bind(by).bind(now()).fetch_optional(p).await)?;
@@ -411,11 +442,7 @@ impl Store {
         executor: &str,
         before: DateTime<Utc>,
     ) -> Result<Vec<Task>> {
-        let cols = TASK_COLS
-            .split(", ")
-            .map(|c| format!("c.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let cols = qualified("c");
         let sql = format!(
             "SELECT {cols} FROM tasks c JOIN tasks p ON c.parent_id = p.id \
              WHERE p.executor_id = $1 AND p.state = {SUSPENDED} AND c.state IN {FINAL} \
@@ -433,7 +460,8 @@ impl Store {
     /// short, a claim that committed as its executor stopped or was declared
     /// dead, a hand-back that never ran.
     ///
-    /// A task taken from a *dead* executor counts a takeover; at
+    /// The interrupted run uses no attempt: the next claim runs the same
+    /// attempt again. A task taken from a *dead* executor counts a takeover; at
     /// `max_takeovers` it is failed instead (a poison task that kills every
     /// executor that runs it must not go round forever).
     pub async fn release_orphans(&self, by: &str, max_takeovers: i32) -> Result<Vec<Task>> {
@@ -446,6 +474,7 @@ impl Store {
                  error = CASE WHEN {poison} THEN $4 ELSE error END, \
                  finished_at = CASE WHEN {poison} THEN $2 ELSE finished_at END, \
                  executor_id = CASE WHEN {poison} THEN executor_id ELSE NULL END, \
+                 attempts = CASE WHEN {poison} THEN attempts ELSE attempts - 1 END, \
                  updated_at = $2, changed_by = $1 \
              WHERE state IN {HELD} \
                AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = tasks.executor_id AND e.state = 'alive') \

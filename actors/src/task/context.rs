@@ -14,10 +14,12 @@ use uuid::Uuid;
 use courier_bus::Address;
 
 use super::signals::Parked;
+use crate::creation::{prepare, LocalKinds, Request};
 use crate::error::TaskError;
-use crate::model::{validate_kind_name, Task, TaskState};
-use crate::protocol::{envelope, pool_of, Bus, Msg};
-use crate::store::{retry, Fence, Store, TaskInsert};
+use crate::model::{Task, TaskState};
+use crate::options::TaskOptions;
+use crate::protocol::{announce, envelope, Bus, Msg};
+use crate::store::{retry, Fence, Store};
 
 /// How long a run's own writes are retried through a database outage before
 /// the run is interrupted (and the task handed back).
@@ -109,6 +111,11 @@ impl Shared {
         f.last = Some(task);
     }
 
+    /// True once cancellation was requested.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Mailbox> {
         // A poisoned lock means a run panicked while holding it; the data is
         // plain and still consistent, so carry on.
@@ -129,7 +136,7 @@ struct Inner {
     bus: Bus,
     me: Address,
     /// Kinds this executor runs (spawning one of those needs no lookup).
-    local_kinds: Vec<String>,
+    local_kinds: LocalKinds,
     shared: Arc<Shared>,
     next_spawn: AtomicI32,
     /// The executor, told when this run parks and resumes.
@@ -181,7 +188,7 @@ impl TaskContext {
         store: Store,
         bus: Bus,
         me: Address,
-        local_kinds: Vec<String>,
+        local_kinds: LocalKinds,
         shared: Arc<Shared>,
         parked: actix::Recipient<Parked>,
     ) -> Self {
@@ -336,55 +343,62 @@ impl TaskContext {
     }
 
     /// Spawns a sub-task of `kind` with `input`. It runs on any executor that
-    /// runs `kind`; its end is reported back to this task. Spawning is
-    /// idempotent across re-runs: the n-th spawn of a run is the same sub-task
-    /// every time.
+    /// serves its queue and runs `kind`; its end is reported back to this
+    /// task. Spawning is idempotent across re-runs of one attempt: the n-th
+    /// spawn of a run is the same sub-task every time (a retry, which is a
+    /// new attempt, spawns afresh).
     pub async fn spawn(&self, kind: &str, input: Value) -> Result<Child, TaskError> {
+        self.spawn_with(kind, input, TaskOptions::default()).await
+    }
+
+    /// [`spawn`](Self::spawn) with queue options for the sub-task (queue,
+    /// priority, delay, retries, timeout); unset ones come from the kind's
+    /// defaults. A bad option fails this run.
+    pub async fn spawn_with(
+        &self,
+        kind: &str,
+        input: Value,
+        options: TaskOptions,
+    ) -> Result<Child, TaskError> {
         let i = &self.inner;
         if self.is_cancelled() {
             return Err(TaskError::Cancelled);
         }
-        validate_kind_name(kind).map_err(|e| TaskError::failed(e.to_string()))?;
-        if !i.local_kinds.iter().any(|k| k == kind) {
-            let known = retry("looking up task kinds", WRITE_RETRY, || {
-                i.store.known_kinds()
-            })
-            .await?;
-            if !known.iter().any(|k| k == kind) {
-                return Err(TaskError::failed(format!(
-                    "cannot spawn sub-task: no executor runs kind {kind:?}"
-                )));
-            }
-        }
-        let seq = i.next_spawn.fetch_add(1, Ordering::SeqCst);
-        let insert = TaskInsert {
-            id: Uuid::now_v7(),
-            kind: kind.to_string(),
-            input,
+        let request = || Request {
+            kind,
+            input: input.clone(),
             idempotency_key: None,
             trace_id: i.task.trace_id.clone(),
+            options: &options,
             created_by: i.fence.executor_id.clone(),
         };
+        let insert = match retry("preparing a sub-task", WRITE_RETRY, || {
+            prepare(&i.store, &i.local_kinds, request())
+        })
+        .await
+        {
+            Ok(insert) => insert,
+            Err(crate::Error::UnknownKind(k)) => {
+                return Err(TaskError::failed(format!(
+                    "cannot spawn sub-task: no executor runs kind {k:?}"
+                )))
+            }
+            Err(e @ crate::Error::InvalidField { .. }) => {
+                return Err(TaskError::failed(format!("cannot spawn sub-task: {e}")))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let seq = i.next_spawn.fetch_add(1, Ordering::SeqCst);
         let (child, created) = retry("spawning a sub-task", WRITE_RETRY, || {
             i.store.spawn_child(&i.fence, seq, &insert)
         })
         .await?;
         tracing::debug!(child = %child.id, kind, seq, created, "spawned sub-task");
-        match child.state {
-            TaskState::Pending => i.bus.tell(envelope(
-                i.me.clone(),
-                pool_of(kind),
-                &child.trace_id,
-                Msg::StartTask {
-                    task_id: child.id,
-                    kind: kind.to_string(),
-                },
-            )),
-            s if s.is_final() => {
-                let c = child.clone();
-                i.shared.update(|mb| mb.add_child(c));
-            }
-            _ => {}
+        if child.state.is_final() {
+            let c = child.clone();
+            i.shared.update(|mb| mb.add_child(c));
+        } else if let Some(env) = announce(i.me.clone(), &child) {
+            i.bus.tell(env);
         }
         Ok(Child {
             id: child.id,

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::context::TaskContext;
 use crate::error::TaskError;
 use crate::model::validate_kind_name;
+use crate::options::TaskOptions;
 
 /// What a run returns: its output, or why it did not produce one.
 pub type TaskResult = Result<Value, TaskError>;
@@ -43,10 +44,17 @@ where
     }
 }
 
-/// Task kinds by name.
+/// A registered kind: its code and its default options.
+#[derive(Clone)]
+struct Entry {
+    kind: Arc<dyn TaskKind>,
+    defaults: TaskOptions,
+}
+
+/// Task kinds by name, each with its default options.
 #[derive(Clone, Default)]
 pub struct Registry {
-    kinds: BTreeMap<String, Arc<dyn TaskKind>>,
+    kinds: BTreeMap<String, Entry>,
 }
 
 impl fmt::Debug for Registry {
@@ -66,16 +74,58 @@ impl Registry {
     /// When `name` is not a valid kind name (see [`validate_kind_name`]): a
     /// programming error, found on the first run.
     pub fn register(&mut self, name: impl Into<String>, kind: impl TaskKind) -> &mut Self {
+        self.register_with(name, kind, TaskOptions::default())
+    }
+
+    /// Registers `kind` under `name` with default options for its tasks
+    /// (queue, priority, `max_attempts`, backoff, timeout): a task that
+    /// does not set an option gets the kind's. Every node applies them, a
+    /// web node that does not run the kind too (executors record them).
+    ///
+    /// # Panics
+    /// When `name` is not a valid kind name, or `defaults` holds a bad value
+    /// or a delay: a programming error, found on the first run.
+    pub fn register_with(
+        &mut self,
+        name: impl Into<String>,
+        kind: impl TaskKind,
+        defaults: TaskOptions,
+    ) -> &mut Self {
         let name = name.into();
         if let Err(e) = validate_kind_name(&name) {
             panic!("{e}");
         }
-        self.kinds.insert(name, Arc::new(kind));
+        if let Err(e) = defaults.validate_as_defaults() {
+            panic!("default options of kind {name:?}: {e}");
+        }
+        self.kinds.insert(
+            name,
+            Entry {
+                kind: Arc::new(kind),
+                defaults,
+            },
+        );
         self
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn TaskKind>> {
-        self.kinds.get(name).cloned()
+        self.kinds.get(name).map(|e| e.kind.clone())
+    }
+
+    /// The default options of a kind (empty for an unknown one).
+    pub fn defaults(&self, name: &str) -> TaskOptions {
+        self.kinds
+            .get(name)
+            .map(|e| e.defaults.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every kind's default options, by name.
+    pub fn all_defaults(&self) -> BTreeMap<String, TaskOptions> {
+        self.kinds
+            .iter()
+            .map(|(k, e)| (k.clone(), e.defaults.clone()))
+            .collect()
     }
 
     pub fn contains(&self, name: &str) -> bool {

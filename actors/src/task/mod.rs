@@ -24,8 +24,8 @@ use self::context::{Shared, TaskContext};
 use self::kind::TaskKind;
 use self::signals::{Abort, Parked, TaskDone};
 use crate::error::{Error, TaskError};
-use crate::model::Task;
-use crate::protocol::{envelope, Bus, Msg};
+use crate::model::{now, AttemptError, Task, TaskState};
+use crate::protocol::{announce, envelope, start_task, Bus, Msg};
 use crate::store::{detached, retry, Fence, Outcome, Store};
 
 /// How long the end of a run is retried through a database outage. Past it
@@ -40,12 +40,14 @@ pub struct TaskActor {
     bus: Bus,
     /// The executor's address, the `from` of messages this actor sends.
     me: Address,
-    local_kinds: Vec<String>,
+    local_kinds: crate::creation::LocalKinds,
     shared: Arc<Shared>,
     executor: Recipient<TaskDone>,
     /// Told when the run parks and resumes: a parked run frees its slot.
     parked: Recipient<Parked>,
     run: Option<SpawnHandle>,
+    /// The timer of the attempt's `timeout_ms`.
+    timeout: Option<SpawnHandle>,
     /// Highest event `seq` known to be in the mailbox.
     max_seq: i64,
     ending: bool,
@@ -59,7 +61,7 @@ impl TaskActor {
         kind: Arc<dyn TaskKind>,
         store: Store,
         bus: Bus,
-        local_kinds: Vec<String>,
+        local_kinds: crate::creation::LocalKinds,
         executor: Recipient<TaskDone>,
         parked: Recipient<Parked>,
     ) -> Self {
@@ -80,6 +82,7 @@ impl TaskActor {
             executor,
             parked,
             run: None,
+            timeout: None,
             max_seq: 0,
             ending: false,
         }
@@ -134,7 +137,7 @@ impl TaskActor {
             }
             Err(e) => {
                 tracing::warn!(parent: &act.span(), error = %e, "could not load the task's events; handing it back");
-                act.end(Err(TaskError::from(e)), ctx);
+                act.end(RunEnd::from(Err(TaskError::from(e))), ctx);
             }
         }));
     }
@@ -157,17 +160,27 @@ impl TaskActor {
             .instrument(span);
         let handle = ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.run = None;
-            let res = res.unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(TaskError::failed(format!("task panicked: {msg}")))
-            });
-            act.end(res, ctx);
+            let end = match res {
+                Ok(r) => RunEnd::from(r),
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    RunEnd::Failed {
+                        code: "panic",
+                        message: format!("task panicked: {msg}"),
+                    }
+                }
+            };
+            act.end(end, ctx);
         }));
         self.run = Some(handle);
+        if let Some(ms) = self.task.timeout_ms.filter(|ms| *ms > 0) {
+            let limit = Duration::from_millis(ms as u64);
+            self.timeout = Some(ctx.run_later(limit, move |act, ctx| act.time_out(limit, ctx)));
+        }
     }
 
     /// Marks event `seq` (with `up_to`: every event up to it) as held here.
@@ -194,24 +207,48 @@ impl TaskActor {
     }
 
     /// Records the end of the run and stops the actor.
-    fn end(&mut self, res: Result<serde_json::Value, TaskError>, ctx: &mut Context<Self>) {
+    fn end(&mut self, end: RunEnd, ctx: &mut Context<Self>) {
         if self.ending {
             return;
         }
         self.ending = true;
+        if let Some(h) = self.timeout.take() {
+            ctx.cancel_future(h);
+        }
         let span = self.span();
-        let outcome = match res {
-            Ok(v) => Some(Outcome::Succeeded(v)),
-            Err(TaskError::Failed(m)) => Some(Outcome::Failed(m)),
-            Err(TaskError::Cancelled) => Some(Outcome::Cancelled(Some("cancelled".into()))),
-            Err(TaskError::Fenced) => None,
-            Err(TaskError::Interrupted(why)) => {
+        let outcome = match end {
+            RunEnd::Output(v) => Outcome::Succeeded(v),
+            RunEnd::Cancelled => Outcome::Cancelled(Some("cancelled".into())),
+            RunEnd::Failed { code, message } => {
+                let mut errors = self.task.errors.clone();
+                errors.push(AttemptError {
+                    attempt: self.task.attempts,
+                    error: message.clone(),
+                    at: now(),
+                    code: code.to_string(),
+                });
+                let cancelled = self.shared.is_cancelled();
+                if self.task.attempts < self.task.max_attempts && !cancelled {
+                    self.retry_later(message, errors, ctx);
+                    return;
+                }
+                Outcome::Failed {
+                    error: message,
+                    errors,
+                }
+            }
+            RunEnd::Fenced => {
+                tracing::warn!(parent: &span, "this executor lost the task; its result is dropped");
+                ctx.stop();
+                return;
+            }
+            RunEnd::Interrupted(why) => {
                 tracing::warn!(parent: &span, %why, "run interrupted; handing the task back");
                 let store = self.store.clone();
                 let fence = self.fence.clone();
                 let bus = self.bus.clone();
                 let me = self.me.clone();
-                let task = self.task.clone();
+                let mut task = self.task.clone();
                 ctx.wait(
                     detached(async move {
                         match retry("handing a task back", FINISH_RETRY, || {
@@ -219,15 +256,10 @@ impl TaskActor {
                         })
                         .await
                         {
-                            Ok(()) => bus.tell(envelope(
-                                me,
-                                crate::protocol::pool_of(&task.kind),
-                                &task.trace_id,
-                                Msg::StartTask {
-                                    task_id: task.id,
-                                    kind: task.kind.clone(),
-                                },
-                            )),
+                            Ok(()) => {
+                                task.state = TaskState::Pending;
+                                bus.tell(start_task(me, &task));
+                            }
                             Err(e) => tracing::warn!(error = %e, "could not hand the task back"),
                         }
                     })
@@ -237,15 +269,12 @@ impl TaskActor {
                 return;
             }
         };
-        let Some(outcome) = outcome else {
-            tracing::warn!(parent: &span, "this executor lost the task; its result is dropped");
-            ctx.stop();
-            return;
-        };
         let store = self.store.clone();
         let fence = self.fence.clone();
         let bus = self.bus.clone();
         let me = self.me.clone();
+        let errors = self.task.errors.clone();
+        let attempt = self.task.attempts;
         ctx.wait(
             detached(
                 async move {
@@ -257,7 +286,10 @@ impl TaskActor {
                     // why, rather than leave the task running forever.
                     if !e.is_transient() && !matches!(e, Error::Fenced(_)) {
                         tracing::error!(error = %e, "the database refused the run's result; failing the task");
-                        let failed = Outcome::Failed(format!("courier could not record this task's result: {e}"));
+                        let error = format!("courier could not record this task's result: {e}");
+                        let mut errors = errors;
+                        errors.push(AttemptError { attempt, error: error.clone(), at: now(), code: "error".into() });
+                        let failed = Outcome::Failed { error, errors };
                         result = retry("recording a failure", FINISH_RETRY, || store.finish(&fence, &failed)).await;
                     }
                 }
@@ -278,6 +310,118 @@ impl TaskActor {
             .into_actor(self)
             .map(|_, _, ctx| ctx.stop()),
         );
+    }
+
+    /// A failed attempt with attempts left: `scheduled` for the next one,
+    /// after a backoff, and its queue's executors told when.
+    fn retry_later(&mut self, error: String, errors: Vec<AttemptError>, ctx: &mut Context<Self>) {
+        let delay = crate::options::retry_delay(self.task.backoff_ms, self.task.attempts);
+        let run_at = now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        let span = self.span();
+        tracing::info!(parent: &span, attempt = self.task.attempts, max_attempts = self.task.max_attempts,
+            retry_in_ms = delay.as_millis() as u64, %error, "attempt failed; retrying later");
+        let store = self.store.clone();
+        let fence = self.fence.clone();
+        ctx.wait(
+            detached(async move {
+                retry("scheduling a retry", FINISH_RETRY, || {
+                    store.retry_later(&fence, &error, &errors, run_at)
+                })
+                .await
+            })
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                match res {
+                    Ok(task) => {
+                        crate::metrics::metrics().retried(&task.queue);
+                        act.shared.publish(&act.bus, &act.me, task.clone());
+                        if let Some(env) = announce(act.me.clone(), &task) {
+                            act.bus.tell(env);
+                        }
+                    }
+                    Err(Error::Fenced(_)) => {
+                        tracing::warn!(parent: &act.span(), "this executor lost the task before its retry was recorded")
+                    }
+                    Err(e) => {
+                        tracing::error!(parent: &act.span(), error = %e, "could not schedule the retry; the task stays with this executor until a restart or takeover")
+                    }
+                }
+                ctx.stop();
+            }),
+        );
+    }
+
+    /// The attempt ran past its `timeout_ms`: abort the run, cancel what it
+    /// spawned, and fail the attempt with code `timeout`.
+    fn time_out(&mut self, limit: Duration, ctx: &mut Context<Self>) {
+        self.timeout = None;
+        if self.ending {
+            return;
+        }
+        if let Some(h) = self.run.take() {
+            ctx.cancel_future(h);
+        }
+        crate::metrics::metrics().timed_out(&self.task.queue);
+        let store = self.store.clone();
+        let bus = self.bus.clone();
+        let me = self.me.clone();
+        let id = self.task.id;
+        let by = self.fence.executor_id.clone();
+        // Its sub-tasks are cancelled before the attempt is recorded as
+        // failed: a retry must not find the old attempt's work running.
+        ctx.wait(
+            detached(async move {
+                if let Err(e) = crate::notify::cancel_tree(&store, &bus, me, &by, id, false).await {
+                    tracing::warn!(error = %e, "could not cancel the sub-tasks of a timed-out attempt; the sweep of their executors will not");
+                }
+            })
+            .into_actor(self)
+            .map(move |_, act, ctx| {
+                act.end(
+                    RunEnd::Failed {
+                        code: "timeout",
+                        message: format!(
+                            "timeout: attempt {} ran longer than {} ms",
+                            act.task.attempts,
+                            limit.as_millis()
+                        ),
+                    },
+                    ctx,
+                )
+            }),
+        );
+    }
+}
+
+/// How a run ended, before anything is recorded.
+#[derive(Debug)]
+enum RunEnd {
+    Output(serde_json::Value),
+    /// A failed attempt; `code` is `error`, `panic` or `timeout`.
+    Failed {
+        code: &'static str,
+        message: String,
+    },
+    Cancelled,
+    /// This executor lost the task: nothing is recorded.
+    Fenced,
+    /// The run did not end (a stop, a store outage): the task is handed back
+    /// and the same attempt runs again.
+    Interrupted(String),
+}
+
+impl From<Result<serde_json::Value, TaskError>> for RunEnd {
+    fn from(r: Result<serde_json::Value, TaskError>) -> Self {
+        match r {
+            Ok(v) => RunEnd::Output(v),
+            Err(TaskError::Failed(message)) => RunEnd::Failed {
+                code: "error",
+                message,
+            },
+            Err(TaskError::Cancelled) => RunEnd::Cancelled,
+            Err(TaskError::Fenced) => RunEnd::Fenced,
+            Err(TaskError::Interrupted(why)) => RunEnd::Interrupted(why),
+        }
     }
 }
 
@@ -371,10 +515,7 @@ impl Handler<Abort> for TaskActor {
             ctx.cancel_future(h);
         }
         if msg.hand_back && !self.ending {
-            self.end(
-                Err(TaskError::Interrupted("the executor is stopping".into())),
-                ctx,
-            );
+            self.end(RunEnd::Interrupted("the executor is stopping".into()), ctx);
         } else {
             self.ending = true;
             ctx.stop();

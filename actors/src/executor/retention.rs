@@ -1,0 +1,63 @@
+//! Retention, off the path of every task: now and then, the executor
+//! deletes expired finished task trees in small batches (one transaction
+//! each, a pause between them), and counts what it deleted.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::{ExecutorActor, Job};
+use crate::store::detached;
+
+/// Root tasks (with their trees) one batch deletes.
+const BATCH_ROOTS: u32 = 200;
+/// The pause between batches, so a backlog of a million rows never holds
+/// the database for long.
+const PAUSE: Duration = Duration::from_millis(50);
+
+impl ExecutorActor {
+    /// Runs retention after `retention_interval` and a random tenth more.
+    pub(super) fn schedule_retention(&mut self, ctx: &mut Context<Self>) {
+        if self.config.retention.keeps_all() {
+            return;
+        }
+        let base = self.config.retention_interval;
+        let jitter = base.mul_f64(rand::random::<f64>() / 10.0);
+        ctx.run_later(base + jitter, |act, ctx| {
+            act.jobs.want(Job::Retention);
+            act.retain(ctx);
+        });
+    }
+
+    /// One batch; the next follows after a pause while batches come back
+    /// full, then the job sleeps until the next interval.
+    fn retain(&mut self, ctx: &mut Context<Self>) {
+        if self.is_stopping() || !self.jobs.start(Job::Retention) {
+            return;
+        }
+        let store = self.store.clone();
+        let policy = self.config.retention.clone();
+        ctx.spawn(
+            detached(async move { store.delete_expired(&policy, BATCH_ROOTS).await })
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.jobs.end(Job::Retention);
+                    match res {
+                        Ok(counts) if !counts.is_empty() => {
+                            let n: u64 = counts.iter().map(|c| c.1).sum();
+                            tracing::info!(tasks = n, ?counts, "retention deleted expired tasks");
+                            for (state, n) in counts {
+                                crate::metrics::metrics().retention_deleted(state.as_str(), n);
+                            }
+                            ctx.run_later(PAUSE, |act, ctx| act.retain(ctx));
+                        }
+                        Ok(_) => act.schedule_retention(ctx),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "retention failed; trying again later");
+                            act.schedule_retention(ctx);
+                        }
+                    }
+                }),
+        );
+    }
+}

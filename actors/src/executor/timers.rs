@@ -1,0 +1,88 @@
+//! Timers in the database: `scheduled` tasks (a delayed start, a retry
+//! waiting out its backoff) become `pending` when their `run_at` comes.
+//!
+//! The store holds the timers: a task's `run_at`, under an index on what
+//! is due. An executor holds one timer in memory, for the earliest due time
+//! it knows. It learns due times from `task_scheduled` on its pools (sent by
+//! whoever scheduled a task) and from the store at every sweep, so a timer
+//! lost with a message or a dead executor is found again within a sweep.
+//! When the timer fires, [`Store::promote_due`](crate::Store::promote_due)
+//! makes what is due `pending` (any number of executors may do it at once:
+//! each task is promoted once) and each promoted task is announced on its
+//! queue's pool like a new one, then the timer is set for the next due time.
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+
+use super::{ExecutorActor, Job};
+use crate::model::now;
+use crate::protocol::start_task;
+use crate::store::detached;
+
+/// How many tasks one promotion makes pending; more are promoted at once
+/// after.
+const PROMOTE_BATCH: u32 = 500;
+
+impl ExecutorActor {
+    /// Makes sure the timer fires no later than `at`.
+    pub(super) fn arm_due(&mut self, at: DateTime<Utc>, ctx: &mut Context<Self>) {
+        if let Some((when, handle)) = self.due {
+            if when <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let wait = (at - now()).to_std().unwrap_or_default();
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.due = None;
+            act.jobs.want(Job::Promote);
+            act.promote(ctx);
+        });
+        self.due = Some((at, handle));
+    }
+
+    /// Promotes what is due, announces it, and sets the timer for what is
+    /// due next.
+    pub(super) fn promote(&mut self, ctx: &mut Context<Self>) {
+        if self.is_stopping()
+            || !self.jobs.is_wanted(Job::Promote)
+            || !self.jobs.start(Job::Promote)
+        {
+            return;
+        }
+        let store = self.store.clone();
+        let me = self.id.clone();
+        ctx.spawn(
+            detached(async move {
+                let promoted = store.promote_due(&me, PROMOTE_BATCH).await?;
+                let next = store.next_due().await?;
+                Ok::<_, crate::Error>((promoted, next))
+            })
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                act.jobs.end(Job::Promote);
+                match res {
+                    Ok((promoted, next)) => {
+                        if !promoted.is_empty() {
+                            tracing::debug!(n = promoted.len(), "scheduled tasks are due");
+                        }
+                        let more = promoted.len() as u32 == PROMOTE_BATCH;
+                        for t in &promoted {
+                            act.bus.tell(start_task(act.address.clone(), t));
+                        }
+                        if more {
+                            act.jobs.want(Job::Promote);
+                        } else if let Some(at) = next {
+                            act.arm_due(at, ctx);
+                        }
+                    }
+                    Err(e) => {
+                        // The sweep reads the next due time again.
+                        tracing::warn!(error = %e, "promoting due tasks failed; the sweep will retry");
+                    }
+                }
+                act.promote(ctx);
+            }),
+        );
+    }
+}

@@ -1,0 +1,471 @@
+//! The `queues` table, and the two statements that move tasks forward
+//! through it: the **claim** (an executor takes pending tasks, highest
+//! priority first, within every queue's deployment-wide limits) and
+//! **promotion** (scheduled tasks whose `run_at` has come become pending).
+//!
+//! Limits hold across every executor on every host because they are
+//! enforced where the claim happens, in one transaction, never by an
+//! executor counting for itself. The transaction first reads the settings
+//! of the limited queues among those claimed from, locking their rows
+//! (`FOR UPDATE` on PostgreSQL; on SQLite the write transaction is serial
+//! already), so two claims on one limited queue take turns, and each sees
+//! what the other committed: its running count is read by a statement that
+//! starts after the other's commit. Queues without limits take no lock at
+//! all. Then one statement claims up to the executor's free slots across
+//! all its queues, each queue's share capped by what its limits allow.
+
+use super::*;
+use crate::model::{QueueInfo, QueueUpdate};
+
+/// What a claim took, and when it is worth trying again for work that a
+/// rate limit held back.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// The claimed tasks, `running`, owned by the claiming executor with a
+    /// new epoch.
+    pub tasks: Vec<Task>,
+    /// A queue's rate limit held tasks back: its next start is allowed in
+    /// this long.
+    pub retry_in: Option<Duration>,
+}
+
+/// A limited queue's settings as the claim reads them (locked).
+#[derive(sqlx::FromRow)]
+struct Limits {
+    name: String,
+    concurrency: Option<i32>,
+    rate_per_s: Option<f64>,
+    paused: bool,
+    tokens: f64,
+    tokens_at: Option<DateTime<Utc>>,
+    /// The database server's clock (PostgreSQL); SQLite serves one host and
+    /// the process's clock is used.
+    clock: Option<DateTime<Utc>>,
+}
+
+/// A rate limit's token bucket: `rate` starts per second, bursts up to
+/// max(1, `rate`).
+fn refill(rate: f64, tokens: f64, at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> f64 {
+    let burst = rate.max(1.0);
+    match at {
+        None => burst,
+        Some(at) => {
+            let elapsed = (now - at).num_microseconds().unwrap_or(i64::MAX).max(0) as f64 / 1e6;
+            (tokens + elapsed * rate).min(burst)
+        }
+    }
+}
+
+impl Store {
+    /// Claims up to `limit` pending tasks for `executor` from `queues`, of
+    /// the `kinds` it runs: within each queue the highest priority first,
+    /// the oldest among equals; no queue beyond what its limits allow
+    /// (paused: none; `concurrency`: its running tasks stay within it;
+    /// `rate_per_s`: a token bucket). Each claim counts an attempt, starts a
+    /// new ownership epoch and needs the executor to be alive.
+    pub async fn claim(
+        &self,
+        executor: &str,
+        queues: &[String],
+        kinds: &[String],
+        limit: u32,
+    ) -> Result<Claimed> {
+        if queues.is_empty() || kinds.is_empty() || limit == 0 {
+            return Ok(Claimed::default());
+        }
+        let (lock, clock, skip) = match self.dialect() {
+            Dialect::Postgres => ("FOR UPDATE", "clock_timestamp()", "FOR UPDATE SKIP LOCKED"),
+            Dialect::Sqlite => ("", "NULL", ""),
+        };
+        // Lock rows in name order: executors serving overlapping sets of
+        // limited queues never wait for each other in a circle.
+        let limits_sql = format!(
+            "SELECT name, concurrency, rate_per_s, paused, tokens, tokens_at, {clock} AS clock \
+             FROM queues WHERE name IN ({}) \
+               AND (concurrency IS NOT NULL OR rate_per_s IS NOT NULL OR paused) \
+             ORDER BY name {lock}",
+            placeholders(1, queues.len())
+        );
+        let with_concurrency = |ls: &[Limits]| -> Vec<String> {
+            ls.iter()
+                .filter(|l| l.concurrency.is_some() && !l.paused)
+                .map(|l| l.name.clone())
+                .collect()
+        };
+        let running_sql = |n: usize| {
+            format!(
+                "SELECT queue, COUNT(*) FROM tasks WHERE state = {RUNNING} AND queue IN ({}) GROUP BY queue",
+                placeholders(1, n)
+            )
+        };
+        let claimed = on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let mut q = sqlx::query_as::<_, Limits>(&limits_sql);
+            for name in queues {
+                q = q.bind(name);
+            }
+            let limits: Vec<Limits> = q.fetch_all(&mut *tx).await?;
+            let counted = with_concurrency(&limits);
+            let running: Vec<(String, i64)> = if counted.is_empty() {
+                Vec::new()
+            } else {
+                let sql = running_sql(counted.len());
+                let mut q = sqlx::query_as(&sql);
+                for name in &counted {
+                    q = q.bind(name);
+                }
+                q.fetch_all(&mut *tx).await?
+            };
+            let now_at = limits.iter().find_map(|l| l.clock).unwrap_or_else(now);
+            let plan = Plan::new(queues, &limits, &running, limit, now_at);
+            let tasks: Vec<Task> = if plan.shares.is_empty() {
+                Vec::new()
+            } else {
+                let sql = plan.statement(kinds.len(), skip);
+                let mut q = sqlx::query_as(&sql)
+                    .bind(executor)
+                    .bind(now())
+                    .bind(i64::from(limit));
+                for k in kinds {
+                    q = q.bind(k);
+                }
+                for (name, share) in &plan.shares {
+                    q = q.bind(name).bind(i64::from(*share));
+                }
+                q.fetch_all(&mut *tx).await?
+            };
+            let mut retry_in: Option<Duration> = None;
+            for b in &plan.buckets {
+                let took = tasks.iter().filter(|t| t.queue == b.name).count() as f64;
+                let left = (b.tokens - took).max(0.0);
+                sqlx::query("UPDATE queues SET tokens = $2, tokens_at = $3 WHERE name = $1")
+                    .bind(&b.name)
+                    .bind(left)
+                    .bind(plan.now)
+                    .execute(&mut *tx)
+                    .await?;
+                // The bucket, not the work, ran out: come back when the next
+                // token is there.
+                if b.limiting && took >= b.allowed as f64 {
+                    let wait = Duration::from_secs_f64(((1.0 - left).max(0.0) / b.rate).min(3600.0));
+                    retry_in = Some(retry_in.map_or(wait, |r| r.min(wait)));
+                }
+            }
+            tx.commit().await?;
+            Claimed { tasks, retry_in }
+        });
+        let mut claimed = claimed;
+        claimed
+            .tasks
+            .sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        Ok(claimed)
+    }
+
+    /// Makes `scheduled` tasks whose `run_at` has come `pending` (at most
+    /// `limit`, the longest due first), on behalf of `by`, and returns them.
+    /// Any process may run it at any time: a task is promoted once.
+    pub async fn promote_due(&self, by: &str, limit: u32) -> Result<Vec<Task>> {
+        let skip = match self.dialect() {
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "WITH due AS MATERIALIZED (SELECT id FROM tasks WHERE state = {SCHEDULED} AND run_at <= $1 \
+                                       ORDER BY run_at LIMIT $3 {skip}) \
+             UPDATE tasks SET state = {PENDING}, run_at = NULL, updated_at = $1, changed_by = $2 \
+             WHERE id IN (SELECT id FROM due) AND state = {SCHEDULED} \
+             RETURNING {TASK_COLS}"
+        );
+        let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(now()).bind(by).bind(i64::from(limit)).fetch_all(p).await)?;
+        Ok(rows)
+    }
+
+    /// When the next `scheduled` task is due (an index lookup).
+    pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let sql = format!(
+            "SELECT run_at FROM tasks WHERE state = {SCHEDULED} AND run_at IS NOT NULL \
+             ORDER BY run_at LIMIT 1"
+        );
+        let row: Option<(Option<DateTime<Utc>>,)> =
+            on_pool!(self, p => sqlx::query_as(&sql).fetch_optional(p).await)?;
+        Ok(row.and_then(|r| r.0))
+    }
+
+    /// Every queue that has a setting, a task waiting or running, or an
+    /// executor serving it, by name.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        self.queue_infos(None).await
+    }
+
+    /// One queue as [`queues`](Self::queues) shows it (a queue nobody
+    /// mentioned has no limits and nothing in it).
+    pub async fn queue(&self, name: &str) -> Result<QueueInfo> {
+        let mut all = self.queue_infos(Some(name)).await?;
+        Ok(all.pop().unwrap_or_else(|| QueueInfo {
+            name: name.to_string(),
+            ..QueueInfo::default()
+        }))
+    }
+
+    async fn queue_infos(&self, only: Option<&str>) -> Result<Vec<QueueInfo>> {
+        let settings: Vec<(String, Option<i32>, Option<f64>, bool)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT name, concurrency, rate_per_s, paused FROM queues WHERE $1 IS NULL OR name = $1")
+            .bind(only).fetch_all(p).await)?;
+        let counts: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(&format!(
+            "SELECT queue, state, COUNT(*) FROM tasks \
+             WHERE state IN ({SCHEDULED}, {PENDING}, {RUNNING}, {SUSPENDED}) AND ($1 IS NULL OR queue = $1) \
+             GROUP BY queue, state"))
+            .bind(only).fetch_all(p).await)?;
+        let served: Vec<String> = self
+            .executors()
+            .await?
+            .into_iter()
+            .filter(|e| e.state == ExecutorState::Alive)
+            .flat_map(|e| e.queues)
+            .collect();
+        let mut out: std::collections::BTreeMap<String, QueueInfo> = Default::default();
+        let entry = |out: &mut std::collections::BTreeMap<String, QueueInfo>, name: &str| {
+            out.entry(name.to_string())
+                .or_insert_with(|| QueueInfo {
+                    name: name.to_string(),
+                    ..QueueInfo::default()
+                })
+                .name
+                .clone()
+        };
+        for (name, concurrency, rate_per_s, paused) in settings {
+            entry(&mut out, &name);
+            let q = out.get_mut(&name).expect("just added");
+            q.concurrency = concurrency;
+            q.rate_per_s = rate_per_s;
+            q.paused = paused;
+        }
+        for (name, state, n) in counts {
+            entry(&mut out, &name);
+            let q = out.get_mut(&name).expect("just added");
+            match state.parse::<TaskState>() {
+                Ok(TaskState::Scheduled) => q.scheduled = n,
+                Ok(TaskState::Pending) => q.pending = n,
+                Ok(TaskState::Running) => q.running = n,
+                Ok(TaskState::Suspended) => q.suspended = n,
+                _ => {}
+            }
+        }
+        for name in served.iter().filter(|n| only.is_none_or(|o| o == *n)) {
+            entry(&mut out, name);
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// Changes a queue's settings (fields left `None` keep their value) and
+    /// returns the queue. A new or changed rate limit starts with a full
+    /// bucket.
+    pub async fn update_queue(&self, name: &str, u: &QueueUpdate) -> Result<QueueInfo> {
+        crate::options::validate_queue_name(name)?;
+        u.validate()?;
+        let select = format!(
+            "SELECT concurrency, rate_per_s, paused FROM queues WHERE name = $1 {}",
+            match self.dialect() {
+                Dialect::Postgres => "FOR UPDATE",
+                Dialect::Sqlite => "",
+            }
+        );
+        let upsert = "INSERT INTO queues (name, concurrency, rate_per_s, paused, tokens, tokens_at, updated_at) \
+                      VALUES ($1, $2, $3, $4, $5, NULL, $6) \
+                      ON CONFLICT (name) DO UPDATE SET concurrency = $2, rate_per_s = $3, paused = $4, \
+                          tokens = CASE WHEN queues.rate_per_s IS NOT DISTINCT FROM $3 THEN queues.tokens ELSE $5 END, \
+                          tokens_at = CASE WHEN queues.rate_per_s IS NOT DISTINCT FROM $3 THEN queues.tokens_at ELSE NULL END, \
+                          updated_at = $6";
+        on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let old: Option<(Option<i32>, Option<f64>, bool)> =
+                sqlx::query_as(&select).bind(name).fetch_optional(&mut *tx).await?;
+            let (c0, r0, p0) = old.unwrap_or((None, None, false));
+            let concurrency = match u.concurrency {
+                Some(c) => c.map(|c| c as i32),
+                None => c0,
+            };
+            let rate = match u.rate_per_s {
+                Some(r) => r,
+                None => r0,
+            };
+            let paused = u.paused.unwrap_or(p0);
+            sqlx::query(upsert)
+                .bind(name)
+                .bind(concurrency)
+                .bind(rate)
+                .bind(paused)
+                .bind(rate.map_or(0.0, |r| r.max(1.0)))
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        self.queue(name).await
+    }
+}
+
+/// What one claim may take from each queue.
+struct Plan {
+    /// Queues with room, in the order given, and how many each may give.
+    shares: Vec<(String, u32)>,
+    /// The rate-limited queues' buckets, to write back.
+    buckets: Vec<Bucket>,
+    now: DateTime<Utc>,
+}
+
+struct Bucket {
+    name: String,
+    rate: f64,
+    /// Tokens after refilling, before this claim takes any.
+    tokens: f64,
+    /// What the bucket allows now (whole tokens).
+    allowed: u32,
+    /// The bucket, not the free slots or the concurrency, set the share.
+    limiting: bool,
+}
+
+impl Plan {
+    fn new(
+        queues: &[String],
+        limits: &[Limits],
+        running: &[(String, i64)],
+        free: u32,
+        now: DateTime<Utc>,
+    ) -> Plan {
+        let mut shares = Vec::with_capacity(queues.len());
+        let mut buckets = Vec::new();
+        for name in queues {
+            let Some(l) = limits.iter().find(|l| &l.name == name) else {
+                shares.push((name.clone(), free));
+                continue;
+            };
+            if l.paused {
+                continue;
+            }
+            let mut share = free;
+            if let Some(c) = l.concurrency {
+                let busy = running
+                    .iter()
+                    .find(|(q, _)| q == name)
+                    .map_or(0, |(_, n)| *n);
+                share = share.min((i64::from(c) - busy).clamp(0, i64::from(u32::MAX)) as u32);
+            }
+            if let Some(rate) = l.rate_per_s.filter(|r| *r > 0.0) {
+                let tokens = refill(rate, l.tokens, l.tokens_at, now);
+                let allowed = tokens.floor().clamp(0.0, f64::from(u32::MAX)) as u32;
+                buckets.push(Bucket {
+                    name: name.clone(),
+                    rate,
+                    tokens,
+                    allowed: allowed.min(share),
+                    limiting: allowed < share,
+                });
+                share = share.min(allowed);
+            }
+            if share > 0 {
+                shares.push((name.clone(), share));
+            }
+        }
+        Plan {
+            shares,
+            buckets,
+            now,
+        }
+    }
+
+    /// The claim: `$1` executor, `$2` now, `$3` the free slots, then the
+    /// kinds, then a name and a share per queue. One sub-select per queue
+    /// walks that queue's ready index (priority, then age) no further than
+    /// its share; the union is cut to the free slots by priority. The pick
+    /// is a MATERIALIZED CTE, evaluated once: as a plain `IN (SELECT …
+    /// FOR UPDATE SKIP LOCKED)` PostgreSQL may evaluate it again (a recheck
+    /// after a concurrent update) and claim more than the free slots.
+    fn statement(&self, kinds: usize, skip: &str) -> String {
+        let kinds_in = placeholders(4, kinds);
+        let mut n = 4 + kinds;
+        let picks: Vec<String> = self
+            .shares
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                let (q, l) = (n, n + 1);
+                n += 2;
+                format!(
+                    "SELECT id, priority FROM (SELECT id, priority FROM tasks \
+                         WHERE state = {PENDING} AND queue = ${q} AND kind IN ({kinds_in}) \
+                         ORDER BY priority DESC, id LIMIT ${l} {skip}) AS q{i}"
+                )
+            })
+            .collect();
+        format!(
+            "WITH picked AS MATERIALIZED (SELECT id FROM ({}) AS c ORDER BY priority DESC, id LIMIT $3) \
+             UPDATE tasks SET state = {RUNNING}, executor_id = $1, epoch = epoch + 1, \
+                 attempts = attempts + 1, started_at = COALESCE(started_at, $2), updated_at = $2, changed_by = $1 \
+             WHERE id IN (SELECT id FROM picked) \
+               AND state = {PENDING} \
+               AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $1 AND e.state = 'alive') \
+             RETURNING {TASK_COLS}",
+            picks.join(" UNION ALL ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(name: &str, concurrency: Option<i32>, rate: Option<f64>, paused: bool) -> Limits {
+        Limits {
+            name: name.into(),
+            concurrency,
+            rate_per_s: rate,
+            paused,
+            tokens: 0.0,
+            tokens_at: None,
+            clock: None,
+        }
+    }
+
+    #[test]
+    fn a_bucket_refills_at_its_rate_up_to_its_burst() {
+        let t0 = Utc::now();
+        let later = |ms| t0 + chrono::Duration::milliseconds(ms);
+        assert_eq!(refill(5.0, 0.0, None, t0), 5.0, "a new bucket is full");
+        assert!((refill(5.0, 0.0, Some(t0), later(200)) - 1.0).abs() < 1e-9);
+        assert_eq!(refill(5.0, 2.0, Some(t0), later(10_000)), 5.0);
+        assert_eq!(
+            refill(0.5, 0.0, Some(t0), later(10_000)),
+            1.0,
+            "bursts of at least 1"
+        );
+        // A clock that went backwards refills nothing.
+        assert_eq!(refill(5.0, 1.5, Some(later(1000)), t0), 1.5);
+    }
+
+    #[test]
+    fn shares_respect_pause_concurrency_and_rate() {
+        let qs: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let ls = [
+            limits("b", Some(3), None, false),
+            limits("c", None, Some(2.0), false),
+            limits("d", Some(10), None, true),
+        ];
+        let plan = Plan::new(&qs, &ls, &[("b".into(), 2)], 8, Utc::now());
+        assert_eq!(
+            plan.shares,
+            vec![("a".into(), 8), ("b".into(), 1), ("c".into(), 2)]
+        );
+        assert_eq!(plan.buckets.len(), 1);
+        assert!(plan.buckets[0].limiting);
+        // A full concurrency limit leaves the queue out.
+        let plan = Plan::new(&qs[1..2], &ls, &[("b".into(), 3)], 8, Utc::now());
+        assert!(plan.shares.is_empty());
+        let sql = Plan::new(&qs, &ls, &[], 8, Utc::now()).statement(2, "");
+        assert!(
+            sql.contains("queue = $6") && sql.contains("LIMIT $11"),
+            "{sql}"
+        );
+    }
+}
