@@ -10,6 +10,10 @@
 //! | `demo.await_event` | `{"name": S}`                          | the payload of event S                 |
 //! | `demo.fanout`      | `{"n": N, "kind": K, "input": X}`      | `{"children": N, "outputs": [...]}`    |
 //! | `demo.provision`   | `{"host": S}`                          | DNS, DHCP and certificate in parallel, then waits for `booted` |
+//! | `demo.flaky`       | `{"fail_times": N}`                    | attempts 1…N fail with `flaky attempt K`; the next gives `{"attempt": K}` |
+//!
+//! No demo kind sets a default `max_attempts`: a task is retried only when
+//! its request asks for it.
 
 use std::time::Duration;
 
@@ -32,6 +36,7 @@ pub fn registry() -> Registry {
         .register("demo.await_event", await_event)
         .register("demo.fanout", fanout)
         .register("demo.provision", provision)
+        .register("demo.flaky", flaky)
         .register("demo.provision.dns", provision_dns)
         .register("demo.provision.dhcp", provision_dhcp)
         .register("demo.provision.certificate", provision_certificate);
@@ -98,6 +103,22 @@ async fn fanout(ctx: TaskContext) -> Result<Value, TaskError> {
     }
     let outputs = ctx.join_all(&children).await?;
     Ok(json!({ "children": n, "outputs": outputs }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlakyInput {
+    fail_times: u32,
+}
+
+/// Fails its first `fail_times` attempts, then succeeds: retries, seen.
+async fn flaky(ctx: TaskContext) -> Result<Value, TaskError> {
+    let FlakyInput { fail_times } = ctx.input_as()?;
+    let attempt = ctx.attempt();
+    if attempt <= fail_times as i32 {
+        return Err(TaskError::failed(format!("flaky attempt {attempt}")));
+    }
+    Ok(json!({ "attempt": attempt }))
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,6 @@
 //! The `courier` command: servers (`serve`, `executor`, `web`, `migrate`)
-//! and HTTP client commands (`submit`, `tasks`, `show`, `event`, `cancel`).
+//! and HTTP client commands (`submit`, `tasks`, `show`, `event`, `cancel`,
+//! `queues`, `queue`).
 //! Argument parsing only; the work is in `cli::server` and `cli::client`.
 
 mod cli;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
-use super::{ClientArgs, EventArgs, IdArgs, SubmitArgs, TasksArgs};
+use super::{ClientArgs, EventArgs, IdArgs, Limit, ListArgs, QueueArgs, SubmitArgs, TasksArgs};
 
 /// `println!` that ends the program quietly when the reader of our output
 /// has gone (`courier tasks | head`), like any Unix filter. (SIGPIPE stays
@@ -46,6 +46,7 @@ impl Api {
         let url = format!("{}{}", self.base, path);
         let mut req = match method {
             "GET" => self.http.get(&url),
+            "PUT" => self.http.put(&url),
             _ => self.http.post(&url),
         };
         if let Some(t) = &self.token {
@@ -89,7 +90,11 @@ fn print_task(t: &Value) {
     outln!("task      {}", s("id"));
     outln!("kind      {}", s("kind"));
     outln!("state     {}", s("state"));
-    outln!("attempts  {}", t["attempts"]);
+    outln!("queue     {} (priority {})", s("queue"), t["priority"]);
+    outln!("attempts  {} of {}", t["attempts"], t["max_attempts"]);
+    if !t["run_at"].is_null() {
+        outln!("next run  {}", s("run_at"));
+    }
     outln!("executor  {}", s("executor_id"));
     if !t["parent_id"].is_null() {
         outln!("parent    {}", s("parent_id"));
@@ -108,6 +113,15 @@ fn print_task(t: &Value) {
     if !t["progress"].is_null() {
         outln!("progress  {}", t["progress"]);
     }
+    for e in t["errors"].as_array().into_iter().flatten() {
+        outln!(
+            "failed    attempt {} at {} ({}): {}",
+            e["attempt"],
+            e["at"].as_str().unwrap_or("-"),
+            e["code"].as_str().unwrap_or("error"),
+            e["error"].as_str().unwrap_or("")
+        );
+    }
 }
 
 pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
@@ -119,6 +133,21 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
     }
     if let Some(k) = &a.idempotency_key {
         body["idempotency_key"] = k.clone().into();
+    }
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let options = [
+        ("queue", a.queue.clone().map(Value::from)),
+        ("priority", a.priority.map(Value::from)),
+        ("delay_ms", a.delay.map(|d| ms(d).into())),
+        ("run_at", a.run_at.clone().map(Value::from)),
+        ("max_attempts", a.max_attempts.map(Value::from)),
+        ("backoff_ms", a.backoff.map(|d| ms(d).into())),
+        ("timeout_ms", a.timeout.map(|d| ms(d).into())),
+    ];
+    for (field, value) in options {
+        if let Some(v) = value {
+            body[field] = v;
+        }
     }
     let (status, task) = api.call("POST", "/api/v1/tasks", Some(body)).await?;
     if a.client.json {
@@ -144,6 +173,7 @@ pub async fn tasks(a: TasksArgs) -> anyhow::Result<()> {
     for (k, v) in [
         ("state", &a.state),
         ("kind", &a.kind),
+        ("queue", &a.queue),
         ("parent", &a.parent),
         ("after", &a.after),
     ] {
@@ -160,19 +190,23 @@ pub async fn tasks(a: TasksArgs) -> anyhow::Result<()> {
     }
     let tasks = page["tasks"].as_array().cloned().unwrap_or_default();
     outln!(
-        "{:<36}  {:<24}  {:<9}  {:>3}  CREATED",
+        "{:<36}  {:<24}  {:<9}  {:<12}  {:>4}  {:>5}  CREATED",
         "ID",
         "KIND",
         "STATE",
+        "QUEUE",
+        "PRIO",
         "TRY"
     );
     for t in &tasks {
         outln!(
-            "{:<36}  {:<24}  {:<9}  {:>3}  {}",
+            "{:<36}  {:<24}  {:<9}  {:<12}  {:>4}  {:>5}  {}",
             t["id"].as_str().unwrap_or(""),
             t["kind"].as_str().unwrap_or(""),
             t["state"].as_str().unwrap_or(""),
-            t["attempts"],
+            t["queue"].as_str().unwrap_or(""),
+            t["priority"],
+            format!("{}/{}", t["attempts"], t["max_attempts"]),
             t["created_at"].as_str().unwrap_or("")
         );
     }
@@ -273,6 +307,78 @@ pub async fn cancel(a: IdArgs) -> anyhow::Result<()> {
             a.id,
             task["state"].as_str().unwrap_or("?")
         );
+    }
+    Ok(())
+}
+
+fn print_queues(queues: &[Value]) {
+    outln!(
+        "{:<24}  {:<6}  {:>11}  {:>8}  {:>9}  {:>7}  {:>7}  {:>9}",
+        "QUEUE",
+        "PAUSED",
+        "CONCURRENCY",
+        "RATE/S",
+        "SCHEDULED",
+        "PENDING",
+        "RUNNING",
+        "SUSPENDED"
+    );
+    let limit = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        v => v.to_string(),
+    };
+    for q in queues {
+        outln!(
+            "{:<24}  {:<6}  {:>11}  {:>8}  {:>9}  {:>7}  {:>7}  {:>9}",
+            q["name"].as_str().unwrap_or(""),
+            if q["paused"] == true { "yes" } else { "no" },
+            limit(&q["concurrency"]),
+            limit(&q["rate_per_s"]),
+            q["scheduled"],
+            q["pending"],
+            q["running"],
+            q["suspended"]
+        );
+    }
+}
+
+pub async fn queues(a: ListArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.client, Duration::from_secs(30));
+    let (_, page) = api.call("GET", "/api/v1/queues", None).await?;
+    if a.client.json {
+        outln!("{page}");
+    } else {
+        print_queues(page["queues"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+    }
+    Ok(())
+}
+
+pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.client, Duration::from_secs(30));
+    let path = format!("/api/v1/queues/{}", urlencode(&a.name));
+    let mut body = serde_json::Map::new();
+    match a.concurrency {
+        Some(Limit::Set(n)) => drop(body.insert("concurrency".into(), n.into())),
+        Some(Limit::Lift) => drop(body.insert("concurrency".into(), Value::Null)),
+        None => {}
+    }
+    match a.rate {
+        Some(Limit::Set(x)) => drop(body.insert("rate_per_s".into(), x.into())),
+        Some(Limit::Lift) => drop(body.insert("rate_per_s".into(), Value::Null)),
+        None => {}
+    }
+    if a.pause || a.resume {
+        body.insert("paused".into(), a.pause.into());
+    }
+    let (_, q) = if body.is_empty() {
+        api.call("GET", &path, None).await?
+    } else {
+        api.call("PUT", &path, Some(Value::Object(body))).await?
+    };
+    if a.client.json {
+        outln!("{q}");
+    } else {
+        print_queues(std::slice::from_ref(&q));
     }
     Ok(())
 }

@@ -40,6 +40,10 @@ pub enum Command {
     Event(EventArgs),
     /// Request cancellation of a task (and its sub-tasks).
     Cancel(IdArgs),
+    /// List the queues: their limits and how many tasks wait and run.
+    Queues(ListArgs),
+    /// Show a queue, or change its limits: `courier queue mail --concurrency 4 --rate 10 --pause`.
+    Queue(QueueArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -87,6 +91,21 @@ pub struct ExecArgs {
     /// Fail a task after its executor died this many times while running it (a poison task).
     #[arg(long, env = "COURIER_MAX_TAKEOVERS", default_value_t = 5)]
     pub max_takeovers: u32,
+    /// The queues this executor serves (comma-separated).
+    #[arg(
+        long,
+        env = "COURIER_QUEUES",
+        default_value = "default",
+        value_delimiter = ','
+    )]
+    pub queues: Vec<String>,
+    /// How long finished tasks are kept, per final state (units s, m, h, d; 0 keeps forever).
+    #[arg(
+        long,
+        env = "COURIER_RETAIN",
+        default_value = "succeeded=7d,cancelled=7d,failed=30d"
+    )]
+    pub retain: courier::Retention,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -170,8 +189,77 @@ pub struct SubmitArgs {
     /// Create at most one task for this key.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// The queue to run from (default: the kind's, else `default`).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Priority within the queue, -100 to 100 (higher starts first).
+    #[arg(long, allow_hyphen_values = true)]
+    pub priority: Option<i32>,
+    /// Start no sooner than this from now: `500ms`, `30s`, `2h`.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "run_at")]
+    pub delay: Option<std::time::Duration>,
+    /// Start no sooner than this time (RFC 3339, e.g. 2026-12-24T18:00:00Z).
+    #[arg(long)]
+    pub run_at: Option<String>,
+    /// Attempts allowed, 1 to 100: a failed attempt with attempts left is retried.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// The base of the retry backoff (`1s` by default; retry n waits 50-100 % of base × 2^(n-1), at most 1 h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub backoff: Option<std::time::Duration>,
+    /// An attempt running longer is aborted and fails with code `timeout`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    /// The queue's name.
+    pub name: String,
+    /// At most this many of its tasks run at once in the whole deployment (`none` lifts it).
+    #[arg(long)]
+    pub concurrency: Option<Limit<u32>>,
+    /// At most this many starts per second in the whole deployment (`none` lifts it).
+    #[arg(long)]
+    pub rate: Option<Limit<f64>>,
+    /// Stop every new start of its tasks (running ones go on).
+    #[arg(long, conflicts_with = "resume")]
+    pub pause: bool,
+    /// Let its tasks start again.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// A limit on the command line: a value, or `none` to lift it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Limit<T> {
+    Set(T),
+    Lift,
+}
+
+impl<T: std::str::FromStr> std::str::FromStr for Limit<T>
+where
+    T::Err: std::fmt::Display,
+{
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(Limit::Lift);
+        }
+        s.parse()
+            .map(Limit::Set)
+            .map_err(|e| format!("{e} (give a number, or none to lift the limit)"))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +268,8 @@ pub struct TasksArgs {
     pub state: Option<String>,
     #[arg(long)]
     pub kind: Option<String>,
+    #[arg(long)]
+    pub queue: Option<String>,
     #[arg(long)]
     pub parent: Option<String>,
     #[arg(long, default_value_t = 20)]
@@ -229,5 +319,7 @@ pub async fn run(args: Cli) -> anyhow::Result<()> {
         Command::Show(a) => client::show(a).await,
         Command::Event(a) => client::event(a).await,
         Command::Cancel(a) => client::cancel(a).await,
+        Command::Queues(a) => client::queues(a).await,
+        Command::Queue(a) => client::queue(a).await,
     }
 }

@@ -118,12 +118,27 @@ fn executor_config(e: &ExecArgs) -> anyhow::Result<ExecutorConfig> {
     if e.max_takeovers == 0 {
         bail!("--max-takeovers must be at least 1");
     }
+    let queues: Vec<String> = e
+        .queues
+        .iter()
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty())
+        .collect();
+    if queues.is_empty() {
+        bail!("--queues names no queue: an executor serves at least one");
+    }
+    for q in &queues {
+        courier::actors::options::validate_queue_name(q)
+            .map_err(|e| anyhow::anyhow!("--queues: {e}"))?;
+    }
     Ok(ExecutorConfig {
         capacity: e.capacity,
         heartbeat_interval: heartbeat,
         dead_after,
         sweep_interval: defaults.sweep_interval.min(dead_after / 4),
         max_takeovers: e.max_takeovers,
+        queues,
+        retention: e.retain.clone(),
         ..defaults
     })
 }
