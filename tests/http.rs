@@ -20,7 +20,15 @@ struct Server {
 
 impl Server {
     async fn start(db: &TestDb, config: WebConfig) -> Server {
-        let rt = db.builder().start().await.unwrap();
+        Self::start_with(db, config, |b| b).await
+    }
+
+    async fn start_with(
+        db: &TestDb,
+        config: WebConfig,
+        customize: impl FnOnce(courier::RuntimeBuilder) -> courier::RuntimeBuilder,
+    ) -> Server {
+        let rt = customize(db.builder()).start().await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let srv = server::build(WebState::new(rt.client(), config), listener, 1).unwrap();
@@ -56,6 +64,7 @@ impl Server {
         let mut req = match method {
             "GET" => self.http.get(&url),
             "POST" => self.http.post(&url),
+            "PUT" => self.http.put(&url),
             "DELETE" => self.http.delete(&url),
             _ => unreachable!(),
         };
@@ -84,6 +93,12 @@ impl Server {
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.call("POST", path, Some(&body.to_string()), None).await
     }
+}
+
+fn field(v: &Value) -> &str {
+    v["error"]["field"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the error names no field: {v}"))
 }
 
 fn code(v: &Value) -> &str {
@@ -446,8 +461,11 @@ async fn the_api_end_to_end(db: &TestDb) {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for p in [
         "/api/v1/tasks",
+        "/api/v1/tasks/batch",
         "/api/v1/tasks/{id}/watch",
         "/api/v1/executors",
+        "/api/v1/queues",
+        "/api/v1/queues/{name}",
         "/healthz",
         "/metrics",
     ] {
@@ -503,4 +521,261 @@ async fn bearer_tokens_guard_the_api(db: &TestDb) {
     s.stop().await;
 }
 
-on_both_databases!(the_api_end_to_end, bearer_tokens_guard_the_api);
+/// Queue options, batches, queues and retention over HTTP: every bad value
+/// is a 422 naming its field, a batch is all or nothing, a deleted task is
+/// 404, and the metrics show retries, queue depth and what retention did.
+async fn queue_semantics_over_http(db: &TestDb) {
+    let s = Server::start_with(db, WebConfig::default(), |b| {
+        b.executor(courier::ExecutorConfig {
+            retention: "succeeded=1s,failed=0,cancelled=0".parse().unwrap(),
+            retention_interval: Duration::from_millis(200),
+            ..common::fast_executor()
+        })
+    })
+    .await;
+    let task = |extra: Value| {
+        let mut b = json!({"kind": "demo.echo", "input": 1});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    for (extra, name) in [
+        (json!({"queue": "Mail"}), "queue"),
+        (json!({"queue": ""}), "queue"),
+        (json!({"queue": "q".repeat(65)}), "queue"),
+        (json!({"queue": 7}), "queue"),
+        (json!({"priority": 101}), "priority"),
+        (json!({"priority": -101}), "priority"),
+        (json!({"priority": "high"}), "priority"),
+        (json!({"priority": 1.5}), "priority"),
+        (json!({"delay_ms": -1}), "delay_ms"),
+        (json!({"delay_ms": 31_622_400_001u64}), "delay_ms"),
+        (json!({"run_at": "tomorrow"}), "run_at"),
+        (
+            json!({"run_at": "2030-01-01T00:00:00Z", "delay_ms": 5}),
+            "delay_ms",
+        ),
+        (json!({"max_attempts": 0}), "max_attempts"),
+        (json!({"max_attempts": 101}), "max_attempts"),
+        (json!({"backoff_ms": -5}), "backoff_ms"),
+        (json!({"timeout_ms": 0}), "timeout_ms"),
+        (json!({"retries": 3}), "retries"),
+    ] {
+        let (st, e) = s.post("/api/v1/tasks", task(extra.clone())).await;
+        assert_eq!((st, code(&e)), (422, "invalid_field"), "{extra} → {e}");
+        assert_eq!(field(&e), name, "{extra} → {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(name),
+            "{e}"
+        );
+    }
+    // Good values, and a queue nobody serves: accepted, it waits there.
+    let (st, t) = s
+        .post(
+            "/api/v1/tasks",
+            task(
+                json!({"queue": "mail.out-1", "priority": -100, "max_attempts": 100,
+                        "backoff_ms": 0, "timeout_ms": 1, "delay_ms": 0}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201, "{t}");
+    assert_eq!(
+        (&t["state"], &t["queue"], &t["priority"], &t["max_attempts"]),
+        (
+            &json!("pending"),
+            &json!("mail.out-1"),
+            &json!(-100),
+            &json!(100)
+        )
+    );
+    let (st, t) = s
+        .post("/api/v1/tasks", task(json!({"delay_ms": 3_600_000})))
+        .await;
+    assert_eq!((st, &t["state"]), (201, &json!("scheduled")));
+    assert!(t["run_at"].is_string());
+    let (st, l) = s.get("/api/v1/tasks?state=scheduled").await;
+    assert_eq!((st, l["tasks"].as_array().unwrap().len()), (200, 1));
+    let (st, l) = s.get("/api/v1/tasks?queue=mail.out-1").await;
+    assert_eq!((st, l["tasks"].as_array().unwrap().len()), (200, 1));
+
+    // A batch: all or nothing.
+    let (_, before) = s.get("/api/v1/tasks?limit=1000").await;
+    let before = before["tasks"].as_array().unwrap().len();
+    for (batch, name, want) in [
+        (
+            json!({"tasks": [{"kind": "demo.echo"}, {"kind": "demo.echo", "priority": 500}]}),
+            "tasks[1].priority",
+            "invalid_field",
+        ),
+        (
+            json!({"tasks": [{"kind": "demo.echo"}, {"kind": "demo.echo"}, {"kind": "nope"}]}),
+            "tasks[2].kind",
+            "unknown_kind",
+        ),
+        (
+            json!({"tasks": [{"kind": "demo.echo", "wait_ms": 10}]}),
+            "tasks[0].wait_ms",
+            "invalid_field",
+        ),
+        (
+            json!({"tasks": [{"kind": "demo.echo", "bogus": 1}]}),
+            "tasks[0].bogus",
+            "invalid_field",
+        ),
+        (
+            json!({"tasks": vec![json!({"kind": "demo.echo"}); 1001]}),
+            "tasks",
+            "invalid_field",
+        ),
+        (json!({"jobs": []}), "jobs", "invalid_field"),
+        (json!({"tasks": 5}), "tasks", "invalid_field"),
+        (json!({"tasks": [5]}), "tasks[0]", "invalid_field"),
+    ] {
+        let (st, e) = s.post("/api/v1/tasks/batch", batch).await;
+        assert_eq!((st, code(&e)), (422, want), "{e}");
+        assert_eq!(field(&e), name, "{e}");
+    }
+    let (_, after) = s.get("/api/v1/tasks?limit=1000").await;
+    assert_eq!(
+        after["tasks"].as_array().unwrap().len(),
+        before,
+        "nothing kept"
+    );
+    let (st, b) = s
+        .post(
+            "/api/v1/tasks/batch",
+            json!({"tasks": [
+                {"kind": "demo.echo", "input": "a"},
+                {"kind": "demo.echo", "input": "b", "priority": 5, "idempotency_key": "batch-b"},
+                {"kind": "demo.echo", "input": "c", "delay_ms": 3_600_000},
+            ]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let got: Vec<_> = b["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["input"].clone(), t["state"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!("a"), json!("pending")),
+            (json!("b"), json!("pending")),
+            (json!("c"), json!("scheduled"))
+        ]
+    );
+
+    // Queues.
+    let (st, q) = s.get("/api/v1/queues").await;
+    assert_eq!(st, 200);
+    let names: Vec<_> = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"default".into()) && names.contains(&"mail.out-1".into()));
+    let (st, q) = s
+        .call(
+            "PUT",
+            "/api/v1/queues/mail.out-1",
+            Some(r#"{"concurrency": 2, "rate_per_s": 0.5}"#),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{q}");
+    assert_eq!(
+        (
+            &q["concurrency"],
+            &q["rate_per_s"],
+            &q["paused"],
+            &q["pending"]
+        ),
+        (&json!(2), &json!(0.5), &json!(false), &json!(1))
+    );
+    let (st, q) = s
+        .call(
+            "PUT",
+            "/api/v1/queues/mail.out-1",
+            Some(r#"{"paused": true, "concurrency": null}"#),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        (&q["concurrency"], &q["rate_per_s"], &q["paused"]),
+        (&json!(null), &json!(0.5), &json!(true))
+    );
+    for (body, name) in [
+        (r#"{"concurrency": 0}"#, "concurrency"),
+        (r#"{"concurrency": -3}"#, "concurrency"),
+        (r#"{"rate_per_s": 0}"#, "rate_per_s"),
+        (r#"{"rate_per_s": "fast"}"#, "rate_per_s"),
+        (r#"{"paused": "yes"}"#, "paused"),
+        (r#"{"limit": 3}"#, "limit"),
+    ] {
+        let (st, e) = s.call("PUT", "/api/v1/queues/q1", Some(body), None).await;
+        assert_eq!((st, code(&e)), (422, "invalid_field"), "{body} → {e}");
+        assert_eq!(field(&e), name, "{body} → {e}");
+    }
+    // Not an object: refused, not read as fields in order.
+    let (st, e) = s.call("PUT", "/api/v1/queues/q1", Some("[5]"), None).await;
+    assert_eq!((st, code(&e)), (422, "invalid_field"), "{e}");
+    let (st, e) = s.post("/api/v1/tasks", json!(["demo.echo"])).await;
+    assert_eq!((st, code(&e)), (422, "invalid_field"), "{e}");
+    let (st, e) = s
+        .call("PUT", "/api/v1/queues/Bad%20Name", Some("{}"), None)
+        .await;
+    assert_eq!((st, field(&e)), (422, "queue"));
+
+    // Retries in the metrics; retention deletes what is due: 404 after.
+    let (st, f) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.flaky", "input": {"fail_times": 1}, "max_attempts": 2,
+                   "backoff_ms": 10, "wait_ms": 5000}),
+        )
+        .await;
+    assert_eq!((st, &f["state"]), (200, &json!("succeeded")), "{f}");
+    let id = f["id"].as_str().unwrap().to_string();
+    common::eventually(
+        "retention to delete the task",
+        Duration::from_secs(20),
+        || async { (s.get(&format!("/api/v1/tasks/{id}")).await.0 == 404).then_some(()) },
+    )
+    .await;
+    let (st, e) = s.get(&format!("/api/v1/tasks/{id}/history")).await;
+    assert_eq!((st, code(&e)), (404, "not_found"));
+    let (_, m) = s.get("/metrics").await;
+    let m = m.as_str().unwrap();
+    // Counters are per process, and the tests of this file share one.
+    let retries: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("courier_task_retries_total{queue=\"default\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(retries >= 1, "{m}");
+    assert!(
+        m.contains("courier_queue_tasks{queue=\"mail.out-1\",state=\"pending\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("courier_queue_paused{queue=\"mail.out-1\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("courier_retention_deleted_total{state=\"succeeded\"}"),
+        "{m}"
+    );
+    s.stop().await;
+}
+
+on_both_databases!(
+    the_api_end_to_end,
+    bearer_tokens_guard_the_api,
+    queue_semantics_over_http
+);

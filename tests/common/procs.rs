@@ -131,6 +131,15 @@ impl Proc {
         t
     }
 
+    pub fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        http(
+            self.http.as_deref().unwrap(),
+            "PUT",
+            path,
+            Some(&body.to_string()),
+        )
+    }
+
     pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
         http(
             self.http.as_deref().unwrap(),

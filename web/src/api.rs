@@ -49,6 +49,7 @@ pub struct CreateTask {
 impl CreateTask {
     /// Reads a body, naming the field at fault in any error.
     fn parse(body: Value) -> Result<CreateTask, ApiError> {
+        object(&body)?;
         serde_path_to_error::deserialize(body).map_err(|e| {
             let path = e.path().to_string();
             let message = e.inner().to_string();
@@ -76,6 +77,19 @@ impl CreateTask {
             timeout_ms: self.timeout_ms,
         };
         t
+    }
+}
+
+/// Refuses a body that is not a JSON object (serde would read an array as
+/// the fields in order).
+fn object(body: &Value) -> Result<(), ApiError> {
+    if body.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidField {
+            field: None,
+            message: "the body must be a JSON object".into(),
+        })
     }
 }
 
@@ -190,11 +204,17 @@ pub async fn create_batch(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let batch: CreateBatch = serde_path_to_error::deserialize(body.into_inner()).map_err(|e| {
+    let body = body.into_inner();
+    object(&body)?;
+    let batch: CreateBatch = serde_path_to_error::deserialize(body).map_err(|e| {
         let message = e.inner().to_string();
+        let field = match e.path().to_string().as_str() {
+            "." | "" => unknown_field(&message).unwrap_or_else(|| "tasks".into()),
+            path => path.to_string(),
+        };
         ApiError::InvalidField {
-            field: Some(unknown_field(&message).unwrap_or_else(|| "tasks".into())),
-            message,
+            message: format!("{field}: {message}"),
+            field: Some(field),
         }
     })?;
     if batch.tasks.len() > MAX_BATCH {
@@ -396,7 +416,9 @@ pub async fn put_queue(
     name: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let update: QueueUpdate = serde_path_to_error::deserialize(body.into_inner()).map_err(|e| {
+    let body = body.into_inner();
+    object(&body)?;
+    let update: QueueUpdate = serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
         let field = match path.as_str() {
