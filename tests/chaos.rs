@@ -238,6 +238,78 @@ fn kill_the_owner_of_suspended_tasks_then_send_their_events() {
 
 /// SIGKILL the executor whose parents wait for their sub-tasks, which run
 /// on another executor: the parents are re-homed, their runs replay (the
+/// SIGKILL an executor while tasks wait out their retry backoff and while
+/// delayed tasks come due. The waits are timers in the database, not in the
+/// dead process: every retry and every delayed task still runs, each once,
+/// and none before its time.
+#[test]
+#[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
+fn sigkill_an_executor_while_retries_and_delayed_tasks_wait() {
+    let (_fleet, mut execs, web) = fleet_of(Db::Postgres, Wire::Socket, &["exec-a", "exec-b"]);
+    let flaky: Vec<String> = (0..40)
+        .map(|_| {
+            let (st, t) = web.post(
+                "/api/v1/tasks",
+                json!({"kind": "demo.flaky", "input": {"fail_times": 1},
+                       "max_attempts": 2, "backoff_ms": 2000}),
+            );
+            assert_eq!(st, 201, "{t}");
+            t["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let delayed: Vec<String> = (0..40)
+        .map(|i| {
+            let (st, t) = web.post(
+                "/api/v1/tasks",
+                json!({"kind": "demo.echo", "input": i, "delay_ms": 1000 + i * 40}),
+            );
+            assert_eq!(st, 201, "{t}");
+            t["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // Every flaky task has failed once and waits for its retry.
+    wait_for("the retries to be scheduled", T, || {
+        let waiting = flaky.iter().all(|id| {
+            let (_, t) = web.get(&format!("/api/v1/tasks/{id}"));
+            t["state"] == "scheduled" && t["errors"].as_array().unwrap().len() == 1
+        });
+        waiting.then_some(())
+    });
+    take(&mut execs, "exec-a").kill9();
+
+    let mut all = flaky.clone();
+    all.extend(delayed.iter().cloned());
+    Audit::of(&web, &all, "succeeded", T).assert_exactly_once();
+    for id in &flaky {
+        let (_, t) = web.get(&format!("/api/v1/tasks/{id}"));
+        assert_eq!(t["output"], json!({"attempt": 2}), "{t}");
+        assert_eq!(
+            t["errors"].as_array().unwrap().len(),
+            1,
+            "one failed attempt: {t}"
+        );
+        let (_, h) = web.get(&format!("/api/v1/tasks/{id}/history"));
+        let promoted = h["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["from_state"] == "scheduled")
+            .count();
+        assert_eq!(promoted, 1, "its retry came due once: {h}");
+    }
+    for (i, id) in delayed.iter().enumerate() {
+        let (_, t) = web.get(&format!("/api/v1/tasks/{id}"));
+        let (_, h) = web.get(&format!("/api/v1/tasks/{id}/history"));
+        let lines = h["history"].as_array().unwrap();
+        assert_eq!(lines[0]["to_state"], "scheduled", "{h}");
+        let created = common::fleet::time(&t["created_at"]).unwrap();
+        let due = created + chrono::Duration::milliseconds(1000 + i as i64 * 40);
+        let started = common::fleet::time(&t["started_at"]).unwrap();
+        assert!(started >= due, "started before its time: {t}");
+    }
+    drop(execs);
+}
+
 /// same sub-tasks, not new ones) and each gets every child's result.
 #[test]
 #[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
