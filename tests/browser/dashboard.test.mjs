@@ -2,8 +2,8 @@
 // fresh SQLite file and a free loopback port, driven through Debian's headless
 // Chromium by playwright-core. No mock: every answer comes from the server.
 //
-//   COURIER_BIN   the courier binary (default: target/debug/courier from the repo root)
-//   CHROMIUM_BIN  the browser (default: /usr/bin/chromium)
+//   COURIER_BIN     the courier binary (default: target/debug/courier from the repo root)
+//   CHROMIUM_BIN    the browser (default: /usr/bin/chromium)
 //
 // Run with tests/browser/run.sh, or `node --test` in this folder after `npm ci`.
 
@@ -44,6 +44,16 @@ function freePort() {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// The page is compiled into the binary: an older binary serves an older
+// page, and testing it would test something else than the repository's.
+function assertCurrentPage(served) {
+  const file = path.join(ROOT, 'web', 'assets', 'dashboard.html');
+  assert.ok(
+    fs.readFileSync(file, 'utf8') === served,
+    `${BIN} serves another page than ${file}: rebuild it (cargo build --bin courier)`,
+  );
+}
 const running = new Set();
 process.on('exit', () => { for (const child of running) child.kill('SIGKILL'); });
 
@@ -100,6 +110,7 @@ class Server {
         if (res.ok) {
           assert.match(res.headers.get('content-type') || '', /text\/html/, 'GET / is not served as HTML');
           assert.match(body, /<title>courier<\/title>/, 'GET / does not look like the dashboard');
+          assertCurrentPage(body);
           return;
         }
         last = `GET / answered ${res.status}`;
@@ -220,18 +231,48 @@ async function waitDetailState(page, state) {
 }
 
 // Submits the new-task form and returns the task the API answered with.
-async function createViaForm(page, kind, input) {
+// `options` fills fields under "Options" by data-testid (emptied again after).
+async function createViaForm(page, kind, input, options = {}) {
   await page.locator(sel('new-task-kind')).selectOption(kind);
   await page.locator(sel('new-task-input')).fill(JSON.stringify(input));
+  const fields = Object.entries(options);
+  if (fields.length && !(await page.locator('#new-task-options').evaluate((d) => d.open))) {
+    await page.locator('#new-task-options summary').click();
+  }
+  for (const [testid, value] of fields) await page.locator(sel(testid)).fill(String(value));
   const [res] = await Promise.all([
     page.waitForResponse((r) => new URL(r.url()).pathname === '/api/v1/tasks' && r.request().method() === 'POST'),
     page.locator(sel('new-task-submit')).click(),
   ]);
+  for (const [testid] of fields) await page.locator(sel(testid)).fill('');
   assert.equal(res.status(), 201, `POST /api/v1/tasks answered ${res.status()}: ${await res.text()}`);
   const task = await res.json();
   assert.equal(task.kind, kind);
   assert.deepEqual(task.input, input);
   return task;
+}
+
+const queueRowSel = (name) => `${sel('queue-row')}[data-queue="${name}"]`;
+
+async function apiQueue(server, name) {
+  const res = await server.api('GET', '/api/v1/queues');
+  assert.equal(res.status, 200, res.text);
+  return res.json.queues.find((q) => q.name === name);
+}
+
+// The counts a queue's row shows: { scheduled, pending, running, suspended }.
+function shownCounts(page, name) {
+  return page.locator(queueRowSel(name)).evaluate((tr) =>
+    Object.fromEntries([...tr.querySelectorAll('[data-count]')].map((td) => [td.dataset.count, Number(td.textContent)])));
+}
+
+// Saves the queue form and returns the PUT's response.
+async function saveQueueForm(page, name) {
+  const [res] = await Promise.all([
+    page.waitForResponse((r) => new URL(r.url()).pathname === `/api/v1/queues/${name}` && r.request().method() === 'PUT'),
+    page.locator(sel('queue-save')).click(),
+  ]);
+  return res;
 }
 
 async function openDetail(page, id) {
@@ -492,5 +533,230 @@ describe('dashboard after an executor died', () => {
     } finally {
       second.kill('SIGKILL');
     }
+  }));
+});
+
+describe('dashboard of queues, retries and task ids', () => {
+  const env = {};
+  before(async () => {
+    env.server = await Server.start();
+    env.browser = await openBrowser();
+  }, { timeout: 60_000 });
+  after(async () => {
+    await env.browser?.close();
+    env.server?.kill();
+  });
+
+  it('shows each queue with its counts, and pauses and resumes it', { timeout: TEST_MS }, step(env, async () => {
+    const { server } = env;
+    const { page } = env.browser;
+    // A start ten minutes away: `default` holds a scheduled task throughout.
+    const later = await server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.echo', input: { later: true }, delay_ms: 600_000 } });
+    assert.equal(later.status, 201, later.text);
+    assert.equal(later.json.state, 'scheduled');
+    await page.goto(`${server.base}/`);
+    const row = page.locator(queueRowSel('default'));
+    await row.waitFor();
+    await until('the counts of `default` to be those of the API', async () => {
+      const q = await apiQueue(server, 'default');
+      const shown = await shownCounts(page, 'default');
+      return q.scheduled >= 1 && ['scheduled', 'pending', 'running', 'suspended'].every((k) => shown[k] === q[k]);
+    });
+    assert.equal(await row.getAttribute('data-paused'), 'false');
+    assert.match(await page.locator(`${rowSel(later.json.id)} ${sel('next-run')}`).textContent(), /^starts in \d+ min/);
+
+    const toggle = row.locator(sel('queue-toggle'));
+    assert.equal((await toggle.textContent()).trim(), 'Pause');
+    await toggle.click();
+    await page.waitForSelector(`${queueRowSel('default')}[data-paused="true"]`);
+    assert.equal((await apiQueue(server, 'default')).paused, true);
+    await until('the button to offer Resume', async () => (await toggle.textContent()).trim() === 'Resume');
+
+    // Created while its queue is paused: it waits, and the page says why.
+    const task = await createViaForm(page, 'demo.echo', { while: 'paused' });
+    assert.equal(task.state, 'pending');
+    await waitRowState(page, task.id, 'pending');
+    assert.match(await page.locator(`${rowSel(task.id)} .flag`).textContent(), /paused/);
+    await until('the queue to count it pending', async () => (await shownCounts(page, 'default')).pending >= 1);
+    // Nothing of a paused queue starts, however long one waits.
+    await sleep(1500);
+    const still = await server.api('GET', `/api/v1/tasks/${task.id}`);
+    assert.equal(still.json.state, 'pending', still.text);
+    assert.equal(still.json.attempts, 0, still.text);
+
+    await toggle.click();
+    await page.waitForSelector(`${queueRowSel('default')}[data-paused="false"]`);
+    assert.equal((await apiQueue(server, 'default')).paused, false);
+    await waitRowState(page, task.id, 'succeeded');
+  }));
+
+  it('sets and lifts the limits of a queue, and shows a refusal', { timeout: TEST_MS }, step(env, async () => {
+    const { server } = env;
+    const { page } = env.browser;
+    await page.locator(`${queueRowSel('default')} ${sel('queue-edit')}`).click();
+    assert.equal(await page.locator(sel('queue-name')).inputValue(), 'default');
+    await page.locator(sel('queue-concurrency')).fill('3');
+    await page.locator(sel('queue-rate')).fill('2.5');
+    let res = await saveQueueForm(page, 'default');
+    assert.equal(res.status(), 200, await res.text());
+    let q = await apiQueue(server, 'default');
+    assert.equal(q.concurrency, 3);
+    assert.equal(q.rate_per_s, 2.5);
+    await page.waitForSelector(`${queueRowSel('default')} [data-concurrency="3"][data-rate="2.5"]`);
+
+    // Refused: the server's own message, and the field it names marked.
+    await page.locator(sel('queue-concurrency')).fill('0');
+    res = await saveQueueForm(page, 'default');
+    assert.equal(res.status(), 422);
+    const refusal = (await res.json()).error;
+    assert.equal(refusal.field, 'concurrency');
+    await page.waitForFunction(
+      ([s, text]) => document.querySelector(s)?.textContent.includes(text),
+      [sel('queue-form-msg'), refusal.message],
+    );
+    assert.equal(await page.locator(sel('queue-concurrency')).getAttribute('aria-invalid'), 'true');
+    assert.equal((await apiQueue(server, 'default')).concurrency, 3, 'a refused change changed the queue');
+
+    // Empty fields lift both limits.
+    await page.locator(sel('queue-concurrency')).fill('');
+    await page.locator(sel('queue-rate')).fill('');
+    res = await saveQueueForm(page, 'default');
+    assert.equal(res.status(), 200, await res.text());
+    q = await apiQueue(server, 'default');
+    assert.equal(q.concurrency, null);
+    assert.equal(q.rate_per_s, null);
+    await page.waitForSelector(`${queueRowSel('default')} [data-concurrency=""][data-rate=""]`);
+  }));
+
+  it('shows a failed attempt waiting out its retry backoff', { timeout: TEST_MS }, step(env, async () => {
+    const { server } = env;
+    const { page } = env.browser;
+    const task = await createViaForm(page, 'demo.flaky', { fail_times: 5 },
+      { 'new-task-max-attempts': 3, 'new-task-backoff': 60 });
+    assert.equal(task.max_attempts, 3);
+    assert.equal(task.backoff_ms, 60_000);
+    await waitRowState(page, task.id, 'scheduled');
+    const t = (await server.api('GET', `/api/v1/tasks/${task.id}`)).json;
+    assert.equal(t.state, 'scheduled');
+    assert.equal(t.attempts, 1);
+    assert.ok(t.run_at, `a scheduled task has its run_at: ${JSON.stringify(t)}`);
+    assert.deepEqual(t.errors.map((e) => [e.attempt, e.code, e.error]), [[1, 'error', 'flaky attempt 1']]);
+
+    const row = page.locator(rowSel(task.id));
+    await until('the list to show attempt 1 of 3', async () => (await row.locator('td').nth(5).textContent()).trim() === '1/3');
+    // Retry 1 waits 50 to 100 % of the 60 s backoff.
+    assert.match(await row.locator(sel('next-run')).textContent(), /^retry in (\d+ s|1 min) at /);
+    assert.equal(await row.locator(`${sel('next-run')} time`).getAttribute('datetime'), t.run_at);
+
+    await openDetail(page, task.id);
+    await waitDetailState(page, 'scheduled');
+    const field = (name) => page.locator(`${sel('detail')} dd[data-field="${name}"]`);
+    await until('the detail to show attempt 1 of 3', async () => /^1 of 3\b/.test(await field('attempts').textContent()));
+    assert.match(await field('next-run').textContent(), /^in (\d+ s|1 min) · .* attempt 2 of 3/);
+    assert.equal(await field('next-run').locator('time').getAttribute('datetime'), t.run_at);
+    assert.match(await field('retry-backoff').textContent(), /^1 min\b/);
+    assert.equal((await field('queue').textContent()).trim(), 'default');
+
+    const errors = page.locator(`${sel('detail')} ${sel('error-row')}`);
+    await until('one failed attempt in the detail', async () => (await errors.count()) === 1);
+    const cells = await errors.first().locator('td').allTextContents();
+    assert.deepEqual([cells[0], cells[2], cells[3]], ['1', 'error', 'flaky attempt 1']);
+    assert.equal(await errors.first().locator('time').getAttribute('datetime'), t.errors[0].at);
+
+    // The history ends attempt 1 as failed, to be retried.
+    const attempt = page.locator(`#d-history ${sel('attempt-row')}`).first();
+    await attempt.waitFor();
+    assert.match(await attempt.textContent(), /failed\s*error\s*→ retry\s*scheduled/);
+    await page.locator(sel('detail')).screenshot({ path: path.join(ROOT, 'target', 'dashboard-retry.png') });
+  }));
+
+  it('filters the list by queue, and creates a delayed task in another queue', { timeout: TEST_MS }, step(env, async () => {
+    const { page } = env.browser;
+    const task = await createViaForm(page, 'demo.echo', { in: 'mail' },
+      { 'new-task-queue': 'mail', 'new-task-priority': 7, 'new-task-delay': 600 });
+    assert.deepEqual([task.queue, task.priority, task.state], ['mail', 7, 'scheduled']);
+    const row = page.locator(rowSel(task.id));
+    await row.waitFor();
+    const cells = await row.locator('td').allTextContents();
+    assert.deepEqual([cells[3].trim(), cells[4].trim(), cells[5].trim()], ['mail', '7', '0/1']);
+    assert.match(await row.locator(sel('next-run')).textContent(), /^starts in (10 min|9 min \d+ s)/);
+
+    await page.locator(sel('queue-filter')).selectOption('mail');
+    await until('only the task of `mail` listed', async () => {
+      const ids = await page.locator(sel('task-row')).evaluateAll((rows) => rows.map((r) => r.dataset.taskId));
+      return ids.length === 1 && ids[0] === task.id;
+    });
+    await page.locator(sel('state-filter')).selectOption('scheduled');
+    await page.locator(rowSel(task.id)).waitFor();
+    await page.locator(sel('state-filter')).selectOption('');
+    await page.locator(sel('queue-filter')).selectOption('');
+    await page.locator(queueRowSel('mail')).waitFor();
+  }));
+
+  it('tells task ids apart and copies the full id', { timeout: TEST_MS }, step(env, async () => {
+    const { server } = env;
+    const { page, context } = env.browser;
+    const made = [];
+    for (const n of [1, 2]) {
+      const res = await server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.echo', input: { n } } });
+      assert.equal(res.status, 201, res.text);
+      made.push(res.json.id);
+    }
+    const [a, b] = made;
+    const idText = (id) => page.locator(`${rowSel(id)} ${sel('task-id')}`);
+    await idText(a).waitFor();
+    await idText(b).waitFor();
+    const [ta, tb] = [await idText(a).textContent(), await idText(b).textContent()];
+    assert.notEqual(ta, tb, 'two tasks show the same id');
+    assert.equal(ta, a.slice(-12));
+    assert.equal(tb, b.slice(-12));
+    assert.equal(await idText(a).getAttribute('title'), a);
+
+    // With the clipboard API (loopback is a secure context).
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.base });
+    const hash = await page.evaluate(() => location.hash);
+    await page.locator(`${rowSel(a)} ${sel('copy-id')}`).first().click();
+    await page.waitForSelector(`${rowSel(a)} ${sel('copy-id')}[data-done]`);
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), a);
+    assert.equal(await page.evaluate(() => location.hash), hash, 'the copy button opened the task');
+
+    // Without it (plain http to another host): the id shown selected, for Ctrl+C.
+    await page.evaluate(() => { Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined, configurable: true }); });
+    await page.locator(`${rowSel(b)} ${sel('copy-id')}`).first().click();
+    const box = page.locator(sel('copy-box'));
+    await box.waitFor();
+    const picked = await box.evaluate((el) => ({ focused: document.activeElement === el, selected: el.value.slice(el.selectionStart, el.selectionEnd) }));
+    assert.deepEqual(picked, { focused: true, selected: b });
+    await page.keyboard.press('Escape');
+    await box.waitFor({ state: 'detached' });
+    await page.reload();
+
+    // Sub-tasks: their parent link and the parent's tree show the tails too.
+    const fan = await server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.fanout', input: { n: 2, kind: 'demo.echo', input: {} } } });
+    assert.equal(fan.status, 201, fan.text);
+    const parent = fan.json.id;
+    await waitRowState(page, parent, 'succeeded');
+    const kids = (await server.api('GET', `/api/v1/tasks/${parent}/children`)).json.tasks.map((t) => t.id);
+    assert.equal(kids.length, 2);
+    for (const kid of kids) {
+      await waitRowState(page, kid, 'succeeded');
+      assert.equal(await page.locator(`${rowSel(kid)} ${sel('parent-id')}`).textContent(), parent.slice(-12));
+    }
+    await openDetail(page, parent);
+    assert.equal(await page.locator('#d-id .id-last').textContent(), parent.slice(-12));
+    await until('the sub-tasks in the detail', async () => (await page.locator(`#d-children ${sel('child-id')}`).count()) === 2);
+    const shown = await page.locator(`#d-children ${sel('child-id')}`).allTextContents();
+    assert.deepEqual(shown.sort(), kids.map((k) => k.slice(-12)).sort());
+    await page.locator(`#d-children ${sel('child-id')}`).first().click();
+    await page.waitForFunction((p) => /^#task=/.test(location.hash) && !location.hash.includes(p), parent);
+    await page.locator(`${sel('detail')} dd[data-field="parent"] ${sel('parent-id')}`).waitFor();
+    assert.equal(await page.locator(`${sel('detail')} dd[data-field="parent"] ${sel('parent-id')}`).textContent(), parent.slice(-12));
+  }));
+
+  it('logged no error in the page but the refusal it was made to show', step(env, async () => {
+    // Chromium logs every 4xx answer; the one 422 is the refused concurrency.
+    const unexpected = env.browser.problems.filter((p) => !/status of 422/.test(p));
+    assert.deepEqual(unexpected, []);
+    assert.equal(env.browser.problems.length, 1, env.browser.problems.join('\n'));
   }));
 });
