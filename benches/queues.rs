@@ -209,23 +209,11 @@ async fn claim(t: &Target, samples: usize) {
         .unwrap();
     // Limits that never bind: what they cost, not what they hold back.
     store
-        .update_queue(
-            "limited",
-            &QueueUpdate {
-                concurrency: Some(Some(1_000_000)),
-                ..Default::default()
-            },
-        )
+        .update_queue("limited", &QueueUpdate::default().concurrency(1_000_000))
         .await
         .unwrap();
     store
-        .update_queue(
-            "rated",
-            &QueueUpdate {
-                rate_per_s: Some(Some(1_000_000.0)),
-                ..Default::default()
-            },
-        )
+        .update_queue("rated", &QueueUpdate::default().rate_per_s(1_000_000.0))
         .await
         .unwrap();
     for q in queues {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use common::procs::{Proc, BIN};
 
@@ -156,6 +156,79 @@ fn the_client_commands_drive_a_running_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("404 not_found"));
     let out = s.cli(&["submit", "demo.fail", r#"{"message":"nope"}"#, "--wait"]);
     assert!(!out.status.success(), "a failed task fails the command");
+
+    // queue options, queues
+    let retried = s.json(&[
+        "submit",
+        "demo.flaky",
+        r#"{"fail_times":1}"#,
+        "--max-attempts",
+        "2",
+        "--backoff",
+        "20ms",
+        "--priority",
+        "-5",
+        "--wait",
+    ]);
+    assert_eq!(
+        (
+            &retried["state"],
+            &retried["attempts"],
+            &retried["priority"]
+        ),
+        (&json!("succeeded"), &json!(2), &json!(-5)),
+        "{retried}"
+    );
+    let later = s.json(&[
+        "submit",
+        "demo.echo",
+        "1",
+        "--delay",
+        "1h",
+        "--queue",
+        "later",
+    ]);
+    assert_eq!(
+        (&later["state"], &later["queue"]),
+        (&json!("scheduled"), &json!("later"))
+    );
+    let readable = text(&s.cli(&["show", later["id"].as_str().unwrap()]));
+    assert!(
+        readable.contains("next run") && readable.contains("queue     later"),
+        "{readable}"
+    );
+    let q = s.json(&[
+        "queue",
+        "later",
+        "--concurrency",
+        "2",
+        "--rate",
+        "0.5",
+        "--pause",
+    ]);
+    assert_eq!(
+        (
+            &q["concurrency"],
+            &q["rate_per_s"],
+            &q["paused"],
+            &q["scheduled"]
+        ),
+        (&json!(2), &json!(0.5), &json!(true), &json!(1))
+    );
+    let q = s.json(&["queue", "later", "--concurrency", "none", "--resume"]);
+    assert_eq!(
+        (&q["concurrency"], &q["paused"]),
+        (&json!(null), &json!(false))
+    );
+    let table = text(&s.cli(&["queues"]));
+    assert!(
+        table.starts_with("QUEUE") && table.contains("later"),
+        "{table}"
+    );
+    let out = s.cli(&["submit", "demo.echo", "1", "--priority", "500"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("422 invalid_field"));
+    let out = s.cli(&["queue", "later", "--concurrency", "lots"]);
+    assert!(!out.status.success());
 
     // SIGTERM: a clean exit, and the running task handed back at once.
     let running = s.json(&["submit", "demo.sleep", r#"{"ms":60000}"#]);

@@ -184,11 +184,7 @@ async fn higher_priority_starts_first(db: &TestDb, via: Via) {
     // Hold the queue while the tasks arrive, then let one run at a time.
     c.update_queue(
         "default",
-        &QueueUpdate {
-            paused: Some(true),
-            concurrency: Some(Some(1)),
-            ..Default::default()
-        },
+        &QueueUpdate::default().paused(true).concurrency(1),
     )
     .await
     .unwrap();
@@ -203,15 +199,9 @@ async fn higher_priority_starts_first(db: &TestDb, via: Via) {
         );
     }
     assert_eq!(c.queue("default").await.unwrap().pending, 5);
-    c.update_queue(
-        "default",
-        &QueueUpdate {
-            paused: Some(false),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    c.update_queue("default", &QueueUpdate::default().paused(false))
+        .await
+        .unwrap();
     let mut started = Vec::new();
     for id in &ids {
         let (t, fin) = c.wait(*id, WAIT).await.unwrap();

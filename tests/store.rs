@@ -452,13 +452,7 @@ async fn priority_then_age_decides_who_starts(db: &TestDb) {
 async fn a_concurrency_limit_holds_across_executors(db: &TestDb) {
     let s = db.store().await;
     let q = s
-        .update_queue(
-            "q",
-            &QueueUpdate {
-                concurrency: Some(Some(3)),
-                ..Default::default()
-            },
-        )
+        .update_queue("q", &QueueUpdate::default().concurrency(3))
         .await
         .unwrap();
     assert_eq!(q.concurrency, Some(3));
@@ -506,15 +500,9 @@ async fn a_concurrency_limit_holds_across_executors(db: &TestDb) {
         "{most} tasks ran at once in a queue limited to 3"
     );
     // Lifting the limit takes effect at the next claim.
-    s.update_queue(
-        "q",
-        &QueueUpdate {
-            concurrency: Some(None),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    s.update_queue("q", &QueueUpdate::default().concurrency(None))
+        .await
+        .unwrap();
     for _ in 0..5 {
         s.create_task(&insert("k")).await.unwrap();
     }
@@ -530,13 +518,7 @@ async fn pauses_and_rate_limits_hold_at_the_claim(db: &TestDb) {
         s.create_task(&insert("k")).await.unwrap();
     }
     let paused = s
-        .update_queue(
-            "q",
-            &QueueUpdate {
-                paused: Some(true),
-                ..Default::default()
-            },
-        )
+        .update_queue("q", &QueueUpdate::default().paused(true))
         .await
         .unwrap();
     assert!(paused.paused);
@@ -544,14 +526,7 @@ async fn pauses_and_rate_limits_hold_at_the_claim(db: &TestDb) {
     assert!(claim(&s, "e1", 10).await.is_empty(), "paused");
     // Resume with 5 starts a second: a burst of 5, then none until a token.
     let q = s
-        .update_queue(
-            "q",
-            &QueueUpdate {
-                paused: Some(false),
-                rate_per_s: Some(Some(5.0)),
-                ..Default::default()
-            },
-        )
+        .update_queue("q", &QueueUpdate::default().paused(false).rate_per_s(5.0))
         .await
         .unwrap();
     assert_eq!((q.paused, q.rate_per_s), (false, Some(5.0)));
@@ -588,10 +563,7 @@ async fn pauses_and_rate_limits_hold_at_the_claim(db: &TestDb) {
     assert!(matches!(
         s.update_queue(
             "q",
-            &QueueUpdate {
-                concurrency: Some(Some(0)),
-                ..Default::default()
-            }
+            &QueueUpdate::default().concurrency(0)
         )
         .await,
         Err(Error::InvalidField { field, .. }) if field == "concurrency"

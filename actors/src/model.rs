@@ -427,6 +427,24 @@ where
 }
 
 impl QueueUpdate {
+    /// Sets the concurrency limit (`None` lifts it).
+    pub fn concurrency(mut self, n: impl Into<Option<i64>>) -> Self {
+        self.concurrency = Some(n.into());
+        self
+    }
+
+    /// Sets the rate limit in starts per second (`None` lifts it).
+    pub fn rate_per_s(mut self, x: impl Into<Option<f64>>) -> Self {
+        self.rate_per_s = Some(x.into());
+        self
+    }
+
+    /// Pauses (`true`) or resumes the queue.
+    pub fn paused(mut self, paused: bool) -> Self {
+        self.paused = Some(paused);
+        self
+    }
+
     /// The largest concurrency limit accepted.
     pub const MAX_CONCURRENCY: i64 = 1_000_000;
     /// The largest rate limit accepted (starts per second).
