@@ -79,13 +79,50 @@ impl Store {
         };
         // Lock rows in name order: executors serving overlapping sets of
         // limited queues never wait for each other in a circle.
-        let limits_sql = format!(
-            "SELECT name, concurrency, rate_per_s, paused, tokens, tokens_at, {clock} AS clock \
-             FROM queues WHERE name IN ({}) \
-               AND (concurrency IS NOT NULL OR rate_per_s IS NOT NULL OR paused) \
-             ORDER BY name {lock}",
-            placeholders(1, queues.len())
-        );
+        let limits_sql = |lock: &str| {
+            format!(
+                "SELECT name, concurrency, rate_per_s, paused, tokens, tokens_at, {clock} AS clock \
+                 FROM queues WHERE name IN ({}) \
+                   AND (concurrency IS NOT NULL OR rate_per_s IS NOT NULL OR paused) \
+                 ORDER BY name {lock}",
+                placeholders(1, queues.len())
+            )
+        };
+        // The common case first: none of the queues has a limit. Then the
+        // claim is one statement on its own, no transaction, no lock (two
+        // round trips, not four); a limit set between the look and the
+        // claim is seen by the claim's own guard (see `Plan::statement`).
+        let look = limits_sql("");
+        let found: Vec<Limits> = on_pool!(self, p => {
+            let mut q = sqlx::query_as::<_, Limits>(&look);
+            for name in queues {
+                q = q.bind(name);
+            }
+            q.fetch_all(p).await
+        })?;
+        if found.is_empty() {
+            let plan = Plan::new(queues, &[], &[], limit, now());
+            let sql = plan.statement(kinds.len(), skip);
+            let mut tasks: Vec<Task> = on_pool!(self, p => {
+                let mut q = sqlx::query_as(&sql)
+                    .bind(executor)
+                    .bind(now())
+                    .bind(i64::from(limit));
+                for k in kinds {
+                    q = q.bind(k);
+                }
+                for (name, share) in &plan.shares {
+                    q = q.bind(name).bind(i64::from(*share));
+                }
+                q.fetch_all(p).await
+            })?;
+            tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+            return Ok(Claimed {
+                tasks,
+                retry_in: None,
+            });
+        }
+        let limits_sql = limits_sql(lock);
         let with_concurrency = |ls: &[Limits]| -> Vec<String> {
             ls.iter()
                 .filter(|l| l.concurrency.is_some() && !l.paused)
@@ -310,6 +347,8 @@ impl Store {
 struct Plan {
     /// Queues with room, in the order given, and how many each may give.
     shares: Vec<(String, u32)>,
+    /// Those of `shares` that had no limits when the claim looked.
+    unlimited: Vec<String>,
     /// The rate-limited queues' buckets, to write back.
     buckets: Vec<Bucket>,
     now: DateTime<Utc>,
@@ -335,10 +374,12 @@ impl Plan {
         now: DateTime<Utc>,
     ) -> Plan {
         let mut shares = Vec::with_capacity(queues.len());
+        let mut unlimited = Vec::new();
         let mut buckets = Vec::new();
         for name in queues {
             let Some(l) = limits.iter().find(|l| &l.name == name) else {
                 shares.push((name.clone(), free));
+                unlimited.push(name.clone());
                 continue;
             };
             if l.paused {
@@ -370,6 +411,7 @@ impl Plan {
         }
         Plan {
             shares,
+            unlimited,
             buckets,
             now,
         }
@@ -382,6 +424,11 @@ impl Plan {
     /// is a MATERIALIZED CTE, evaluated once: as a plain `IN (SELECT …
     /// FOR UPDATE SKIP LOCKED)` PostgreSQL may evaluate it again (a recheck
     /// after a concurrent update) and claim more than the free slots.
+    ///
+    /// A queue that had no limits when the claim looked is guarded: should
+    /// a limit or a pause have been committed since, the statement (whose
+    /// snapshot is newer) takes nothing from it, and the next claim takes
+    /// the limited way.
     fn statement(&self, kinds: usize, skip: &str) -> String {
         let kinds_in = placeholders(4, kinds);
         let mut n = 4 + kinds;
@@ -389,12 +436,20 @@ impl Plan {
             .shares
             .iter()
             .enumerate()
-            .map(|(i, _)| {
+            .map(|(i, (name, _))| {
                 let (q, l) = (n, n + 1);
                 n += 2;
+                let guard = if self.unlimited.contains(name) {
+                    format!(
+                        " AND NOT EXISTS (SELECT 1 FROM queues g WHERE g.name = ${q} \
+                           AND (g.concurrency IS NOT NULL OR g.rate_per_s IS NOT NULL OR g.paused))"
+                    )
+                } else {
+                    String::new()
+                };
                 format!(
                     "SELECT id, priority FROM (SELECT id, priority FROM tasks \
-                         WHERE state = {PENDING} AND queue = ${q} AND kind IN ({kinds_in}) \
+                         WHERE state = {PENDING} AND queue = ${q} AND kind IN ({kinds_in}){guard} \
                          ORDER BY priority DESC, id LIMIT ${l} {skip}) AS q{i}"
                 )
             })
