@@ -117,6 +117,9 @@ async fn timers(t: &Target, samples: usize) {
         if !warm {
             plain.record((at - t0).as_micros().max(1) as u64).unwrap();
         }
+        // Each task is over before the next begins: no sample pays for the
+        // writes of the one before.
+        c.wait(task.id, Duration::from_secs(10)).await.unwrap();
         // A delayed task: its run_at → start.
         let task = c
             .submit(NewTask::new("bench.report", json!({})).delay(Duration::from_millis(20)))
@@ -129,6 +132,7 @@ async fn timers(t: &Target, samples: usize) {
         if !warm {
             delayed.record(late_us(due, wall)).unwrap();
         }
+        c.wait(task.id, Duration::from_secs(10)).await.unwrap();
         // A retry: the run_at its backoff gave → the second attempt starts.
         let task = c
             .submit(
@@ -153,6 +157,7 @@ async fn timers(t: &Target, samples: usize) {
         if !warm {
             retry.record(late_us(due, wall)).unwrap();
         }
+        c.wait(task.id, Duration::from_secs(10)).await.unwrap();
     }
     rt.shutdown().await;
     println!("\n### timers: {} ({samples} samples each)\n", t.label);
@@ -270,7 +275,10 @@ async fn claim(t: &Target, samples: usize) {
 
 /// Fills the store with `n` finished task trees, old enough for any
 /// retention: roots with one sub-task each every tenth, three history lines
-/// a task, as a real run leaves them. Written by SQL, not by running tasks.
+/// a task, as a real run leaves them. Written by SQL, not by running tasks,
+/// with ids that sort by time as UUID v7 ids do (a sub-task's beside its
+/// parent's) and a second between roots, so the oldest are deleted first
+/// and lie together, as they would.
 async fn fill_finished(store: &Store, url: &str, options: &StoreOptions, n: usize) {
     let _ = store;
     let finished = "'2000-01-01T00:00:00Z'";
@@ -280,13 +288,15 @@ async fn fill_finished(store: &Store, url: &str, options: &StoreOptions, n: usiz
                 "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) \
                  INSERT INTO tasks (id, kind, state, input, trace_id, created_at, updated_at, finished_at, \
                      parent_id, spawn_seq, parent_attempt, attempts, epoch) \
-                 SELECT randomblob(16), 'bench.k', 'succeeded', '{{}}', 'x', {finished}, {finished}, {finished}, \
-                     NULL, NULL, NULL, 1, 1 FROM s"
+                 SELECT unhex(printf('%012x7%03x%016x', 1500000000000 + i * 1000, abs(random()) % 4096, abs(random()))), \
+                     'bench.k', 'succeeded', '{{}}', 'x', {at}, {at}, {at}, NULL, NULL, NULL, 1, 1 FROM s",
+                at = "strftime('%Y-%m-%dT%H:%M:%SZ', '2000-01-01', '+' || i || ' seconds')"
             ),
             format!(
                 "INSERT INTO tasks (id, kind, state, input, trace_id, created_at, updated_at, finished_at, \
                      parent_id, spawn_seq, parent_attempt, attempts, epoch) \
-                 SELECT randomblob(16), 'bench.k', 'succeeded', '{{}}', 'x', {finished}, {finished}, {finished}, \
+                 SELECT unhex(substr(hex(id), 1, 12) || printf('7%03x%016x', abs(random()) % 4096, abs(random()))), \
+                     'bench.k', 'succeeded', '{{}}', 'x', finished_at, finished_at, finished_at, \
                      id, 0, 1, 1, 1 FROM tasks WHERE parent_id IS NULL AND (abs(random()) % 10) = 0"
             ),
             format!(
@@ -303,13 +313,16 @@ async fn fill_finished(store: &Store, url: &str, options: &StoreOptions, n: usiz
             format!(
                 "INSERT INTO tasks (id, kind, state, input, trace_id, created_at, updated_at, finished_at, \
                      parent_id, spawn_seq, parent_attempt, attempts, epoch) \
-                 SELECT gen_random_uuid(), 'bench.k', 'succeeded', '{{}}', 'x', {finished}, {finished}, {finished}, \
-                     NULL, NULL, NULL, 1, 1 FROM generate_series(1, {n})"
+                 SELECT (lpad(to_hex(1500000000000 + i * 1000), 12, '0') || '7' || substr(md5(random()::text), 1, 19))::uuid, \
+                     'bench.k', 'succeeded', '{{}}', 'x', {at}, {at}, {at}, NULL, NULL, NULL, 1, 1 \
+                 FROM generate_series(1, {n}) AS i",
+                at = "timestamptz '2000-01-01T00:00:00Z' + i * interval '1 second'"
             ),
             format!(
                 "INSERT INTO tasks (id, kind, state, input, trace_id, created_at, updated_at, finished_at, \
                      parent_id, spawn_seq, parent_attempt, attempts, epoch) \
-                 SELECT gen_random_uuid(), 'bench.k', 'succeeded', '{{}}', 'x', {finished}, {finished}, {finished}, \
+                 SELECT (substr(replace(id::text, '-', ''), 1, 12) || '7' || substr(md5(random()::text), 1, 19))::uuid, \
+                     'bench.k', 'succeeded', '{{}}', 'x', finished_at, finished_at, finished_at, \
                      id, 0, 1, 1, 1 FROM tasks WHERE parent_id IS NULL AND random() < 0.1"
             ),
             format!(
