@@ -5,6 +5,7 @@
 //! cargo bench --bench queues                     # both databases, every part
 //! BENCH_DB=postgres BENCH_PARTS=claim cargo bench --bench queues
 //! BENCH_SAMPLES=300 BENCH_RETENTION_ROWS=1000000 cargo bench --bench queues
+//! BENCH_LOG=sqlx::query=debug BENCH_PARTS=retention cargo bench --bench queues   # every statement, timed
 //! ```
 //!
 //! | part        | measured                                                        | baseline                                      |
@@ -459,6 +460,13 @@ fn main() {
         _ => vec!["sqlite".into(), "postgres".into()],
     };
     let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "timers,claim,retention".into());
+    // `BENCH_LOG=sqlx::query=debug` shows every statement with its time.
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     actix::System::new().block_on(async move {
         let mut schemas = Vec::new();
         for which in &dbs {

@@ -149,11 +149,15 @@ impl Store {
         // Every task of those trees, with its depth and state.
         let mut members: Vec<(Uuid, Uuid, i32, String)> = Vec::new();
         for chunk in due.chunks(CHUNK) {
+            // The state rides along in the recursion: a join back to
+            // `tasks` after it was planned, on PostgreSQL at a million rows,
+            // as a hash join over the whole table (0.6 s a batch).
             let sql = format!(
-                "WITH RECURSIVE tree(root, id, depth) AS ( \
-                     SELECT id, id, 0 FROM tasks WHERE id IN ({}) \
-                     UNION ALL SELECT tree.root, t.id, tree.depth + 1 FROM tasks t JOIN tree ON t.parent_id = tree.id) \
-                 SELECT tree.root, tree.id, tree.depth, t.state FROM tree JOIN tasks t ON t.id = tree.id",
+                "WITH RECURSIVE tree(root, id, depth, state) AS ( \
+                     SELECT id, id, 0, state FROM tasks WHERE id IN ({}) \
+                     UNION ALL SELECT tree.root, t.id, tree.depth + 1, t.state \
+                     FROM tasks t JOIN tree ON t.parent_id = tree.id) \
+                 SELECT root, id, depth, state FROM tree",
                 placeholders(1, chunk.len())
             );
             let rows: Vec<(Uuid, Uuid, i32, String)> = on_pool!(self, p => {
