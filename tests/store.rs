@@ -524,6 +524,13 @@ async fn pauses_and_rate_limits_hold_at_the_claim(db: &TestDb) {
     assert!(paused.paused);
     assert_eq!(paused.pending, 30);
     assert!(claim(&s, "e1", 10).await.is_empty(), "paused");
+    // An executor that last saw the queue without limits claims in one
+    // statement: its guard sees the pause all the same.
+    let quick = s
+        .claim_unlimited("e1", &["q".into()], &["k".into()], 10)
+        .await
+        .unwrap();
+    assert!(quick.is_empty(), "the guard sees the pause");
     // Resume with 5 starts a second: a burst of 5, then none until a token.
     let q = s
         .update_queue("q", &QueueUpdate::default().paused(false).rate_per_s(5.0))
@@ -548,6 +555,18 @@ async fn pauses_and_rate_limits_hold_at_the_claim(db: &TestDb) {
     db.raw("UPDATE queues SET tokens = 0, tokens_at = NULL WHERE name = 'q'")
         .await;
     assert_eq!(claim(&s, "e1", 20).await.len(), 5);
+    // A rate limit is seen by the guard too, and a full claim says so.
+    assert!(s
+        .claim_unlimited("e1", &["q".into()], &["k".into()], 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        s.claim("e1", &["q".into()], &["k".into()], 1)
+            .await
+            .unwrap()
+            .limited
+    );
     // Other queues are untouched by q's limits.
     s.create_task(&insert_with("k", TaskOptions::new().queue("free")))
         .await

@@ -16,7 +16,7 @@ use actix::prelude::*;
 
 use courier_bus::Envelope;
 
-use super::{ExecutorActor, Job};
+use super::{ExecutorActor, Job, Limits};
 use crate::protocol::Msg;
 use crate::store::detached;
 
@@ -71,55 +71,77 @@ impl ExecutorActor {
         let me = self.id.clone();
         let queues = self.config.queues.clone();
         let kinds = self.kinds.clone();
+        // While its queues had no limits at the last look, a claim is one
+        // statement; the full claim looks again (and enforces what it finds)
+        // once a sweep, or when a queue's settings changed.
+        let unlimited = self.limits == Limits::None;
         ctx.spawn(
-            detached(async move { store.claim(&me, &queues, &kinds, free).await })
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.jobs.end(Job::Pull);
-                    act.claiming -= free;
-                    match res {
-                        Ok(claimed) => {
-                            let full = claimed.tasks.len() as u32 == free;
-                            if !claimed.tasks.is_empty() {
-                                tracing::debug!(n = claimed.tasks.len(), "claimed tasks");
-                            }
-                            for t in claimed.tasks {
-                                act.launch(t, ctx);
-                            }
-                            // Out of the pools first if now full, so hints
-                            // passed on below do not come straight back.
-                            act.update_membership(ctx);
-                            if let Some(wait) = claimed.retry_in {
-                                act.pull_after(wait, ctx);
-                            }
-                            if full {
-                                // Perhaps more where these came from: pull
-                                // again, or, with no room left, let the
-                                // hints find an executor that has some.
-                                act.jobs.want(Job::Pull);
-                                if act.room() == 0 {
-                                    act.pass_on(hints);
-                                } else {
-                                    act.hints.extend(hints);
-                                }
+            detached(async move {
+                if unlimited {
+                    let tasks = store.claim_unlimited(&me, &queues, &kinds, free).await?;
+                    Ok(crate::store::Claimed {
+                        tasks,
+                        retry_in: None,
+                        limited: false,
+                    })
+                } else {
+                    store.claim(&me, &queues, &kinds, free).await
+                }
+            })
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                act.jobs.end(Job::Pull);
+                act.claiming -= free;
+                match res {
+                    Ok(claimed) => {
+                        if act.limits == Limits::Unknown || claimed.limited {
+                            act.limits = if claimed.limited {
+                                Limits::Some
                             } else {
-                                for h in hints {
-                                    act.bus.settle(h.id, true);
-                                }
-                            }
+                                Limits::None
+                            };
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "claiming tasks failed; the sweep will retry");
+                        let full = claimed.tasks.len() as u32 == free;
+                        if !claimed.tasks.is_empty() {
+                            tracing::debug!(n = claimed.tasks.len(), "claimed tasks");
+                        }
+                        for t in claimed.tasks {
+                            act.launch(t, ctx);
+                        }
+                        // Out of the pools first if now full, so hints
+                        // passed on below do not come straight back.
+                        act.update_membership(ctx);
+                        if let Some(wait) = claimed.retry_in {
+                            act.pull_after(wait, ctx);
+                        }
+                        if full {
+                            // Perhaps more where these came from: pull
+                            // again, or, with no room left, let the
+                            // hints find an executor that has some.
                             act.jobs.want(Job::Pull);
-                            // Offered again (AMQP), to this executor or another.
+                            if act.room() == 0 {
+                                act.pass_on(hints);
+                            } else {
+                                act.hints.extend(hints);
+                            }
+                        } else {
                             for h in hints {
-                                act.bus.settle(h.id, false);
+                                act.bus.settle(h.id, true);
                             }
                         }
                     }
-                    act.update_membership(ctx);
-                    act.pull(ctx);
-                }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming tasks failed; the sweep will retry");
+                        act.jobs.want(Job::Pull);
+                        // Offered again (AMQP), to this executor or another.
+                        for h in hints {
+                            act.bus.settle(h.id, false);
+                        }
+                    }
+                }
+                act.update_membership(ctx);
+                act.pull(ctx);
+            }),
         );
     }
 

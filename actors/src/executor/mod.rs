@@ -112,6 +112,18 @@ enum Phase {
     Stopping,
 }
 
+/// What the last full claim saw of the limits of this executor's queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Limits {
+    /// Not looked at since the last sweep or queue change: the next claim
+    /// is the full one.
+    Unknown,
+    /// None of the queues had a limit or a pause: claims are one statement.
+    None,
+    /// Some had: every claim is the full one.
+    Some,
+}
+
 /// The executor's background jobs. Each runs one at a time; asking for one
 /// while it runs makes it run again when it ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,6 +214,8 @@ pub struct ExecutorActor {
     hints: Vec<claim::Hint>,
     /// The timer for the earliest due time known, and that time.
     due: Option<(chrono::DateTime<chrono::Utc>, SpawnHandle)>,
+    /// Whether its queues had limits at the last full claim.
+    limits: Limits,
     /// A pull asked for later (a rate limit's next token), and when.
     pull_later: Option<(std::time::Instant, SpawnHandle)>,
     /// Waiting for the last task actor to stop.
@@ -243,6 +257,7 @@ impl ExecutorActor {
             in_pools: true,
             hints: Vec::new(),
             due: None,
+            limits: Limits::Unknown,
             pull_later: None,
             drained: Vec::new(),
         }
@@ -421,6 +436,9 @@ impl Handler<Deliver<Msg>> for ExecutorActor {
     fn handle(&mut self, Deliver(env): Deliver<Msg>, ctx: &mut Self::Context) {
         match env.body {
             Msg::StartTask { .. } | Msg::QueueChanged { .. } if self.serves(&env.body) => {
+                if matches!(env.body, Msg::QueueChanged { .. }) {
+                    self.limits = Limits::Unknown;
+                }
                 self.hinted(env, ctx)
             }
             Msg::TaskScheduled { queue, run_at, .. } if self.config.queues.contains(&queue) => {

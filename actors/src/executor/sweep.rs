@@ -26,6 +26,8 @@ impl ExecutorActor {
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.jobs.end(Job::Sweep);
+                    // The next claim looks at the queues' limits again.
+                    act.limits = super::Limits::Unknown;
                     match res {
                         Ok(next_due) => {
                             if let Some(at) = next_due {

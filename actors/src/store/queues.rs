@@ -27,6 +27,10 @@ pub struct Claimed {
     /// A queue's rate limit held tasks back: its next start is allowed in
     /// this long.
     pub retry_in: Option<Duration>,
+    /// Some of the queues had limits (or were paused) when the claim
+    /// looked. While none has, [`Store::claim_unlimited`] does the same in
+    /// one statement.
+    pub limited: bool,
 }
 
 /// A limited queue's settings as the claim reads them (locked).
@@ -89,9 +93,9 @@ impl Store {
             )
         };
         // The common case first: none of the queues has a limit. Then the
-        // claim is one statement on its own, no transaction, no lock (two
-        // round trips, not four); a limit set between the look and the
-        // claim is seen by the claim's own guard (see `Plan::statement`).
+        // claim is one statement on its own, no transaction, no lock; a
+        // limit set between the look and the claim is seen by the claim's
+        // own guard (see `Plan::statement`).
         let look = limits_sql("");
         let found: Vec<Limits> = on_pool!(self, p => {
             let mut q = sqlx::query_as::<_, Limits>(&look);
@@ -101,25 +105,11 @@ impl Store {
             q.fetch_all(p).await
         })?;
         if found.is_empty() {
-            let plan = Plan::new(queues, &[], &[], limit, now());
-            let sql = plan.statement(kinds.len(), skip);
-            let mut tasks: Vec<Task> = on_pool!(self, p => {
-                let mut q = sqlx::query_as(&sql)
-                    .bind(executor)
-                    .bind(now())
-                    .bind(i64::from(limit));
-                for k in kinds {
-                    q = q.bind(k);
-                }
-                for (name, share) in &plan.shares {
-                    q = q.bind(name).bind(i64::from(*share));
-                }
-                q.fetch_all(p).await
-            })?;
-            tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+            let tasks = self.claim_unlimited(executor, queues, kinds, limit).await?;
             return Ok(Claimed {
                 tasks,
                 retry_in: None,
+                limited: false,
             });
         }
         let limits_sql = limits_sql(lock);
@@ -189,13 +179,55 @@ impl Store {
                 }
             }
             tx.commit().await?;
-            Claimed { tasks, retry_in }
+            Claimed {
+                tasks,
+                retry_in,
+                limited: true,
+            }
         });
         let mut claimed = claimed;
         claimed
             .tasks
             .sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
         Ok(claimed)
+    }
+
+    /// [`claim`](Self::claim) for queues that had no limits when last
+    /// looked at: one statement, no transaction. Should one of them have a
+    /// limit or a pause now, the statement takes nothing from it (the guard
+    /// of `Plan::statement`); the next [`claim`](Self::claim) sees the
+    /// limit and keeps it.
+    pub async fn claim_unlimited(
+        &self,
+        executor: &str,
+        queues: &[String],
+        kinds: &[String],
+        limit: u32,
+    ) -> Result<Vec<Task>> {
+        if queues.is_empty() || kinds.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let skip = match self.dialect() {
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let plan = Plan::new(queues, &[], &[], limit, now());
+        let sql = plan.statement(kinds.len(), skip);
+        let mut tasks: Vec<Task> = on_pool!(self, p => {
+            let mut q = sqlx::query_as(&sql)
+                .bind(executor)
+                .bind(now())
+                .bind(i64::from(limit));
+            for k in kinds {
+                q = q.bind(k);
+            }
+            for (name, share) in &plan.shares {
+                q = q.bind(name).bind(i64::from(*share));
+            }
+            q.fetch_all(p).await
+        })?;
+        tasks.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        Ok(tasks)
     }
 
     /// Makes `scheduled` tasks whose `run_at` has come `pending` (at most
