@@ -67,7 +67,13 @@ async fn a_wait_that_runs_out_returns_the_task_as_it_stands(db: &TestDb, via: Vi
         .await
         .unwrap();
     assert!(!w.finished);
-    assert_eq!(w.task.state, TaskState::Running);
+    // As it stands after 50 ms: running, or (on a loaded machine) not yet
+    // claimed; never final.
+    assert!(
+        matches!(w.task.state, TaskState::Running | TaskState::Pending),
+        "{:?}",
+        w.task
+    );
     let (t, fin) = c.wait(w.task.id, WAIT).await.unwrap();
     assert!(fin);
     assert_eq!(t.output, Some(json!({"slept_ms": 400})));
