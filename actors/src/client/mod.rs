@@ -90,6 +90,11 @@ impl Client {
     }
 
     async fn prepare(&self, t: NewTask) -> Result<TaskInsert> {
+        self.prepare_with(&self.local_kinds, t).await
+    }
+
+    /// [`prepare`](Self::prepare) with `known` kinds' defaults at hand.
+    async fn prepare_with(&self, known: &LocalKinds, t: NewTask) -> Result<TaskInsert> {
         let trace_id = t
             .trace_id
             .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -97,7 +102,7 @@ impl Client {
             .unwrap_or_else(new_trace_id);
         prepare(
             &self.store,
-            &self.local_kinds,
+            known,
             Request {
                 kind: &t.kind,
                 input: t.input,
@@ -149,12 +154,25 @@ impl Client {
                 format!("a batch holds at most {MAX_BATCH} tasks, not {}", ts.len()),
             ));
         }
+        // Each kind's defaults are looked up once for the whole batch.
+        let mut known: std::collections::BTreeMap<_, _> = (*self.local_kinds).clone();
+        for t in &ts {
+            if !known.contains_key(&t.kind) {
+                if let Some(d) = self.store.kind_defaults(&t.kind).await? {
+                    known.insert(t.kind.clone(), d);
+                }
+            }
+        }
+        let known: LocalKinds = std::sync::Arc::new(known);
         let mut inserts = Vec::with_capacity(ts.len());
         for (index, t) in ts.into_iter().enumerate() {
-            let insert = self.prepare(t).await.map_err(|e| Error::InBatch {
-                index,
-                error: Box::new(e),
-            })?;
+            let insert = self
+                .prepare_with(&known, t)
+                .await
+                .map_err(|e| Error::InBatch {
+                    index,
+                    error: Box::new(e),
+                })?;
             inserts.push(insert);
         }
         let rows = self.store.create_tasks(&inserts, None).await?;

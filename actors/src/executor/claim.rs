@@ -91,6 +91,11 @@ impl ExecutorActor {
             .into_actor(self)
             .map(move |res, act, ctx| {
                 act.jobs.end(Job::Pull);
+                if act.is_stopping() {
+                    act.pass_on(hints);
+                    act.give_back(res.map(|c| c.tasks).unwrap_or_default(), free, ctx);
+                    return;
+                }
                 act.claiming -= free;
                 match res {
                     Ok(claimed) => {
@@ -141,6 +146,32 @@ impl ExecutorActor {
                 }
                 act.update_membership(ctx);
                 act.pull(ctx);
+            }),
+        );
+    }
+
+    /// Hands back what a claim took as a stop began, then goes on with the
+    /// stop: the claim's slots count as taken until then.
+    fn give_back(&mut self, tasks: Vec<crate::model::Task>, slots: u32, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let me = self.id.clone();
+        ctx.spawn(
+            detached(async move {
+                for t in tasks {
+                    let fence = crate::store::Fence {
+                        task_id: t.id,
+                        executor_id: me.clone(),
+                        epoch: t.epoch,
+                    };
+                    if let Err(e) = store.hand_back(&fence).await {
+                        tracing::warn!(task_id = %t.id, error = %e, "handing back a task claimed as the executor stopped failed; it is released when this executor is found stopped");
+                    }
+                }
+            })
+            .into_actor(self)
+            .map(move |(), act, ctx| {
+                act.claiming -= slots;
+                act.wind_down(ctx);
             }),
         );
     }

@@ -216,9 +216,12 @@ pub struct ExecutorActor {
     due: Option<(chrono::DateTime<chrono::Utc>, SpawnHandle)>,
     /// Whether its queues had limits at the last full claim.
     limits: Limits,
+    /// Tasks retention deleted in its pass now running.
+    retained: u64,
     /// A pull asked for later (a rate limit's next token), and when.
     pull_later: Option<(std::time::Instant, SpawnHandle)>,
-    /// Waiting for the last task actor to stop.
+    /// Set once a stop was asked for.
+    stop: Option<StopMode>,
     /// Told this executor's id (which may have changed since it started)
     /// when the last task actor has stopped.
     drained: Vec<tokio::sync::oneshot::Sender<String>>,
@@ -258,7 +261,9 @@ impl ExecutorActor {
             hints: Vec::new(),
             due: None,
             limits: Limits::Unknown,
+            retained: 0,
             pull_later: None,
+            stop: None,
             drained: Vec::new(),
         }
     }
@@ -325,19 +330,6 @@ impl ExecutorActor {
             tracing::error!(task_id = %task.id, kind = %task.kind, "claimed a task of a kind not registered here");
             return;
         };
-        if self.is_stopping() {
-            // Claimed just as the stop began: give it straight back.
-            let store = self.store.clone();
-            let fence = crate::store::Fence {
-                task_id: task.id,
-                executor_id: self.id.clone(),
-                epoch: task.epoch,
-            };
-            actix::spawn(async move {
-                let _ = store.hand_back(&fence).await;
-            });
-            return;
-        }
         let id = task.id;
         if self.running.contains_key(&id) {
             // The previous run of this task here is still stopping (it was
@@ -462,9 +454,7 @@ impl Handler<TaskDone> for ExecutorActor {
             crate::metrics::metrics().running_add(-1);
         }
         if self.is_stopping() {
-            if self.running.is_empty() {
-                ctx.stop();
-            }
+            self.wind_down(ctx);
             return;
         }
         self.update_membership(ctx);
@@ -509,6 +499,10 @@ impl Handler<Stop> for ExecutorActor {
 
     fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
         self.phase = Phase::Stopping;
+        self.stop = Some(StopMode {
+            hand_back: msg.hand_back,
+            aborted: false,
+        });
         self.in_pools = false;
         self.drained.push(msg.done);
         for q in &self.config.queues {
@@ -517,14 +511,39 @@ impl Handler<Stop> for ExecutorActor {
         // Nothing more is claimed here: what waits goes to other executors.
         let hints = std::mem::take(&mut self.hints);
         self.pass_on(hints);
-        if self.running.is_empty() {
-            ctx.stop();
+        self.wind_down(ctx);
+    }
+}
+
+/// How a stop asked for goes on.
+#[derive(Clone, Copy, Debug)]
+struct StopMode {
+    hand_back: bool,
+    /// Whether the runs have been told to stop.
+    aborted: bool,
+}
+
+impl ExecutorActor {
+    /// The next step of a stop: wait for a claim in flight (it could
+    /// otherwise take a task a run of ours just handed back, and claim it
+    /// once more for nothing), then stop the runs, then the actor once the
+    /// last has ended.
+    fn wind_down(&mut self, ctx: &mut Context<Self>) {
+        let Some(mode) = self.stop.as_mut() else {
+            return;
+        };
+        if self.claiming > 0 {
             return;
         }
-        for a in self.running.values() {
-            a.do_send(Abort {
-                hand_back: msg.hand_back,
-            });
+        if !mode.aborted {
+            mode.aborted = true;
+            let hand_back = mode.hand_back;
+            for a in self.running.values() {
+                a.do_send(Abort { hand_back });
+            }
+        }
+        if self.running.is_empty() {
+            ctx.stop();
         }
     }
 }

@@ -45,13 +45,24 @@ impl ExecutorActor {
                     match res {
                         Ok(counts) if !counts.is_empty() => {
                             let n: u64 = counts.iter().map(|c| c.1).sum();
-                            tracing::info!(tasks = n, ?counts, "retention deleted expired tasks");
+                            tracing::debug!(tasks = n, ?counts, "retention deleted a batch");
+                            act.retained += n;
                             for (state, n) in counts {
                                 crate::metrics::metrics().retention_deleted(state.as_str(), n);
                             }
                             ctx.run_later(PAUSE, |act, ctx| act.retain(ctx));
                         }
-                        Ok(_) => act.schedule_retention(ctx),
+                        Ok(_) => {
+                            // One line a pass, not one a batch.
+                            if act.retained > 0 {
+                                tracing::info!(
+                                    tasks = act.retained,
+                                    "retention deleted expired tasks"
+                                );
+                                act.retained = 0;
+                            }
+                            act.schedule_retention(ctx)
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "retention failed; trying again later");
                             act.schedule_retention(ctx);
