@@ -61,14 +61,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .register("provision.dns", move |ctx: TaskContext| async move {
             let host = ctx.input()["host"].as_str().unwrap_or_default().to_string();
-            ctx.sleep(Duration::from_millis(120)).await?;
+            ctx.pause(Duration::from_millis(120)).await?;
             let record = format!("{host}. 300 IN A {}", address_of(&host));
             println!("{}   dns: {record}", stamp(t0));
             Ok(json!({ "record": record }))
         })
         .register("provision.dhcp", move |ctx: TaskContext| async move {
             let host = ctx.input()["host"].as_str().unwrap_or_default().to_string();
-            ctx.sleep(Duration::from_millis(80)).await?;
+            ctx.pause(Duration::from_millis(80)).await?;
             if ctx.input()["range"] == json!("exhausted") {
                 println!("{}   dhcp: no free lease for {host}", stamp(t0));
                 return Err(TaskError::failed(format!("DHCP range exhausted: no lease for {host}")));
@@ -81,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .register("provision.certificate", move |ctx: TaskContext| async move {
             let host = ctx.input()["host"].as_str().unwrap_or_default().to_string();
-            ctx.sleep(Duration::from_millis(150)).await?;
+            ctx.pause(Duration::from_millis(150)).await?;
             println!("{}   certificate: CN={host} signed", stamp(t0));
             Ok(json!({ "subject": format!("CN={host}") }))
         })

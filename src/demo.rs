@@ -60,7 +60,7 @@ async fn sleep(ctx: TaskContext) -> Result<Value, TaskError> {
             "ms must be at most {MAX_SLEEP_MS}"
         )));
     }
-    ctx.sleep(Duration::from_millis(ms)).await?;
+    ctx.pause(Duration::from_millis(ms)).await?;
     Ok(json!({ "slept_ms": ms }))
 }
 
@@ -166,7 +166,7 @@ fn host_hash(host: &str) -> u32 {
 
 async fn provision_dns(ctx: TaskContext) -> Result<Value, TaskError> {
     let ProvisionInput { host } = ctx.input_as()?;
-    ctx.sleep(Duration::from_millis(30)).await?;
+    ctx.pause(Duration::from_millis(30)).await?;
     let h = host_hash(&host);
     Ok(
         json!({ "record": format!("{host}. A 10.{}.{}.{}", (h >> 16) & 0xff, (h >> 8) & 0xff, (h & 0xfd) + 2) }),
@@ -175,7 +175,7 @@ async fn provision_dns(ctx: TaskContext) -> Result<Value, TaskError> {
 
 async fn provision_dhcp(ctx: TaskContext) -> Result<Value, TaskError> {
     let ProvisionInput { host } = ctx.input_as()?;
-    ctx.sleep(Duration::from_millis(20)).await?;
+    ctx.pause(Duration::from_millis(20)).await?;
     let h = host_hash(&host);
     Ok(
         json!({ "lease": format!("52:54:00:{:02x}:{:02x}:{:02x}", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff) }),
@@ -184,6 +184,6 @@ async fn provision_dhcp(ctx: TaskContext) -> Result<Value, TaskError> {
 
 async fn provision_certificate(ctx: TaskContext) -> Result<Value, TaskError> {
     let ProvisionInput { host } = ctx.input_as()?;
-    ctx.sleep(Duration::from_millis(40)).await?;
+    ctx.pause(Duration::from_millis(40)).await?;
     Ok(json!({ "subject": format!("CN={host}"), "serial": format!("{:08x}", host_hash(&host)) }))
 }

@@ -115,14 +115,15 @@ fn the_client_commands_drive_a_running_server() {
         if shown["task"]["state"] == "succeeded" {
             assert_eq!(shown["task"]["output"], serde_json::json!({"ok": true}));
             assert_eq!(shown["events"][0]["name"], "go");
-            assert_eq!(shown["history"].as_array().unwrap().len(), 5);
+            // pending, running, suspended, pending (woken), running, succeeded
+            assert_eq!(shown["history"].as_array().unwrap().len(), 6);
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(50));
     }
     let readable = text(&s.cli(&["show", &id]));
-    assert!(readable.contains("suspended → running"), "{readable}");
+    assert!(readable.contains("suspended → pending"), "{readable}");
 
     // cancel
     let sleeper = s.json(&["submit", "demo.sleep", r#"{"ms":60000}"#]);

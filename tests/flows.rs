@@ -91,7 +91,11 @@ async fn events_reach_the_task_wherever_it_waits(db: &TestDb, via: Via) {
         .await
         .unwrap()
         .task;
-    until_state(&c, t.id, TaskState::Suspended).await;
+    let waiting = until_state(&c, t.id, TaskState::Suspended).await;
+    // Suspended, it is in no executor's memory: held by nobody, in the
+    // database with what it waits for.
+    assert_eq!(waiting.executor_id, None);
+    assert_eq!(waiting.waiting.as_deref(), Some("event booted"));
     // An event of another name does not wake it.
     c.send_event(t.id, "noise", json!(1)).await.unwrap();
     let ev = c
@@ -110,9 +114,18 @@ async fn events_reach_the_task_wherever_it_waits(db: &TestDb, via: Via) {
         .into_iter()
         .map(|h| h.to_state)
         .collect();
+    // Woken by the event (pending), claimed and replayed (running) once:
+    // the noise woke nothing.
     assert_eq!(
         states,
-        ["pending", "running", "suspended", "running", "succeeded"]
+        [
+            "pending",
+            "running",
+            "suspended",
+            "pending",
+            "running",
+            "succeeded"
+        ]
     );
     // Both events are in the inbox, marked delivered once the actor had them
     // (the mark is written after the hand-over, so it may trail the finish).
@@ -367,7 +380,7 @@ async fn duplicate_starts_run_a_task_once(db: &TestDb, via: Via) {
                 let counter = counter.clone();
                 async move {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    ctx.sleep(Duration::from_millis(20)).await?;
+                    ctx.pause(Duration::from_millis(20)).await?;
                     Ok::<Value, TaskError>(json!(null))
                 }
             })

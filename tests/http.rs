@@ -396,6 +396,7 @@ async fn the_api_end_to_end(db: &TestDb) {
             json!("pending"),
             json!("running"),
             json!("suspended"),
+            json!("pending"),
             json!("running"),
             json!("succeeded")
         ]

@@ -315,8 +315,10 @@ async fn spawning_and_idempotency_keys_are_idempotent(db: &TestDb) {
 async fn events_and_watchers(db: &TestDb) {
     let s = db.store().await;
     let (t, _) = s.create_task(&insert("k")).await.unwrap();
-    let e1 = s.add_event(t.id, "a", &json!({"x": 1})).await.unwrap();
-    let e2 = s.add_event(t.id, "b", &json!([1, 2])).await.unwrap();
+    let (e1, _) = s.add_event(t.id, "a", &json!({"x": 1})).await.unwrap();
+    let (e2, woken) = s.add_event(t.id, "b", &json!([1, 2])).await.unwrap();
+    // Only a suspended task is woken by an event.
+    assert!(woken.is_none());
     assert!(e2.seq > e1.seq);
     assert!(matches!(
         s.add_event(Uuid::now_v7(), "a", &json!(1)).await,
@@ -343,7 +345,8 @@ async fn events_and_watchers(db: &TestDb) {
     assert_eq!(s.take_watchers(t.id).await.unwrap(), ["web/n/s1"]);
     assert!(s.take_watchers(t.id).await.unwrap().is_empty());
 
-    let cancelled = s.cancel_unclaimed(t.id, "test").await.unwrap().unwrap();
+    let (cancelled, parent) = s.cancel_unclaimed(t.id, "test").await.unwrap().unwrap();
+    assert!(parent.is_none());
     assert_eq!(cancelled.state, TaskState::Cancelled);
     assert!(s.cancel_unclaimed(t.id, "test").await.unwrap().is_none());
     // A scheduled task is cancelled at once too.
@@ -357,7 +360,7 @@ async fn events_and_watchers(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(later.state, TaskState::Scheduled);
-    let gone = s.cancel_unclaimed(later.id, "test").await.unwrap().unwrap();
+    let (gone, _) = s.cancel_unclaimed(later.id, "test").await.unwrap().unwrap();
     assert_eq!((gone.state, gone.run_at), (TaskState::Cancelled, None));
     let counts = s.count_by_state().await.unwrap();
     assert_eq!(counts, [(TaskState::Cancelled, 2)]);

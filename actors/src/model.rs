@@ -185,6 +185,17 @@ pub struct Task {
     pub errors: Vec<AttemptError>,
     /// For a sub-task: the attempt of its parent that spawned it.
     pub parent_attempt: Option<i32>,
+    /// What a `suspended` task waits for (`event booted`, `2 sub-tasks`,
+    /// `timer`, or several of these); `None` in other states.
+    #[serde(default)]
+    pub waiting: Option<String>,
+    /// The schedule that created it, if one did.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// When the current attempt's `timeout_ms` runs out, once its run has
+    /// suspended (a replay keeps the attempt's deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_at: Option<DateTime<Utc>>,
 }
 
 /// How one attempt failed.
@@ -382,6 +393,8 @@ pub struct TaskFilter {
     pub kind: Option<String>,
     pub queue: Option<String>,
     pub parent_id: Option<Uuid>,
+    /// Only tasks created by this schedule.
+    pub schedule: Option<String>,
     pub after: Option<Uuid>,
     pub limit: u32,
 }
@@ -541,5 +554,31 @@ mod tests {
                 assert!(TaskState::ALL.iter().all(|t| !s.can_become(*t)));
             }
         }
+    }
+}
+
+/// One step of a task's journal: the last run of `ctx.step(name, …)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Step {
+    pub name: String,
+    /// The attempt that ran it last.
+    pub attempt: i32,
+    /// `succeeded` (its output is replayed from now on) or `failed` (the
+    /// next attempt runs it again).
+    pub state: String,
+    #[sqlx(json(nullable))]
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+impl Step {
+    pub const SUCCEEDED: &'static str = "succeeded";
+    pub const FAILED: &'static str = "failed";
+
+    /// Whether a replay returns its output instead of running it.
+    pub fn succeeded(&self) -> bool {
+        self.state == Self::SUCCEEDED
     }
 }

@@ -11,8 +11,8 @@ use courier_bus::Address;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::Task;
-use crate::protocol::{envelope, Bus, Msg};
+use crate::model::{Task, TaskState};
+use crate::protocol::{envelope, start_task, Bus, Msg};
 use crate::store::{retry, Store};
 
 /// Flow 2: tells everyone waiting for `task` (registered watchers, and the
@@ -57,8 +57,10 @@ pub(crate) async fn notify_finished(
 
 /// Cancels the unfinished descendants of `root` (and `root` itself, with
 /// `include_root`), on behalf of `by`: a task no executor holds is cancelled
-/// at once and its watchers told; a held one gets `cancel_requested`
-/// committed and a `cancel_task` sent to wherever it runs.
+/// at once and its watchers told (and its parent woken if that waited for
+/// it); a suspended one is woken to see the cancel in its replay; a running
+/// one gets `cancel_requested` committed and a `cancel_task` sent to wherever
+/// it runs.
 pub(crate) async fn cancel_tree(
     store: &Store,
     bus: &Bus,
@@ -73,15 +75,21 @@ pub(crate) async fn cancel_tree(
     }
     all.extend(store.open_descendants(root).await?);
     for t in all.iter().filter(|t| !t.state.is_final()) {
-        if let Some(done) = store.cancel_unclaimed(t.id, by).await? {
+        if let Some((done, woken)) = store.cancel_unclaimed(t.id, by).await? {
             notify_finished(store, bus, from.clone(), &done, None).await;
+            if let Some(parent) = woken {
+                bus.tell(start_task(from.clone(), &parent));
+            }
             continue;
         }
         let now = retry("requesting cancellation", Duration::from_secs(10), || {
             store.request_cancel(t.id)
         })
         .await?;
-        if !now.state.is_final() {
+        if now.state == TaskState::Pending {
+            // It was suspended: woken, its replay sees the cancel.
+            bus.tell(start_task(from.clone(), &now));
+        } else if !now.state.is_final() {
             bus.tell(envelope(
                 from.clone(),
                 Address::task(t.id),

@@ -131,20 +131,23 @@ pub fn start_task(from: Address, task: &Task) -> Envelope<Msg> {
 
 /// What tells the executors of `task`'s queue that it was committed: a
 /// `start_task` when it may start now, a `task_scheduled` when it waits for
-/// its `run_at`; `None` for a task in any other state.
+/// its `run_at` (a delay, a retry's backoff, a durable timer); `None` for a
+/// task in any other state.
 pub fn announce(from: Address, task: &Task) -> Option<Envelope<Msg>> {
     match (task.state, task.run_at) {
         (crate::model::TaskState::Pending, _) => Some(start_task(from, task)),
-        (crate::model::TaskState::Scheduled, Some(run_at)) => Some(envelope(
-            from,
-            pool_of(&task.queue),
-            &task.trace_id,
-            Msg::TaskScheduled {
-                task_id: task.id,
-                queue: task.queue.clone(),
-                run_at,
-            },
-        )),
+        (crate::model::TaskState::Scheduled | crate::model::TaskState::Suspended, Some(run_at)) => {
+            Some(envelope(
+                from,
+                pool_of(&task.queue),
+                &task.trace_id,
+                Msg::TaskScheduled {
+                    task_id: task.id,
+                    queue: task.queue.clone(),
+                    run_at,
+                },
+            ))
+        }
         _ => None,
     }
 }

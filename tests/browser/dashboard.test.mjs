@@ -760,3 +760,235 @@ describe('dashboard of queues, retries and task ids', () => {
     assert.equal(env.browser.problems.length, 1, env.browser.problems.join('\n'));
   }));
 });
+
+const scheduleRowSel = (name) => `${sel('schedule-row')}[data-schedule="${name}"]`;
+
+// The schedule as the API has it, or null if it has none of this name.
+async function apiSchedule(server, name) {
+  const res = await server.api('GET', `/api/v1/schedules/${name}`);
+  if (res.status === 404) return null;
+  assert.equal(res.status, 200, res.text);
+  return res.json;
+}
+
+// Saves the schedule form and returns the PUT's response.
+async function saveScheduleForm(page, name) {
+  const [res] = await Promise.all([
+    page.waitForResponse((r) => new URL(r.url()).pathname === `/api/v1/schedules/${name}` && r.request().method() === 'PUT'),
+    page.locator(sel('schedule-save')).click(),
+  ]);
+  return res;
+}
+
+// Opens a task's detail through the page's own link form (#task=ID).
+async function openDetailByHash(page, id) {
+  await page.evaluate((h) => { location.hash = h; }, `task=${id}`);
+  await page.locator(sel('detail')).waitFor({ state: 'visible' });
+  await page.waitForFunction((want) => document.querySelector('#d-id .id-full')?.title === want, id);
+}
+
+describe('dashboard of schedules and durable steps', () => {
+  const env = {};
+  before(async () => {
+    env.server = await Server.start();
+    env.browser = await openBrowser();
+  }, { timeout: 60_000 });
+  after(async () => {
+    await env.browser?.close();
+    env.server?.kill();
+  });
+
+  it('creates a schedule through the form, follows its tasks, disables it, shows a refusal and deletes it', { timeout: TEST_MS }, step(env, async () => {
+    const { server } = env;
+    const { page } = env.browser;
+    const name = 'every-second';
+    const cron = '*/1 * * * * *';
+    await page.goto(`${server.base}/`);
+    await page.locator(sel('schedules')).waitFor();
+    await page.waitForFunction(() => /^\d+ schedules?\b/.test(document.querySelector('#schedules-meta')?.textContent || ''));
+
+    // Created through the form.
+    await page.locator(sel('schedule-name')).fill(name);
+    await page.locator(sel('schedule-cron')).fill(cron);
+    await page.locator(sel('schedule-kind')).fill('demo.echo');
+    await page.locator(sel('schedule-input')).fill('{"tick": true}');
+    await page.locator(sel('schedule-catch-up')).selectOption('skip');
+    await page.locator(sel('schedule-enabled')).check();
+    let res = await saveScheduleForm(page, name);
+    assert.equal(res.status(), 201, `PUT answered ${res.status()}: ${await res.text()}`);
+    const made = await res.json();
+    assert.deepEqual([made.name, made.cron, made.kind, made.catch_up, made.enabled], [name, cron, 'demo.echo', 'skip', true]);
+    assert.deepEqual(made.input, { tick: true });
+    assert.ok(Array.isArray(made.next_runs) && made.next_runs.length >= 2, `next_runs: ${JSON.stringify(made.next_runs)}`);
+    await page.waitForFunction(([s, n]) => document.querySelector(s)?.textContent.includes(n), [sel('schedule-form-msg'), name]);
+
+    // Listed, with its next runs: the first stressed, more after it.
+    const row = page.locator(scheduleRowSel(name));
+    await row.waitFor();
+    assert.equal(await row.getAttribute('data-enabled'), 'true');
+    const cells = await row.locator('td').allTextContents();
+    assert.equal(cells[1].trim(), cron);
+    assert.match(cells[2], /demo\.echo/);
+    assert.equal(cells[4].trim(), 'skip');
+    assert.match(cells[5], /enabled/);
+    await row.locator(sel('schedule-next-first')).waitFor();
+    await until('several next runs shown', async () => (await row.locator(`${sel('schedule-next')} time`).count()) >= 2);
+    const first = await row.locator(`${sel('schedule-next-first')} time`).getAttribute('datetime');
+    assert.ok(Date.parse(first) > Date.now() - 10_000, `the first next run is not to come: ${first}`);
+
+    // Its tasks, through the row's link to the filtered list.
+    await row.locator(sel('schedule-tasks')).click();
+    await until('the schedule filter to be set', async () => (await page.locator(sel('schedule-filter')).inputValue()) === name);
+    const done = await until('a task of the schedule succeeded in the filtered list', async () => {
+      const rows = await page.locator(sel('task-row')).evaluateAll((trs) => trs.map((r) => [r.dataset.taskId, r.dataset.state]));
+      const hit = rows.find(([, st]) => st === 'succeeded');
+      return hit && { id: hit[0], shown: rows.map(([id]) => id) };
+    }, 30_000);
+    for (const id of done.shown.slice(0, 5)) {
+      const t = (await server.api('GET', `/api/v1/tasks/${id}`)).json;
+      assert.equal(t.schedule, name, `the filtered list shows a task of another schedule: ${JSON.stringify(t)}`);
+    }
+    const succeeded = (await server.api('GET', `/api/v1/tasks/${done.id}`)).json;
+    assert.equal(succeeded.state, 'succeeded');
+    assert.deepEqual(succeeded.input, { tick: true });
+    assert.equal((await page.locator(`${rowSel(done.id)} ${sel('task-schedule')}`).textContent()).trim(), name);
+    const listed = await server.api('GET', `/api/v1/tasks?schedule=${name}`);
+    assert.equal(listed.status, 200, listed.text);
+    assert.ok(listed.json.tasks.length >= 1 && listed.json.tasks.every((t) => t.schedule === name), listed.text);
+
+    // Disabled with its toggle: the whole definition put back, enabled false.
+    const toggle = row.locator(sel('schedule-toggle'));
+    assert.equal((await toggle.textContent()).trim(), 'Disable');
+    [res] = await Promise.all([
+      page.waitForResponse((r) => new URL(r.url()).pathname === `/api/v1/schedules/${name}` && r.request().method() === 'PUT'),
+      toggle.click(),
+    ]);
+    assert.equal(res.status(), 200, await res.text());
+    await page.waitForSelector(`${scheduleRowSel(name)}[data-enabled="false"]`);
+    let sc = await apiSchedule(server, name);
+    assert.equal(sc.enabled, false);
+    assert.equal(sc.next_run_at, null);
+    assert.deepEqual(sc.next_runs, []);
+    assert.deepEqual([sc.cron, sc.kind, sc.catch_up], [cron, 'demo.echo', 'skip'], 'the toggle changed more than enabled');
+    assert.deepEqual(sc.input, { tick: true });
+    await until('the button to offer Enable', async () => (await toggle.textContent()).trim() === 'Enable');
+    assert.equal(await row.locator(sel('schedule-next-first')).count(), 0, 'a disabled schedule shows a next run');
+
+    // Its last task links to the task's detail, which links back to the schedule.
+    const lastId = await until('the row to show the last task of the API', async () => {
+      const id = (await apiSchedule(server, name)).last_task_id;
+      const shown = await row.locator(sel('schedule-last-task')).getAttribute('title', { timeout: 1000 }).catch(() => null);
+      return id && shown === id && id;
+    });
+    await row.locator(sel('schedule-last-task')).click();
+    await page.locator(sel('detail')).waitFor({ state: 'visible' });
+    await page.waitForFunction((want) => location.hash === want, `#task=${lastId}`);
+    const link = page.locator(`${sel('detail')} dd[data-field="schedule"] ${sel('schedule-link')}`);
+    await link.waitFor();
+    assert.equal((await link.textContent()).trim(), name);
+    await link.click();
+    await page.waitForFunction((want) => location.hash === want, `#schedule=${name}`);
+    await page.locator(sel('detail')).waitFor({ state: 'hidden' });
+
+    // A bad cron: refused, the server's message and field shown, nothing changed.
+    await row.locator(sel('schedule-edit')).click();
+    assert.equal(await page.locator(sel('schedule-name')).inputValue(), name);
+    assert.equal(await page.locator(sel('schedule-cron')).inputValue(), cron);
+    await page.locator(sel('schedule-cron')).fill('every blue moon');
+    res = await saveScheduleForm(page, name);
+    assert.equal(res.status(), 422, await res.text());
+    const refusal = (await res.json()).error;
+    assert.equal(refusal.code, 'invalid_field');
+    assert.equal(refusal.field, 'cron');
+    await page.waitForFunction(
+      ([s, text]) => { const t = document.querySelector(s)?.textContent || ''; return t.includes(text) && t.includes('cron'); },
+      [sel('schedule-form-msg'), refusal.message],
+    );
+    assert.equal(await page.locator(sel('schedule-cron')).getAttribute('aria-invalid'), 'true');
+    sc = await apiSchedule(server, name);
+    assert.deepEqual([sc.cron, sc.enabled], [cron, false], 'a refused change changed the schedule');
+
+    // Deleted after a confirm; the tasks it made stay.
+    page.once('dialog', (d) => d.accept());
+    [res] = await Promise.all([
+      page.waitForResponse((r) => new URL(r.url()).pathname === `/api/v1/schedules/${name}` && r.request().method() === 'DELETE'),
+      row.locator(sel('schedule-delete')).click(),
+    ]);
+    assert.equal(res.status(), 204, await res.text());
+    await row.waitFor({ state: 'detached' });
+    assert.equal(await apiSchedule(server, name), null, 'the schedule is still there');
+    await page.waitForFunction(([s, n]) => document.querySelector(s)?.textContent.includes(n), [sel('schedules-msg'), name]);
+    const kept = (await server.api('GET', `/api/v1/tasks/${done.id}`)).json;
+    assert.equal(kept.schedule, name);
+    await page.locator(sel('schedule-filter')).selectOption('');
+  }));
+
+  it('shows the durable steps of a task in its detail', { timeout: TEST_MS }, step(env, async () => {
+    const { server } = env;
+    const { page } = env.browser;
+    await page.goto(`${server.base}/`);
+    const made = await server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.steps', input: { n: 3, ms: 10 } } });
+    assert.equal(made.status, 201, made.text);
+    const id = made.json.id;
+    await openDetailByHash(page, id);
+    await waitDetailState(page, 'succeeded');
+    const own = page.locator(`${sel('detail')} ${sel('step-row')}:not([data-internal])`);
+    await until('three steps in the detail', async () => (await own.count()) === 3);
+    const shown = await own.evaluateAll((trs) => trs.map((tr) => [tr.dataset.step, tr.dataset.state, tr.querySelector('[data-cell="name"]').textContent]));
+    assert.deepEqual(shown, [0, 1, 2].map((i) => [`step ${i}`, 'succeeded', `step ${i}`]));
+    for (const tr of await own.all()) assert.match(await tr.textContent(), /succeeded/);
+
+    const t = (await server.api('GET', `/api/v1/tasks/${id}`)).json;
+    assert.ok(Array.isArray(t.steps), `GET /tasks/{id} has steps: ${JSON.stringify(t)}`);
+    const names = t.steps.filter((x) => !x.name.startsWith('courier.')).map((x) => x.name);
+    assert.deepEqual(names, ['step 0', 'step 1', 'step 2']);
+    // Internal steps, if any, are shown dimmed.
+    const internal = t.steps.filter((x) => x.name.startsWith('courier.')).map((x) => x.name);
+    const dimmed = page.locator(`${sel('detail')} ${sel('step-row')}[data-internal]`);
+    await until(`the internal steps dimmed (${internal.join(', ') || 'none'})`, async () =>
+      JSON.stringify(await dimmed.evaluateAll((trs) => trs.map((tr) => tr.dataset.step))) === JSON.stringify(internal));
+  }));
+
+  it('shows a suspended timer task with its wake time, then cancels it', { timeout: TEST_MS }, step(env, async () => {
+    const { server } = env;
+    const { page } = env.browser;
+    await page.goto(`${server.base}/`);
+    const made = await server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.timer', input: { ms: 60000 } } });
+    assert.equal(made.status, 201, made.text);
+    const id = made.json.id;
+    try {
+      const t = await until('the task to sleep on its durable timer', async () => {
+        const x = (await server.api('GET', `/api/v1/tasks/${id}`)).json;
+        return x.state === 'suspended' && x.run_at && x;
+      });
+      assert.ok(t.waiting, `a suspended task says what it waits for: ${JSON.stringify(t)}`);
+      await openDetailByHash(page, id);
+      await waitDetailState(page, 'suspended');
+      const field = (n) => page.locator(`${sel('detail')} dd[data-field="${n}"]`);
+      await field('wakes-at').locator('time').waitFor();
+      assert.equal(await field('wakes-at').locator('time').getAttribute('datetime'), t.run_at);
+      assert.match(await field('wakes-at').textContent(), /^in (\d+ s|1 min)/);
+      assert.equal((await field('waiting').textContent()).trim(), t.waiting);
+      // The durable sleep is a step of courier's own: dimmed.
+      for (const x of t.steps.filter((s) => s.name.startsWith('courier.'))) {
+        await page.locator(`${sel('detail')} ${sel('step-row')}[data-step="${x.name}"][data-internal]`).waitFor({ state: 'attached' });
+      }
+      // The list tells when it wakes.
+      const row = page.locator(rowSel(id));
+      await row.waitFor({ state: 'attached' });
+      assert.equal(await row.locator(`${sel('wakes')} time`).getAttribute('datetime'), t.run_at);
+    } finally {
+      const cancel = await server.api('POST', `/api/v1/tasks/${id}/cancel`);
+      assert.equal(cancel.status, 202, cancel.text);
+    }
+    await until('the timer task to be cancelled', async () => (await server.api('GET', `/api/v1/tasks/${id}`)).json.state === 'cancelled');
+    await waitDetailState(page, 'cancelled');
+  }));
+
+  it('logged no error in the page but the refusal it was made to show', step(env, async () => {
+    // Chromium logs every 4xx answer; the one 422 is the refused cron.
+    const unexpected = env.browser.problems.filter((p) => !/status of 422/.test(p));
+    assert.deepEqual(unexpected, []);
+    assert.equal(env.browser.problems.length, 1, env.browser.problems.join('\n'));
+  }));
+});

@@ -223,11 +223,18 @@ pub fn max_running(lines: &[courier::HistoryEntry]) -> usize {
 }
 
 /// Waits until task `id` is in state `state`.
-pub async fn until_state(c: &courier::Client, id: uuid::Uuid, state: courier::TaskState) {
+pub async fn until_state(
+    c: &courier::Client,
+    id: uuid::Uuid,
+    state: courier::TaskState,
+) -> courier::Task {
     eventually(
         &format!("task {id} to be {state}"),
         Duration::from_secs(20),
-        || async { (c.get(id).await.unwrap().state == state).then_some(()) },
+        || async {
+            let t = c.get(id).await.unwrap();
+            (t.state == state).then_some(t)
+        },
     )
     .await
 }

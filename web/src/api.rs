@@ -123,6 +123,7 @@ pub struct ListQuery {
     pub state: Option<String>,
     pub kind: Option<String>,
     pub queue: Option<String>,
+    pub schedule: Option<String>,
     pub parent: Option<String>,
     pub limit: Option<String>,
     pub after: Option<String>,
@@ -278,6 +279,7 @@ pub async fn list_tasks(
             .map_err(|e| ApiError::InvalidQuery(e.to_string()))?,
         kind: q.kind.filter(|k| !k.is_empty()),
         queue: q.queue.filter(|k| !k.is_empty()),
+        schedule: q.schedule.filter(|k| !k.is_empty()),
         parent_id: q
             .parent
             .as_deref()

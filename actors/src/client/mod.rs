@@ -309,7 +309,16 @@ impl Client {
                 "event name must be 1 to 128 bytes",
             ));
         }
-        let ev = self.store.add_event(id, name, &payload).await?;
+        let (ev, woken) = self.store.add_event(id, name, &payload).await?;
+        if let Some(task) = woken {
+            // It was suspended, in no executor's memory: an executor of its
+            // queue claims it and replays its run, which finds the event.
+            tracing::info!(task_id = %id, event = name, seq = ev.seq, "event committed; task woken");
+            if let Some(env) = announce(self.me(), &task) {
+                self.bus.tell(env);
+            }
+            return Ok(ev);
+        }
         let trace = self
             .store
             .task(id)

@@ -82,7 +82,6 @@ impl ExecutorActor {
             crate::metrics::metrics().running_add(-1);
             a.do_send(Abort { hand_back: false });
         }
-        self.parked.clear();
     }
 
     /// Registers again under a new id, after this one was declared dead:

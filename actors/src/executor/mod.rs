@@ -38,7 +38,7 @@ use crate::model::Task;
 use crate::protocol::{Bus, Msg};
 use crate::store::{detached, Offer, Retention, Store};
 use crate::task::kind::Registry;
-use crate::task::signals::{Abort, Parked, TaskDone};
+use crate::task::signals::{Abort, TaskDone};
 use crate::task::TaskActor;
 
 mod claim;
@@ -199,9 +199,6 @@ pub struct ExecutorActor {
     store: Store,
     bus: Bus,
     running: HashMap<Uuid, Addr<TaskActor>>,
-    /// Tasks of `running` that are suspended: they hold memory, not a slot,
-    /// so parents waiting for their sub-tasks never starve those sub-tasks.
-    parked: std::collections::HashSet<Uuid>,
     /// Claims in flight; they count against capacity.
     claiming: u32,
     /// The background jobs running now, and those asked for again.
@@ -253,7 +250,6 @@ impl ExecutorActor {
             store,
             bus,
             running: HashMap::new(),
-            parked: std::collections::HashSet::new(),
             claiming: 0,
             // Work may be waiting from before this executor started.
             jobs: Jobs::default().wanting(Job::Pull),
@@ -283,14 +279,15 @@ impl ExecutorActor {
         self.phase == Phase::Stopping
     }
 
-    /// Slots not taken by a running run (suspended ones take none): what
-    /// decides whether this executor is a member of its pools.
+    /// Slots not taken by a run (a suspended task is in no executor's
+    /// memory): what decides whether this executor is a member of its pools.
     fn room(&self) -> u32 {
         if self.is_stopping() {
             return 0;
         }
-        let busy = self.running.len().saturating_sub(self.parked.len()) as u32;
-        self.config.capacity.saturating_sub(busy)
+        self.config
+            .capacity
+            .saturating_sub(self.running.len() as u32)
     }
 
     /// Slots a new claim may fill: the room less the claims in flight.
@@ -365,7 +362,6 @@ impl ExecutorActor {
             self.store.clone(),
             self.bus.clone(),
             self.local_kinds.clone(),
-            ctx.address().recipient(),
             ctx.address().recipient(),
         )
         .start();
@@ -449,7 +445,6 @@ impl Handler<TaskDone> for ExecutorActor {
     type Result = ();
 
     fn handle(&mut self, msg: TaskDone, ctx: &mut Self::Context) {
-        self.parked.remove(&msg.task_id);
         if self.running.remove(&msg.task_id).is_some() {
             crate::metrics::metrics().running_add(-1);
         }
@@ -459,27 +454,6 @@ impl Handler<TaskDone> for ExecutorActor {
         }
         self.update_membership(ctx);
         self.pull(ctx);
-    }
-}
-
-impl Handler<Parked> for ExecutorActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Parked, ctx: &mut Self::Context) {
-        if !self.running.contains_key(&msg.task_id) {
-            return;
-        }
-        if msg.parked {
-            self.parked.insert(msg.task_id);
-            self.update_membership(ctx);
-            // A slot is free again: there may be work waiting (perhaps the
-            // very sub-tasks this run waits for).
-            self.jobs.want(Job::Pull);
-            self.pull(ctx);
-        } else {
-            self.parked.remove(&msg.task_id);
-            self.update_membership(ctx);
-        }
     }
 }
 

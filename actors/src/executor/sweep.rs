@@ -85,6 +85,11 @@ async fn sweep_once(
     for t in &poisoned {
         tracing::error!(task_id = %t.id, kind = %t.kind, takeovers = cfg.max_takeovers, "task failed: its executor died every time it ran");
         crate::notify::notify_finished(store, bus, from.clone(), t, None).await;
+        if let Some(parent) = t.parent_id {
+            if let Some(woken) = store.wake_parent_of(t.id, parent, me).await? {
+                bus.tell(start_task(from.clone(), &woken));
+            }
+        }
     }
     let released = orphans.len();
     if released > 0 {
@@ -110,19 +115,7 @@ async fn sweep_once(
             },
         ));
     }
-    // 3. Sub-task reports a suspended parent may have missed.
-    for c in store.finished_children_of_suspended(me, before).await? {
-        if let Some(parent) = c.parent_id {
-            let trace = c.trace_id.clone();
-            bus.tell(envelope(
-                from.clone(),
-                Address::task(parent),
-                &trace,
-                Msg::TaskFinished { task: Box::new(c) },
-            ));
-        }
-    }
-    // 4. Cancellations whose message may have been lost.
+    // 3. Cancellations whose message may have been lost.
     for (task, trace) in store.cancel_requested_owned(me).await? {
         bus.tell(envelope(
             from.clone(),
@@ -131,6 +124,6 @@ async fn sweep_once(
             Msg::CancelTask { task_id: task },
         ));
     }
-    // 5. Timers: the next due time, whoever scheduled it.
+    // 4. Timers: the next due time, whoever scheduled it.
     store.next_due().await
 }

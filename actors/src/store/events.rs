@@ -11,20 +11,51 @@ pub struct UndeliveredEvent {
 }
 
 impl Store {
-    /// Commits an event to the task's inbox. Refused with [`Error::NotFound`]
-    /// or, for a finished task, [`Error::Conflict`].
-    pub async fn add_event(&self, task: Uuid, name: &str, payload: &Value) -> Result<TaskEvent> {
-        let sql = format!(
+    /// Commits an event to the task's inbox and, if the task is suspended
+    /// waiting for an event of this name, wakes it (returned: it is
+    /// `pending` now, for an executor to claim).
+    /// Refused with [`Error::NotFound`] or, for a finished task,
+    /// [`Error::Conflict`].
+    pub async fn add_event(
+        &self,
+        task: Uuid,
+        name: &str,
+        payload: &Value,
+    ) -> Result<(TaskEvent, Option<Task>)> {
+        // The task's row is locked first: a run suspending at the same time
+        // either sees this event or is woken by it (see `journal`).
+        let insert = format!(
             "INSERT INTO task_events (task_id, name, payload, created_at) \
              SELECT $1, $2, $3, $4 FROM tasks WHERE id = $1 AND state NOT IN {FINAL} {lock} \
              RETURNING seq, task_id, name, payload, created_at, delivered_at",
-            lock = self.share_lock()
+            lock = self.row_lock()
         );
-        let ev: Option<TaskEvent> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(task).bind(name).bind(Json(payload)).bind(now())
-            .fetch_optional(p).await)?;
-        match ev {
-            Some(ev) => Ok(ev),
+        let wake = format!(
+            "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $2, changed_by = 'event' \
+             WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL AND wake_event = $3 \
+             RETURNING {TASK_COLS}"
+        );
+        let ts = now();
+        let out: Option<(TaskEvent, Option<Task>)> = on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let ev: Option<TaskEvent> = sqlx::query_as(&insert)
+                .bind(task).bind(name).bind(Json(payload)).bind(ts)
+                .fetch_optional(&mut *tx).await?;
+            match ev {
+                Some(ev) => {
+                    let woken: Option<Task> = sqlx::query_as(&wake)
+                        .bind(task).bind(ts).bind(name).fetch_optional(&mut *tx).await?;
+                    tx.commit().await?;
+                    Some((ev, woken))
+                }
+                None => {
+                    tx.rollback().await?;
+                    None
+                }
+            }
+        });
+        match out {
+            Some(out) => Ok(out),
             None => {
                 let t = self.task(task).await?;
                 Err(Error::Conflict(format!(

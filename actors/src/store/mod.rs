@@ -84,6 +84,7 @@ macro_rules! on_pool_tx {
 // The tables, one file each; declared after the macros so they can use them.
 mod events;
 mod executors;
+mod journal;
 mod queues;
 mod retention;
 mod tasks;
@@ -91,9 +92,10 @@ mod watchers;
 
 pub use events::UndeliveredEvent;
 pub use executors::{ExecutorRegistration, Offer};
+pub use journal::{Suspension, Wait};
 pub use queues::Claimed;
 pub use retention::Retention;
-pub use tasks::{Outcome, TaskInsert};
+pub use tasks::{Finished, Outcome, TaskInsert};
 
 /// Which database a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +108,7 @@ pub enum Dialect {
 const TASK_COLS: &str = "id, kind, state, input, output, error, progress, parent_id, executor_id, \
      epoch, attempts, cancel_requested, watched, idempotency_key, trace_id, created_at, started_at, \
      finished_at, updated_at, queue, priority, run_at, max_attempts, backoff_ms, timeout_ms, errors, \
-     parent_attempt";
+     parent_attempt, waiting, schedule, timeout_at";
 
 /// [`TASK_COLS`] of the table aliased `alias`.
 fn qualified(alias: &str) -> String {

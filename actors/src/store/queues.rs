@@ -230,7 +230,7 @@ impl Store {
         Ok(tasks)
     }
 
-    /// Makes `scheduled` tasks whose `run_at` has come `pending` (at most
+    /// Makes `scheduled` tasks, and `suspended` ones on a durable timer, whose `run_at` has come `pending` (at most
     /// `limit`, the longest due first), on behalf of `by`, and returns them.
     /// Any process may run it at any time: a task is promoted once.
     pub async fn promote_due(&self, by: &str, limit: u32) -> Result<Vec<Task>> {
@@ -239,10 +239,10 @@ impl Store {
             Dialect::Sqlite => "",
         };
         let sql = format!(
-            "WITH due AS MATERIALIZED (SELECT id FROM tasks WHERE state = {SCHEDULED} AND run_at <= $1 \
+            "WITH due AS MATERIALIZED (SELECT id FROM tasks WHERE run_at <= $1 AND state IN ({SCHEDULED}, {SUSPENDED}) \
                                        ORDER BY run_at LIMIT $3 {skip}) \
-             UPDATE tasks SET state = {PENDING}, run_at = NULL, updated_at = $1, changed_by = $2 \
-             WHERE id IN (SELECT id FROM due) AND state = {SCHEDULED} \
+             UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $1, changed_by = $2 \
+             WHERE id IN (SELECT id FROM due) AND state IN ({SCHEDULED}, {SUSPENDED}) AND run_at <= $1 \
              RETURNING {TASK_COLS}"
         );
         let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
@@ -250,10 +250,10 @@ impl Store {
         Ok(rows)
     }
 
-    /// When the next `scheduled` task is due (an index lookup).
+    /// When the next `scheduled` task or durable timer is due (an index lookup).
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         let sql = format!(
-            "SELECT run_at FROM tasks WHERE state = {SCHEDULED} AND run_at IS NOT NULL \
+            "SELECT run_at FROM tasks WHERE run_at IS NOT NULL AND state IN ({SCHEDULED}, {SUSPENDED}) \
              ORDER BY run_at LIMIT 1"
         );
         let row: Option<(Option<DateTime<Utc>>,)> =
@@ -489,7 +489,8 @@ impl Plan {
         format!(
             "WITH picked AS MATERIALIZED (SELECT id FROM ({}) AS c ORDER BY priority DESC, id LIMIT $3) \
              UPDATE tasks SET state = {RUNNING}, executor_id = $1, epoch = epoch + 1, \
-                 attempts = attempts + 1, started_at = COALESCE(started_at, $2), updated_at = $2, changed_by = $1 \
+                 attempts = attempts + CASE WHEN resume THEN 0 ELSE 1 END, \
+                 timeout_at = CASE WHEN resume THEN timeout_at ELSE NULL END, resume = FALSE, started_at = COALESCE(started_at, $2), updated_at = $2, changed_by = $1 \
              WHERE id IN (SELECT id FROM picked) \
                AND state = {PENDING} \
                AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $1 AND e.state = 'alive') \

@@ -187,7 +187,7 @@ impl Store {
             let mut deleted = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(CHUNK) {
                 let list = placeholders(1, chunk.len());
-                for table in ["task_history", "task_events", "task_watchers"] {
+                for table in ["task_history", "task_events", "task_watchers", "task_steps"] {
                     let sql = format!("DELETE FROM {table} WHERE task_id IN ({list})");
                     let mut q = sqlx::query(&sql);
                     for id in chunk {

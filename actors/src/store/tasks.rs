@@ -1,6 +1,17 @@
 //! The `tasks` table: creating, reading, claiming and finishing tasks.
 
+use super::journal::wake_parent;
 use super::*;
+
+/// A run's end as recorded, with what it set off.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    pub task: Task,
+    /// The addresses that waited for it, taken with the end.
+    pub watchers: Vec<String>,
+    /// Its parent, woken: it was suspended waiting for this task.
+    pub woken: Option<Task>,
+}
 
 /// How a run ended, as the store records it.
 #[derive(Clone, Debug, PartialEq)]
@@ -223,6 +234,9 @@ impl Store {
         if f.parent_id.is_some() {
             conds.push(format!("parent_id = {}", next()));
         }
+        if f.schedule.is_some() {
+            conds.push(format!("schedule = {}", next()));
+        }
         if f.after.is_some() {
             conds.push(format!("id < {}", next()));
         }
@@ -240,6 +254,7 @@ impl Store {
             if let Some(k) = &f.kind { q = q.bind(k); }
             if let Some(k) = &f.queue { q = q.bind(k); }
             if let Some(pid) = f.parent_id { q = q.bind(pid); }
+            if let Some(s) = &f.schedule { q = q.bind(s); }
             if let Some(a) = f.after { q = q.bind(a); }
             q.bind(lim).fetch_all(p).await
         })?;
@@ -302,6 +317,13 @@ impl Store {
     /// Records how an owned task ended. Returns the final task and, taken
     /// in the same transaction, the addresses that were waiting for it.
     pub async fn finish(&self, fence: &Fence, outcome: &Outcome) -> Result<(Task, Vec<String>)> {
+        let f = self.finish_run(fence, outcome).await?;
+        Ok((f.task, f.watchers))
+    }
+
+    /// [`finish`](Self::finish), and in the same transaction wakes the
+    /// parent if it was suspended waiting for this task and no other.
+    pub async fn finish_run(&self, fence: &Fence, outcome: &Outcome) -> Result<Finished> {
         let (output, error, errors) = match outcome {
             Outcome::Succeeded(v) => (Some(Json(v)), None, None),
             Outcome::Failed { error, errors } => (None, Some(error.as_str()), Some(Json(errors))),
@@ -309,33 +331,56 @@ impl Store {
         };
         let sql = format!(
             "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2, \
-                 errors = COALESCE($8, errors) \
+                 errors = COALESCE($8, errors), waiting = NULL \
              WHERE id = $1 AND {OWNED} \
              RETURNING {TASK_COLS}"
         );
-        let (row, watchers): (Option<Task>, Vec<(String,)>) = on_pool_tx!(self, p, begin => {
+        let out: Option<Finished> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
             let row: Option<Task> = sqlx::query_as(&sql)
                 .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
                 .bind(outcome.state().as_str()).bind(output).bind(error).bind(now()).bind(errors)
                 .fetch_optional(&mut *tx).await?;
-            let watchers = if row.is_some() {
-                // The inbox is closed with the task: whatever is in it counts
-                // as delivered, so no sweep sends it again.
-                sqlx::query("UPDATE task_events SET delivered_at = $2 WHERE task_id = $1 AND delivered_at IS NULL")
-                    .bind(fence.task_id).bind(now()).execute(&mut *tx).await?;
-                let w = sqlx::query_as("DELETE FROM task_watchers WHERE task_id = $1 RETURNING address")
-                    .bind(fence.task_id).fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                w
-            } else {
-                tx.rollback().await?;
-                Vec::new()
-            };
-            (row, watchers)
+            match row {
+                Some(task) => {
+                    // The inbox is closed with the task: whatever is in it
+                    // counts as delivered, so no sweep sends it again.
+                    sqlx::query("UPDATE task_events SET delivered_at = $2 WHERE task_id = $1 AND delivered_at IS NULL")
+                        .bind(fence.task_id).bind(now()).execute(&mut *tx).await?;
+                    let w: Vec<(String,)> = sqlx::query_as("DELETE FROM task_watchers WHERE task_id = $1 RETURNING address")
+                        .bind(fence.task_id).fetch_all(&mut *tx).await?;
+                    let woken = match task.parent_id {
+                        Some(parent) => wake_parent!(self, tx, task.id, parent, &fence.executor_id),
+                        None => None,
+                    };
+                    tx.commit().await?;
+                    Some(Finished { task, watchers: w.into_iter().map(|w| w.0).collect(), woken })
+                }
+                None => {
+                    tx.rollback().await?;
+                    None
+                }
+            }
         });
-        let task = row.ok_or(Error::Fenced(fence.task_id))?;
-        Ok((task, watchers.into_iter().map(|w| w.0).collect()))
+        out.ok_or(Error::Fenced(fence.task_id))
+    }
+
+    /// Wakes `parent` if it is suspended waiting for `child` (final now)
+    /// and no other sub-task; returns it woken. For the ends recorded
+    /// elsewhere than [`finish_run`](Self::finish_run) (a poison task the
+    /// sweep fails).
+    pub async fn wake_parent_of(
+        &self,
+        child: Uuid,
+        parent: Uuid,
+        by: &str,
+    ) -> Result<Option<Task>> {
+        Ok(on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let woken = wake_parent!(self, tx, child, parent, by);
+            tx.commit().await?;
+            woken
+        }))
     }
 
     /// Records a failed attempt of an owned task that has attempts left:
@@ -379,18 +424,30 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a task for cancellation. Returns the task as it stands; final
-    /// tasks are returned unchanged.
+    /// Marks a task for cancellation; a suspended one is woken (`pending`,
+    /// for its replay to see the cancel). Returns the task as it stands;
+    /// final tasks are returned unchanged.
     pub async fn request_cancel(&self, id: Uuid) -> Result<Task> {
+        let woken = format!("state = {SUSPENDED} AND executor_id IS NULL");
         on_pool!(self, p => sqlx::query(&format!(
-            "UPDATE tasks SET cancel_requested = TRUE WHERE id = $1 AND state NOT IN {FINAL}"))
+            "UPDATE tasks SET cancel_requested = TRUE, \
+                 run_at = CASE WHEN {woken} THEN NULL ELSE run_at END, \
+                 waiting = CASE WHEN {woken} THEN NULL ELSE waiting END, \
+                 changed_by = CASE WHEN {woken} THEN 'cancel' ELSE changed_by END, \
+                 state = CASE WHEN {woken} THEN {PENDING} ELSE state END \
+             WHERE id = $1 AND state NOT IN {FINAL}"))
             .bind(id).execute(p).await.map(|r| r.rows_affected()))?;
         self.task(id).await
     }
 
-    /// Cancels a task that no executor holds (`scheduled` or `pending`).
-    /// `None` when it was in another state.
-    pub async fn cancel_unclaimed(&self, id: Uuid, by: &str) -> Result<Option<Task>> {
+    /// Cancels a task that no executor holds (`scheduled` or `pending`),
+    /// and wakes its parent if that waited for it. `None` when it was in
+    /// another state; else the task and the parent woken, if any.
+    pub async fn cancel_unclaimed(
+        &self,
+        id: Uuid,
+        by: &str,
+    ) -> Result<Option<(Task, Option<Task>)>> {
         let sql = format!(
             "UPDATE tasks SET state = {CANCELLED}, cancel_requested = TRUE, run_at = NULL, \
                  error = CASE WHEN attempts > 0 THEN 'cancelled while waiting to be retried' \
@@ -398,9 +455,23 @@ impl Store {
                  finished_at = $3, updated_at = $3, changed_by = $2 \
              WHERE id = $1 AND state IN ({SCHEDULED}, {PENDING}) RETURNING {TASK_COLS}"
         );
-        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(id).bind(by).bind(now()).fetch_optional(p).await)?;
-        Ok(row)
+        Ok(on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let row: Option<Task> = sqlx::query_as(&sql)
+                .bind(id).bind(by).bind(now()).fetch_optional(&mut *tx).await?;
+            let out = match row {
+                Some(task) => {
+                    let woken = match task.parent_id {
+                        Some(parent) => wake_parent!(self, tx, task.id, parent, by),
+                        None => None,
+                    };
+                    Some((task, woken))
+                }
+                None => None,
+            };
+            tx.commit().await?;
+            out
+        }))
     }
 
     /// State history of a task, oldest first.
@@ -434,26 +505,6 @@ impl Store {
             .bind(executor).fetch_all(p).await)?)
     }
 
-    /// Sub-tasks that finished before `before` and whose parent `executor`
-    /// holds suspended: the sweep re-sends their `task_finished` in case the
-    /// first one was lost.
-    pub async fn finished_children_of_suspended(
-        &self,
-        executor: &str,
-        before: DateTime<Utc>,
-    ) -> Result<Vec<Task>> {
-        let cols = qualified("c");
-        let sql = format!(
-            "SELECT {cols} FROM tasks c JOIN tasks p ON c.parent_id = p.id \
-             WHERE p.executor_id = $1 AND p.state = {SUSPENDED} AND c.state IN {FINAL} \
-               AND c.finished_at < $2 \
-             ORDER BY c.finished_at DESC LIMIT 1000"
-        );
-        let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(executor).bind(before).fetch_all(p).await)?;
-        Ok(rows)
-    }
-
     /// Puts back to `pending` every running or suspended task whose owner is
     /// not an alive executor (dead, stopped, or unknown), on behalf of `by`.
     /// This catches every way a task can be left behind: a takeover cut
@@ -476,7 +527,7 @@ impl Store {
                  executor_id = CASE WHEN {poison} THEN executor_id ELSE NULL END, \
                  attempts = CASE WHEN {poison} THEN attempts ELSE attempts - 1 END, \
                  updated_at = $2, changed_by = $1 \
-             WHERE state IN {HELD} \
+             WHERE state IN {HELD} AND executor_id IS NOT NULL \
                AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = tasks.executor_id AND e.state = 'alive') \
              RETURNING {TASK_COLS}"
         );

@@ -1,11 +1,13 @@
 //! What a run sees: [`TaskContext`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -13,13 +15,13 @@ use uuid::Uuid;
 
 use courier_bus::Address;
 
-use super::signals::Parked;
+use super::signals::Suspend;
 use crate::creation::{prepare, LocalKinds, Request};
 use crate::error::TaskError;
-use crate::model::{Task, TaskState};
+use crate::model::{now, Step, Task, TaskState};
 use crate::options::TaskOptions;
 use crate::protocol::{announce, envelope, Bus, Msg};
-use crate::store::{retry, Fence, Store};
+use crate::store::{retry, Fence, Store, Wait};
 
 /// How long a run's own writes are retried through a database outage before
 /// the run is interrupted (and the task handed back).
@@ -56,6 +58,17 @@ impl Mailbox {
             .find(|(seq, n, _)| n == name && !self.consumed.contains(seq))?;
         self.consumed.push(*seq);
         Some(payload.clone())
+    }
+
+    /// A new run starts: it has consumed nothing yet.
+    pub(crate) fn new_run(&mut self) {
+        self.consumed.clear();
+    }
+
+    /// How many events named `name` are here (every event was loaded from
+    /// the database or has arrived since).
+    fn seen(&self, name: &str) -> i64 {
+        self.events.iter().filter(|(_, n, _)| n == name).count() as i64
     }
 
     pub(crate) fn add_child(&mut self, child: Task) {
@@ -139,30 +152,15 @@ struct Inner {
     local_kinds: LocalKinds,
     shared: Arc<Shared>,
     next_spawn: AtomicI32,
-    /// The executor, told when this run parks and resumes.
-    parked: actix::Recipient<Parked>,
-}
-
-/// While alive, the run counts as parked (suspended) with its executor.
-struct ParkGuard<'a>(&'a Inner);
-
-impl<'a> ParkGuard<'a> {
-    fn new(inner: &'a Inner) -> Self {
-        inner.parked.do_send(Parked {
-            task_id: inner.task.id,
-            parked: true,
-        });
-        ParkGuard(inner)
-    }
-}
-
-impl Drop for ParkGuard<'_> {
-    fn drop(&mut self) {
-        self.0.parked.do_send(Parked {
-            task_id: self.0.task.id,
-            parked: false,
-        });
-    }
+    /// The journal of completed steps, loaded before the run started.
+    journal: Arc<HashMap<String, Step>>,
+    /// Step names used by this run so far: each may be used once.
+    step_names: Mutex<HashSet<String>>,
+    /// Durable sleeps and deadlines of this run so far (they name their
+    /// steps).
+    next_timer: AtomicI32,
+    /// The run's own task actor, told when the run must suspend.
+    suspend: actix::Recipient<Suspend>,
 }
 
 /// The handle a run uses to read its input and talk to the world. Cheap to
@@ -190,7 +188,8 @@ impl TaskContext {
         me: Address,
         local_kinds: LocalKinds,
         shared: Arc<Shared>,
-        parked: actix::Recipient<Parked>,
+        journal: Arc<HashMap<String, Step>>,
+        suspend: actix::Recipient<Suspend>,
     ) -> Self {
         TaskContext {
             inner: Arc::new(Inner {
@@ -202,7 +201,10 @@ impl TaskContext {
                 local_kinds,
                 shared,
                 next_spawn: AtomicI32::new(0),
-                parked,
+                journal,
+                step_names: Mutex::new(HashSet::new()),
+                next_timer: AtomicI32::new(0),
+                suspend,
             }),
         }
     }
@@ -263,13 +265,116 @@ impl TaskContext {
         }
     }
 
-    /// Sleeps for `d`, or returns [`TaskError::Cancelled`] if cancellation
-    /// comes first.
-    pub async fn sleep(&self, d: Duration) -> Result<(), TaskError> {
+    /// Waits for `d` in memory, or returns [`TaskError::Cancelled`] if
+    /// cancellation comes first. The task stays `running` and keeps its slot
+    /// (work that takes time); a restart runs it again. For a wait that
+    /// should survive restarts and cost no memory, use [`sleep`](Self::sleep).
+    pub async fn pause(&self, d: Duration) -> Result<(), TaskError> {
         tokio::select! {
             _ = tokio::time::sleep(d) => Ok(()),
             _ = self.cancelled() => Err(TaskError::Cancelled),
         }
+    }
+
+    /// A durable sleep: the task is `suspended` until `d` from now, on a
+    /// timer kept in the database. It holds no memory and no slot meanwhile,
+    /// survives restarts and takeovers, and a cancel ends it
+    /// ([`TaskError::Cancelled`]). The due time is journaled the first time
+    /// (as step `courier.sleep.N`, N counting this run's sleeps and
+    /// deadlines), so a replay waits for the same time.
+    pub async fn sleep(&self, d: Duration) -> Result<(), TaskError> {
+        let n = self.inner.next_timer.fetch_add(1, Ordering::SeqCst);
+        let due = self.due_in(&format!("courier.sleep.{n}"), d).await?;
+        self.sleep_until(due).await
+    }
+
+    /// A durable sleep until `at` (see [`sleep`](Self::sleep)); returns at
+    /// once if `at` has passed.
+    pub async fn sleep_until(&self, at: DateTime<Utc>) -> Result<(), TaskError> {
+        let wait = Wait {
+            until: Some(at),
+            label: "timer".into(),
+            ..Wait::default()
+        };
+        self.park(wait, |_| (now() >= at).then_some(())).await
+    }
+
+    /// The time `d` from now, journaled as step `name`.
+    async fn due_in(&self, name: &str, d: Duration) -> Result<DateTime<Utc>, TaskError> {
+        let d = chrono::Duration::from_std(d)
+            .map_err(|_| TaskError::failed(format!("{name}: duration out of range")))?;
+        self.step(name, async move { Ok(now() + d) }).await
+    }
+
+    /// A journaled step: runs `work` once and commits its result (JSON) when
+    /// it ends. A later run of this task (after a crash, a takeover, a retry
+    /// or a suspension) returns the journaled result instead of running
+    /// `work` again; only a step in flight when its executor died runs
+    /// twice. A step that fails fails the attempt and is journaled as failed;
+    /// the next attempt runs it again. Steps that succeeded stay journaled
+    /// for every later attempt.
+    ///
+    /// Rules for task code (see the README): step names are unique within a
+    /// run (a loop puts its index in the name); code outside steps must be
+    /// deterministic, since it runs again at every replay.
+    pub async fn step<T, F>(&self, name: &str, work: F) -> Result<T, TaskError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: std::future::Future<Output = Result<T, TaskError>>,
+    {
+        let i = &self.inner;
+        if name.is_empty() || name.len() > 200 {
+            return Err(TaskError::failed(format!(
+                "step name {name:?}: must be 1 to 200 bytes"
+            )));
+        }
+        if !i
+            .step_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string())
+        {
+            return Err(TaskError::failed(format!(
+                "step name {name:?} is used twice in this run: each step needs a name of its own (a loop puts its index in the name)"
+            )));
+        }
+        if let Some(done) = i.journal.get(name).filter(|s| s.succeeded()) {
+            let out = done.output.clone().unwrap_or(Value::Null);
+            return serde_json::from_value(out).map_err(|e| {
+                TaskError::failed(format!(
+                    "step {name:?}: the journaled result does not fit the step's type ({e}); was the task's code changed?"
+                ))
+            });
+        }
+        let started_at = now();
+        let result = work
+            .instrument(tracing::info_span!("step", step = name))
+            .await;
+        let (state, output, error) = match &result {
+            Ok(v) => {
+                let out = serde_json::to_value(v).map_err(|e| {
+                    TaskError::failed(format!("step {name:?}: its result is not JSON: {e}"))
+                })?;
+                (Step::SUCCEEDED, Some(out), None)
+            }
+            Err(TaskError::Failed(msg)) => (Step::FAILED, None, Some(msg.clone())),
+            // Cancelled, interrupted or fenced: nothing to journal.
+            Err(_) => return result,
+        };
+        let step = Step {
+            name: name.to_string(),
+            attempt: i.task.attempts,
+            state: state.to_string(),
+            output,
+            error,
+            started_at,
+            finished_at: now(),
+        };
+        retry("journaling a step", WRITE_RETRY, || {
+            i.store.record_step(&i.fence, &step)
+        })
+        .await?;
+        result
     }
 
     /// Records a progress value (shown with the task).
@@ -282,24 +387,17 @@ impl TaskContext {
         Ok(())
     }
 
-    async fn set_state(&self, to: TaskState) -> Result<(), TaskError> {
-        let i = &self.inner;
-        let task = retry("changing task state", WRITE_RETRY, || {
-            i.store.set_owned_state(&i.fence, to)
-        })
-        .await?;
-        i.shared.publish(&i.bus, &i.me, task);
-        Ok(())
-    }
-
-    /// Waits until `ready` finds what the run waits for in the mailbox. While
-    /// it waits the task is `suspended`: the run holds no thread, only memory.
+    /// Returns what `ready` finds in the mailbox or, when it finds nothing
+    /// yet, suspends the task on `wait`: the task actor drops this run (this
+    /// future never resolves) and the task waits in the database, holding
+    /// no memory, until what it waits for wakes it; then a replay of the run
+    /// comes back here and finds it.
     async fn park<T>(
         &self,
+        mut wait: Wait,
         mut ready: impl FnMut(&mut Mailbox) -> Option<T>,
     ) -> Result<T, TaskError> {
-        let mut rx = self.inner.shared.changed.subscribe();
-        {
+        let seen = {
             let mut mb = self.inner.shared.lock();
             if let Some(v) = ready(&mut mb) {
                 return Ok(v);
@@ -307,39 +405,67 @@ impl TaskContext {
             if mb.cancelled {
                 return Err(TaskError::Cancelled);
             }
-        }
-        self.set_state(TaskState::Suspended).await?;
-        let _parked = ParkGuard::new(&self.inner);
-        loop {
-            if rx.changed().await.is_err() {
-                return Err(TaskError::Interrupted("the task actor stopped".into()));
-            }
-            let found = {
-                let mut mb = self.inner.shared.lock();
-                match ready(&mut mb) {
-                    Some(v) => Some(Ok(v)),
-                    None if mb.cancelled => Some(Err(TaskError::Cancelled)),
-                    None => None,
-                }
-            };
-            match found {
-                Some(Ok(v)) => {
-                    self.set_state(TaskState::Running).await?;
-                    return Ok(v);
-                }
-                Some(Err(e)) => return Err(e),
-                None => continue,
-            }
-        }
+            wait.event.as_deref().map_or(0, |e| mb.seen(e))
+        };
+        wait.events_seen = seen;
+        wait.children.sort();
+        wait.children.dedup();
+        self.inner.suspend.do_send(Suspend(wait));
+        std::future::pending().await
     }
 
     /// Waits for the next event named `name` and returns its payload. Events
     /// that arrived earlier are kept in the task's inbox and returned at once,
     /// oldest first; each is returned once per run.
     pub async fn wait_event(&self, name: &str) -> Result<Value, TaskError> {
-        self.park(|mb| mb.take_event(name))
+        let wait = Wait {
+            event: Some(name.to_string()),
+            label: format!("event {name}"),
+            ..Wait::default()
+        };
+        self.park(wait, |mb| mb.take_event(name))
             .instrument(tracing::info_span!("wait_event", event = name))
             .await
+    }
+
+    /// [`wait_event`](Self::wait_event) with a deadline: `None` when
+    /// `deadline` passes first. The task is suspended meanwhile, on a durable
+    /// timer.
+    pub async fn wait_event_until(
+        &self,
+        name: &str,
+        deadline: DateTime<Utc>,
+    ) -> Result<Option<Value>, TaskError> {
+        let wait = Wait {
+            event: Some(name.to_string()),
+            until: Some(deadline),
+            label: format!(
+                "event {name} until {}",
+                deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
+            ..Wait::default()
+        };
+        self.park(wait, |mb| match mb.take_event(name) {
+            Some(v) => Some(Some(v)),
+            None => (now() >= deadline).then_some(None),
+        })
+        .instrument(tracing::info_span!("wait_event", event = name))
+        .await
+    }
+
+    /// [`wait_event_until`](Self::wait_event_until) `timeout` after the
+    /// first run that came here (the deadline is journaled as step
+    /// `courier.deadline.N`, N counting this run's sleeps and deadlines).
+    pub async fn wait_event_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<Value>, TaskError> {
+        let n = self.inner.next_timer.fetch_add(1, Ordering::SeqCst);
+        let deadline = self
+            .due_in(&format!("courier.deadline.{n}"), timeout)
+            .await?;
+        self.wait_event_until(name, deadline).await
     }
 
     /// Spawns a sub-task of `kind` with `input`. It runs on any executor that
@@ -428,7 +554,23 @@ impl TaskContext {
                     mb.add_child(t);
                 }
             });
-            self.park(|mb| {
+            let open: Vec<Uuid> = {
+                let mb = self.inner.shared.lock();
+                ids.iter()
+                    .filter(|id| !mb.children.contains_key(id))
+                    .copied()
+                    .collect()
+            };
+            let wait = Wait {
+                label: format!(
+                    "{} sub-task{}",
+                    open.len(),
+                    if open.len() == 1 { "" } else { "s" }
+                ),
+                children: open,
+                ..Wait::default()
+            };
+            self.park(wait, |mb| {
                 ids.iter()
                     .all(|id| mb.children.contains_key(id))
                     .then_some(())
@@ -454,7 +596,12 @@ impl TaskContext {
             i.shared.update(|mb| mb.add_child(now.clone()));
             return Ok(now);
         }
-        self.park(|mb| mb.children.get(&id).cloned()).await
+        let wait = Wait {
+            label: "1 sub-task".into(),
+            children: vec![id],
+            ..Wait::default()
+        };
+        self.park(wait, |mb| mb.children.get(&id).cloned()).await
     }
 }
 

@@ -22,11 +22,11 @@ pub mod signals;
 
 use self::context::{Shared, TaskContext};
 use self::kind::TaskKind;
-use self::signals::{Abort, Parked, TaskDone};
+use self::signals::{Abort, Suspend, TaskDone};
 use crate::error::{Error, TaskError};
 use crate::model::{now, AttemptError, Task, TaskState};
 use crate::protocol::{announce, envelope, start_task, Bus, Msg};
-use crate::store::{detached, retry, Fence, Outcome, Store};
+use crate::store::{detached, retry, Fence, Outcome, Store, Suspension};
 
 /// How long the end of a run is retried through a database outage. Past it
 /// the task stays owned by this executor until a restart or takeover.
@@ -43,11 +43,14 @@ pub struct TaskActor {
     local_kinds: crate::creation::LocalKinds,
     shared: Arc<Shared>,
     executor: Recipient<TaskDone>,
-    /// Told when the run parks and resumes: a parked run frees its slot.
-    parked: Recipient<Parked>,
+    /// The journal of completed steps, as loaded for the run now going.
+    journal: Arc<std::collections::HashMap<String, crate::model::Step>>,
     run: Option<SpawnHandle>,
     /// The timer of the attempt's `timeout_ms`.
     timeout: Option<SpawnHandle>,
+    /// When the attempt times out: from the database for a replayed
+    /// attempt, else `timeout_ms` from the run's first start here.
+    deadline: Option<chrono::DateTime<chrono::Utc>>,
     /// Highest event `seq` known to be in the mailbox.
     max_seq: i64,
     ending: bool,
@@ -63,7 +66,6 @@ impl TaskActor {
         bus: Bus,
         local_kinds: crate::creation::LocalKinds,
         executor: Recipient<TaskDone>,
-        parked: Recipient<Parked>,
     ) -> Self {
         let fence = Fence {
             task_id: task.id,
@@ -80,9 +82,10 @@ impl TaskActor {
             local_kinds,
             shared: Shared::new(),
             executor,
-            parked,
+            journal: Arc::default(),
             run: None,
             timeout: None,
+            deadline: None,
             max_seq: 0,
             ending: false,
         }
@@ -93,8 +96,9 @@ impl TaskActor {
             attempt = self.task.attempts, trace_id = %self.task.trace_id)
     }
 
-    /// Loads the inbox (and, for a watched task, who follows it), then
-    /// starts the run.
+    /// Loads the inbox and the journal (and, for a watched task, who follows
+    /// it), then starts the run. Also how a run starts again after a
+    /// suspension that found what it waited for already there.
     fn begin(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let id = self.task.id;
@@ -102,6 +106,10 @@ impl TaskActor {
         let load = detached(async move {
             let events = retry("loading events", Duration::from_secs(30), || {
                 store.events(id)
+            })
+            .await?;
+            let steps = retry("loading the journal", Duration::from_secs(30), || {
+                store.steps(id)
             })
             .await?;
             let watchers = if watched {
@@ -112,10 +120,11 @@ impl TaskActor {
             } else {
                 Vec::new()
             };
-            Ok::<_, Error>((events, watchers))
+            Ok::<_, Error>((events, steps, watchers))
         });
         ctx.wait(load.into_actor(self).map(|res, act, ctx| match res {
-            Ok((events, watchers)) => {
+            Ok((events, steps, watchers)) => {
+                act.journal = Arc::new(steps.into_iter().map(|s| (s.name.clone(), s)).collect());
                 act.shared.followers().watchers =
                     watchers.iter().filter_map(|w| w.parse().ok()).collect();
                 act.shared.publish(&act.bus, &act.me, act.task.clone());
@@ -143,6 +152,22 @@ impl TaskActor {
     }
 
     fn start_run(&mut self, ctx: &mut Context<Self>) {
+        if let Some(ms) = self.task.timeout_ms.filter(|ms| *ms > 0) {
+            let limit = Duration::from_millis(ms as u64);
+            let deadline = *self.deadline.get_or_insert_with(|| {
+                self.task
+                    .timeout_at
+                    .unwrap_or_else(|| now() + chrono::Duration::milliseconds(ms))
+            });
+            match (deadline - now()).to_std() {
+                Ok(left) if !left.is_zero() => {
+                    self.timeout =
+                        Some(ctx.run_later(left, move |act, ctx| act.time_out(limit, ctx)));
+                }
+                // Woken at its deadline (or past it): no run at all.
+                _ => return self.time_out(limit, ctx),
+            }
+        }
         let run_ctx = TaskContext::new(
             self.task.clone(),
             self.fence.clone(),
@@ -151,8 +176,10 @@ impl TaskActor {
             self.me.clone(),
             self.local_kinds.clone(),
             self.shared.clone(),
-            self.parked.clone(),
+            self.journal.clone(),
+            ctx.address().recipient(),
         );
+        self.shared.update(|mb| mb.new_run());
         let span = self.span();
         tracing::info!(parent: &span, "run started");
         let fut = AssertUnwindSafe(self.kind.run(run_ctx))
@@ -177,10 +204,6 @@ impl TaskActor {
             act.end(end, ctx);
         }));
         self.run = Some(handle);
-        if let Some(ms) = self.task.timeout_ms.filter(|ms| *ms > 0) {
-            let limit = Duration::from_millis(ms as u64);
-            self.timeout = Some(ctx.run_later(limit, move |act, ctx| act.time_out(limit, ctx)));
-        }
     }
 
     /// Marks event `seq` (with `up_to`: every event up to it) as held here.
@@ -279,7 +302,7 @@ impl TaskActor {
             detached(
                 async move {
                 let mut result =
-                    retry("recording the end of a run", FINISH_RETRY, || store.finish(&fence, &outcome)).await;
+                    retry("recording the end of a run", FINISH_RETRY, || store.finish_run(&fence, &outcome)).await;
                 if let Err(e) = &result {
                     // The database refused this result for good (e.g. text
                     // PostgreSQL cannot store): record a failure that says
@@ -290,14 +313,18 @@ impl TaskActor {
                         let mut errors = errors;
                         errors.push(AttemptError { attempt, error: error.clone(), at: now(), code: "error".into() });
                         let failed = Outcome::Failed { error, errors };
-                        result = retry("recording a failure", FINISH_RETRY, || store.finish(&fence, &failed)).await;
+                        result = retry("recording a failure", FINISH_RETRY, || store.finish_run(&fence, &failed)).await;
                     }
                 }
                 match result {
-                    Ok((task, watchers)) => {
-                        tracing::info!(state = %task.state, "run finished");
-                        crate::metrics::metrics().task_finished(&task.kind, task.state.as_str());
-                        crate::notify::notify_finished(&store, &bus, me, &task, Some(watchers)).await;
+                    Ok(f) => {
+                        tracing::info!(state = %f.task.state, "run finished");
+                        crate::metrics::metrics().task_finished(&f.task.kind, f.task.state.as_str());
+                        if let Some(parent) = &f.woken {
+                            // It waited for this task: it is pending again.
+                            bus.tell(start_task(me.clone(), parent));
+                        }
+                        crate::notify::notify_finished(&store, &bus, me, &f.task, Some(f.watchers)).await;
                     }
                     Err(Error::Fenced(_)) => {
                         tracing::warn!("this executor lost the task before its end was recorded; result dropped")
@@ -504,6 +531,52 @@ impl Handler<Deliver<Msg>> for TaskActor {
                 tracing::debug!(parent: &self.span(), msg = ?other, "message not for this task; ignored");
             }
         }
+    }
+}
+
+impl Handler<Suspend> for TaskActor {
+    type Result = ();
+
+    /// The run waits for what has not come: it is dropped here, and the task
+    /// waits in the database (held by no executor) until an event, its
+    /// sub-tasks' ends, a cancel or its timer wakes it; then an executor of
+    /// its queue claims it and replays the run from its journal.
+    fn handle(&mut self, msg: Suspend, ctx: &mut Self::Context) {
+        if self.ending || self.run.is_none() {
+            return;
+        }
+        if let Some(h) = self.run.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some(h) = self.timeout.take() {
+            ctx.cancel_future(h);
+        }
+        let mut wait = msg.0;
+        wait.timeout_at = self.deadline;
+        let store = self.store.clone();
+        let fence = self.fence.clone();
+        ctx.wait(
+            detached(async move {
+                retry("suspending a task", FINISH_RETRY, || store.suspend(&fence, &wait)).await
+            })
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok(Suspension::Suspended(task)) => {
+                    tracing::info!(parent: &act.span(), waiting = task.waiting.as_deref().unwrap_or(""), "suspended");
+                    act.ending = true;
+                    act.shared.publish(&act.bus, &act.me, (*task).clone());
+                    if let Some(env) = announce(act.me.clone(), &task) {
+                        act.bus.tell(env);
+                    }
+                    ctx.stop();
+                }
+                Ok(Suspension::Woken) => {
+                    tracing::debug!(parent: &act.span(), "what the run waits for came as it suspended; running it again");
+                    act.begin(ctx);
+                }
+                Err(e) => act.end(RunEnd::from(Err(TaskError::from(e))), ctx),
+            }),
+        );
     }
 }
 

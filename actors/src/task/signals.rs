@@ -1,6 +1,6 @@
-//! The messages between an executor and the task actors it runs: the task
+//! The messages between an executor and the task actors it runs (the task
 //! side defines them, the executor handles them, so neither module needs the
-//! other's insides.
+//! other's insides), and between a run and its task actor.
 
 use actix::prelude::*;
 use uuid::Uuid;
@@ -21,10 +21,9 @@ pub struct Abort {
     pub hand_back: bool,
 }
 
-/// A run parked (`true`: its task is suspended) or resumed.
-#[derive(Message, Debug, Clone, Copy)]
+/// From a run to its own task actor: the run waits for something that has
+/// not come, so suspend the task (the run is dropped: the task waits in the
+/// database, not in memory) or, if it came meanwhile, run it again.
+#[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct Parked {
-    pub task_id: Uuid,
-    pub parked: bool,
-}
+pub struct Suspend(pub crate::store::Wait);
