@@ -280,6 +280,7 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
             options: courier::TaskOptions::new()
                 .queue("bench-baseline")
                 .resolve(courier::actors::model::now()),
+            schedule: None,
         };
         let (task, _) = store.create_task(&ins).await.unwrap();
         let claimed = store

@@ -188,6 +188,7 @@ fn insert(queue: &str) -> TaskInsert {
         trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
         created_by: "bench".into(),
         options: TaskOptions::new().queue(queue).resolve(now()),
+        schedule: None,
     }
 }
 

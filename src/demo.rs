@@ -9,8 +9,10 @@
 //! | `demo.fail`        | `{"message": S}`                       | fails with S                           |
 //! | `demo.await_event` | `{"name": S}`                          | the payload of event S                 |
 //! | `demo.fanout`      | `{"n": N, "kind": K, "input": X}`      | `{"children": N, "outputs": [...]}`    |
-//! | `demo.provision`   | `{"host": S}`                          | DNS, DHCP and certificate in parallel, then waits for `booted` |
+//! | `demo.provision`   | `{"host": S, "boot_timeout_ms"?: N, "log"?: PATH}` | durable steps around DNS, DHCP and certificate in parallel, then waits for `booted` (at most N ms, default an hour) |
 //! | `demo.flaky`       | `{"fail_times": N}`                    | attempts 1…N fail with `flaky attempt K`; the next gives `{"attempt": K}` |
+//! | `demo.steps`       | `{"n": N, "ms": M, "log"?: PATH}`      | N journaled steps `step 0`… in order, each sleeping M ms then appending `step I` to `log`; `{"steps": N}` |
+//! | `demo.timer`       | `{"ms": N}`                            | a durable sleep (`suspended`, out of memory); `{"slept_ms": N}` |
 //!
 //! No demo kind sets a default `max_attempts`: a task is retried only when
 //! its request asks for it.
@@ -26,6 +28,12 @@ use courier_actors::{Registry, TaskContext, TaskError};
 pub const MAX_FANOUT: u64 = 10_000;
 /// The longest `demo.sleep`.
 pub const MAX_SLEEP_MS: u64 = 24 * 3600 * 1000;
+/// The longest `demo.timer` (a durable sleep): a year.
+pub const MAX_TIMER_MS: u64 = 366 * 24 * 3600 * 1000;
+/// The most steps of `demo.steps`.
+pub const MAX_STEPS: u64 = 10_000;
+/// `demo.provision`'s wait for `booted` when its input sets none: an hour.
+pub const BOOT_TIMEOUT_MS: u64 = 3600 * 1000;
 
 /// Every demo kind, ready to register.
 pub fn registry() -> Registry {
@@ -37,6 +45,8 @@ pub fn registry() -> Registry {
         .register("demo.fanout", fanout)
         .register("demo.provision", provision)
         .register("demo.flaky", flaky)
+        .register("demo.steps", steps)
+        .register("demo.timer", timer)
         .register("demo.provision.dns", provision_dns)
         .register("demo.provision.dhcp", provision_dhcp)
         .register("demo.provision.certificate", provision_certificate);
@@ -122,19 +132,119 @@ async fn flaky(ctx: TaskContext) -> Result<Value, TaskError> {
 }
 
 #[derive(Deserialize)]
-struct ProvisionInput {
-    host: String,
+#[serde(deny_unknown_fields)]
+struct StepsInput {
+    n: u64,
+    ms: u64,
+    #[serde(default)]
+    log: Option<std::path::PathBuf>,
 }
 
-/// Foreman-style host provisioning: the three network and security steps run
-/// in parallel as sub-tasks (on any executor), then the task suspends until
-/// the host reports `booted`.
+/// Appends `line` to the file at `path` (a side effect a test or a person
+/// can count).
+fn append_line(path: &std::path::Path, line: &str) -> Result<(), TaskError> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{line}"))
+        .map_err(|e| TaskError::failed(format!("cannot append to {}: {e}", path.display())))
+}
+
+/// N journaled steps: a run resumed after a crash replays the steps that
+/// completed (their lines are not written again) and runs the rest.
+async fn steps(ctx: TaskContext) -> Result<Value, TaskError> {
+    let StepsInput { n, ms, log } = ctx.input_as()?;
+    if n > MAX_STEPS || ms > MAX_SLEEP_MS {
+        return Err(TaskError::failed(format!(
+            "n must be at most {MAX_STEPS} and ms at most {MAX_SLEEP_MS}"
+        )));
+    }
+    for i in 0..n {
+        // A loop names each step with its index.
+        ctx.step(&format!("step {i}"), async {
+            ctx.pause(Duration::from_millis(ms)).await?;
+            if let Some(path) = &log {
+                append_line(path, &format!("step {i}"))?;
+            }
+            Ok(i)
+        })
+        .await?;
+    }
+    Ok(json!({ "steps": n }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimerInput {
+    ms: u64,
+}
+
+/// A durable sleep: the task is `suspended` meanwhile, in the database and
+/// not in memory, and wakes on time across restarts and takeovers.
+async fn timer(ctx: TaskContext) -> Result<Value, TaskError> {
+    let TimerInput { ms } = ctx.input_as()?;
+    if ms > MAX_TIMER_MS {
+        return Err(TaskError::failed(format!(
+            "ms must be at most {MAX_TIMER_MS}"
+        )));
+    }
+    ctx.sleep(Duration::from_millis(ms)).await?;
+    Ok(json!({ "slept_ms": ms }))
+}
+
+#[derive(Deserialize)]
+struct ProvisionInput {
+    host: String,
+    #[serde(default)]
+    boot_timeout_ms: Option<u64>,
+    #[serde(default)]
+    log: Option<std::path::PathBuf>,
+}
+
+/// Foreman-style host provisioning, durable: an address is allocated (a
+/// journaled step), the three network and security steps run in parallel
+/// as sub-tasks (on any executor), the machine is powered on (a journaled
+/// step), then the task suspends until the host reports `booted` (at most
+/// `boot_timeout_ms`) and registers it (a journaled step). Killed anywhere,
+/// a replay repeats none of the completed steps (with `log`, each writes
+/// its line once).
 async fn provision(ctx: TaskContext) -> Result<Value, TaskError> {
-    let ProvisionInput { host } = ctx.input_as()?;
+    let ProvisionInput {
+        host,
+        boot_timeout_ms,
+        log,
+    } = ctx.input_as()?;
     if host.is_empty() || host.len() > 253 {
         return Err(TaskError::failed("host must be 1 to 253 characters"));
     }
-    let steps = [
+    let boot_timeout = boot_timeout_ms.unwrap_or(BOOT_TIMEOUT_MS);
+    if boot_timeout > MAX_TIMER_MS {
+        return Err(TaskError::failed(format!(
+            "boot_timeout_ms must be at most {MAX_TIMER_MS}"
+        )));
+    }
+    let note = |line: String| -> Result<(), TaskError> {
+        match &log {
+            Some(path) => append_line(path, &format!("{host}: {line}")),
+            None => Ok(()),
+        }
+    };
+    let address: String = ctx
+        .step("allocate address", async {
+            let h = host_hash(&host);
+            let ip = format!(
+                "10.{}.{}.{}",
+                (h >> 16) & 0xff,
+                (h >> 8) & 0xff,
+                (h & 0xfd) + 2
+            );
+            note(format!("allocated {ip}"))?;
+            Ok(ip)
+        })
+        .await?;
+    let subtasks = [
         ctx.spawn("demo.provision.dns", json!({ "host": host }))
             .await?,
         ctx.spawn("demo.provision.dhcp", json!({ "host": host }))
@@ -144,15 +254,36 @@ async fn provision(ctx: TaskContext) -> Result<Value, TaskError> {
     ];
     ctx.progress(json!({ "step": "network and certificate" }))
         .await?;
-    let out = ctx.join_all(&steps).await?;
+    let out = ctx.join_all(&subtasks).await?;
+    let powered_on: String = ctx
+        .step("power on", async {
+            ctx.pause(Duration::from_millis(50)).await?;
+            note("powered on".into())?;
+            Ok(courier_actors::model::now().to_rfc3339())
+        })
+        .await?;
     ctx.progress(json!({ "step": "waiting for booted" }))
         .await?;
-    let booted = ctx.wait_event("booted").await?;
+    let Some(booted) = ctx
+        .wait_event_for("booted", Duration::from_millis(boot_timeout))
+        .await?
+    else {
+        return Err(TaskError::failed(format!(
+            "{host} did not report booted within {boot_timeout} ms"
+        )));
+    };
+    ctx.step("register in inventory", async {
+        note("registered".into())?;
+        Ok(())
+    })
+    .await?;
     Ok(json!({
         "host": host,
+        "address": address,
         "dns": out[0],
         "dhcp": out[1],
         "certificate": out[2],
+        "powered_on_at": powered_on,
         "booted": booted,
     }))
 }
@@ -165,7 +296,7 @@ fn host_hash(host: &str) -> u32 {
 }
 
 async fn provision_dns(ctx: TaskContext) -> Result<Value, TaskError> {
-    let ProvisionInput { host } = ctx.input_as()?;
+    let ProvisionInput { host, .. } = ctx.input_as()?;
     ctx.pause(Duration::from_millis(30)).await?;
     let h = host_hash(&host);
     Ok(
@@ -174,7 +305,7 @@ async fn provision_dns(ctx: TaskContext) -> Result<Value, TaskError> {
 }
 
 async fn provision_dhcp(ctx: TaskContext) -> Result<Value, TaskError> {
-    let ProvisionInput { host } = ctx.input_as()?;
+    let ProvisionInput { host, .. } = ctx.input_as()?;
     ctx.pause(Duration::from_millis(20)).await?;
     let h = host_hash(&host);
     Ok(
@@ -183,7 +314,7 @@ async fn provision_dhcp(ctx: TaskContext) -> Result<Value, TaskError> {
 }
 
 async fn provision_certificate(ctx: TaskContext) -> Result<Value, TaskError> {
-    let ProvisionInput { host } = ctx.input_as()?;
+    let ProvisionInput { host, .. } = ctx.input_as()?;
     ctx.pause(Duration::from_millis(40)).await?;
     Ok(json!({ "subject": format!("CN={host}"), "serial": format!("{:08x}", host_hash(&host)) }))
 }

@@ -227,6 +227,7 @@ async fn tasks_committed_before_start_are_recovered(db: &TestDb) {
                 trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
                 created_by: "a-process-that-died".into(),
                 options: courier::TaskOptions::new().resolve(courier::actors::model::now()),
+                schedule: None,
             })
             .await
             .unwrap();

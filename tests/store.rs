@@ -29,6 +29,7 @@ fn insert_with(kind: &str, options: TaskOptions) -> TaskInsert {
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         created_by: "test".into(),
         options: options.resolve(now()),
+        schedule: None,
     }
 }
 

@@ -63,5 +63,6 @@ pub(crate) async fn prepare(
         trace_id: r.trace_id,
         created_by: r.created_by,
         options: r.options.clone().or(&defaults).resolve(now()),
+        schedule: None,
     })
 }

@@ -23,6 +23,9 @@ pub enum Error {
     /// No task has this id.
     #[error("task {0} not found")]
     NotFound(Uuid),
+    /// No schedule has this name.
+    #[error("no schedule named {0:?}")]
+    NoSchedule(String),
     /// The request conflicts with the task's state (e.g. an event for a finished task).
     #[error("{0}")]
     Conflict(String),

@@ -21,6 +21,9 @@
 //!   file per table, with fenced writes and the migrators.
 //! - [`creation`]: what every way of creating a task shares: checks, the
 //!   kind's defaults, the row to insert.
+//! - [`schedule`]: recurring schedules: cron expressions, which slots are
+//!   due, and firing them (leaderless: a slot's task and the schedule's
+//!   advance commit together).
 //! - [`notify`]: flow 2 (`task_finished` to watchers and parent), from
 //!   wherever a task ends.
 //! - [`task`]: the task actor, one per running task, owner of its bus
@@ -44,6 +47,7 @@ pub mod options;
 pub mod process;
 pub mod protocol;
 pub mod runtime;
+pub mod schedule;
 pub mod store;
 pub mod task;
 
@@ -52,8 +56,8 @@ pub use client::{Client, Submitted, Waited};
 pub use error::{Error, Result, TaskError};
 pub use executor::ExecutorConfig;
 pub use model::{
-    AttemptError, ExecutorInfo, ExecutorState, HistoryEntry, NewTask, QueueInfo, QueueUpdate, Task,
-    TaskEvent, TaskFilter, TaskState,
+    AttemptError, CatchUp, ExecutorInfo, ExecutorState, HistoryEntry, NewTask, QueueInfo,
+    QueueUpdate, Schedule, ScheduleSpec, Step, Task, TaskEvent, TaskFilter, TaskState,
 };
 pub use options::TaskOptions;
 pub use protocol::Msg;

@@ -26,6 +26,10 @@ pub struct Metrics {
     timeouts: Mutex<BTreeMap<String, u64>>,
     /// Finished tasks retention deleted, by state.
     retention_deleted: Mutex<BTreeMap<&'static str, u64>>,
+    /// Tasks created by schedules' slots fired in this process, by schedule.
+    schedule_tasks: Mutex<BTreeMap<String, u64>>,
+    /// Runs suspended (their tasks left memory), by queue.
+    suspended: Mutex<BTreeMap<String, u64>>,
     dispatch_buckets: [AtomicU64; DISPATCH_BUCKETS.len()],
     dispatch_count: AtomicU64,
     /// Sum of dispatch latencies in microseconds.
@@ -42,6 +46,8 @@ pub fn metrics() -> &'static Metrics {
         retries: Mutex::new(BTreeMap::new()),
         timeouts: Mutex::new(BTreeMap::new()),
         retention_deleted: Mutex::new(BTreeMap::new()),
+        schedule_tasks: Mutex::new(BTreeMap::new()),
+        suspended: Mutex::new(BTreeMap::new()),
         dispatch_buckets: Default::default(),
         dispatch_count: AtomicU64::new(0),
         dispatch_sum_us: AtomicU64::new(0),
@@ -74,6 +80,14 @@ impl Metrics {
 
     pub(crate) fn timed_out(&self, queue: &str) {
         bump(&self.timeouts, queue.to_string(), 1);
+    }
+
+    pub(crate) fn schedule_fired(&self, schedule: &str, tasks: usize) {
+        bump(&self.schedule_tasks, schedule.to_string(), tasks as u64);
+    }
+
+    pub(crate) fn suspended(&self, queue: &str) {
+        bump(&self.suspended, queue.to_string(), 1);
     }
 
     pub(crate) fn retention_deleted(&self, state: &'static str, n: u64) {
@@ -150,6 +164,20 @@ impl Metrics {
             "state",
             &self.retention_deleted,
         );
+        family(
+            out,
+            "courier_schedule_tasks_total",
+            "Tasks created by the schedule slots this process fired, by schedule.",
+            "schedule",
+            &self.schedule_tasks,
+        );
+        family(
+            out,
+            "courier_task_suspensions_total",
+            "Runs this process's executor suspended (their tasks wait in the database, not in memory), by queue.",
+            "queue",
+            &self.suspended,
+        );
         out.push_str("# HELP courier_dispatch_latency_seconds Time from a task's creation to its first claim.\n# TYPE courier_dispatch_latency_seconds histogram\n");
         for (i, b) in DISPATCH_BUCKETS.iter().enumerate() {
             let _ = writeln!(
@@ -169,7 +197,7 @@ impl Metrics {
             self.dispatch_sum_us.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "courier_dispatch_latency_seconds_count {count}");
-        out.push_str("# HELP courier_tasks_running Tasks running or suspended on the executor of this process.\n# TYPE courier_tasks_running gauge\n");
+        out.push_str("# HELP courier_tasks_running Tasks running on the executor of this process.\n# TYPE courier_tasks_running gauge\n");
         let _ = writeln!(
             out,
             "courier_tasks_running {}",

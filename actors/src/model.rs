@@ -582,3 +582,139 @@ impl Step {
         self.state == Self::SUCCEEDED
     }
 }
+
+/// What a schedule does with slots missed while no process ran (a slot is
+/// missed once it is more than [`crate::schedule::MISSED_AFTER`] late).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// Creates no task for them.
+    #[default]
+    Skip,
+    /// Creates one task for all of them.
+    One,
+    /// Creates one task per missed slot (at most
+    /// [`crate::schedule::MAX_CATCH_UP`], the latest).
+    All,
+}
+
+impl CatchUp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::Skip => "skip",
+            CatchUp::One => "one",
+            CatchUp::All => "all",
+        }
+    }
+}
+
+impl std::str::FromStr for CatchUp {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "skip" => Ok(CatchUp::Skip),
+            "one" => Ok(CatchUp::One),
+            "all" => Ok(CatchUp::All),
+            _ => Err(crate::error::Error::invalid_field(
+                "catch_up",
+                format!("catch_up {s:?} must be skip, one or all"),
+            )),
+        }
+    }
+}
+
+/// A schedule as its owner gives it: the cron expression, the task each
+/// slot creates, and the missed-slot policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleSpec {
+    /// 5 fields (minute hour day-of-month month day-of-week) or 6 with
+    /// seconds first; UTC.
+    pub cron: String,
+    pub kind: String,
+    pub input: Value,
+    /// The queue options of its tasks (`run_at` has no place here; a
+    /// `delay_ms` delays each task from its slot).
+    pub options: crate::options::TaskOptions,
+    pub catch_up: CatchUp,
+    pub enabled: bool,
+}
+
+impl ScheduleSpec {
+    pub fn new(cron: impl Into<String>, kind: impl Into<String>, input: Value) -> Self {
+        ScheduleSpec {
+            cron: cron.into(),
+            kind: kind.into(),
+            input,
+            options: Default::default(),
+            catch_up: CatchUp::Skip,
+            enabled: true,
+        }
+    }
+
+    pub fn catch_up(mut self, c: CatchUp) -> Self {
+        self.catch_up = c;
+        self
+    }
+
+    pub fn options(mut self, o: crate::options::TaskOptions) -> Self {
+        self.options = o;
+        self
+    }
+
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = on;
+        self
+    }
+}
+
+/// A schedule as stored and shown (the API's JSON: the queue options are
+/// fields of their own, null when not set).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub name: String,
+    pub cron: String,
+    pub kind: String,
+    pub input: Value,
+    pub queue: Option<String>,
+    pub priority: Option<i32>,
+    pub max_attempts: Option<u32>,
+    pub backoff_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub delay_ms: Option<u64>,
+    pub catch_up: CatchUp,
+    pub enabled: bool,
+    /// The next slot; `None` while disabled (or if the expression has no
+    /// future slot).
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// Up to five slots from `next_run_at` on.
+    #[serde(default)]
+    pub next_runs: Vec<DateTime<Utc>>,
+    /// The latest slot that created a task, and that task.
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub last_task_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Schedule {
+    /// The task options its tasks are created with.
+    pub fn options(&self) -> crate::options::TaskOptions {
+        crate::options::TaskOptions {
+            queue: self.queue.clone(),
+            priority: self.priority,
+            run_at: None,
+            delay_ms: self.delay_ms,
+            max_attempts: self.max_attempts,
+            backoff_ms: self.backoff_ms,
+            timeout_ms: self.timeout_ms,
+        }
+    }
+
+    /// The queue its tasks go to.
+    pub fn queue(&self) -> &str {
+        self.queue
+            .as_deref()
+            .unwrap_or(crate::options::DEFAULT_QUEUE)
+    }
+}

@@ -5,7 +5,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
-use super::{ClientArgs, EventArgs, IdArgs, Limit, ListArgs, QueueArgs, SubmitArgs, TasksArgs};
+use super::{
+    ClientArgs, EventArgs, IdArgs, Limit, ListArgs, NameArgs, QueueArgs, ScheduleArgs, SubmitArgs,
+    TaskOptionArgs, TasksArgs,
+};
 
 /// `println!` that ends the program quietly when the reader of our output
 /// has gone (`courier tasks | head`), like any Unix filter. (SIGPIPE stays
@@ -47,6 +50,7 @@ impl Api {
         let mut req = match method {
             "GET" => self.http.get(&url),
             "PUT" => self.http.put(&url),
+            "DELETE" => self.http.delete(&url),
             _ => self.http.post(&url),
         };
         if let Some(t) = &self.token {
@@ -93,7 +97,18 @@ fn print_task(t: &Value) {
     outln!("queue     {} (priority {})", s("queue"), t["priority"]);
     outln!("attempts  {} of {}", t["attempts"], t["max_attempts"]);
     if !t["run_at"].is_null() {
-        outln!("next run  {}", s("run_at"));
+        let label = if t["state"] == "suspended" {
+            "wakes at"
+        } else {
+            "next run"
+        };
+        outln!("{label:<9} {}", s("run_at"));
+    }
+    if !t["waiting"].is_null() {
+        outln!("waiting   {}", s("waiting"));
+    }
+    if !t["schedule"].is_null() {
+        outln!("schedule  {}", s("schedule"));
     }
     outln!("executor  {}", s("executor_id"));
     if !t["parent_id"].is_null() {
@@ -134,21 +149,10 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
     if let Some(k) = &a.idempotency_key {
         body["idempotency_key"] = k.clone().into();
     }
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let options = [
-        ("queue", a.queue.clone().map(Value::from)),
-        ("priority", a.priority.map(Value::from)),
-        ("delay_ms", a.delay.map(|d| ms(d).into())),
-        ("run_at", a.run_at.clone().map(Value::from)),
-        ("max_attempts", a.max_attempts.map(Value::from)),
-        ("backoff_ms", a.backoff.map(|d| ms(d).into())),
-        ("timeout_ms", a.timeout.map(|d| ms(d).into())),
-    ];
-    for (field, value) in options {
-        if let Some(v) = value {
-            body[field] = v;
-        }
+    if let Some(at) = &a.run_at {
+        body["run_at"] = at.clone().into();
     }
+    a.options.add_to(&mut body);
     let (status, task) = api.call("POST", "/api/v1/tasks", Some(body)).await?;
     if a.client.json {
         outln!("{task}");
@@ -174,6 +178,7 @@ pub async fn tasks(a: TasksArgs) -> anyhow::Result<()> {
         ("state", &a.state),
         ("kind", &a.kind),
         ("queue", &a.queue),
+        ("schedule", &a.schedule),
         ("parent", &a.parent),
         ("after", &a.after),
     ] {
@@ -248,6 +253,24 @@ pub async fn show(a: IdArgs) -> anyhow::Result<()> {
             h["changed_by"].as_str().unwrap_or("-"),
             h["attempt"]
         );
+    }
+    let steps = task["steps"].as_array().cloned().unwrap_or_default();
+    if !steps.is_empty() {
+        outln!("steps");
+        for st in &steps {
+            let result = match st["state"].as_str() {
+                Some("succeeded") => st["output"].to_string(),
+                _ => st["error"].as_str().unwrap_or("").to_string(),
+            };
+            outln!(
+                "  {}  {:<9}  {}  (attempt {})  {}",
+                st["finished_at"].as_str().unwrap_or(""),
+                st["state"].as_str().unwrap_or(""),
+                st["name"].as_str().unwrap_or(""),
+                st["attempt"],
+                result
+            );
+        }
     }
     let evs = events["events"].as_array().cloned().unwrap_or_default();
     if !evs.is_empty() {
@@ -379,6 +402,102 @@ pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
         outln!("{q}");
     } else {
         print_queues(std::slice::from_ref(&q));
+    }
+    Ok(())
+}
+
+impl TaskOptionArgs {
+    /// Sets the options given as flags on a request body.
+    fn add_to(&self, body: &mut Value) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let options = [
+            ("queue", self.queue.clone().map(Value::from)),
+            ("priority", self.priority.map(Value::from)),
+            ("delay_ms", self.delay.map(|d| ms(d).into())),
+            ("max_attempts", self.max_attempts.map(Value::from)),
+            ("backoff_ms", self.backoff.map(|d| ms(d).into())),
+            ("timeout_ms", self.timeout.map(|d| ms(d).into())),
+        ];
+        for (field, value) in options {
+            if let Some(v) = value {
+                body[field] = v;
+            }
+        }
+    }
+}
+
+fn print_schedules(schedules: &[Value]) {
+    outln!(
+        "{:<20}  {:<16}  {:<20}  {:<7}  {:<5}  {:<24}  LAST TASK",
+        "SCHEDULE",
+        "CRON",
+        "KIND",
+        "ENABLED",
+        "CATCH",
+        "NEXT RUN"
+    );
+    for sc in schedules {
+        outln!(
+            "{:<20}  {:<16}  {:<20}  {:<7}  {:<5}  {:<24}  {}",
+            sc["name"].as_str().unwrap_or(""),
+            sc["cron"].as_str().unwrap_or(""),
+            sc["kind"].as_str().unwrap_or(""),
+            if sc["enabled"] == true { "yes" } else { "no" },
+            sc["catch_up"].as_str().unwrap_or(""),
+            sc["next_run_at"].as_str().unwrap_or("-"),
+            sc["last_task_id"].as_str().unwrap_or("-")
+        );
+    }
+}
+
+pub async fn schedules(a: ListArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.client, Duration::from_secs(30));
+    let (_, page) = api.call("GET", "/api/v1/schedules", None).await?;
+    if a.client.json {
+        outln!("{page}");
+    } else {
+        print_schedules(
+            page["schedules"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+        );
+    }
+    Ok(())
+}
+
+pub async fn schedule(a: ScheduleArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.client, Duration::from_secs(30));
+    let mut body = serde_json::json!({
+        "cron": a.cron,
+        "kind": a.kind,
+        "input": parse_json("input", a.input.as_deref())?,
+        "catch_up": a.catch_up,
+        "enabled": !a.disabled,
+    });
+    a.options.add_to(&mut body);
+    let path = format!("/api/v1/schedules/{}", urlencode(&a.name));
+    let (status, sc) = api.call("PUT", &path, Some(body)).await?;
+    if a.client.json {
+        outln!("{sc}");
+    } else {
+        outln!("{}", if status == 201 { "created" } else { "replaced" });
+        print_schedules(std::slice::from_ref(&sc));
+        for t in sc["next_runs"].as_array().into_iter().flatten() {
+            outln!("  next  {}", t.as_str().unwrap_or(""));
+        }
+    }
+    Ok(())
+}
+
+pub async fn unschedule(a: NameArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.client, Duration::from_secs(30));
+    let path = format!("/api/v1/schedules/{}", urlencode(&a.name));
+    api.call("DELETE", &path, None).await?;
+    if a.client.json {
+        outln!("{}", serde_json::json!({"deleted": a.name}));
+    } else {
+        outln!("schedule {} deleted (the tasks it created stay)", a.name);
     }
     Ok(())
 }

@@ -44,6 +44,12 @@ pub enum Command {
     Queues(ListArgs),
     /// Show a queue, or change its limits: `courier queue mail --concurrency 4 --rate 10 --pause`.
     Queue(QueueArgs),
+    /// List the schedules (recurring tasks) with their next slots.
+    Schedules(ListArgs),
+    /// Create or replace a schedule: `courier schedule nightly '0 3 * * *' demo.echo '{"x":1}' --catch-up one`.
+    Schedule(ScheduleArgs),
+    /// Delete a schedule (the tasks it created stay).
+    Unschedule(NameArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -189,18 +195,27 @@ pub struct SubmitArgs {
     /// Create at most one task for this key.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Start no sooner than this time (RFC 3339, e.g. 2026-12-24T18:00:00Z).
+    #[arg(long, conflicts_with = "delay")]
+    pub run_at: Option<String>,
+    #[command(flatten)]
+    pub options: TaskOptionArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// The queue options of a task, as flags (`submit`, `schedule`).
+#[derive(Args, Debug, Clone)]
+pub struct TaskOptionArgs {
     /// The queue to run from (default: the kind's, else `default`).
     #[arg(long)]
     pub queue: Option<String>,
     /// Priority within the queue, -100 to 100 (higher starts first).
     #[arg(long, allow_hyphen_values = true)]
     pub priority: Option<i32>,
-    /// Start no sooner than this from now: `500ms`, `30s`, `2h`.
-    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "run_at")]
+    /// Start no sooner than this from now (a schedule: from its slot): `500ms`, `30s`, `2h`.
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub delay: Option<std::time::Duration>,
-    /// Start no sooner than this time (RFC 3339, e.g. 2026-12-24T18:00:00Z).
-    #[arg(long)]
-    pub run_at: Option<String>,
     /// Attempts allowed, 1 to 100: a failed attempt with attempts left is retried.
     #[arg(long)]
     pub max_attempts: Option<u32>,
@@ -210,6 +225,33 @@ pub struct SubmitArgs {
     /// An attempt running longer is aborted and fails with code `timeout`.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    /// The schedule's name (a-z, 0-9, `_`, `.`, `-`).
+    pub name: String,
+    /// Cron expression, UTC: 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first. Quote it.
+    pub cron: String,
+    /// Task kind each slot creates.
+    pub kind: String,
+    /// Input of each task, as JSON (default null).
+    pub input: Option<String>,
+    /// Slots missed while no process ran: `skip` (none), `one` (one task for all) or `all` (one each, at most 100).
+    #[arg(long, default_value = "skip")]
+    pub catch_up: String,
+    /// Save it disabled (no slot fires until it is saved enabled).
+    #[arg(long)]
+    pub disabled: bool,
+    #[command(flatten)]
+    pub options: TaskOptionArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct NameArgs {
+    pub name: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -270,6 +312,9 @@ pub struct TasksArgs {
     pub kind: Option<String>,
     #[arg(long)]
     pub queue: Option<String>,
+    /// Only tasks created by this schedule.
+    #[arg(long)]
+    pub schedule: Option<String>,
     #[arg(long)]
     pub parent: Option<String>,
     #[arg(long, default_value_t = 20)]
@@ -321,5 +366,8 @@ pub async fn run(args: Cli) -> anyhow::Result<()> {
         Command::Cancel(a) => client::cancel(a).await,
         Command::Queues(a) => client::queues(a).await,
         Command::Queue(a) => client::queue(a).await,
+        Command::Schedules(a) => client::schedules(a).await,
+        Command::Schedule(a) => client::schedule(a).await,
+        Command::Unschedule(a) => client::unschedule(a).await,
     }
 }

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use courier_actors::client::MAX_BATCH;
-use courier_actors::{NewTask, QueueUpdate, TaskFilter, TaskOptions, TaskState};
+use courier_actors::{
+    CatchUp, NewTask, QueueUpdate, ScheduleSpec, TaskFilter, TaskOptions, TaskState,
+};
 
 use crate::error::ApiError;
 use crate::WebState;
@@ -49,18 +51,7 @@ pub struct CreateTask {
 impl CreateTask {
     /// Reads a body, naming the field at fault in any error.
     fn parse(body: Value) -> Result<CreateTask, ApiError> {
-        object(&body)?;
-        serde_path_to_error::deserialize(body).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.inner().to_string();
-            match path.as_str() {
-                "." | "" => ApiError::InvalidField {
-                    field: unknown_field(&message),
-                    message,
-                },
-                _ => ApiError::invalid(path.clone(), format!("{path}: {message}")),
-            }
-        })
+        parse_body(body)
     }
 
     /// The task to create.
@@ -91,6 +82,27 @@ fn object(body: &Value) -> Result<(), ApiError> {
             message: "the body must be a JSON object".into(),
         })
     }
+}
+
+/// Reads a JSON object body as `T`, naming the field at fault in any error
+/// (422).
+fn parse_body<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    object(&body)?;
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let field = match path.as_str() {
+            "." | "" => unknown_field(&message),
+            _ => Some(path.clone()),
+        };
+        ApiError::InvalidField {
+            message: match &field {
+                Some(f) if !message.contains(f.as_str()) => format!("{f}: {message}"),
+                _ => message,
+            },
+            field,
+        }
+    })
 }
 
 /// The field serde names in "unknown field `x`, …" or "missing field `x`".
@@ -252,7 +264,11 @@ pub async fn get_task(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "task id")?;
-    Ok(HttpResponse::Ok().json(state.client.get(id).await?))
+    let task = state.client.get(id).await?;
+    let steps = state.client.steps(id).await?;
+    let mut body = serde_json::to_value(task).map_err(|_| ApiError::Internal)?;
+    body["steps"] = serde_json::to_value(steps).map_err(|_| ApiError::Internal)?;
+    Ok(HttpResponse::Ok().json(body))
 }
 
 pub async fn list_tasks(
@@ -418,24 +434,105 @@ pub async fn put_queue(
     name: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    object(&body)?;
-    let update: QueueUpdate = serde_path_to_error::deserialize(body).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string();
-        let field = match path.as_str() {
-            "." | "" => unknown_field(&message),
-            _ => Some(path.clone()),
-        };
-        ApiError::InvalidField {
-            message: match &field {
-                Some(f) if !message.contains(f.as_str()) => format!("{f}: {message}"),
-                _ => message,
-            },
-            field,
-        }
-    })?;
+    let update: QueueUpdate = parse_body(body.into_inner())?;
     Ok(HttpResponse::Ok().json(state.client.update_queue(&name, &update).await?))
+}
+
+/// Body of `PUT /api/v1/schedules/{name}`: the whole schedule (a PUT
+/// replaces it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutSchedule {
+    pub cron: String,
+    pub kind: String,
+    #[serde(default)]
+    pub input: Value,
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub catch_up: Option<String>,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl PutSchedule {
+    fn into_spec(self) -> Result<ScheduleSpec, ApiError> {
+        let catch_up: CatchUp = match self.catch_up.as_deref() {
+            None => CatchUp::default(),
+            Some(c) => c.parse()?,
+        };
+        Ok(ScheduleSpec {
+            cron: self.cron,
+            kind: self.kind,
+            input: self.input,
+            options: TaskOptions {
+                queue: self.queue,
+                priority: self.priority,
+                run_at: self.run_at,
+                delay_ms: self.delay_ms,
+                max_attempts: self.max_attempts,
+                backoff_ms: self.backoff_ms,
+                timeout_ms: self.timeout_ms,
+            },
+            catch_up,
+            enabled: self.enabled,
+        })
+    }
+}
+
+/// `GET /api/v1/schedules`.
+pub async fn schedules(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
+    let schedules = state.client.schedules().await?;
+    Ok(HttpResponse::Ok().json(json!({ "schedules": schedules })))
+}
+
+/// `GET /api/v1/schedules/{name}`.
+pub async fn get_schedule(
+    state: web::Data<WebState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.client.schedule(&name).await?))
+}
+
+/// `PUT /api/v1/schedules/{name}`: 201 created, 200 replaced.
+pub async fn put_schedule(
+    state: web::Data<WebState>,
+    name: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let spec = parse_body::<PutSchedule>(body.into_inner())?.into_spec()?;
+    let (schedule, created) = state.client.put_schedule(&name, &spec).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(status).json(schedule))
+}
+
+/// `DELETE /api/v1/schedules/{name}`: 204; the tasks it created stay.
+pub async fn delete_schedule(
+    state: web::Data<WebState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.client.delete_schedule(&name).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn kinds(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {

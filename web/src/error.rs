@@ -135,6 +135,9 @@ impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         match e {
             CoreError::NotFound(id) => ApiError::NotFound(format!("task {id} not found")),
+            CoreError::NoSchedule(name) => {
+                ApiError::NotFound(format!("no schedule named {name:?}"))
+            }
             CoreError::Conflict(m) => ApiError::Conflict(m),
             CoreError::Invalid(m) => ApiError::InvalidField {
                 field: None,

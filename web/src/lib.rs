@@ -123,6 +123,10 @@ impl WebState {
                     .route("/queues", web::get().to(api::queues))
                     .route("/queues/{name}", web::get().to(api::get_queue))
                     .route("/queues/{name}", web::put().to(api::put_queue))
+                    .route("/schedules", web::get().to(api::schedules))
+                    .route("/schedules/{name}", web::get().to(api::get_schedule))
+                    .route("/schedules/{name}", web::put().to(api::put_schedule))
+                    .route("/schedules/{name}", web::delete().to(api::delete_schedule))
                     .route("/kinds", web::get().to(api::kinds))
                     .route("/openapi.json", web::get().to(api::openapi))
                     .default_service(web::to(not_found)),

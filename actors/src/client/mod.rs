@@ -19,7 +19,8 @@ use self::watch::TaskWatch;
 use crate::creation::{prepare, LocalKinds, Request};
 use crate::error::{Error, Result};
 use crate::model::{
-    ExecutorInfo, HistoryEntry, NewTask, QueueInfo, QueueUpdate, Task, TaskEvent, TaskFilter,
+    ExecutorInfo, HistoryEntry, NewTask, QueueInfo, QueueUpdate, Schedule, ScheduleSpec, Step,
+    Task, TaskEvent, TaskFilter,
 };
 use crate::notify::cancel_tree;
 use crate::protocol::{announce, envelope, new_trace_id, pool_of, Bus, Msg};
@@ -382,5 +383,74 @@ impl Client {
         }
         tracing::info!(queue = name, concurrency = ?q.concurrency, rate_per_s = ?q.rate_per_s, paused = q.paused, "queue settings changed");
         Ok(q)
+    }
+
+    /// The journal of task `id`: its steps, in the order they ended.
+    pub async fn steps(&self, id: Uuid) -> Result<Vec<Step>> {
+        self.store.steps(id).await
+    }
+
+    /// Creates (`true`) or replaces (`false`) schedule `name`. Refused with
+    /// [`Error::InvalidField`] naming the field (`name`, `cron`, an option)
+    /// or [`Error::UnknownKind`] when no executor runs its kind. Its queue's
+    /// executors are told its next slot at once.
+    pub async fn put_schedule(&self, name: &str, spec: &ScheduleSpec) -> Result<(Schedule, bool)> {
+        let cron = crate::schedule::validate(name, spec)?;
+        if !self.local_kinds.contains_key(&spec.kind)
+            && self.store.kind_defaults(&spec.kind).await?.is_none()
+        {
+            return Err(Error::UnknownKind(spec.kind.clone()));
+        }
+        let next = if spec.enabled {
+            cron.after(crate::model::now())
+        } else {
+            None
+        };
+        let (s, created) = self.store.put_schedule(name, spec, next).await?;
+        if let Some(at) = s.next_run_at {
+            // A due time like a task's `run_at`: whoever serves the queue
+            // sets its timer for it (no task yet, hence the nil id).
+            self.bus.tell(envelope(
+                self.me(),
+                pool_of(s.queue()),
+                &new_trace_id(),
+                Msg::TaskScheduled {
+                    task_id: Uuid::nil(),
+                    queue: s.queue().to_string(),
+                    run_at: at,
+                },
+            ));
+        }
+        tracing::info!(schedule = name, cron = %s.cron, kind = %s.kind, enabled = s.enabled, next = ?s.next_run_at, created, "schedule saved");
+        Ok((crate::schedule::with_upcoming(s), created))
+    }
+
+    /// Schedule `name`; [`Error::NoSchedule`] if there is none.
+    pub async fn schedule(&self, name: &str) -> Result<Schedule> {
+        Ok(crate::schedule::with_upcoming(
+            self.store.schedule(name).await?,
+        ))
+    }
+
+    /// Every schedule, by name.
+    pub async fn schedules(&self) -> Result<Vec<Schedule>> {
+        Ok(self
+            .store
+            .schedules()
+            .await?
+            .into_iter()
+            .map(crate::schedule::with_upcoming)
+            .collect())
+    }
+
+    /// Deletes schedule `name` (the tasks it created stay);
+    /// [`Error::NoSchedule`] if there is none.
+    pub async fn delete_schedule(&self, name: &str) -> Result<()> {
+        if self.store.delete_schedule(name).await? {
+            tracing::info!(schedule = name, "schedule deleted");
+            Ok(())
+        } else {
+            Err(Error::NoSchedule(name.to_string()))
+        }
     }
 }

@@ -124,6 +124,7 @@ async fn sweep_once(
             Msg::CancelTask { task_id: task },
         ));
     }
-    // 4. Timers: the next due time, whoever scheduled it.
-    store.next_due().await
+    // 4. Timers: the next due time, whoever scheduled it (tasks, durable
+    //    timers and schedules' slots).
+    super::timers::next_timer(store).await
 }

@@ -10,14 +10,19 @@
 //! makes what is due `pending` (any number of executors may do it at once:
 //! each task is promoted once) and each promoted task is announced on its
 //! queue's pool like a new one, then the timer is set for the next due time.
+//!
+//! Schedules ride on the same timer: their `next_run_at` is a due time like
+//! a task's `run_at`, and each pass fires the due ones
+//! ([`crate::schedule::fire_due`]) beside promoting due tasks.
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use super::{ExecutorActor, Job};
+use crate::error::Result;
 use crate::model::now;
-use crate::protocol::start_task;
-use crate::store::detached;
+use crate::protocol::{announce, start_task};
+use crate::store::{detached, Store};
 
 /// How many tasks one promotion makes pending; more are promoted at once
 /// after.
@@ -52,23 +57,30 @@ impl ExecutorActor {
         }
         let store = self.store.clone();
         let me = self.id.clone();
+        let local = self.local_kinds.clone();
         ctx.spawn(
             detached(async move {
                 let promoted = store.promote_due(&me, PROMOTE_BATCH).await?;
-                let next = store.next_due().await?;
-                Ok::<_, crate::Error>((promoted, next))
+                let (fired, more) = crate::schedule::fire_due(&store, &local, &me).await?;
+                let next = next_timer(&store).await?;
+                Ok::<_, crate::Error>((promoted, fired, more, next))
             })
             .into_actor(self)
             .map(|res, act, ctx| {
                 act.jobs.end(Job::Promote);
                 match res {
-                    Ok((promoted, next)) => {
+                    Ok((promoted, fired, more_fired, next)) => {
                         if !promoted.is_empty() {
                             tracing::debug!(n = promoted.len(), "scheduled tasks are due");
                         }
-                        let more = promoted.len() as u32 == PROMOTE_BATCH;
+                        let more = promoted.len() as u32 == PROMOTE_BATCH || more_fired;
                         for t in &promoted {
                             act.bus.tell(start_task(act.address.clone(), t));
+                        }
+                        for t in &fired {
+                            if let Some(env) = announce(act.address.clone(), t) {
+                                act.bus.tell(env);
+                            }
                         }
                         if more {
                             act.jobs.want(Job::Promote);
@@ -85,4 +97,15 @@ impl ExecutorActor {
             }),
         );
     }
+}
+
+/// The earliest due time in the store: a `scheduled` task, a durable
+/// timer, or a schedule's next slot (two index lookups).
+pub(super) async fn next_timer(store: &Store) -> Result<Option<DateTime<Utc>>> {
+    let tasks = store.next_due().await?;
+    let slots = store.next_schedule_due().await?;
+    Ok(match (tasks, slots) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }

@@ -87,6 +87,7 @@ mod executors;
 mod journal;
 mod queues;
 mod retention;
+mod schedules;
 mod tasks;
 mod watchers;
 
@@ -95,6 +96,7 @@ pub use executors::{ExecutorRegistration, Offer};
 pub use journal::{Suspension, Wait};
 pub use queues::Claimed;
 pub use retention::Retention;
+pub use schedules::Fired;
 pub use tasks::{Finished, Outcome, TaskInsert};
 
 /// Which database a store talks to.

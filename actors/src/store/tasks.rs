@@ -47,11 +47,13 @@ pub struct TaskInsert {
     pub trace_id: String,
     pub created_by: String,
     pub options: Resolved,
+    /// The schedule whose slot created it.
+    pub schedule: Option<String>,
 }
 
 impl TaskInsert {
     /// `scheduled` until its `run_at`, else `pending`.
-    fn state(&self) -> TaskState {
+    pub(super) fn state(&self) -> TaskState {
         if self.options.run_at.is_some() {
             TaskState::Scheduled
         } else {
@@ -62,11 +64,12 @@ impl TaskInsert {
 
 /// The columns a new task sets, in the order [`bind_insert`] binds them
 /// from `$1`.
-const INSERT_COLS: &str = "id, kind, state, input, idempotency_key, trace_id, changed_by, \
-     created_at, updated_at, queue, priority, run_at, max_attempts, backoff_ms, timeout_ms";
-const INSERT_VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14";
+pub(super) const INSERT_COLS: &str = "id, kind, state, input, idempotency_key, trace_id, changed_by, \
+     created_at, updated_at, queue, priority, run_at, max_attempts, backoff_ms, timeout_ms, schedule";
+pub(super) const INSERT_VALUES: &str =
+    "$1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14, $15";
 
-/// Binds a [`TaskInsert`] as `$1 … $14` of [`INSERT_COLS`].
+/// Binds a [`TaskInsert`] as `$1 … $15` of [`INSERT_COLS`].
 macro_rules! bind_insert {
     ($q:expr, $t:expr, $ts:expr) => {
         $q.bind($t.id)
@@ -83,8 +86,10 @@ macro_rules! bind_insert {
             .bind($t.options.max_attempts)
             .bind($t.options.backoff_ms)
             .bind($t.options.timeout_ms)
+            .bind(&$t.schedule)
     };
 }
+pub(super) use bind_insert;
 
 impl Store {
     /// Inserts a top-level task. With an idempotency key that exists already,
@@ -167,9 +172,9 @@ impl Store {
         // INSERT … SELECT to tell ON CONFLICT apart from a join constraint.)
         let sql = format!(
             "INSERT INTO tasks ({INSERT_COLS}, parent_id, spawn_seq, parent_attempt) \
-             SELECT {INSERT_VALUES}, p.id, $15, p.attempts FROM tasks p \
-             WHERE p.id = $16 AND p.executor_id = $18 AND p.epoch = $17 AND p.state IN {HELD} \
-               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $18 AND e.state = 'dead') \
+             SELECT {INSERT_VALUES}, p.id, $16, p.attempts FROM tasks p \
+             WHERE p.id = $17 AND p.executor_id = $19 AND p.epoch = $18 AND p.state IN {HELD} \
+               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $19 AND e.state = 'dead') \
              ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
         let row: Option<Task> = on_pool!(self, p => bind_insert!(sqlx::query_as(&sql), t, now())

@@ -564,6 +564,7 @@ impl Handler<Suspend> for TaskActor {
                 Ok(Suspension::Suspended(task)) => {
                     tracing::info!(parent: &act.span(), waiting = task.waiting.as_deref().unwrap_or(""), "suspended");
                     act.ending = true;
+                    crate::metrics::metrics().suspended(&task.queue);
                     act.shared.publish(&act.bus, &act.me, (*task).clone());
                     if let Some(env) = announce(act.me.clone(), &task) {
                         act.bus.tell(env);
