@@ -775,8 +775,131 @@ async fn queue_semantics_over_http(db: &TestDb) {
     s.stop().await;
 }
 
+/// Schedules over HTTP (create 201, replace 200, read, list, delete 204,
+/// 404 after; 422 naming the field for every bad value), the `schedule`
+/// filter, and a task's journaled steps in its JSON.
+async fn schedules_and_steps_over_http(db: &TestDb) {
+    let s = Server::start(db, WebConfig::default()).await;
+    let put = |name: &str, body: Value| {
+        let path = format!("/api/v1/schedules/{name}");
+        let body = body.to_string();
+        let s = &s;
+        async move { s.call("PUT", &path, Some(&body), None).await }
+    };
+    let (st, sc) = put(
+        "tick",
+        json!({"cron": "* * * * * *", "kind": "demo.echo", "input": {"n": 1}, "queue": "ticks", "catch_up": "one"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{sc}");
+    assert_eq!(
+        (
+            &sc["name"],
+            &sc["cron"],
+            &sc["queue"],
+            &sc["catch_up"],
+            &sc["enabled"]
+        ),
+        (
+            &json!("tick"),
+            &json!("* * * * * *"),
+            &json!("ticks"),
+            &json!("one"),
+            &json!(true)
+        )
+    );
+    assert_eq!(sc["priority"], Value::Null);
+    assert_eq!(sc["next_runs"].as_array().unwrap().len(), 5);
+    // Its tasks carry its name and are listed by it (the queue has no
+    // executor here: they wait, which is enough).
+    let listed = common::eventually("a slot to fire", Duration::from_secs(20), || async {
+        let (_, l) = s.get("/api/v1/tasks?schedule=tick").await;
+        let tasks = l["tasks"].as_array().cloned().unwrap_or_default();
+        (!tasks.is_empty()).then_some(tasks)
+    })
+    .await;
+    assert!(listed
+        .iter()
+        .all(|t| t["schedule"] == "tick" && t["queue"] == "ticks"));
+    let (st, sc) = put(
+        "tick",
+        json!({"cron": "0 3 * * *", "kind": "demo.echo", "enabled": false}),
+    )
+    .await;
+    assert_eq!(st, 200, "{sc}");
+    assert_eq!(
+        (&sc["enabled"], &sc["next_run_at"]),
+        (&json!(false), &Value::Null)
+    );
+    assert_eq!(s.get("/api/v1/schedules/tick").await.1["cron"], "0 3 * * *");
+    let (st, l) = s.get("/api/v1/schedules").await;
+    assert_eq!((st, l["schedules"].as_array().unwrap().len()), (200, 1));
+    for (body, f) in [
+        (json!({"cron": "0 25 * * *", "kind": "demo.echo"}), "cron"),
+        (json!({"cron": "* * *", "kind": "demo.echo"}), "cron"),
+        (json!({"kind": "demo.echo"}), "cron"),
+        (json!({"cron": "* * * * *", "kind": "no.such"}), "kind"),
+        (
+            json!({"cron": "* * * * *", "kind": "demo.echo", "catch_up": "some"}),
+            "catch_up",
+        ),
+        (
+            json!({"cron": "* * * * *", "kind": "demo.echo", "run_at": "2030-01-01T00:00:00Z"}),
+            "run_at",
+        ),
+        (
+            json!({"cron": "* * * * *", "kind": "demo.echo", "priority": 101}),
+            "priority",
+        ),
+        (
+            json!({"cron": "* * * * *", "kind": "demo.echo", "every": 5}),
+            "every",
+        ),
+    ] {
+        let (st, e) = put("other", body.clone()).await;
+        assert_eq!((st, field(&e)), (422, f), "{body}: {e}");
+    }
+    let (st, e) = put(
+        "Bad%20Name",
+        json!({"cron": "* * * * *", "kind": "demo.echo"}),
+    )
+    .await;
+    assert_eq!((st, field(&e)), (422, "name"), "{e}");
+    let (st, e) = s
+        .call("PUT", "/api/v1/schedules/x", Some("{nope"), None)
+        .await;
+    assert_eq!(st, 400, "{e}");
+    let (st, _) = s.call("DELETE", "/api/v1/schedules/tick", None, None).await;
+    assert_eq!(st, 204);
+    let (st, e) = s.get("/api/v1/schedules/tick").await;
+    assert_eq!((st, code(&e)), (404, "not_found"));
+    let (st, _) = s.call("DELETE", "/api/v1/schedules/tick", None, None).await;
+    assert_eq!(st, 404);
+
+    // Steps in a task's JSON.
+    let (st, t) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.steps", "input": {"n": 2, "ms": 1}, "wait_ms": 10_000}),
+        )
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let (_, t) = s
+        .get(&format!("/api/v1/tasks/{}", t["id"].as_str().unwrap()))
+        .await;
+    let steps = t["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{t}");
+    assert_eq!(
+        (&steps[0]["name"], &steps[0]["state"], &steps[0]["output"]),
+        (&json!("step 0"), &json!("succeeded"), &json!(0))
+    );
+    assert!(steps[1]["started_at"].is_string() && steps[1]["finished_at"].is_string());
+    s.stop().await;
+}
+
 on_both_databases!(
     the_api_end_to_end,
     bearer_tokens_guard_the_api,
-    queue_semantics_over_http
+    queue_semantics_over_http,
+    schedules_and_steps_over_http
 );
