@@ -30,7 +30,7 @@ async fn catch_up_after_downtime(db: &TestDb) {
     let store = db.store().await;
     let minute = now().duration_trunc(TimeDelta::minutes(1)).unwrap();
     let down_since = minute - TimeDelta::minutes(10);
-    for (policy, expected) in [(CatchUp::Skip, 1), (CatchUp::One, 2), (CatchUp::All, 11)] {
+    for policy in [CatchUp::Skip, CatchUp::One, CatchUp::All] {
         let name = format!("every-minute-{}", policy.as_str());
         let spec = ScheduleSpec::new("* * * * *", "demo.echo", json!(null)).catch_up(policy);
         store
