@@ -97,6 +97,13 @@ impl Fleet {
         self.prefix.as_deref()
     }
 
+    /// Runs one SQL statement on the fleet's PostgreSQL database, outside
+    /// courier: for a test that moves time instead of waiting.
+    pub fn raw(&self, sql: &str) {
+        let pg = self._pg.as_ref().expect("a PostgreSQL fleet");
+        actix::System::new().block_on(pg.raw(sql));
+    }
+
     /// A web process (no executor).
     pub fn web(&self, node: &str) -> Proc {
         Proc::start(node, &self.args("web", node))
