@@ -111,7 +111,9 @@ async fn a_restart_mid_flight_loses_nothing(db: &TestDb) {
                 .id,
         );
     }
-    assert_eq!(c.get(waiting[0]).await.unwrap().state, TaskState::Suspended);
+    // The event woke its task (in no executor's memory): it waits to be
+    // claimed.
+    assert_eq!(c.get(waiting[0]).await.unwrap().state, TaskState::Pending);
 
     let rt2 = db.builder().start().await.unwrap();
     let c2 = rt2.client();
@@ -173,17 +175,26 @@ async fn a_restart_mid_flight_loses_nothing(db: &TestDb) {
     rt2.shutdown().await;
 }
 
-/// A clean stop hands work back at once: the next executor does not wait
-/// for any timeout.
+/// A clean stop hands back at once what is running, and only that: the
+/// next executor does not wait for any timeout. A suspended task is in no
+/// executor's memory: the stop leaves it alone and the restart runs
+/// nothing of it until its event comes.
 async fn a_clean_stop_hands_work_back_at_once(db: &TestDb) {
     let rt1 = db.builder().start().await.unwrap();
     let c = rt1.client();
     let t = suspended_awaiting(&c, "go").await;
+    let busy = c
+        .submit(NewTask::new("demo.sleep", json!({"ms": 300})))
+        .await
+        .unwrap()
+        .task;
+    until_state(&c, busy.id, TaskState::Running).await;
     let first = rt1.executor_id().unwrap().to_string();
     rt1.shutdown().await;
-    let back = c.get(t.id).await.unwrap();
-    assert_eq!(back.state, TaskState::Pending);
-    assert_eq!(back.executor_id, None);
+    let back = c.get(busy.id).await.unwrap();
+    assert_eq!((back.state, back.executor_id), (TaskState::Pending, None));
+    let left = c.get(t.id).await.unwrap();
+    assert_eq!((left.state, left.executor_id), (TaskState::Suspended, None));
     assert_eq!(
         c.store().executor(&first).await.unwrap().unwrap().state,
         ExecutorState::Stopped
@@ -196,12 +207,11 @@ async fn a_clean_stop_hands_work_back_at_once(db: &TestDb) {
     };
     let rt2 = db.builder().executor(slow).start().await.unwrap();
     let c2 = rt2.client();
-    eventually(
-        "the task to be picked up again",
-        Duration::from_secs(5),
-        || async { (c2.get(t.id).await.unwrap().state == TaskState::Suspended).then_some(()) },
-    )
-    .await;
+    let (slept, _) = c2.wait(busy.id, WAIT).await.unwrap();
+    assert_eq!((slept.state, slept.attempts), (TaskState::Succeeded, 1));
+    // The restart ran nothing of the suspended task.
+    let lines = c2.history(t.id).await.unwrap();
+    assert_eq!(lines.last().unwrap().to_state, "suspended", "{lines:?}");
     c2.send_event(t.id, "go", json!("resumed")).await.unwrap();
     let (done, _) = c2.wait(t.id, WAIT).await.unwrap();
     assert_eq!(
@@ -385,13 +395,13 @@ async fn an_executor_declared_dead_comes_back_as_a_new_one(db: &TestDb) {
             .map(|e| e.id)
     })
     .await;
-    // The suspended task is taken over (by the new identity) and its event
-    // reaches it.
-    eventually("the task to run again", WAIT, || async {
-        let t = c.get(t.id).await.unwrap();
-        (t.state == TaskState::Suspended && t.epoch == 2).then_some(())
-    })
-    .await;
+    // The suspended task was held by nobody: nothing to take over. Its
+    // event wakes it onto the new identity.
+    let asleep = c.get(t.id).await.unwrap();
+    assert_eq!(
+        (asleep.state, asleep.executor_id, asleep.epoch),
+        (TaskState::Suspended, None, 1)
+    );
     c.send_event(t.id, "go", json!("again")).await.unwrap();
     let (done, _) = c.wait(t.id, WAIT).await.unwrap();
     assert_eq!(done.state, TaskState::Succeeded);

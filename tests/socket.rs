@@ -173,9 +173,10 @@ fn the_four_flows_cross_processes(mesh: &Mesh) {
     drop((a, b, web));
 }
 
-/// SIGKILL the executor that holds a suspended task; send the event while no
-/// executor owns it; start another executor: the event is delivered and the
-/// task finishes.
+/// SIGKILL the executor that ran a task now suspended (held by nobody, in
+/// the database); send the event while no executor runs: it wakes the task,
+/// which waits to be claimed; start another executor: it replays the task,
+/// which finishes with the event.
 fn a_killed_executors_suspended_task_gets_its_event(mesh: &Mesh) {
     let a = mesh.executor("exec-a", "demo.await_event,demo.sleep");
     let web = mesh.web("web-1");
@@ -185,14 +186,19 @@ fn a_killed_executors_suspended_task_gets_its_event(mesh: &Mesh) {
         json!({"kind": "demo.await_event", "input": {"name": "booted"}}),
     );
     let t = until_state(&web, &id(&w), "suspended");
-    assert!(t["executor_id"].as_str().unwrap().starts_with("exec-a"));
+    assert_eq!(t["executor_id"], Value::Null, "{t}");
+    let (_, h) = web.get(&format!("/api/v1/tasks/{}/history", id(&w)));
+    assert!(h["history"][1]["changed_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("exec-a"));
     a.kill9();
     let (st, _) = web.post(
         &format!("/api/v1/tasks/{}/events", id(&w)),
         json!({"name": "booted", "payload": {"ok": true}}),
     );
     assert_eq!(st, 202, "the event is committed while nobody runs the task");
-    assert_eq!(state_of(&web, &id(&w))["state"], "suspended");
+    assert_eq!(state_of(&web, &id(&w))["state"], "pending", "woken");
     let c = mesh.executor("exec-c", "demo.await_event,demo.sleep");
     let done = until_state(&web, &id(&w), "succeeded");
     assert_eq!(done["output"], json!({"ok": true}));
