@@ -50,8 +50,8 @@ mod timers;
 /// Tuning of an executor.
 #[derive(Clone, Debug)]
 pub struct ExecutorConfig {
-    /// Runs at once. Suspended runs do not count: they hold memory, not a
-    /// slot, so parents waiting for sub-tasks never starve them.
+    /// Runs at once. A suspended task is in no executor's memory and takes
+    /// no slot, so parents waiting for sub-tasks never starve them.
     pub capacity: u32,
     /// How often the executor records that it is alive.
     pub heartbeat_interval: Duration,

@@ -557,21 +557,38 @@ impl Handler<Suspend> for TaskActor {
         let fence = self.fence.clone();
         ctx.wait(
             detached(async move {
-                retry("suspending a task", FINISH_RETRY, || store.suspend(&fence, &wait)).await
+                let s = retry("suspending a task", FINISH_RETRY, || store.suspend(&fence, &wait)).await?;
+                // A watch opened while the run went on may have missed
+                // this actor (it stops now): the store knows every watcher.
+                let watchers = match &s {
+                    Suspension::Suspended(t) if t.watched => {
+                        store.stream_watchers(t.id).await.unwrap_or_default()
+                    }
+                    _ => Vec::new(),
+                };
+                Ok::<_, Error>((s, watchers))
             })
             .into_actor(self)
             .map(|res, act, ctx| match res {
-                Ok(Suspension::Suspended(task)) => {
+                Ok((Suspension::Suspended(task), watchers)) => {
                     tracing::info!(parent: &act.span(), waiting = task.waiting.as_deref().unwrap_or(""), "suspended");
                     act.ending = true;
                     crate::metrics::metrics().suspended(&task.queue);
+                    {
+                        let mut f = act.shared.followers();
+                        for w in watchers.iter().filter_map(|w| w.parse().ok()) {
+                            if !f.watchers.contains(&w) {
+                                f.watchers.push(w);
+                            }
+                        }
+                    }
                     act.shared.publish(&act.bus, &act.me, (*task).clone());
                     if let Some(env) = announce(act.me.clone(), &task) {
                         act.bus.tell(env);
                     }
                     ctx.stop();
                 }
-                Ok(Suspension::Woken) => {
+                Ok((Suspension::Woken, _)) => {
                     tracing::debug!(parent: &act.span(), "what the run waits for came as it suspended; running it again");
                     act.begin(ctx);
                 }
