@@ -23,53 +23,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use courier::actors::model::now;
 use courier::{
-    ExecutorConfig, NewTask, Retention, Runtime, RuntimeBuilder, ScheduleSpec, Store, StoreOptions,
-    TaskContext, TaskError, TaskFilter, TaskState,
+    ExecutorConfig, NewTask, Retention, Runtime, RuntimeBuilder, ScheduleSpec, Store, TaskContext,
+    TaskError, TaskFilter, TaskState,
 };
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use sqlx::Connection;
-use support::{create_schema, drop_schemas, env_usize, hist, pg_url};
+use support::{drop_schemas, env_usize, hist, ms, pg_url, target, Target};
 use tokio::sync::mpsc;
-
-struct Target {
-    label: &'static str,
-    url: String,
-    options: StoreOptions,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn target(which: &str, schemas: &mut Vec<String>) -> Target {
-    match which {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap();
-            Target {
-                label: "SQLite (file, WAL, synchronous=FULL)",
-                url: format!("sqlite://{}", dir.path().join("bench.db").display()),
-                options: StoreOptions::default(),
-                _dir: Some(dir),
-            }
-        }
-        _ => {
-            let schema = create_schema(&pg_url()).await;
-            schemas.push(schema.clone());
-            Target {
-                label: "PostgreSQL (local, TCP)",
-                url: pg_url(),
-                options: StoreOptions {
-                    pg_schema: Some(schema),
-                    max_connections: Some(16),
-                    ..StoreOptions::default()
-                },
-                _dir: None,
-            }
-        }
-    }
-}
-
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
-}
 
 /// This process's resident set, in bytes.
 fn rss() -> u64 {
@@ -359,17 +320,11 @@ async fn steps(t: &Target, samples: usize) {
     let per_step = (with[2].saturating_sub(without[2])).as_secs_f64() / k as f64;
     // One raw autocommit INSERT on a plain table, beside it.
     let mut raw = hist();
-    match rt.store().dialect() {
-        courier::actors::store::Dialect::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&t.url).await.unwrap();
-            sqlx::query("CREATE TABLE raw_steps (id INTEGER PRIMARY KEY, name TEXT, output TEXT)")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut conn)
-                .await
-                .unwrap();
+    // The same statements on either database's own connection.
+    macro_rules! raw_inserts {
+        ($conn:expr, $create:expr) => {{
+            let mut conn = $conn;
+            sqlx::query($create).execute(&mut conn).await.unwrap();
             for i in 0..samples {
                 let t0 = Instant::now();
                 sqlx::query("INSERT INTO raw_steps (name, output) VALUES ($1, '1')")
@@ -379,6 +334,19 @@ async fn steps(t: &Target, samples: usize) {
                     .unwrap();
                 raw.record(t0.elapsed().as_micros().max(1) as u64).unwrap();
             }
+        }};
+    }
+    match rt.store().dialect() {
+        courier::actors::store::Dialect::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&t.url).await.unwrap();
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            raw_inserts!(
+                conn,
+                "CREATE TABLE raw_steps (id INTEGER PRIMARY KEY, name TEXT, output TEXT)"
+            );
         }
         courier::actors::store::Dialect::Postgres => {
             let mut conn = sqlx::PgConnection::connect(&t.url).await.unwrap();
@@ -387,21 +355,10 @@ async fn steps(t: &Target, samples: usize) {
                 .execute(&mut conn)
                 .await
                 .unwrap();
-            sqlx::query(
-                "CREATE TABLE raw_steps (id BIGSERIAL PRIMARY KEY, name TEXT, output JSONB)",
-            )
-            .execute(&mut conn)
-            .await
-            .unwrap();
-            for i in 0..samples {
-                let t0 = Instant::now();
-                sqlx::query("INSERT INTO raw_steps (name, output) VALUES ($1, '1')")
-                    .bind(format!("step {i}"))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                raw.record(t0.elapsed().as_micros().max(1) as u64).unwrap();
-            }
+            raw_inserts!(
+                conn,
+                "CREATE TABLE raw_steps (id BIGSERIAL PRIMARY KEY, name TEXT, output JSONB)"
+            );
         }
     }
     rt.shutdown().await;

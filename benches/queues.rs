@@ -28,50 +28,10 @@ use courier::{
     ExecutorConfig, NewTask, QueueUpdate, Retention, Runtime, Store, StoreOptions, TaskContext,
     TaskError, TaskOptions, TaskState,
 };
-use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use support::{create_schema, drop_schemas, env_usize, hist, pg_url};
+use support::{drop_schemas, env_usize, hist, ms, pg_url, target, Target};
 use tokio::sync::mpsc;
 use uuid::Uuid;
-
-struct Target {
-    label: &'static str,
-    url: String,
-    options: StoreOptions,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn target(which: &str, schemas: &mut Vec<String>) -> Target {
-    match which {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap();
-            Target {
-                label: "SQLite (file, WAL, synchronous=FULL)",
-                url: format!("sqlite://{}", dir.path().join("bench.db").display()),
-                options: StoreOptions::default(),
-                _dir: Some(dir),
-            }
-        }
-        _ => {
-            let schema = create_schema(&pg_url()).await;
-            schemas.push(schema.clone());
-            Target {
-                label: "PostgreSQL (local, TCP)",
-                url: pg_url(),
-                options: StoreOptions {
-                    pg_schema: Some(schema),
-                    max_connections: Some(16),
-                    ..StoreOptions::default()
-                },
-                _dir: None,
-            }
-        }
-    }
-}
-
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
-}
 
 /// A start of a run: the task, its attempt, the wall clock and the instant.
 type Start = (Uuid, i32, DateTime<Utc>, Instant);

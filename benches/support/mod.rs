@@ -6,6 +6,8 @@
 use hdrhistogram::Histogram;
 use sqlx::Connection;
 
+use courier::StoreOptions;
+
 /// A latency histogram in microseconds, 1 µs to 60 s.
 pub fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
@@ -84,4 +86,47 @@ where
         j.await.unwrap();
     }
     (per * conc) as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// A database a benchmark part runs on: a SQLite file of its own, or a
+/// PostgreSQL schema of its own (recorded in `schemas`, to drop at the end).
+pub struct Target {
+    pub label: &'static str,
+    pub url: String,
+    pub options: StoreOptions,
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh [`Target`]: `which` is `sqlite` or `postgres`.
+pub async fn target(which: &str, schemas: &mut Vec<String>) -> Target {
+    match which {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            Target {
+                label: "SQLite (file, WAL, synchronous=FULL)",
+                url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+                options: StoreOptions::default(),
+                _dir: Some(dir),
+            }
+        }
+        _ => {
+            let schema = create_schema(&pg_url()).await;
+            schemas.push(schema.clone());
+            Target {
+                label: "PostgreSQL (local, TCP)",
+                url: pg_url(),
+                options: StoreOptions {
+                    pg_schema: Some(schema),
+                    max_connections: Some(16),
+                    ..StoreOptions::default()
+                },
+                _dir: None,
+            }
+        }
+    }
+}
+
+/// Milliseconds at quantile `q` of a microsecond histogram.
+pub fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
 }

@@ -63,7 +63,7 @@ impl ExecutorActor {
                 let promoted = store.promote_due(&me, PROMOTE_BATCH).await?;
                 let (fired, more) = crate::schedule::fire_due(&store, &local, &me).await?;
                 let next = next_timer(&store).await?;
-                Ok::<_, crate::Error>((promoted, fired, more, next))
+                Ok::<_, crate::error::Error>((promoted, fired, more, next))
             })
             .into_actor(self)
             .map(|res, act, ctx| {

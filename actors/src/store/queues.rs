@@ -238,11 +238,12 @@ impl Store {
             Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
+        let state = self.state_not_indexed();
         let sql = format!(
-            "WITH due AS MATERIALIZED (SELECT id FROM tasks WHERE run_at <= $1 AND state IN ({SCHEDULED}, {SUSPENDED}) \
+            "WITH due AS MATERIALIZED (SELECT id FROM tasks WHERE run_at <= $1 AND {state} IN ({SCHEDULED}, {SUSPENDED}) \
                                        ORDER BY run_at LIMIT $3 {skip}) \
              UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $1, changed_by = $2 \
-             WHERE id IN (SELECT id FROM due) AND state IN ({SCHEDULED}, {SUSPENDED}) AND run_at <= $1 \
+             WHERE id IN (SELECT id FROM due) AND {state} IN ({SCHEDULED}, {SUSPENDED}) AND run_at <= $1 \
              RETURNING {TASK_COLS}"
         );
         let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
@@ -250,10 +251,26 @@ impl Store {
         Ok(rows)
     }
 
+    /// `state`, spelled so that no planner picks the state index for a
+    /// timer query: with many tasks `suspended` that index reads them all
+    /// (and sorts), where `tasks_due` reads only those due. Measured with
+    /// 100,000 timers pending: SQLite's timer lag p50 went from 2.6 to 70
+    /// ms; PostgreSQL, whose statistics lag behind a fast-growing table,
+    /// bitmap-ANDed the two indexes (6 ms a promotion, 0.2 ms without).
+    /// SQLite's unary `+` and PostgreSQL's `|| ''` keep a column out of
+    /// index selection.
+    fn state_not_indexed(&self) -> &'static str {
+        match self.dialect() {
+            Dialect::Sqlite => "+state",
+            Dialect::Postgres => "(state || '')",
+        }
+    }
+
     /// When the next `scheduled` task or durable timer is due (an index lookup).
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let state = self.state_not_indexed();
         let sql = format!(
-            "SELECT run_at FROM tasks WHERE run_at IS NOT NULL AND state IN ({SCHEDULED}, {SUSPENDED}) \
+            "SELECT run_at FROM tasks WHERE run_at IS NOT NULL AND {state} IN ({SCHEDULED}, {SUSPENDED}) \
              ORDER BY run_at LIMIT 1"
         );
         let row: Option<(Option<DateTime<Utc>>,)> =

@@ -504,12 +504,12 @@ impl TaskContext {
         .await
         {
             Ok(insert) => insert,
-            Err(crate::Error::UnknownKind(k)) => {
+            Err(crate::error::Error::UnknownKind(k)) => {
                 return Err(TaskError::failed(format!(
                     "cannot spawn sub-task: no executor runs kind {k:?}"
                 )))
             }
-            Err(e @ crate::Error::InvalidField { .. }) => {
+            Err(e @ crate::error::Error::InvalidField { .. }) => {
                 return Err(TaskError::failed(format!("cannot spawn sub-task: {e}")))
             }
             Err(e) => return Err(e.into()),
