@@ -93,8 +93,23 @@ fn until_succeeded(web: &Proc, base: u64, n: u64) {
 #[test]
 #[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
 fn sigkill_an_executor_mid_run_of_200_tasks() {
-    let (_fleet, mut execs, web) =
-        fleet_of(Db::Postgres, Wire::Amqp, &["exec-a", "exec-b", "exec-c"]);
+    sigkill_an_executor_mid_run_of_200_tasks_over(Wire::Amqp);
+}
+
+#[test]
+#[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
+fn sigkill_an_executor_mid_run_of_200_tasks_over_postgres() {
+    sigkill_an_executor_mid_run_of_200_tasks_over(Wire::Postgres);
+}
+
+#[test]
+#[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
+fn sigkill_an_executor_mid_run_of_200_tasks_over_the_hybrid() {
+    sigkill_an_executor_mid_run_of_200_tasks_over(Wire::SocketAndPostgres);
+}
+
+fn sigkill_an_executor_mid_run_of_200_tasks_over(wire: Wire) {
+    let (_fleet, mut execs, web) = fleet_of(Db::Postgres, wire, &["exec-a", "exec-b", "exec-c"]);
     let base = count(&web, "succeeded");
     let ids = sleeps(&web, 200, mixed);
     until_succeeded(&web, base, 80);
@@ -129,7 +144,17 @@ fn sigkill_an_executor_mid_run_of_200_tasks() {
 #[test]
 #[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
 fn sigstop_past_the_timeout_then_sigcont_the_zombie() {
-    let fleet = Fleet::new(Db::Postgres, Wire::Socket);
+    sigstop_past_the_timeout_then_sigcont_the_zombie_over(Wire::Socket);
+}
+
+#[test]
+#[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
+fn sigstop_past_the_timeout_then_sigcont_the_zombie_over_postgres() {
+    sigstop_past_the_timeout_then_sigcont_the_zombie_over(Wire::Postgres);
+}
+
+fn sigstop_past_the_timeout_then_sigcont_the_zombie_over(wire: Wire) {
+    let fleet = Fleet::new(Db::Postgres, wire);
     let a = fleet.executor("exec-a", &FAST);
     let _b = fleet.executor("exec-b", &FAST);
     let web = fleet.web("web-1");
@@ -197,7 +222,17 @@ fn sigstop_past_the_timeout_then_sigcont_the_zombie() {
 #[test]
 #[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
 fn kill_the_executor_of_suspended_tasks_then_send_their_events() {
-    let (_fleet, mut execs, web) = fleet_of(Db::Postgres, Wire::Amqp, &["exec-a", "exec-b"]);
+    kill_the_executor_of_suspended_tasks_then_send_their_events_over(Wire::Amqp);
+}
+
+#[test]
+#[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
+fn kill_the_executor_of_suspended_tasks_then_send_their_events_over_postgres() {
+    kill_the_executor_of_suspended_tasks_then_send_their_events_over(Wire::Postgres);
+}
+
+fn kill_the_executor_of_suspended_tasks_then_send_their_events_over(wire: Wire) {
+    let (_fleet, mut execs, web) = fleet_of(Db::Postgres, wire, &["exec-a", "exec-b"]);
     let ids: Vec<String> = (0..20)
         .map(|_| {
             let (st, t) = web.post(
@@ -408,7 +443,17 @@ fn restart_postgres() {
 #[test]
 #[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
 fn restart_postgres_mid_run() {
-    let (_fleet, execs, web) = fleet_of(Db::Postgres, Wire::Socket, &["exec-a", "exec-b"]);
+    restart_postgres_mid_run_over(Wire::Socket);
+}
+
+#[test]
+#[ignore = "chaos suite: cargo test --test chaos -- --ignored --test-threads=1"]
+fn restart_postgres_mid_run_over_postgres() {
+    restart_postgres_mid_run_over(Wire::Postgres);
+}
+
+fn restart_postgres_mid_run_over(wire: Wire) {
+    let (_fleet, execs, web) = fleet_of(Db::Postgres, wire, &["exec-a", "exec-b"]);
     let base = count(&web, "succeeded");
     let ids = sleeps(&web, 200, mixed);
     until_succeeded(&web, base, 40);

@@ -296,7 +296,7 @@ fn tokens_migrate_and_refusals() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
 
-    // Transports this build does not have are refused with a reason.
+    // The PostgreSQL transport goes through the database: not a SQLite one.
     let out = Command::new(BIN)
         .args([
             "serve",
@@ -311,7 +311,7 @@ fn tokens_migrate_and_refusals() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --db postgres"));
 
     // Failure detection that would declare a live executor dead between two
     // heartbeats is refused.

@@ -42,6 +42,8 @@ pub struct RuntimeBuilder {
     socket_dir: Option<std::path::PathBuf>,
     /// The broker of the AMQP transport, if used.
     amqp: Option<courier_bus::transport::amqp::AmqpConfig>,
+    /// The PostgreSQL transport, through the store's database.
+    postgres: bool,
     store_options: StoreOptions,
     store: Option<Store>,
     node: Option<String>,
@@ -55,6 +57,7 @@ impl Default for RuntimeBuilder {
             url: "sqlite://courier.db".into(),
             socket_dir: None,
             amqp: None,
+            postgres: false,
             store_options: StoreOptions::default(),
             store: None,
             node: None,
@@ -76,6 +79,15 @@ impl RuntimeBuilder {
     /// socket is in `DIR` (processes on one host).
     pub fn socket_transport(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.socket_dir = Some(dir.into());
+        self
+    }
+
+    /// Adds the PostgreSQL transport: envelopes are rows in the store's
+    /// own database and `LISTEN`/`NOTIFY` wakes their readers, so processes
+    /// on any host that share a PostgreSQL database reach each other with no
+    /// broker. Needs a `postgres://` database.
+    pub fn postgres_transport(mut self) -> Self {
+        self.postgres = true;
         self
     }
 
@@ -187,6 +199,19 @@ impl RuntimeBuilder {
         }
         if let Some(cfg) = self.amqp.clone() {
             let t = courier_bus::transport::amqp::AmqpTransport::start(cfg, &node, bus.clone());
+            bus.add_transport(Box::new(t)).await?;
+        }
+        if self.postgres {
+            let connect = store.pg_connect_options().ok_or_else(|| Error::Transport {
+                transport: "postgres",
+                message: "the postgres transport goes through the database: give --db postgres://…"
+                    .into(),
+            })?;
+            let t = courier_bus::transport::postgres::PostgresTransport::start(
+                courier_bus::transport::postgres::PostgresConfig { connect },
+                &node,
+                bus.clone(),
+            );
             bus.add_transport(Box::new(t)).await?;
         }
         let executor = match self.executor {

@@ -21,7 +21,8 @@
 //!   handle senders use.
 //! - [`transport`]: the [`Transport`] seam, and the transports that plug in
 //!   there without touching senders: [`transport::socket`] (processes on one
-//!   host) and [`transport::amqp`] (hosts, through RabbitMQ).
+//!   host), [`transport::amqp`] (hosts, through RabbitMQ) and
+//!   [`transport::postgres`] (hosts, through the shared database).
 //! - [`error`]: the typed errors of this crate.
 
 pub mod address;

@@ -64,9 +64,9 @@ pub struct NodeArgs {
     #[command(flatten)]
     pub db: DbArgs,
     /// Transports, comma-separated: `local` (in-process, always on),
-    /// `socket:DIR` (processes on one host) and `amqp://USER:PASS@HOST:PORT/VHOST`
-    /// (hosts through RabbitMQ); the nearest route wins. `postgres` is
-    /// planned and refused for now.
+    /// `socket:DIR` (processes on one host), `amqp://USER:PASS@HOST:PORT/VHOST`
+    /// (hosts through RabbitMQ) and `postgres` (hosts through the `--db`
+    /// PostgreSQL database, no broker); the nearest route wins.
     #[arg(long, env = "COURIER_BUS", default_value = "local")]
     pub bus: String,
     /// This node's name in bus addresses (default: `<host>-<pid>`).

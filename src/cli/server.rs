@@ -15,10 +15,11 @@ use super::{DbArgs, ExecArgs, ExecutorArgs, HttpArgs, NodeArgs, ServeArgs, WebAr
 struct BusSpec {
     socket_dir: Option<std::path::PathBuf>,
     amqp_url: Option<String>,
+    postgres: bool,
 }
 
-/// Parses `--bus`: `local` (always on) and `socket:DIR`; the AMQP and
-/// PostgreSQL transports are not in this build yet.
+/// Parses `--bus`: `local` (always on), `socket:DIR`, `amqp://…` and
+/// `postgres` (through the `--db` database), several comma-separated.
 fn parse_bus(spec: &str) -> anyhow::Result<BusSpec> {
     let mut out = BusSpec::default();
     for t in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -34,10 +35,7 @@ fn parse_bus(spec: &str) -> anyhow::Result<BusSpec> {
             t if t.starts_with("amqp://") || t.starts_with("amqps://") => {
                 out.amqp_url = Some(t.to_string());
             }
-            "postgres" => bail!(
-                "transport \"postgres\" is not available yet: this build has `local`, `socket:DIR` and `amqp://…`. \
-                 Processes sharing one database still cooperate through it, more slowly."
-            ),
+            "postgres" => out.postgres = true,
             t => bail!("unknown transport {t:?}: expected local, socket:DIR, amqp://… or postgres"),
         }
     }
@@ -55,6 +53,15 @@ fn builder(node: &NodeArgs, exec: Option<&ExecArgs>) -> anyhow::Result<RuntimeBu
             url,
             prefix: node.amqp_prefix.clone(),
         });
+    }
+    if bus.postgres {
+        if !node.db.db.starts_with("postgres") {
+            bail!(
+                "--bus postgres goes through the database: it needs --db postgres://…, not {}",
+                node.db.db
+            );
+        }
+        b = b.postgres_transport();
     }
     if let Some(n) = &node.node {
         b = b.node(n.clone());

@@ -29,6 +29,10 @@ pub enum Wire {
     Socket,
     /// The local RabbitMQ, under an exchange prefix of its own.
     Amqp,
+    /// The shared PostgreSQL database (`--bus postgres`).
+    Postgres,
+    /// The hybrid: sockets within the host, PostgreSQL across hosts.
+    SocketAndPostgres,
 }
 
 pub struct Fleet {
@@ -60,6 +64,11 @@ impl Fleet {
             Wire::Amqp => (
                 super::amqp_url(),
                 Some(format!("courier_t_{}", uuid::Uuid::new_v4().simple())),
+            ),
+            Wire::Postgres => ("postgres".to_string(), None),
+            Wire::SocketAndPostgres => (
+                format!("socket:{},postgres", dir.path().join("sockets").display()),
+                None,
             ),
         };
         Fleet {

@@ -255,6 +255,11 @@ pub enum Via {
     Amqp,
     /// Both transports at once: the nearest route (the socket) wins.
     SocketAndAmqp,
+    /// Joined only by the PostgreSQL transport, through the test's database.
+    Postgres,
+    /// The socket and the PostgreSQL transport: the hybrid route, the
+    /// socket within the host winning.
+    SocketAndPostgres,
 }
 
 pub fn amqp_url() -> String {
@@ -372,14 +377,21 @@ impl TestDb {
             };
         }
         // Two runtimes, each with its own bus, joined by the transports of `via`.
-        let socket = matches!(via, Via::Socket | Via::SocketAndAmqp);
+        let socket = matches!(
+            via,
+            Via::Socket | Via::SocketAndAmqp | Via::SocketAndPostgres
+        );
         let amqp = matches!(via, Via::Amqp | Via::SocketAndAmqp);
+        let pg = matches!(via, Via::Postgres | Via::SocketAndPostgres);
         let dir = tempfile::tempdir().unwrap();
         let sockets = dir.path().join("sockets");
         let prefix = format!("courier_t_{}", uuid::Uuid::new_v4().simple());
         let join = |mut b: RuntimeBuilder| {
             if socket {
                 b = b.socket_transport(&sockets);
+            }
+            if pg {
+                b = b.postgres_transport();
             }
             if amqp {
                 b = b.amqp_transport(courier::bus::transport::amqp::AmqpConfig {
@@ -413,7 +425,10 @@ impl TestDb {
                 let by_amqp = !amqp
                     || (!transport_peers(web.bus(), "amqp").await.is_empty()
                         && !transport_peers(exec.bus(), "amqp").await.is_empty());
-                (by_socket && by_amqp).then_some(())
+                let by_pg = !pg
+                    || (transport_peers(web.bus(), "postgres").await == ["exec"]
+                        && transport_peers(exec.bus(), "postgres").await == ["web"]);
+                (by_socket && by_amqp && by_pg).then_some(())
             },
         )
         .await;
@@ -438,6 +453,8 @@ macro_rules! on_every_transport {
         $crate::transport_cases!(postgres_socket, postgres, Socket; $($name),*);
         $crate::transport_cases!(postgres_amqp, postgres, Amqp; $($name),*);
         $crate::transport_cases!(postgres_socket_and_amqp, postgres, SocketAndAmqp; $($name),*);
+        $crate::transport_cases!(postgres_pg, postgres, Postgres; $($name),*);
+        $crate::transport_cases!(postgres_socket_and_pg, postgres, SocketAndPostgres; $($name),*);
     };
 }
 

@@ -259,6 +259,15 @@ impl Store {
         on_pool!(self, p => (p.size(), p.num_idle()))
     }
 
+    /// How this store reaches its PostgreSQL database (schema included):
+    /// for the PostgreSQL transport. `None` on SQLite.
+    pub fn pg_connect_options(&self) -> Option<sqlx::postgres::PgConnectOptions> {
+        match &self.db {
+            Db::Postgres(p) => Some((*p.connect_options()).clone()),
+            Db::Sqlite(_) => None,
+        }
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self.db {
             Db::Sqlite(_) => Dialect::Sqlite,

@@ -13,6 +13,7 @@
 //! transport that does I/O hands the envelope to its own task and returns.
 
 pub mod amqp;
+pub mod postgres;
 pub mod socket;
 
 use crate::address::Address;

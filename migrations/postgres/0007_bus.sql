@@ -1,0 +1,22 @@
+-- The PostgreSQL transport (`--bus postgres`, courier-bus's
+-- transport/postgres.rs); kept in step with ../sqlite/0007_bus.sql, which
+-- has nothing to create (the transport needs PostgreSQL).
+
+-- Envelopes in flight: `channel` is `pool/<queue>` (competing consumers,
+-- `taken_until` while one holds it) or `node/<node>` (one node's messages).
+CREATE TABLE bus_messages (
+    id          BIGSERIAL PRIMARY KEY,
+    channel     TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    taken_until TIMESTAMPTZ
+);
+CREATE INDEX bus_messages_channel ON bus_messages (channel, id);
+CREATE INDEX bus_messages_age ON bus_messages (created_at);
+
+-- The nodes that listen now: a `task/…` or `executor/…` envelope is written
+-- once for each.
+CREATE TABLE bus_nodes (
+    node    TEXT PRIMARY KEY,
+    seen_at TIMESTAMPTZ NOT NULL
+);
