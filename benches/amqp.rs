@@ -1,6 +1,8 @@
-//! The AMQP transport against the socket transport and the in-process flow,
-//! all in one run, on PostgreSQL (the multi-host store). `benches/amqp.sh`
-//! runs this beside the raw lapin cases of `../shared/bench/limits`.
+//! The network transports (AMQP, and PostgreSQL through the store's own
+//! database) against the socket transport and the in-process flow, all in
+//! one run, on PostgreSQL (the multi-host store). `benches/amqp.sh` runs
+//! this beside the raw lapin and LISTEN/NOTIFY cases of
+//! `../shared/bench/limits`.
 //!
 //! ```text
 //! cargo bench --bench amqp
@@ -10,7 +12,8 @@
 //!   process (a web-only runtime) to `courier executor` processes, p50/p99
 //!   over sequential samples; in-process: an executor in this process.
 //! - **durable tasks/s**: 32 concurrent submitters, each `submit_and_wait`
-//!   in a loop; over AMQP with 1, 2 and 3 executor processes.
+//!   in a loop; over AMQP and over PostgreSQL with 1, 2 and 3 executor
+//!   processes.
 
 mod support;
 
@@ -140,7 +143,10 @@ fn main() {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let report = actix::System::new().block_on(async move {
         let base = pg_url();
-        let schemas = vec![create_schema(&base).await, create_schema(&base).await, create_schema(&base).await];
+        let mut schemas = Vec::new();
+        for _ in 0..4 {
+            schemas.push(create_schema(&base).await);
+        }
         let dir = tempfile::tempdir().unwrap();
         let mut rows = Vec::new();
 
@@ -188,6 +194,23 @@ fn main() {
             tps.push(throughput(&w.client(), tasks).await);
         }
         rows.push(("AMQP", p50, p99, tps));
+        w.shutdown().await;
+        drop(procs);
+
+        // PostgreSQL, through the store's database, 1 then 2 then 3 executor processes.
+        let db = schema_url(&base, &schemas[3]);
+        let w = web(&db, "bench-pg-web").await.postgres_transport().start().await.unwrap();
+        let mut procs = Procs(vec![executor(&db, "postgres", "unused", "bench-pg-exec-1")]);
+        ready(&w.client()).await;
+        let (p50, p99) = rtt(&w.client(), samples).await;
+        let mut tps = vec![throughput(&w.client(), tasks).await];
+        for n in 2..=3 {
+            procs.0.push(executor(&db, "postgres", "unused", &format!("bench-pg-exec-{n}")));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            ready(&w.client()).await;
+            tps.push(throughput(&w.client(), tasks).await);
+        }
+        rows.push(("PostgreSQL (`--bus postgres`)", p50, p99, tps));
         w.shutdown().await;
         drop(procs);
         drop_schemas(&base, &schemas).await;
