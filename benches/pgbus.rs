@@ -103,7 +103,7 @@ fn main() {
                 ));
                 sent += 1;
             }
-            if sent % 100_000 == 0 {
+            if sent.is_multiple_of(100_000) {
                 let (bytes, rows) = size(&mut conn).await;
                 max_bytes = max_bytes.max(bytes);
                 max_rows = max_rows.max(rows);
