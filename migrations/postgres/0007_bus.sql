@@ -12,7 +12,9 @@ CREATE TABLE bus_messages (
     taken_until TIMESTAMPTZ
 );
 CREATE INDEX bus_messages_channel ON bus_messages (channel, id);
-CREATE INDEX bus_messages_age ON bus_messages (created_at);
+-- Rows are inserted and deleted all the time: the transport vacuums the
+-- table every few seconds (one node at a time); autovacuum is a backstop.
+ALTER TABLE bus_messages SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000);
 
 -- The nodes that listen now: a `task/…` or `executor/…` envelope is written
 -- once for each.

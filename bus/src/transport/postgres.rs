@@ -65,6 +65,14 @@ const NODE_GONE: &str = "30 seconds";
 /// Rows older than this are deleted unread (their reader is gone; every
 /// message courier sends is a hint the store backs).
 const KEEP: &str = "10 minutes";
+/// How often some node vacuums `bus_messages`. Every message is a row
+/// inserted and deleted, and autovacuum wakes once a minute at best: left
+/// to it the table grew by 318 MiB through 1,000,000 messages (45,000 a
+/// second) with never more than 4,000 rows alive. Vacuumed this often it
+/// stays at what a few seconds of traffic need.
+const VACUUM_EVERY: Duration = Duration::from_secs(2);
+/// The advisory lock that makes one node at a time vacuum ("courierb").
+const VACUUM_LOCK: i64 = 0x636f_7572_6965_7262;
 
 /// Settings of the PostgreSQL transport.
 #[derive(Clone, Debug)]
@@ -315,6 +323,7 @@ where
     let connected_at = Instant::now();
     let mut last_beat = Instant::now();
     let mut last_sweep = Instant::now();
+    let mut last_vacuum = Instant::now();
     let mut consumed: Vec<String> = Vec::new();
     loop {
         // What to read now: every channel on a poll, the woken one otherwise.
@@ -338,6 +347,10 @@ where
                 if last_sweep.elapsed() >= Duration::from_secs(30) {
                     sweep(pool).await?;
                     last_sweep = Instant::now();
+                }
+                if last_vacuum.elapsed() >= VACUUM_EVERY {
+                    vacuum(pool).await?;
+                    last_vacuum = Instant::now();
                 }
                 reoffer_stale(shared);
                 listening.values().cloned().collect()
@@ -407,6 +420,25 @@ async fn sweep(pool: &PgPool) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM bus_nodes WHERE seen_at < now() - interval '1 day'")
         .execute(pool)
         .await?;
+    Ok(())
+}
+
+/// Vacuums `bus_messages` unless another node is at it: space freed by
+/// delivered rows is reused before the table grows.
+async fn vacuum(pool: &PgPool) -> sqlx::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+        .bind(VACUUM_LOCK)
+        .fetch_one(&mut *conn)
+        .await?;
+    if got {
+        let done = sqlx::query("VACUUM bus_messages").execute(&mut *conn).await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(VACUUM_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        done?;
+    }
     Ok(())
 }
 
