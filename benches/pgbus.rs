@@ -4,6 +4,10 @@
 //! The question is bloat: rows are inserted and deleted all the time, so
 //! the table's size must follow what is in flight, not what went through.
 //!
+//! First the round trip of one envelope node → node → node, sequential
+//! (beside `pg/listen-notify-rtt` of `../shared/bench/limits`: `benches/amqp.sh`
+//! prints both).
+//!
 //! ```text
 //! cargo bench --bench pgbus
 //! BENCH_MESSAGES=100000 cargo bench --bench pgbus
@@ -23,6 +27,34 @@ use sqlx::Connection;
 use support::{create_schema, drop_schemas, env_usize, pg_url};
 
 struct Counter(Arc<AtomicU64>);
+
+/// Sends every envelope it gets back to where it came from.
+struct Echo(courier::bus::BusHandle<Msg>, Address);
+
+impl Actor for Echo {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver<Msg>> for Echo {
+    type Result = ();
+    fn handle(&mut self, Deliver(env): Deliver<Msg>, _: &mut Self::Context) {
+        self.0.tell(Envelope::new(self.1.clone(), env.from, env.body));
+    }
+}
+
+/// Hands what it gets to the waiting sampler.
+struct Back(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Actor for Back {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver<Msg>> for Back {
+    type Result = ();
+    fn handle(&mut self, _: Deliver<Msg>, _: &mut Self::Context) {
+        let _ = self.0.send(());
+    }
+}
 
 impl Actor for Counter {
     type Context = Context<Self>;
@@ -81,7 +113,44 @@ fn main() {
         b.register(to.clone(), Counter(got.clone()).start().recipient())
             .await
             .unwrap();
+        // Round trips first: node A → node B → node A, one at a time.
+        let echo_at = Address::Web {
+            node: "bench-b".into(),
+            session: "echo".into(),
+        };
+        let back_at = Address::Web {
+            node: "bench-a".into(),
+            session: "back".into(),
+        };
+        b.register(echo_at.clone(), Echo(b.clone(), echo_at.clone()).start().recipient())
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        a.register(back_at.clone(), Back(tx).start().recipient())
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut rtt = support::hist();
+        let samples = env_usize("BENCH_SAMPLES", 1000);
+        for i in 0..samples + 50 {
+            let t = Instant::now();
+            a.tell(Envelope::new(
+                back_at.clone(),
+                echo_at.clone(),
+                Msg::QueueChanged {
+                    queue: "default".into(),
+                },
+            ));
+            rx.recv().await.unwrap();
+            if i >= 50 {
+                rtt.record(t.elapsed().as_micros().max(1) as u64).unwrap();
+            }
+        }
+        println!(
+            "\n### PostgreSQL transport: round trip node → node → node ({samples} sequential samples)\n\n| p50 | p99 |\n|---|---|\n| {} µs | {} µs |",
+            rtt.value_at_quantile(0.5),
+            rtt.value_at_quantile(0.99)
+        );
         let (empty, _) = size(&mut conn).await;
         let from = Address::Executor("bench-a".into());
         let t0 = Instant::now();
