@@ -29,7 +29,9 @@ use courier::{
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use sqlx::Connection;
-use support::{drop_schemas, env_usize, hist, ms, pg_url, target, Target};
+use support::{
+    dbs_from_env, drop_schemas, env_usize, hist, log_from_env, ms, pg_url, target, Target,
+};
 use tokio::sync::mpsc;
 
 /// This process's resident set, in bytes.
@@ -448,18 +450,9 @@ fn main() {
     let samples = env_usize("BENCH_SAMPLES", 200);
     let suspended = env_usize("BENCH_SUSPENDED", 100_000);
     let slot_count = env_usize("BENCH_SLOTS", 30);
-    let dbs: Vec<String> = match std::env::var("BENCH_DB").ok().as_deref() {
-        Some("sqlite") => vec!["sqlite".into()],
-        Some("postgres") => vec!["postgres".into()],
-        _ => vec!["sqlite".into(), "postgres".into()],
-    };
+    let dbs = dbs_from_env();
     let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "scale,steps,slots".into());
-    if let Ok(filter) = std::env::var("BENCH_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    log_from_env();
     actix::System::new().block_on(async move {
         let mut schemas = Vec::new();
         for which in &dbs {

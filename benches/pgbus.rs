@@ -38,7 +38,8 @@ impl Actor for Echo {
 impl Handler<Deliver<Msg>> for Echo {
     type Result = ();
     fn handle(&mut self, Deliver(env): Deliver<Msg>, _: &mut Self::Context) {
-        self.0.tell(Envelope::new(self.1.clone(), env.from, env.body));
+        self.0
+            .tell(Envelope::new(self.1.clone(), env.from, env.body));
     }
 }
 

@@ -29,7 +29,9 @@ use courier::{
     TaskError, TaskOptions, TaskState,
 };
 use serde_json::{json, Value};
-use support::{drop_schemas, env_usize, hist, ms, pg_url, target, Target};
+use support::{
+    dbs_from_env, drop_schemas, env_usize, hist, log_from_env, ms, pg_url, target, Target,
+};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -415,19 +417,9 @@ async fn retention(which: &str, rows: usize, schemas: &mut Vec<String>) {
 fn main() {
     let samples = env_usize("BENCH_SAMPLES", 200);
     let rows = env_usize("BENCH_RETENTION_ROWS", 1_000_000);
-    let dbs: Vec<String> = match std::env::var("BENCH_DB").ok().as_deref() {
-        Some("sqlite") => vec!["sqlite".into()],
-        Some("postgres") => vec!["postgres".into()],
-        _ => vec!["sqlite".into(), "postgres".into()],
-    };
+    let dbs = dbs_from_env();
     let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "timers,claim,retention".into());
-    // `BENCH_LOG=sqlx::query=debug` shows every statement with its time.
-    if let Ok(filter) = std::env::var("BENCH_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    log_from_env();
     actix::System::new().block_on(async move {
         let mut schemas = Vec::new();
         for which in &dbs {

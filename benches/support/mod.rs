@@ -130,3 +130,24 @@ pub async fn target(which: &str, schemas: &mut Vec<String>) -> Target {
 pub fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
+
+/// The databases a benchmark runs on: `BENCH_DB` is `sqlite`, `postgres`,
+/// or unset for both.
+pub fn dbs_from_env() -> Vec<String> {
+    match std::env::var("BENCH_DB").ok().as_deref() {
+        Some("sqlite") => vec!["sqlite".into()],
+        Some("postgres") => vec!["postgres".into()],
+        _ => vec!["sqlite".into(), "postgres".into()],
+    }
+}
+
+/// `BENCH_LOG=sqlx::query=debug` shows every statement with its time (on
+/// stderr).
+pub fn log_from_env() {
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
