@@ -152,8 +152,9 @@ struct Inner {
     local_kinds: LocalKinds,
     shared: Arc<Shared>,
     next_spawn: AtomicI32,
-    /// The journal of completed steps, loaded before the run started.
-    journal: Arc<HashMap<String, Step>>,
+    /// The journal of completed steps, read once per run at its first step
+    /// (a run that uses none costs no query).
+    journal: tokio::sync::OnceCell<HashMap<String, Step>>,
     /// Step names used by this run so far: each may be used once.
     step_names: Mutex<HashSet<String>>,
     /// Durable sleeps and deadlines of this run so far (they name their
@@ -188,7 +189,6 @@ impl TaskContext {
         me: Address,
         local_kinds: LocalKinds,
         shared: Arc<Shared>,
-        journal: Arc<HashMap<String, Step>>,
         suspend: actix::Recipient<Suspend>,
     ) -> Self {
         TaskContext {
@@ -201,7 +201,7 @@ impl TaskContext {
                 local_kinds,
                 shared,
                 next_spawn: AtomicI32::new(0),
-                journal,
+                journal: tokio::sync::OnceCell::new(),
                 step_names: Mutex::new(HashSet::new()),
                 next_timer: AtomicI32::new(0),
                 suspend,
@@ -338,7 +338,17 @@ impl TaskContext {
                 "step name {name:?} is used twice in this run: each step needs a name of its own (a loop puts its index in the name)"
             )));
         }
-        if let Some(done) = i.journal.get(name).filter(|s| s.succeeded()) {
+        let journal = i
+            .journal
+            .get_or_try_init(|| async {
+                let steps = retry("loading the journal", WRITE_RETRY, || {
+                    i.store.steps(i.task.id)
+                })
+                .await?;
+                Ok::<_, TaskError>(steps.into_iter().map(|s| (s.name.clone(), s)).collect())
+            })
+            .await?;
+        if let Some(done) = journal.get(name).filter(|s| s.succeeded()) {
             let out = done.output.clone().unwrap_or(Value::Null);
             return serde_json::from_value(out).map_err(|e| {
                 TaskError::failed(format!(

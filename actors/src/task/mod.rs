@@ -43,8 +43,6 @@ pub struct TaskActor {
     local_kinds: crate::creation::LocalKinds,
     shared: Arc<Shared>,
     executor: Recipient<TaskDone>,
-    /// The journal of completed steps, as loaded for the run now going.
-    journal: Arc<std::collections::HashMap<String, crate::model::Step>>,
     run: Option<SpawnHandle>,
     /// The timer of the attempt's `timeout_ms`.
     timeout: Option<SpawnHandle>,
@@ -82,7 +80,6 @@ impl TaskActor {
             local_kinds,
             shared: Shared::new(),
             executor,
-            journal: Arc::default(),
             run: None,
             timeout: None,
             deadline: None,
@@ -96,7 +93,7 @@ impl TaskActor {
             attempt = self.task.attempts, trace_id = %self.task.trace_id)
     }
 
-    /// Loads the inbox and the journal (and, for a watched task, who follows
+    /// Loads the inbox (and, for a watched task, who follows
     /// it), then starts the run. Also how a run starts again after a
     /// suspension that found what it waited for already there.
     fn begin(&mut self, ctx: &mut Context<Self>) {
@@ -108,10 +105,6 @@ impl TaskActor {
                 store.events(id)
             })
             .await?;
-            let steps = retry("loading the journal", Duration::from_secs(30), || {
-                store.steps(id)
-            })
-            .await?;
             let watchers = if watched {
                 retry("loading watchers", Duration::from_secs(30), || {
                     store.stream_watchers(id)
@@ -120,11 +113,10 @@ impl TaskActor {
             } else {
                 Vec::new()
             };
-            Ok::<_, Error>((events, steps, watchers))
+            Ok::<_, Error>((events, watchers))
         });
         ctx.wait(load.into_actor(self).map(|res, act, ctx| match res {
-            Ok((events, steps, watchers)) => {
-                act.journal = Arc::new(steps.into_iter().map(|s| (s.name.clone(), s)).collect());
+            Ok((events, watchers)) => {
                 act.shared.followers().watchers =
                     watchers.iter().filter_map(|w| w.parse().ok()).collect();
                 act.shared.publish(&act.bus, &act.me, act.task.clone());
@@ -176,7 +168,6 @@ impl TaskActor {
             self.me.clone(),
             self.local_kinds.clone(),
             self.shared.clone(),
-            self.journal.clone(),
             ctx.address().recipient(),
         );
         self.shared.update(|mb| mb.new_run());
