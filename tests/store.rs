@@ -126,7 +126,7 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
         s.set_progress(&fence(&first), &json!(0)).await,
         Err(Error::Fenced(_))
     ));
-    let released = s.release_orphans(other, 5).await.unwrap();
+    let (released, _) = s.release_orphans(other, 5).await.unwrap();
     assert_eq!(released.len(), 1);
     // The interrupted run used no attempt.
     assert_eq!(released[0].attempts, 0);
@@ -169,7 +169,7 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
     let (t3, _) = s.create_task(&insert("k")).await.unwrap();
     assert_eq!(claim_one(&s, "e3").await.unwrap().id, t3.id);
     s.stop_executor("e3").await.unwrap();
-    let orphans = s.release_orphans(other, 5).await.unwrap();
+    let (orphans, _) = s.release_orphans(other, 5).await.unwrap();
     assert_eq!(orphans.iter().map(|t| t.id).collect::<Vec<_>>(), [t3.id]);
     // Only kinds the executor runs are claimed.
     let took = s
@@ -191,7 +191,7 @@ async fn claims_are_conditional_and_fenced(db: &TestDb) {
         executor(&s, e).await;
         assert_eq!(claim_one(&s, e).await.unwrap().id, p.id);
         assert!(s.declare_dead(e, other).await.unwrap());
-        let back = s.release_orphans(other, 2).await.unwrap();
+        let (back, _) = s.release_orphans(other, 2).await.unwrap();
         let t = back.iter().find(|t| t.id == p.id).unwrap();
         if i == 0 {
             assert_eq!(t.state, TaskState::Pending);

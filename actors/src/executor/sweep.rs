@@ -77,7 +77,7 @@ async fn sweep_once(
     // Whatever is owned by an executor that is not alive goes back to the
     // pool: the tasks of the executors just declared dead, and any left by
     // a takeover or a stop that was cut short.
-    let orphans = store
+    let (orphans, woken) = store
         .release_orphans(me, cfg.max_takeovers.min(i32::MAX as u32) as i32)
         .await?;
     let (poisoned, orphans): (Vec<_>, Vec<_>) =
@@ -85,11 +85,10 @@ async fn sweep_once(
     for t in &poisoned {
         tracing::error!(task_id = %t.id, kind = %t.kind, takeovers = cfg.max_takeovers, "task failed: its executor died every time it ran");
         crate::notify::notify_finished(store, bus, from.clone(), t, None).await;
-        if let Some(parent) = t.parent_id {
-            if let Some(woken) = store.wake_parent_of(t.id, parent, me).await? {
-                bus.tell(start_task(from.clone(), &woken));
-            }
-        }
+    }
+    // Parents that waited for a poisoned sub-task, woken with its end.
+    for parent in &woken {
+        bus.tell(start_task(from.clone(), parent));
     }
     let released = orphans.len();
     if released > 0 {

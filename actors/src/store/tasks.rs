@@ -370,24 +370,6 @@ impl Store {
         out.ok_or(Error::Fenced(fence.task_id))
     }
 
-    /// Wakes `parent` if it is suspended waiting for `child` (final now)
-    /// and no other sub-task; returns it woken. For the ends recorded
-    /// elsewhere than [`finish_run`](Self::finish_run) (a poison task the
-    /// sweep fails).
-    pub async fn wake_parent_of(
-        &self,
-        child: Uuid,
-        parent: Uuid,
-        by: &str,
-    ) -> Result<Option<Task>> {
-        Ok(on_pool_tx!(self, p, begin => {
-            let mut tx = p.begin_with(begin).await?;
-            let woken = wake_parent!(self, tx, child, parent, by);
-            tx.commit().await?;
-            woken
-        }))
-    }
-
     /// Records a failed attempt of an owned task that has attempts left:
     /// `scheduled` until `run_at`, no longer owned, `errors` every failed
     /// attempt's so far. The next claim is the next attempt.
@@ -510,8 +492,9 @@ impl Store {
             .bind(executor).fetch_all(p).await)?)
     }
 
-    /// Puts back to `pending` every running or suspended task whose owner is
-    /// not an alive executor (dead, stopped, or unknown), on behalf of `by`.
+    /// Puts back to `pending` every running task whose owner is not an alive
+    /// executor (dead, stopped, or unknown), on behalf of `by`; returns them,
+    /// and the suspended parents that a poisoned one (below) woke.
     /// This catches every way a task can be left behind: a takeover cut
     /// short, a claim that committed as its executor stopped or was declared
     /// dead, a hand-back that never ran.
@@ -519,8 +502,13 @@ impl Store {
     /// The interrupted run uses no attempt: the next claim runs the same
     /// attempt again. A task taken from a *dead* executor counts a takeover; at
     /// `max_takeovers` it is failed instead (a poison task that kills every
-    /// executor that runs it must not go round forever).
-    pub async fn release_orphans(&self, by: &str, max_takeovers: i32) -> Result<Vec<Task>> {
+    /// executor that runs it must not go round forever), and a parent that
+    /// waited for it wakes in the same transaction.
+    pub async fn release_orphans(
+        &self,
+        by: &str,
+        max_takeovers: i32,
+    ) -> Result<(Vec<Task>, Vec<Task>)> {
         let died = "(CASE WHEN EXISTS (SELECT 1 FROM executors d WHERE d.id = tasks.executor_id AND d.state = 'dead') THEN 1 ELSE 0 END)";
         let poison = format!("(takeovers + {died} >= $3)");
         let sql = format!(
@@ -539,8 +527,21 @@ impl Store {
         let msg = format!(
             "given up: the executor running this task died {max_takeovers} times (a poison task?)"
         );
-        let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(by).bind(now()).bind(max_takeovers).bind(&msg).fetch_all(p).await)?;
-        Ok(rows)
+        let out = on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let rows: Vec<Task> = sqlx::query_as(&sql)
+                .bind(by).bind(now()).bind(max_takeovers).bind(&msg).fetch_all(&mut *tx).await?;
+            // A poisoned sub-task is final: its suspended parent wakes in
+            // the same transaction, as for every other end.
+            let mut woken = Vec::new();
+            for t in rows.iter().filter(|t| t.state.is_final()) {
+                if let Some(parent) = t.parent_id {
+                    woken.extend(wake_parent!(self, tx, t.id, parent, by));
+                }
+            }
+            tx.commit().await?;
+            (rows, woken)
+        });
+        Ok(out)
     }
 }

@@ -29,6 +29,17 @@ pub enum Distance {
     Network,
 }
 
+/// Whether a transport that carries messages between nodes (a broker, the
+/// database) reaches `to` from node `own`: anything while it is connected,
+/// except this node's own web sessions, which are local or nowhere.
+pub(crate) fn network_reaches(connected: bool, own: &str, to: &Address) -> bool {
+    connected
+        && match to {
+            Address::Web { node, .. } => node != own,
+            _ => true,
+        }
+}
+
 /// What this process can be reached for, as transports tell their peers:
 /// the pools it has live members in and the executor addresses registered
 /// here. (Task and web-session addresses are not advertised: web addresses

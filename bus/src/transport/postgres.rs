@@ -590,13 +590,7 @@ where
     }
 
     fn reaches(&self, to: &Address) -> bool {
-        if !self.shared.state().connected {
-            return false;
-        }
-        match to {
-            Address::Web { node, .. } => *node != self.shared.node,
-            _ => true,
-        }
+        super::network_reaches(self.shared.state().connected, &self.shared.node, to)
     }
 
     fn send(&mut self, envelope: Envelope<B>) -> Result<(), TransportError> {
