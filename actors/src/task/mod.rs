@@ -51,6 +51,8 @@ pub struct TaskActor {
     deadline: Option<chrono::DateTime<chrono::Utc>>,
     /// Highest event `seq` known to be in the mailbox.
     max_seq: i64,
+    /// Whether this actor holds the address `task/<id>`.
+    registered: bool,
     ending: bool,
 }
 
@@ -84,8 +86,43 @@ impl TaskActor {
             timeout: None,
             deadline: None,
             max_seq: 0,
+            registered: false,
             ending: false,
         }
+    }
+
+    /// Registers `task/<id>`, to be reachable before the run starts (so
+    /// nothing sent from now on is missed; whatever came before is in the
+    /// database and loaded next), then begins. The address may still be
+    /// held by an actor of an earlier run of this task in this process
+    /// that is stopping (an executor declared dead drops its runs and, as a
+    /// new executor, may claim the same tasks at once): it is asked again
+    /// for a while, then the task is handed back rather than kept owned
+    /// and never run.
+    fn register(&mut self, tries: u32, ctx: &mut Context<Self>) {
+        const EVERY: Duration = Duration::from_millis(50);
+        const TRIES: u32 = 40;
+        let bus = self.bus.clone();
+        let addr = Address::task(self.task.id);
+        let me = ctx.address().recipient();
+        ctx.wait(
+            async move { bus.register(addr, me).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(()) => {
+                        act.registered = true;
+                        act.begin(ctx);
+                    }
+                    Err(e) if tries < TRIES => {
+                        tracing::debug!(parent: &act.span(), error = %e, "task address still held by a stopping run; asking again");
+                        ctx.run_later(EVERY, move |act, ctx| act.register(tries + 1, ctx));
+                    }
+                    Err(e) => {
+                        tracing::error!(parent: &act.span(), error = %e, "task address taken; handing the task back instead of running it twice");
+                        act.end(RunEnd::Interrupted("its address is taken".into()), ctx);
+                    }
+                }),
+        );
     }
 
     fn span(&self) -> tracing::Span {
@@ -447,27 +484,13 @@ impl Actor for TaskActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Be reachable before the run starts, so nothing sent from now on is
-        // missed; whatever came before is in the database and loaded next.
-        let bus = self.bus.clone();
-        let addr = Address::task(self.task.id);
-        let me = ctx.address().recipient();
-        ctx.wait(
-            async move { bus.register(addr, me).await }
-                .into_actor(self)
-                .map(|res, act, ctx| match res {
-                    Ok(()) => act.begin(ctx),
-                    Err(e) => {
-                        tracing::error!(parent: &act.span(), error = %e, "task address taken; not running it twice");
-                        act.ending = true;
-                        ctx.stop();
-                    }
-                }),
-        );
+        self.register(0, ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.bus.unregister(Address::task(self.task.id));
+        if self.registered {
+            self.bus.unregister(Address::task(self.task.id));
+        }
         self.executor.do_send(TaskDone {
             task_id: self.task.id,
         });
