@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::fleet::{
-    alive_executor_of, count, executors, node_of, ready, sleeps, Audit, Db, Fleet, Wire,
+    alive_executor_of, count, executors, held_by, node_of, ready, sleeps, Audit, Db, Fleet, Wire,
 };
 use common::procs::{wait_for, Proc};
 use serde_json::{json, Value};
@@ -62,17 +62,6 @@ fn fleet_of(db: Db, wire: Wire, nodes: &[&str]) -> (Fleet, Vec<Proc>, Proc) {
 /// Sleeps of 100 to 300 ms.
 fn mixed(i: usize) -> u64 {
     100 + (i as u64 % 5) * 50
-}
-
-/// How many tasks in `state` executor `id` holds.
-fn held_by(web: &Proc, id: &str, state: &str) -> usize {
-    let (_, l) = web.get(&format!("/api/v1/tasks?state={state}&limit=500"));
-    l["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["executor_id"] == id)
-        .count()
 }
 
 fn take(procs: &mut Vec<Proc>, node: &str) -> Proc {
@@ -196,18 +185,8 @@ fn sigstop_past_the_timeout_then_sigcont_the_zombie_over(wire: Wire) {
         audit.takeovers
     );
     // Nothing in the store was changed by the zombie after it was declared
-    // dead (`Audit` checks the finishes; this checks every history line).
-    let ended = common::fleet::time(&dead["ended_at"]).unwrap();
-    for id in &ids {
-        let (_, h) = web.get(&format!("/api/v1/tasks/{id}/history"));
-        for e in h["history"].as_array().unwrap() {
-            let at = common::fleet::time(&e["at"]).unwrap();
-            assert!(
-                !(e["changed_by"] == frozen.as_str() && at > ended),
-                "the zombie wrote after it was declared dead: {e}"
-            );
-        }
-    }
+    // dead.
+    common::fleet::assert_nothing_written_after_death(&web, &ids, &frozen, &dead);
     // The new incarnation works.
     let more = sleeps(&web, 8, |_| 50);
     Audit::of(&web, &more, "succeeded", T).assert_exactly_once();

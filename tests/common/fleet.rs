@@ -39,8 +39,43 @@ pub struct Fleet {
     pub db: String,
     bus: String,
     prefix: Option<String>,
+    wire: Wire,
+    /// On the simulated hosts of `tests/hosts/net.sh`: PostgreSQL and
+    /// RabbitMQ are reached over the bridge, each process runs in the
+    /// network namespace of its host.
+    hosts: bool,
     _pg: Option<TestDb>,
     _dir: tempfile::TempDir,
+}
+
+/// The bridge address of this machine on the simulated hosts' network.
+pub const BRIDGE: &str = "10.77.0.1";
+
+/// The network namespace of simulated host `host` (`web`, `h1`…`h3`).
+pub fn netns(host: &str) -> String {
+    format!("courier-{host}")
+}
+
+/// The address of simulated host `host`.
+pub fn host_ip(host: &str) -> &'static str {
+    match host {
+        "web" => "10.77.0.10",
+        "h1" => "10.77.0.11",
+        "h2" => "10.77.0.12",
+        "h3" => "10.77.0.13",
+        other => panic!("no simulated host {other}"),
+    }
+}
+
+/// `tests/hosts/net.sh ARGS`: brings the simulated hosts up, cuts or heals
+/// one host's link.
+pub fn net(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hosts/net.sh");
+    let st = std::process::Command::new(script)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(st.success(), "{script} {args:?}: {st}");
 }
 
 impl Fleet {
@@ -75,17 +110,71 @@ impl Fleet {
             db,
             bus,
             prefix,
+            wire,
+            hosts: false,
             _pg: pg,
             _dir: dir,
         }
     }
 
-    fn args<'a>(&'a self, role: &'a str, node: &'a str) -> Vec<&'a str> {
-        let mut args = vec![role, "--db", &self.db, "--bus", &self.bus, "--node", node];
+    /// A fleet on PostgreSQL whose processes run on the simulated hosts
+    /// (`tests/hosts/net.sh up` first): the database and the broker are
+    /// reached at the bridge address, and each host of the hybrid has a
+    /// socket directory of its own.
+    pub fn on_hosts(wire: Wire) -> Fleet {
+        net(&["up"]);
+        let mut fleet = Fleet::new(Db::Postgres, wire);
+        fleet.db = fleet.db.replacen("@127.0.0.1:", &format!("@{BRIDGE}:"), 1);
+        assert!(fleet.db.contains(BRIDGE), "{}", fleet.db);
+        if matches!(wire, Wire::Amqp) {
+            fleet.bus = format!("amqp://courier:courier@{BRIDGE}:5672/%2f");
+        }
+        fleet.hosts = true;
+        fleet
+    }
+
+    fn args(&self, role: &str, node: &str, host: Option<&str>) -> Vec<String> {
+        let bus = match (host, self.wire) {
+            (Some(h), Wire::SocketAndPostgres) => format!(
+                "socket:{},postgres",
+                self._dir.path().join(format!("sockets-{h}")).display()
+            ),
+            _ => self.bus.clone(),
+        };
+        let mut args: Vec<String> = vec![
+            role.into(),
+            "--db".into(),
+            self.db.clone(),
+            "--bus".into(),
+            bus,
+            "--node".into(),
+            node.into(),
+        ];
         if let Some(p) = &self.prefix {
-            args.extend(["--amqp-prefix", p]);
+            args.extend(["--amqp-prefix".into(), p.clone()]);
         }
         args
+    }
+
+    /// An executor process running the demo kinds on simulated host
+    /// `host`.
+    pub fn executor_on(&self, host: &str, node: &str, extra: &[&str]) -> Proc {
+        assert!(self.hosts, "a fleet made with Fleet::on_hosts");
+        let mut args = self.args("executor", node, Some(host));
+        args.push("--demo".into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::start_under(node, &["ip", "netns", "exec", &netns(host)], &args)
+    }
+
+    /// A web process on simulated host `web`, serving HTTP on the host's
+    /// address (reached from here over the bridge).
+    pub fn web_on_host(&self, node: &str) -> Proc {
+        assert!(self.hosts, "a fleet made with Fleet::on_hosts");
+        let mut args = self.args("web", node, Some("web"));
+        args.extend(["--listen".into(), format!("{}:0", host_ip("web"))]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::start_under(node, &["ip", "netns", "exec", &netns("web")], &args)
     }
 
     /// An executor process running the demo kinds, with `extra` options.
@@ -95,9 +184,10 @@ impl Fleet {
 
     /// An executor process started under `wrapper` (see `Proc::start_under`).
     pub fn executor_under(&self, wrapper: &[&str], node: &str, extra: &[&str]) -> Proc {
-        let mut args = self.args("executor", node);
-        args.push("--demo");
-        args.extend(extra);
+        let mut args = self.args("executor", node, None);
+        args.push("--demo".into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::start_under(node, wrapper, &args)
     }
 
@@ -115,7 +205,9 @@ impl Fleet {
 
     /// A web process (no executor).
     pub fn web(&self, node: &str) -> Proc {
-        Proc::start(node, &self.args("web", node))
+        let args = self.args("web", node, None);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::start(node, &args)
     }
 }
 
@@ -186,6 +278,17 @@ pub fn alive_executor_of(web: &Proc, node: &str) -> Option<String> {
         .into_values()
         .find(|e| e["node"] == node && e["state"] == "alive")
         .map(|e| e["id"].as_str().unwrap().to_string())
+}
+
+/// How many tasks in `state` executor `id` holds.
+pub fn held_by(web: &Proc, id: &str, state: &str) -> usize {
+    let (_, l) = web.get(&format!("/api/v1/tasks?state={state}&limit=500"));
+    l["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["executor_id"] == id)
+        .count()
 }
 
 /// The node of an executor id (`<node>-<suffix>`).
@@ -331,6 +434,23 @@ impl Audit {
             self.wrong,
             self.fenced
         );
+    }
+}
+
+/// Checks that no history line of `ids` was written by executor `zombie`
+/// after it was declared dead (the `dead` executor record): `Audit` checks
+/// the finishes, this every line.
+pub fn assert_nothing_written_after_death(web: &Proc, ids: &[String], zombie: &str, dead: &Value) {
+    let ended = time(&dead["ended_at"]).unwrap();
+    for id in ids {
+        let (_, h) = web.get(&format!("/api/v1/tasks/{id}/history"));
+        for e in h["history"].as_array().unwrap() {
+            let at = time(&e["at"]).unwrap();
+            assert!(
+                !(e["changed_by"] == zombie && at > ended),
+                "the zombie wrote after it was declared dead: {e}"
+            );
+        }
     }
 }
 

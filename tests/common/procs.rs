@@ -35,7 +35,7 @@ impl Proc {
     pub fn start_under(name: &str, wrapper: &[&str], args: &[&str]) -> Proc {
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let serves = matches!(args[0].as_str(), "web" | "serve");
-        if serves {
+        if serves && !args.iter().any(|a| a == "--listen") {
             args.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
         let mut command = match wrapper.split_first() {

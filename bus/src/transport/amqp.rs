@@ -276,6 +276,12 @@ fn consume<B>(
             .await
         {
             Ok(c) => c,
+            // The pool was given up (the executor filled up) before this
+            // task ran: nothing to consume, nothing to say.
+            Err(_) if !ch.status().connected() => {
+                tracing::debug!(%queue, "channel closed before consuming");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(%queue, error = %e, "cannot consume");
                 return;
