@@ -63,6 +63,10 @@ up_postgres() {
   listen=$(psql -h 127.0.0.1 -U postgres -tAc 'SHOW listen_addresses')
   if [[ "$listen" != *"$BR_IP"* && "$listen" != "*" ]]; then
     psql -h 127.0.0.1 -U postgres -tAc "ALTER SYSTEM SET listen_addresses = '$listen,$BR_IP'" >/dev/null
+  fi
+  # A server started while the bridge was missing did not bind its address
+  # (PostgreSQL starts anyway, with a warning): a restart binds it.
+  if ! ss -ltn "sport = :5432" | grep -q "$BR_IP:5432"; then
     pg_ctlcluster --skip-systemctl-redirect "$cluster" main restart
   fi
   for _ in $(seq 1 60); do
