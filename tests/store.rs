@@ -780,7 +780,78 @@ async fn retention_deletes_whole_finished_trees(db: &TestDb) {
         .is_empty());
 }
 
+/// Runs' ends written together (group commit) each get their own outcome:
+/// a fenced end among them changes nothing and hears `Fenced`, its
+/// neighbours land, each with its own watchers, and an event left in an
+/// inbox counts as delivered.
+async fn ends_written_together_keep_their_own_fences(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "ex-a").await;
+    executor(&s, "ex-b").await;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(s.create_task(&insert("k")).await.unwrap().0.id);
+    }
+    let tasks = claim(&s, "ex-a", 12).await;
+    assert_eq!(tasks.len(), 12);
+    for t in &tasks {
+        s.add_watcher(t.id, &format!("web/n/{}", t.id))
+            .await
+            .unwrap();
+    }
+    s.add_event(tasks[0].id, "late", &json!(1)).await.unwrap();
+    // Task 5 is taken over: ex-a's end for it must not land.
+    s.hand_back(&fence(&tasks[5])).await.unwrap();
+    let again = claim_one(&s, "ex-b").await.unwrap();
+    assert_eq!(again.id, tasks[5].id);
+    let ends = futures_ends(&s, &tasks).await;
+    for (t, end) in tasks.iter().zip(&ends) {
+        if t.id == tasks[5].id {
+            assert!(matches!(end, Err(Error::Fenced(_))), "{end:?}");
+            continue;
+        }
+        let f = end.as_ref().unwrap();
+        assert_eq!(f.task.state, TaskState::Succeeded);
+        assert_eq!(f.task.output, Some(json!(t.id.to_string())));
+        assert_eq!(f.watchers, [format!("web/n/{}", t.id)]);
+    }
+    assert_eq!(s.task(tasks[5].id).await.unwrap().state, TaskState::Running);
+    assert!(s
+        .events(tasks[0].id)
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.delivered_at.is_some()));
+}
+
+/// Every task's end at once, from concurrent callers (so that they share
+/// transactions), in the order of `tasks`.
+async fn futures_ends(
+    s: &Store,
+    tasks: &[Task],
+) -> Vec<courier::actors::Result<courier::actors::store::Finished>> {
+    let local = tokio::task::LocalSet::new();
+    let handles: Vec<_> = tasks
+        .iter()
+        .map(|t| {
+            let (s, f) = (s.clone(), fence(t));
+            let out = Outcome::Succeeded(json!(t.id.to_string()));
+            local.spawn_local(async move { s.finish_run(&f, &out).await })
+        })
+        .collect();
+    local
+        .run_until(async move {
+            let mut out = Vec::new();
+            for h in handles {
+                out.push(h.await.unwrap());
+            }
+            out
+        })
+        .await
+}
+
 on_both_databases!(
+    ends_written_together_keep_their_own_fences,
     pulls_never_claim_more_than_asked,
     claims_are_conditional_and_fenced,
     spawning_and_idempotency_keys_are_idempotent,

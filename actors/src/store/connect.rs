@@ -86,10 +86,7 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
             .connect_with(co)
             .await?;
         let migrate_lock = sqlite_lock_path(url);
-        Ok(Store {
-            db: Db::Sqlite(pool),
-            migrate_lock,
-        })
+        Ok(Store::new(Db::Sqlite(pool), migrate_lock))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let mut co = PgConnectOptions::from_str(url)?.application_name("courier");
         if let Some(schema) = &opts.pg_schema {
@@ -106,10 +103,7 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(co)
             .await?;
-        Ok(Store {
-            db: Db::Postgres(pool),
-            migrate_lock: None,
-        })
+        Ok(Store::new(Db::Postgres(pool), None))
     } else {
         Err(Error::UnsupportedUrl(url.to_string()))
     }

@@ -67,11 +67,36 @@ impl Store {
     }
 
     /// The task's inbox, in order.
+    ///
+    /// Reads that arrive together (the tasks of one claim starting) are
+    /// answered by one statement (see `group.rs`).
     pub async fn events(&self, task: Uuid) -> Result<Vec<TaskEvent>> {
-        Ok(on_pool!(self, p => sqlx::query_as(
+        let store = self.clone();
+        self.inboxes
+            .submit(task, move |ids| {
+                let store = store.clone();
+                Box::pin(async move { store.events_of(ids).await })
+            })
+            .await
+    }
+
+    /// The events of each task of `ids`, in order.
+    async fn events_of(&self, ids: &[Uuid]) -> Result<Vec<Result<Vec<TaskEvent>>>> {
+        let sql = format!(
             "SELECT seq, task_id, name, payload, created_at, delivered_at FROM task_events \
-             WHERE task_id = $1 ORDER BY seq")
-            .bind(task).fetch_all(p).await)?)
+             WHERE task_id IN {} ORDER BY seq",
+            self.id_set(1)
+        );
+        let rows: Vec<TaskEvent> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(super::ids_json(ids)).fetch_all(p).await)?;
+        let mut by: std::collections::HashMap<Uuid, Vec<TaskEvent>> = Default::default();
+        for e in rows {
+            by.entry(e.task_id).or_default().push(e);
+        }
+        Ok(ids
+            .iter()
+            .map(|id| Ok(by.remove(id).unwrap_or_default()))
+            .collect())
     }
 
     /// Marks events as held by the task's actor.

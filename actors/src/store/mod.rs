@@ -17,6 +17,7 @@
 //! change a task's state without leaving a line in `task_history`.
 
 mod connect;
+mod group;
 
 use std::time::Duration;
 
@@ -43,7 +44,16 @@ pub struct Store {
     /// migrating so that processes starting together migrate one at a time
     /// (sqlx's migrator locks only on PostgreSQL).
     migrate_lock: Option<std::path::PathBuf>,
+    /// Group commit of runs' ends: one transaction for the ends of every
+    /// run that finished while the previous one was written.
+    finishes: std::sync::Arc<group::Group<(Fence, tasks::Outcome), tasks::Finished>>,
+    /// Batched reads of tasks' inboxes: the tasks of one claim start
+    /// together, and read theirs in one statement.
+    inboxes: std::sync::Arc<group::Group<Uuid, Vec<TaskEvent>>>,
 }
+
+/// The most runs' ends one transaction records.
+const FINISH_BATCH: usize = 512;
 
 #[derive(Clone, Debug)]
 enum Db {
@@ -181,6 +191,12 @@ pub struct Fence {
     pub epoch: i64,
 }
 
+/// The ids for [`Store::id_set`]: a JSON array of their text forms.
+fn ids_json<'a>(ids: impl IntoIterator<Item = &'a Uuid>) -> String {
+    let ids: Vec<String> = ids.into_iter().map(|id| id.to_string()).collect();
+    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
+}
+
 /// `$start, $start+1, …` for an `IN (…)` list of `n` values.
 fn placeholders(start: usize, n: usize) -> String {
     (start..start + n)
@@ -211,17 +227,20 @@ impl Store {
 
     /// Wraps an existing SQLite pool (migrations are not applied).
     pub fn from_sqlite(pool: SqlitePool) -> Store {
-        Store {
-            db: Db::Sqlite(pool),
-            migrate_lock: None,
-        }
+        Store::new(Db::Sqlite(pool), None)
     }
 
     /// Wraps an existing PostgreSQL pool (migrations are not applied).
     pub fn from_postgres(pool: PgPool) -> Store {
+        Store::new(Db::Postgres(pool), None)
+    }
+
+    fn new(db: Db, migrate_lock: Option<std::path::PathBuf>) -> Store {
         Store {
-            db: Db::Postgres(pool),
-            migrate_lock: None,
+            db,
+            migrate_lock,
+            finishes: std::sync::Arc::new(group::Group::new(FINISH_BATCH)),
+            inboxes: std::sync::Arc::new(group::Group::new(FINISH_BATCH)),
         }
     }
 
@@ -246,6 +265,19 @@ impl Store {
     /// something another transaction's finish could change. PostgreSQL
     /// (read committed) needs `FOR SHARE` so the two serialize on the row;
     /// SQLite write transactions (`BEGIN IMMEDIATE`) are serial already.
+    /// A subquery yielding the task ids of parameter `$n`, bound as
+    /// [`ids_json`]: one SQL text whatever the number of ids (so one
+    /// prepared statement), where an `IN ($1, $2, …)` list would make one
+    /// per count.
+    fn id_set(&self, n: usize) -> String {
+        match self.db {
+            Db::Sqlite(_) => {
+                format!("(SELECT unhex(replace(value, '-', '')) FROM json_each(${n}))")
+            }
+            Db::Postgres(_) => format!("(SELECT jsonb_array_elements_text(${n}::jsonb)::uuid)"),
+        }
+    }
+
     fn share_lock(&self) -> &'static str {
         match self.db {
             Db::Sqlite(_) => "",

@@ -328,46 +328,90 @@ impl Store {
 
     /// [`finish`](Self::finish), and in the same transaction wakes the
     /// parent if it was suspended waiting for this task and no other.
+    ///
+    /// Ends are group-committed (see `group.rs`): the ends of every run
+    /// that finished while the previous transaction was being written go in
+    /// the next one together, each still fenced on its own and told its own
+    /// outcome. A lone end is written at once.
     pub async fn finish_run(&self, fence: &Fence, outcome: &Outcome) -> Result<Finished> {
-        let (output, error, errors) = match outcome {
-            Outcome::Succeeded(v) => (Some(Json(v)), None, None),
-            Outcome::Failed { error, errors } => (None, Some(error.as_str()), Some(Json(errors))),
-            Outcome::Cancelled(e) => (None, e.as_deref(), None),
-        };
+        let store = self.clone();
+        self.finishes
+            .submit((fence.clone(), outcome.clone()), move |ends| {
+                let store = store.clone();
+                Box::pin(async move { store.finish_runs(ends).await })
+            })
+            .await
+    }
+
+    /// Records several runs' ends in one transaction: for each, the fenced
+    /// final update, its inbox closed, its watchers taken, its suspended
+    /// parent woken. One outcome per end, in order; an end whose run is
+    /// no longer owned is [`Error::Fenced`] and changes nothing.
+    async fn finish_runs(&self, ends: &[(Fence, Outcome)]) -> Result<Vec<Result<Finished>>> {
         let sql = format!(
             "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2, \
                  errors = COALESCE($8, errors), waiting = NULL \
              WHERE id = $1 AND {OWNED} \
              RETURNING {TASK_COLS}"
         );
-        let out: Option<Finished> = on_pool_tx!(self, p, begin => {
+        let close_inboxes = format!(
+            "UPDATE task_events SET delivered_at = $2 WHERE task_id IN {} AND delivered_at IS NULL",
+            self.id_set(1)
+        );
+        let take_watchers = format!(
+            "DELETE FROM task_watchers WHERE task_id IN {} RETURNING task_id, address",
+            self.id_set(1)
+        );
+        // Rows are locked in id order, so that two transactions never wait
+        // for each other in a circle.
+        let mut order: Vec<usize> = (0..ends.len()).collect();
+        order.sort_by_key(|&i| ends[i].0.task_id);
+        let out: Vec<Option<Finished>> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
-            let row: Option<Task> = sqlx::query_as(&sql)
-                .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
-                .bind(outcome.state().as_str()).bind(output).bind(error).bind(now()).bind(errors)
-                .fetch_optional(&mut *tx).await?;
-            match row {
-                Some(task) => {
-                    // The inbox is closed with the task: whatever is in it
-                    // counts as delivered, so no sweep sends it again.
-                    sqlx::query("UPDATE task_events SET delivered_at = $2 WHERE task_id = $1 AND delivered_at IS NULL")
-                        .bind(fence.task_id).bind(now()).execute(&mut *tx).await?;
-                    let w: Vec<(String,)> = sqlx::query_as("DELETE FROM task_watchers WHERE task_id = $1 RETURNING address")
-                        .bind(fence.task_id).fetch_all(&mut *tx).await?;
-                    let woken = match task.parent_id {
-                        Some(parent) => wake_parent!(self, tx, task.id, parent, &fence.executor_id),
-                        None => None,
-                    };
-                    tx.commit().await?;
-                    Some(Finished { task, watchers: w.into_iter().map(|w| w.0).collect(), woken })
-                }
-                None => {
-                    tx.rollback().await?;
-                    None
+            let mut out: Vec<Option<Finished>> = vec![None; ends.len()];
+            let at = now();
+            for i in order.iter().copied() {
+                let (fence, outcome) = &ends[i];
+                let (output, error, errors) = match outcome {
+                    Outcome::Succeeded(v) => (Some(Json(v)), None, None),
+                    Outcome::Failed { error, errors } => (None, Some(error.as_str()), Some(Json(errors))),
+                    Outcome::Cancelled(e) => (None, e.as_deref(), None),
+                };
+                let row: Option<Task> = sqlx::query_as(&sql)
+                    .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
+                    .bind(outcome.state().as_str()).bind(output).bind(error).bind(at).bind(errors)
+                    .fetch_optional(&mut *tx).await?;
+                let Some(task) = row else { continue };
+                let woken = match task.parent_id {
+                    Some(parent) => wake_parent!(self, tx, task.id, parent, &fence.executor_id),
+                    None => None,
+                };
+                out[i] = Some(Finished { task, watchers: Vec::new(), woken });
+            }
+            let ended: Vec<Uuid> = out.iter().flatten().map(|f| f.task.id).collect();
+            if ended.is_empty() {
+                tx.rollback().await?;
+            } else {
+                // The inboxes are closed with the tasks: whatever is in
+                // them counts as delivered, so no sweep sends it again.
+                // Then the watchers are taken. One statement each for all.
+                let ids = super::ids_json(&ended);
+                sqlx::query(&close_inboxes).bind(&ids).bind(at).execute(&mut *tx).await?;
+                let w: Vec<(Uuid, String)> = sqlx::query_as(&take_watchers).bind(&ids).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                for (task, address) in w {
+                    if let Some(f) = out.iter_mut().flatten().find(|f| f.task.id == task) {
+                        f.watchers.push(address);
+                    }
                 }
             }
+            out
         });
-        out.ok_or(Error::Fenced(fence.task_id))
+        Ok(out
+            .into_iter()
+            .zip(ends)
+            .map(|(f, (fence, _))| f.ok_or(Error::Fenced(fence.task_id)))
+            .collect())
     }
 
     /// Records a failed attempt of an owned task that has attempts left:
