@@ -850,7 +850,65 @@ async fn futures_ends(
         .await
 }
 
+/// Creates written together (group commit) each get their own outcome: a
+/// create whose id exists fails alone, two with one idempotency key give
+/// one task, and every other create lands with its watcher.
+async fn creates_written_together_keep_their_own_outcomes(db: &TestDb) {
+    let s = db.store().await;
+    let (existing, _) = s.create_task(&insert("k")).await.unwrap();
+    let mut inserts: Vec<TaskInsert> = (0..10).map(|_| insert("k")).collect();
+    inserts[3].id = existing.id;
+    inserts[6].idempotency_key = Some("same".into());
+    inserts[7].idempotency_key = Some("same".into());
+    let local = tokio::task::LocalSet::new();
+    let handles: Vec<_> = inserts
+        .iter()
+        .cloned()
+        .map(|t| {
+            let s = s.clone();
+            local.spawn_local(async move {
+                s.create_task_watched(&t, Some(&format!("web/n/{}", t.id)))
+                    .await
+            })
+        })
+        .collect();
+    let outcomes = local
+        .run_until(async move {
+            let mut out = Vec::new();
+            for h in handles {
+                out.push(h.await.unwrap());
+            }
+            out
+        })
+        .await;
+    for (i, (t, out)) in inserts.iter().zip(&outcomes).enumerate() {
+        match i {
+            3 => assert!(matches!(out, Err(Error::Conflict(_))), "{out:?}"),
+            7 => {
+                let (task, created) = out.as_ref().unwrap();
+                assert!(!created);
+                assert_eq!(task.id, inserts[6].id);
+            }
+            _ => {
+                let (task, created) = out.as_ref().unwrap();
+                assert!(created);
+                assert_eq!(task.id, t.id);
+                let mut want = vec![format!("web/n/{}", t.id)];
+                if i == 6 {
+                    // The second create with its key watches the first's task.
+                    want.push(format!("web/n/{}", inserts[7].id));
+                }
+                let mut got = s.take_watchers(t.id).await.unwrap();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want);
+            }
+        }
+    }
+}
+
 on_both_databases!(
+    creates_written_together_keep_their_own_outcomes,
     ends_written_together_keep_their_own_fences,
     pulls_never_claim_more_than_asked,
     claims_are_conditional_and_fenced,

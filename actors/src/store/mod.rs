@@ -50,7 +50,13 @@ pub struct Store {
     /// Batched reads of tasks' inboxes: the tasks of one claim start
     /// together, and read theirs in one statement.
     inboxes: std::sync::Arc<group::Group<Uuid, Vec<TaskEvent>>>,
+    /// Group commit of single creates (a batch is one transaction of its
+    /// own, all or nothing).
+    creates: std::sync::Arc<group::Group<Create, (Task, bool)>>,
 }
+
+/// A single create: the task and who waits for it.
+type Create = (TaskInsert, Option<String>);
 
 /// The most runs' ends one transaction records.
 const FINISH_BATCH: usize = 512;
@@ -241,6 +247,7 @@ impl Store {
             migrate_lock,
             finishes: std::sync::Arc::new(group::Group::new(FINISH_BATCH)),
             inboxes: std::sync::Arc::new(group::Group::new(FINISH_BATCH)),
+            creates: std::sync::Arc::new(group::Group::new(FINISH_BATCH)),
         }
     }
 

@@ -102,13 +102,40 @@ impl Store {
     /// `watcher` (a bus address) to be told when it finishes: no finish can
     /// slip between the two. With an idempotency key that exists already,
     /// returns the first task and `false` (the watcher is registered on it).
+    ///
+    /// Creates are group-committed (see `group.rs`): the creates that
+    /// arrive while the previous one is being written share the next
+    /// transaction, each with its own outcome. A lone create is written at
+    /// once.
     pub async fn create_task_watched(
         &self,
         t: &TaskInsert,
         watcher: Option<&str>,
     ) -> Result<(Task, bool)> {
-        let mut rows = self.create_tasks(std::slice::from_ref(t), watcher).await?;
-        Ok(rows.remove(0))
+        let store = self.clone();
+        self.creates
+            .submit((t.clone(), watcher.map(str::to_string)), move |creates| {
+                let store = store.clone();
+                Box::pin(async move { store.create_each(creates).await })
+            })
+            .await
+    }
+
+    /// Several callers' creates in one transaction, each with its own
+    /// watcher. Any error fails the whole transaction (the group then
+    /// writes them again one by one, so only the one at fault fails).
+    async fn create_each(
+        &self,
+        creates: &[(TaskInsert, Option<String>)],
+    ) -> Result<Vec<Result<(Task, bool)>>> {
+        let items: Vec<(&TaskInsert, Option<&str>)> =
+            creates.iter().map(|(t, w)| (t, w.as_deref())).collect();
+        Ok(self
+            .insert_tasks(&items)
+            .await?
+            .into_iter()
+            .map(Ok)
+            .collect())
     }
 
     /// Inserts top-level tasks in one transaction: all of them or, on any
@@ -119,6 +146,15 @@ impl Store {
         &self,
         ts: &[TaskInsert],
         watcher: Option<&str>,
+    ) -> Result<Vec<(Task, bool)>> {
+        let items: Vec<(&TaskInsert, Option<&str>)> = ts.iter().map(|t| (t, watcher)).collect();
+        self.insert_tasks(&items).await
+    }
+
+    /// Inserts tasks, each with its watcher, in one transaction.
+    async fn insert_tasks(
+        &self,
+        items: &[(&TaskInsert, Option<&str>)],
     ) -> Result<Vec<(Task, bool)>> {
         let insert = format!(
             "INSERT INTO tasks ({INSERT_COLS}) VALUES ({INSERT_VALUES}) \
@@ -131,8 +167,8 @@ impl Store {
         let ts_now = now();
         let out: Vec<(Task, bool)> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
-            let mut out = Vec::with_capacity(ts.len());
-            for t in ts {
+            let mut out = Vec::with_capacity(items.len());
+            for &(t, watcher) in items {
                 let row: Option<Task> = bind_insert!(sqlx::query_as(&insert), t, ts_now)
                     .fetch_optional(&mut *tx)
                     .await?;
