@@ -15,6 +15,11 @@
 //!
 //! State history is written by database triggers, so no statement here can
 //! change a task's state without leaving a line in `task_history`.
+//!
+//! Runs' ends and single creates are group-committed, and the inboxes of
+//! tasks starting together read in one statement (`group.rs`): what
+//! arrives while one write is running shares the next transaction, with no
+//! timer.
 
 mod connect;
 mod group;
