@@ -18,33 +18,14 @@
 mod support;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use courier::bus::transport::amqp::AmqpConfig;
-use courier::{Client, NewTask, Runtime, StoreOptions};
-use serde_json::json;
+use courier::{Client, Runtime, StoreOptions};
 use support::{
-    calls_per_second, create_schema, drop_schemas, echo_round_trip, env_usize, hist, pg_url,
+    calls_per_second, create_schema, drop_schemas, echo_ready, echo_round_trip, env_usize, hist,
+    pg_url, schema_url, Procs,
 };
-
-struct Procs(Vec<Child>);
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn schema_url(base: &str, schema: &str) -> String {
-    format!(
-        "{base}{}options=-c%20search_path%3D{schema}",
-        if base.contains('?') { "&" } else { "?" }
-    )
-}
 
 fn executor(db: &str, bus: &str, prefix: &str, node: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_courier"))
@@ -70,31 +51,6 @@ fn executor(db: &str, bus: &str, prefix: &str, node: &str) -> Child {
 
 async fn once(c: &Client) -> Duration {
     echo_round_trip(c).await
-}
-
-async fn ready(c: &Client) {
-    let start = Instant::now();
-    loop {
-        match c
-            .submit_and_wait(
-                NewTask::new("demo.echo", json!(0)),
-                Duration::from_millis(500),
-            )
-            .await
-        {
-            Ok(w) if w.finished && start.elapsed() > Duration::from_millis(500) => return,
-            Ok(_) => {}
-            // The executor process has not registered its kinds yet.
-            Err(courier::Error::UnknownKind(_)) => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("{e}"),
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the executors did not answer"
-        );
-    }
 }
 
 async fn rtt(c: &Client, samples: usize) -> (f64, f64) {
@@ -167,7 +123,7 @@ fn main() {
         let sock = format!("socket:{}", dir.path().join("s").display());
         let _e = Procs(vec![executor(&db, &sock, "unused", "bench-sock-exec")]);
         let w = web(&db, "bench-sock-web").await.socket_transport(dir.path().join("s")).start().await.unwrap();
-        ready(&w.client()).await;
+        echo_ready(&w.client()).await;
         let (p50, p99) = rtt(&w.client(), samples).await;
         let tps = throughput(&w.client(), tasks).await;
         rows.push(("socket (1 executor process)", p50, p99, vec![tps]));
@@ -184,13 +140,13 @@ fn main() {
             .await
             .unwrap();
         let mut procs = Procs(vec![executor(&db, &amqp, &prefix, "bench-amqp-exec-1")]);
-        ready(&w.client()).await;
+        echo_ready(&w.client()).await;
         let (p50, p99) = rtt(&w.client(), samples).await;
         let mut tps = vec![throughput(&w.client(), tasks).await];
         for n in 2..=3 {
             procs.0.push(executor(&db, &amqp, &prefix, &format!("bench-amqp-exec-{n}")));
             tokio::time::sleep(Duration::from_secs(2)).await;
-            ready(&w.client()).await;
+            echo_ready(&w.client()).await;
             tps.push(throughput(&w.client(), tasks).await);
         }
         rows.push(("AMQP", p50, p99, tps));
@@ -201,13 +157,13 @@ fn main() {
         let db = schema_url(&base, &schemas[3]);
         let w = web(&db, "bench-pg-web").await.postgres_transport().start().await.unwrap();
         let mut procs = Procs(vec![executor(&db, "postgres", "unused", "bench-pg-exec-1")]);
-        ready(&w.client()).await;
+        echo_ready(&w.client()).await;
         let (p50, p99) = rtt(&w.client(), samples).await;
         let mut tps = vec![throughput(&w.client(), tasks).await];
         for n in 2..=3 {
             procs.0.push(executor(&db, "postgres", "unused", &format!("bench-pg-exec-{n}")));
             tokio::time::sleep(Duration::from_secs(2)).await;
-            ready(&w.client()).await;
+            echo_ready(&w.client()).await;
             tps.push(throughput(&w.client(), tasks).await);
         }
         rows.push(("PostgreSQL (`--bus postgres`)", p50, p99, tps));

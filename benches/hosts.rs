@@ -30,31 +30,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use courier::bus::transport::amqp::AmqpConfig;
-use courier::{Client, NewTask, Runtime, StoreOptions};
-use serde_json::json;
+use courier::{Client, Runtime, StoreOptions};
 use sqlx::Connection;
-use support::{calls_per_second, create_schema, drop_schemas, echo_round_trip, env_usize, hist};
+use support::{
+    calls_per_second, create_schema, drop_schemas, echo_ready, echo_round_trip, env_usize, hist,
+    schema_url, Procs,
+};
 
 const BRIDGE: &str = "10.77.0.1";
-
-struct Procs(Vec<Child>);
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn schema_url(base: &str, schema: &str) -> String {
-    format!(
-        "{base}{}options=-c%20search_path%3D{schema}",
-        if base.contains('?') { "&" } else { "?" }
-    )
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Wire {
@@ -138,27 +121,8 @@ impl Setup {
 }
 
 async fn ready(c: &Client, executors: usize) {
+    echo_ready(c).await;
     let start = Instant::now();
-    loop {
-        match c
-            .submit_and_wait(
-                NewTask::new("demo.echo", json!(0)),
-                Duration::from_millis(500),
-            )
-            .await
-        {
-            Ok(w) if w.finished && start.elapsed() > Duration::from_millis(500) => break,
-            Ok(_) => {}
-            Err(courier::Error::UnknownKind(_)) => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("{e}"),
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the executors did not answer"
-        );
-    }
     // Every executor has registered (heartbeats are in the store).
     loop {
         let alive = c

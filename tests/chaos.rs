@@ -115,15 +115,7 @@ fn sigkill_an_executor_mid_run_of_200_tasks_over(wire: Wire) {
         ex.get(taker).is_some_and(|e| e["state"] == "alive"),
         "taken over by a live executor: {taker}"
     );
-    assert!(
-        !audit.takeovers.is_empty()
-            && audit
-                .takeovers
-                .iter()
-                .all(|(_, holder, _, _)| holder == &victim),
-        "the victim's running tasks were taken over: {:?}",
-        audit.takeovers
-    );
+    audit.assert_taken_over_from(&victim);
     drop(execs);
 }
 
@@ -175,12 +167,12 @@ fn sigstop_past_the_timeout_then_sigcont_the_zombie_over(wire: Wire) {
 
     let audit = Audit::of(&web, &ids, "succeeded", T);
     audit.assert_exactly_once();
+    audit.assert_taken_over_from(&frozen);
     assert!(
-        !audit.takeovers.is_empty()
-            && audit
-                .takeovers
-                .iter()
-                .all(|(_, holder, taker, _)| holder == &frozen && taker.starts_with("exec-b-")),
+        audit
+            .takeovers
+            .iter()
+            .all(|(_, _, taker, _)| taker.starts_with("exec-b-")),
         "{:?}",
         audit.takeovers
     );

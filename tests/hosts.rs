@@ -144,15 +144,7 @@ fn a_partitioned_host(wire: Wire) {
 
     let audit = Audit::of(&web, &ids, "succeeded", T);
     audit.assert_exactly_once();
-    assert!(
-        !audit.takeovers.is_empty()
-            && audit
-                .takeovers
-                .iter()
-                .all(|(_, holder, _, _)| holder == &cut_off),
-        "{:?}",
-        audit.takeovers
-    );
+    audit.assert_taken_over_from(&cut_off);
     assert_nothing_written_after_death(&web, &ids, &cut_off, &dead);
 
     // The host works again: with the others busy, it takes its share.

@@ -151,3 +151,57 @@ pub fn log_from_env() {
             .try_init();
     }
 }
+
+/// `courier` processes a benchmark started, stopped (SIGTERM) and reaped
+/// when dropped.
+pub struct Procs(pub Vec<std::process::Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A PostgreSQL URL whose connections search `schema` first (how a
+/// `courier` process is given a benchmark's schema).
+pub fn schema_url(base: &str, schema: &str) -> String {
+    format!(
+        "{base}{}options=-c%20search_path%3D{schema}",
+        if base.contains('?') { "&" } else { "?" }
+    )
+}
+
+/// Waits until a `demo.echo` submitted with a wait comes back finished,
+/// for at least half a second (executor processes register their kinds
+/// as they start); panics after a minute.
+pub async fn echo_ready(c: &courier::Client) {
+    let start = std::time::Instant::now();
+    loop {
+        match c
+            .submit_and_wait(
+                courier::NewTask::new("demo.echo", serde_json::json!(0)),
+                std::time::Duration::from_millis(500),
+            )
+            .await
+        {
+            Ok(w) if w.finished && start.elapsed() > std::time::Duration::from_millis(500) => {
+                return
+            }
+            Ok(_) => {}
+            // The executor process has not registered its kinds yet.
+            Err(courier::Error::UnknownKind(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the executors did not answer"
+        );
+    }
+}

@@ -417,6 +417,15 @@ impl Audit {
         a
     }
 
+    /// There were takeovers, and every one took a task from `holder`.
+    pub fn assert_taken_over_from(&self, holder: &str) {
+        assert!(
+            !self.takeovers.is_empty() && self.takeovers.iter().all(|(_, h, _, _)| h == holder),
+            "{holder}'s running tasks were taken over, and no other's: {:?}",
+            self.takeovers
+        );
+    }
+
     /// Every task finished exactly once, in the state asked for; none lost,
     /// none finished twice, none finished by a fenced executor.
     pub fn assert_exactly_once(&self) {
