@@ -1,5 +1,7 @@
 //! The `tasks` table: creating, reading, claiming and finishing tasks.
 
+use std::collections::HashMap;
+
 use super::journal::wake_parent;
 use super::*;
 
@@ -384,12 +386,66 @@ impl Store {
     /// parent woken. One outcome per end, in order; an end whose run is
     /// no longer owned is [`Error::Fenced`] and changes nothing.
     async fn finish_runs(&self, ends: &[(Fence, Outcome)]) -> Result<Vec<Result<Finished>>> {
+        // One fenced UPDATE for every end: the ends travel as one JSON
+        // array parameter (`u_output` and `u_errors` as JSON text, so that
+        // a `null` output stays JSON `null`), and each row changes only if
+        // its own executor still holds it at its own epoch and has not
+        // been declared dead.
+        let ends_sql = match self.dialect() {
+            Dialect::Postgres => "jsonb_to_recordset($1::jsonb) AS u(u_id uuid, u_exec text, u_epoch bigint, \
+                 u_state text, u_output text, u_error text, u_errors text)"
+                .to_string(),
+            Dialect::Sqlite => "(SELECT unhex(replace(json_extract(value, '$.u_id'), '-', '')) AS u_id, \
+                 json_extract(value, '$.u_exec') AS u_exec, json_extract(value, '$.u_epoch') AS u_epoch, \
+                 json_extract(value, '$.u_state') AS u_state, json_extract(value, '$.u_output') AS u_output, \
+                 json_extract(value, '$.u_error') AS u_error, json_extract(value, '$.u_errors') AS u_errors \
+                 FROM json_each($1)) AS u"
+                .to_string(),
+        };
+        // `plus`: on SQLite, the owner and state columns are kept out of
+        // index selection, so that the plan walks the ends and finds each
+        // task by its key (with the state index it walked every running
+        // task for every end: 5,908 → 2,896 tasks/s).
+        let (json, plus) = match self.dialect() {
+            Dialect::Postgres => ("::jsonb", ""),
+            Dialect::Sqlite => ("", "+"),
+        };
         let sql = format!(
+            "UPDATE tasks SET state = u.u_state, output = u.u_output{json}, error = u.u_error, \
+                 finished_at = $2, updated_at = $2, changed_by = u.u_exec, \
+                 errors = COALESCE(u.u_errors{json}, errors), waiting = NULL \
+             FROM {ends_sql} \
+             WHERE tasks.id = u.u_id AND {plus}tasks.executor_id = u.u_exec AND tasks.epoch = u.u_epoch \
+               AND {plus}tasks.state IN {HELD} \
+               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = u.u_exec AND e.state = 'dead') \
+             RETURNING {TASK_COLS}"
+        );
+        let one = format!(
             "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2, \
                  errors = COALESCE($8, errors), waiting = NULL \
              WHERE id = $1 AND {OWNED} \
              RETURNING {TASK_COLS}"
         );
+        let rows: Vec<Value> = ends
+            .iter()
+            .map(|(fence, outcome)| {
+                let (output, error, errors) = match outcome {
+                    Outcome::Succeeded(v) => (Some(v.to_string()), None, None),
+                    Outcome::Failed { error, errors } => (
+                        None,
+                        Some(error.clone()),
+                        Some(serde_json::to_string(errors).unwrap_or_else(|_| "[]".into())),
+                    ),
+                    Outcome::Cancelled(e) => (None, e.clone(), None),
+                };
+                serde_json::json!({
+                    "u_id": fence.task_id, "u_exec": fence.executor_id, "u_epoch": fence.epoch,
+                    "u_state": outcome.state().as_str(), "u_output": output, "u_error": error,
+                    "u_errors": errors,
+                })
+            })
+            .collect();
+        let rows = Value::Array(rows).to_string();
         let close_inboxes = format!(
             "UPDATE task_events SET delivered_at = $2 WHERE task_id IN {} AND delivered_at IS NULL",
             self.id_set(1)
@@ -398,48 +454,57 @@ impl Store {
             "DELETE FROM task_watchers WHERE task_id IN {} RETURNING task_id, address",
             self.id_set(1)
         );
-        // Rows are locked in id order, so that two transactions never wait
-        // for each other in a circle.
-        let mut order: Vec<usize> = (0..ends.len()).collect();
-        order.sort_by_key(|&i| ends[i].0.task_id);
         let out: Vec<Option<Finished>> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
-            let mut out: Vec<Option<Finished>> = vec![None; ends.len()];
             let at = now();
-            for i in order.iter().copied() {
-                let (fence, outcome) = &ends[i];
-                let (output, error, errors) = match outcome {
-                    Outcome::Succeeded(v) => (Some(Json(v)), None, None),
-                    Outcome::Failed { error, errors } => (None, Some(error.as_str()), Some(Json(errors))),
-                    Outcome::Cancelled(e) => (None, e.as_deref(), None),
-                };
-                let row: Option<Task> = sqlx::query_as(&sql)
-                    .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
-                    .bind(outcome.state().as_str()).bind(output).bind(error).bind(at).bind(errors)
-                    .fetch_optional(&mut *tx).await?;
-                let Some(task) = row else { continue };
+            let done: Vec<Task> = match ends {
+                // A lone end (no load): the plain statement by key, which
+                // PostgreSQL plans and runs faster than a join with a
+                // recordset of one.
+                [(fence, outcome)] => {
+                    let (output, error, errors) = match outcome {
+                        Outcome::Succeeded(v) => (Some(Json(v)), None, None),
+                        Outcome::Failed { error, errors } => (None, Some(error.as_str()), Some(Json(errors))),
+                        Outcome::Cancelled(e) => (None, e.as_deref(), None),
+                    };
+                    sqlx::query_as(&one)
+                        .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
+                        .bind(outcome.state().as_str()).bind(output).bind(error).bind(at).bind(errors)
+                        .fetch_all(&mut *tx).await?
+                }
+                _ => sqlx::query_as(&sql).bind(&rows).bind(at).fetch_all(&mut *tx).await?,
+            };
+            let mut out: Vec<Option<Finished>> = vec![None; ends.len()];
+            if done.is_empty() {
+                tx.rollback().await?;
+            } else {
+            // Each row to the first end that names its task (a second end
+            // for the same task in one flush is refused, as it would be
+            // one flush later).
+            let mut at_index: HashMap<Uuid, usize> = HashMap::new();
+            for (i, (fence, _)) in ends.iter().enumerate() {
+                at_index.entry(fence.task_id).or_insert(i);
+            }
+            for task in done {
+                let i = at_index[&task.id];
                 let woken = match task.parent_id {
-                    Some(parent) => wake_parent!(self, tx, task.id, parent, &fence.executor_id),
+                    Some(parent) => wake_parent!(self, tx, task.id, parent, &ends[i].0.executor_id),
                     None => None,
                 };
                 out[i] = Some(Finished { task, watchers: Vec::new(), woken });
             }
-            let ended: Vec<Uuid> = out.iter().flatten().map(|f| f.task.id).collect();
-            if ended.is_empty() {
-                tx.rollback().await?;
-            } else {
-                // The inboxes are closed with the tasks: whatever is in
-                // them counts as delivered, so no sweep sends it again.
-                // Then the watchers are taken. One statement each for all.
-                let ids = super::ids_json(&ended);
-                sqlx::query(&close_inboxes).bind(&ids).bind(at).execute(&mut *tx).await?;
-                let w: Vec<(Uuid, String)> = sqlx::query_as(&take_watchers).bind(&ids).fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                for (task, address) in w {
-                    if let Some(f) = out.iter_mut().flatten().find(|f| f.task.id == task) {
-                        f.watchers.push(address);
-                    }
+            // The inboxes are closed with the tasks: whatever is in them
+            // counts as delivered, so no sweep sends it again. Then the
+            // watchers are taken. One statement each for all.
+            let ids = super::ids_json(out.iter().flatten().map(|f| &f.task.id));
+            sqlx::query(&close_inboxes).bind(&ids).bind(at).execute(&mut *tx).await?;
+            let w: Vec<(Uuid, String)> = sqlx::query_as(&take_watchers).bind(&ids).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            for (task, address) in w {
+                if let Some(Some(f)) = at_index.get(&task).map(|&i| out[i].as_mut()) {
+                    f.watchers.push(address);
                 }
+            }
             }
             out
         });
