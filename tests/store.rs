@@ -907,7 +907,77 @@ async fn creates_written_together_keep_their_own_outcomes(db: &TestDb) {
     }
 }
 
+/// A batch (one statement for all its tasks) keeps every field as a task
+/// created alone does, times included: a delayed task of a batch is due
+/// when the same task created alone is.
+async fn a_batch_keeps_every_field(db: &TestDb) {
+    let s = db.store().await;
+    let options = TaskOptions::new()
+        .queue("q")
+        .priority(7)
+        .delay(Duration::from_millis(300))
+        .max_attempts(3)
+        .backoff(Duration::from_millis(1500))
+        .timeout(Duration::from_secs(9));
+    let mut alone = insert_with("k", options.clone());
+    alone.idempotency_key = Some("alone".into());
+    alone.input = json!({"null": null, "n": [1, 2.5, "x"]});
+    let mut batch: Vec<TaskInsert> = (0..3).map(|_| insert_with("k", options.clone())).collect();
+    batch[0].idempotency_key = Some("batched".into());
+    batch[1].input = alone.input.clone();
+    batch[2].options = alone.options.clone();
+    let (a, _) = s.create_task(&alone).await.unwrap();
+    let made = s.create_tasks(&batch, Some("web/n/w")).await.unwrap();
+    for ((t, created), want) in made.iter().zip(&batch) {
+        assert!(created);
+        assert_eq!(t.id, want.id);
+        assert_eq!(t.idempotency_key, want.idempotency_key);
+        assert_eq!(t.input, want.input);
+        assert_eq!(
+            (
+                t.state,
+                &t.queue,
+                t.priority,
+                t.max_attempts,
+                t.backoff_ms,
+                t.timeout_ms
+            ),
+            (
+                a.state,
+                &a.queue,
+                a.priority,
+                a.max_attempts,
+                a.backoff_ms,
+                a.timeout_ms
+            )
+        );
+        assert_eq!(t.trace_id, want.trace_id);
+        assert_eq!(s.take_watchers(t.id).await.unwrap(), ["web/n/w"]);
+    }
+    assert_eq!(made[2].0.run_at, a.run_at);
+    // Due together: the batched task with the lone one's due time is
+    // promoted with it, by the same text (SQLite) or time comparison.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let promoted: Vec<Uuid> = s
+        .promote_due("test", 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    for id in [a.id, made[0].0.id, made[1].0.id, made[2].0.id] {
+        assert!(promoted.contains(&id), "{id} not promoted: {promoted:?}");
+    }
+    // A batch naming an idempotency key that exists gives the first task.
+    let mut again: Vec<TaskInsert> = (0..2).map(|_| insert("k")).collect();
+    again[1].idempotency_key = Some("batched".into());
+    let made2 = s.create_tasks(&again, None).await.unwrap();
+    assert!(made2[0].1 && !made2[1].1);
+    assert_eq!(made2[1].0.id, made[0].0.id);
+}
+
 on_both_databases!(
+    a_batch_keeps_every_field,
     creates_written_together_keep_their_own_outcomes,
     ends_written_together_keep_their_own_fences,
     pulls_never_claim_more_than_asked,

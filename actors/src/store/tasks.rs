@@ -153,8 +153,112 @@ impl Store {
         self.insert_tasks(&items).await
     }
 
-    /// Inserts tasks, each with its watcher, in one transaction.
+    /// Inserts tasks, each with its watcher, in one transaction. Several
+    /// go in one `INSERT … SELECT` from a recordset of them (a lone one in
+    /// the plain statement); a task whose idempotency key names a task
+    /// that exists comes back as that task, not created.
     async fn insert_tasks(
+        &self,
+        items: &[(&TaskInsert, Option<&str>)],
+    ) -> Result<Vec<(Task, bool)>> {
+        if items.len() < 2 {
+            return self.insert_tasks_one_by_one(items).await;
+        }
+        let (recordset, json) = match self.dialect() {
+            Dialect::Postgres => (
+                "jsonb_to_recordset($1::jsonb) AS u(u_id uuid, u_kind text, u_state text, u_input text, \
+                 u_key text, u_trace text, u_by text, u_queue text, u_priority int, u_run_at timestamptz, \
+                 u_max_attempts int, u_backoff_ms bigint, u_timeout_ms bigint, u_schedule text)",
+                "::jsonb",
+            ),
+            Dialect::Sqlite => (
+                "(SELECT unhex(replace(json_extract(value, '$.u_id'), '-', '')) AS u_id, \
+                 json_extract(value, '$.u_kind') AS u_kind, json_extract(value, '$.u_state') AS u_state, \
+                 json_extract(value, '$.u_input') AS u_input, json_extract(value, '$.u_key') AS u_key, \
+                 json_extract(value, '$.u_trace') AS u_trace, json_extract(value, '$.u_by') AS u_by, \
+                 json_extract(value, '$.u_queue') AS u_queue, json_extract(value, '$.u_priority') AS u_priority, \
+                 json_extract(value, '$.u_run_at') AS u_run_at, json_extract(value, '$.u_max_attempts') AS u_max_attempts, \
+                 json_extract(value, '$.u_backoff_ms') AS u_backoff_ms, json_extract(value, '$.u_timeout_ms') AS u_timeout_ms, \
+                 json_extract(value, '$.u_schedule') AS u_schedule FROM json_each($1)) AS u",
+                "",
+            ),
+        };
+        let insert = format!(
+            "INSERT INTO tasks ({INSERT_COLS}) \
+             SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, $2, $2, u_queue, u_priority, \
+                    u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule FROM {recordset} \
+             WHERE true ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
+        );
+        let watch = match self.dialect() {
+            Dialect::Postgres => "INSERT INTO task_watchers (task_id, address, created_at) \
+                 SELECT w_id, w_address, $2 FROM jsonb_to_recordset($1::jsonb) AS w(w_id uuid, w_address text) \
+                 ON CONFLICT DO NOTHING",
+            Dialect::Sqlite => "INSERT INTO task_watchers (task_id, address, created_at) \
+                 SELECT unhex(replace(json_extract(value, '$.w_id'), '-', '')), json_extract(value, '$.w_address'), $2 \
+                 FROM json_each($1) WHERE true ON CONFLICT DO NOTHING",
+        };
+        let by_key = format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 {}",
+            self.share_lock()
+        );
+        let sqlite = matches!(self.dialect(), Dialect::Sqlite);
+        let time = |t: &DateTime<Utc>| -> Value {
+            if sqlite {
+                // As sqlx writes a time on SQLite, so that times compare as text.
+                Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+            } else {
+                Value::String(t.to_rfc3339())
+            }
+        };
+        let rows: Vec<Value> = items
+            .iter()
+            .map(|(t, _)| {
+                serde_json::json!({
+                    "u_id": t.id, "u_kind": t.kind, "u_state": t.state().as_str(),
+                    "u_input": t.input.to_string(), "u_key": t.idempotency_key, "u_trace": t.trace_id,
+                    "u_by": t.created_by, "u_queue": t.options.queue, "u_priority": t.options.priority,
+                    "u_run_at": t.options.run_at.as_ref().map(time), "u_max_attempts": t.options.max_attempts,
+                    "u_backoff_ms": t.options.backoff_ms, "u_timeout_ms": t.options.timeout_ms,
+                    "u_schedule": t.schedule,
+                })
+            })
+            .collect();
+        let rows = Value::Array(rows).to_string();
+        let ts_now = now();
+        on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let inserted: Vec<Task> = sqlx::query_as(&insert).bind(&rows).bind(ts_now).fetch_all(&mut *tx).await?;
+            let mut by_id: HashMap<Uuid, Task> = inserted.into_iter().map(|t| (t.id, t)).collect();
+            let mut out = Vec::with_capacity(items.len());
+            for (t, _) in items {
+                let found = match by_id.remove(&t.id) {
+                    Some(row) => (row, true),
+                    None => match &t.idempotency_key {
+                        Some(key) => match sqlx::query_as(&by_key).bind(key).fetch_optional(&mut *tx).await? {
+                            Some(r) => (r, false),
+                            None => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
+                        },
+                        None => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
+                    },
+                };
+                out.push(found);
+            }
+            let watchers: Vec<Value> = items
+                .iter()
+                .zip(&out)
+                .filter_map(|((_, w), (row, _))| w.map(|w| serde_json::json!({"w_id": row.id, "w_address": w})))
+                .collect();
+            if !watchers.is_empty() {
+                sqlx::query(watch).bind(Value::Array(watchers).to_string()).bind(ts_now).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    /// Inserts tasks, each with its watcher, in one transaction, a
+    /// statement each.
+    async fn insert_tasks_one_by_one(
         &self,
         items: &[(&TaskInsert, Option<&str>)],
     ) -> Result<Vec<(Task, bool)>> {
