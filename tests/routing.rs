@@ -100,3 +100,46 @@ async fn over_amqp(db: &TestDb) {
 }
 
 on_both_databases!(over_sockets, over_amqp);
+
+/// The hybrid `socket:DIR,postgres`: a web node and an executor on one host
+/// (one socket directory) also share a PostgreSQL bus, yet a task created on
+/// the web node reaches the executor, and its end comes back, over the
+/// socket: the nearest route wins, and no message of theirs becomes a row.
+#[actix::test]
+async fn the_hybrid_keeps_a_hosts_traffic_on_its_socket() {
+    let db = TestDb::postgres().await;
+    let cluster = db
+        .cluster(common::Via::SocketAndPostgres, |b| {
+            b.registry(courier::demo::registry())
+        })
+        .await;
+    let routed = |t: &'static str| {
+        let bus = cluster.bus().clone();
+        async move {
+            bus.stats()
+                .await
+                .unwrap()
+                .by_transport
+                .get(t)
+                .copied()
+                .unwrap_or(0)
+        }
+    };
+    let (socket0, pg0) = (routed("socket").await, routed("postgres").await);
+    for i in 0..20 {
+        let w = cluster
+            .client()
+            .submit_and_wait(NewTask::new("demo.echo", json!(i)), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(w.finished && w.task.state == TaskState::Succeeded);
+    }
+    let (socket1, pg1) = (routed("socket").await, routed("postgres").await);
+    assert!(
+        socket1 - socket0 >= 20,
+        "{socket0} → {socket1} over the socket"
+    );
+    assert_eq!(pg1, pg0, "messages routed through PostgreSQL");
+    cluster.shutdown().await;
+    db.cleanup().await;
+}
