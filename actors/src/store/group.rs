@@ -21,6 +21,7 @@
 //! request is written again one request at a time, so one bad request does
 //! not fail its neighbours.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -47,7 +48,7 @@ struct Queued<T, R> {
 
 struct State<T, R> {
     flushing: bool,
-    queue: Vec<Queued<T, R>>,
+    queue: VecDeque<Queued<T, R>>,
 }
 
 /// A group-commit point for requests `T` with outcomes `R`.
@@ -68,7 +69,7 @@ impl<T, R> Group<T, R> {
         Group {
             state: Mutex::new(State {
                 flushing: false,
-                queue: Vec::new(),
+                queue: VecDeque::new(),
             }),
             max: max.max(1),
         }
@@ -82,8 +83,7 @@ impl<T, R> Group<T, R> {
     /// flushing.
     fn hand_off(&self) {
         let mut st = self.lock();
-        while !st.queue.is_empty() {
-            let next = st.queue.remove(0);
+        while let Some(next) = st.queue.pop_front() {
             // A caller that went away cannot lead: its request goes
             // unwritten (nobody waits for it), and the next one leads.
             if next.reply.send(Turn::Lead(next.request)).is_ok() {
@@ -103,7 +103,7 @@ impl<T, R> Group<T, R> {
             let mut st = self.lock();
             if st.flushing {
                 let (tx, rx) = oneshot::channel();
-                st.queue.push(Queued { request, reply: tx });
+                st.queue.push_back(Queued { request, reply: tx });
                 Err(rx)
             } else {
                 st.flushing = true;

@@ -63,8 +63,9 @@ pub struct Store {
 /// A single create: the task and who waits for it.
 type Create = (TaskInsert, Option<String>);
 
-/// The most runs' ends one transaction records.
-const FINISH_BATCH: usize = 512;
+/// The most requests one group-committed transaction (or batched read)
+/// carries.
+const GROUP_MAX: usize = 512;
 
 #[derive(Clone, Debug)]
 enum Db {
@@ -250,9 +251,9 @@ impl Store {
         Store {
             db,
             migrate_lock,
-            finishes: std::sync::Arc::new(group::Group::new(FINISH_BATCH)),
-            inboxes: std::sync::Arc::new(group::Group::new(FINISH_BATCH)),
-            creates: std::sync::Arc::new(group::Group::new(FINISH_BATCH)),
+            finishes: std::sync::Arc::new(group::Group::new(GROUP_MAX)),
+            inboxes: std::sync::Arc::new(group::Group::new(GROUP_MAX)),
+            creates: std::sync::Arc::new(group::Group::new(GROUP_MAX)),
         }
     }
 
@@ -287,6 +288,43 @@ impl Store {
                 format!("(SELECT unhex(replace(value, '-', '')) FROM json_each(${n}))")
             }
             Db::Postgres(_) => format!("(SELECT jsonb_array_elements_text(${n}::jsonb)::uuid)"),
+        }
+    }
+
+    /// A table read from the JSON array of objects bound as `$n`, named
+    /// `alias`, with `columns` (name, PostgreSQL type): `jsonb_to_recordset`
+    /// on PostgreSQL, `json_each` on SQLite (where a `uuid` column is read
+    /// from its text form into the blob the tables hold). One SQL text,
+    /// one prepared statement, whatever the number of rows.
+    fn recordset(&self, n: usize, alias: &str, columns: &[(&str, &str)]) -> String {
+        let list = |f: &dyn Fn(&str, &str) -> String| {
+            columns
+                .iter()
+                .map(|(c, t)| f(c, t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self.db {
+            Db::Postgres(_) => format!(
+                "jsonb_to_recordset(${n}::jsonb) AS {alias}({})",
+                list(&|c, t| format!("{c} {t}"))
+            ),
+            Db::Sqlite(_) => format!(
+                "(SELECT {} FROM json_each(${n})) AS {alias}",
+                list(&|c, t| match t {
+                    "uuid" =>
+                        format!("unhex(replace(json_extract(value, '$.{c}'), '-', '')) AS {c}"),
+                    _ => format!("json_extract(value, '$.{c}') AS {c}"),
+                })
+            ),
+        }
+    }
+
+    /// The cast that turns JSON text into the JSON column type.
+    fn json_cast(&self) -> &'static str {
+        match self.db {
+            Db::Postgres(_) => "::jsonb",
+            Db::Sqlite(_) => "",
         }
     }
 

@@ -36,6 +36,15 @@ impl Outcome {
             Outcome::Cancelled(_) => TaskState::Cancelled,
         }
     }
+
+    /// What it writes: `output`, `error`, and every attempt's `errors`.
+    fn columns(&self) -> (Option<&Value>, Option<&str>, Option<&[AttemptError]>) {
+        match self {
+            Outcome::Succeeded(v) => (Some(v), None, None),
+            Outcome::Failed { error, errors } => (None, Some(error), Some(errors)),
+            Outcome::Cancelled(e) => (None, e.as_deref(), None),
+        }
+    }
 }
 
 /// A task to insert; built by the client (or a parent's run) from a
@@ -164,39 +173,38 @@ impl Store {
         if items.len() < 2 {
             return self.insert_tasks_one_by_one(items).await;
         }
-        let (recordset, json) = match self.dialect() {
-            Dialect::Postgres => (
-                "jsonb_to_recordset($1::jsonb) AS u(u_id uuid, u_kind text, u_state text, u_input text, \
-                 u_key text, u_trace text, u_by text, u_queue text, u_priority int, u_run_at timestamptz, \
-                 u_max_attempts int, u_backoff_ms bigint, u_timeout_ms bigint, u_schedule text)",
-                "::jsonb",
-            ),
-            Dialect::Sqlite => (
-                "(SELECT unhex(replace(json_extract(value, '$.u_id'), '-', '')) AS u_id, \
-                 json_extract(value, '$.u_kind') AS u_kind, json_extract(value, '$.u_state') AS u_state, \
-                 json_extract(value, '$.u_input') AS u_input, json_extract(value, '$.u_key') AS u_key, \
-                 json_extract(value, '$.u_trace') AS u_trace, json_extract(value, '$.u_by') AS u_by, \
-                 json_extract(value, '$.u_queue') AS u_queue, json_extract(value, '$.u_priority') AS u_priority, \
-                 json_extract(value, '$.u_run_at') AS u_run_at, json_extract(value, '$.u_max_attempts') AS u_max_attempts, \
-                 json_extract(value, '$.u_backoff_ms') AS u_backoff_ms, json_extract(value, '$.u_timeout_ms') AS u_timeout_ms, \
-                 json_extract(value, '$.u_schedule') AS u_schedule FROM json_each($1)) AS u",
-                "",
-            ),
-        };
+        let recordset = self.recordset(
+            1,
+            "u",
+            &[
+                ("u_id", "uuid"),
+                ("u_kind", "text"),
+                ("u_state", "text"),
+                ("u_input", "text"),
+                ("u_key", "text"),
+                ("u_trace", "text"),
+                ("u_by", "text"),
+                ("u_queue", "text"),
+                ("u_priority", "int"),
+                ("u_run_at", "timestamptz"),
+                ("u_max_attempts", "int"),
+                ("u_backoff_ms", "bigint"),
+                ("u_timeout_ms", "bigint"),
+                ("u_schedule", "text"),
+            ],
+        );
+        let json = self.json_cast();
         let insert = format!(
             "INSERT INTO tasks ({INSERT_COLS}) \
              SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, $2, $2, u_queue, u_priority, \
                     u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule FROM {recordset} \
              WHERE true ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
-        let watch = match self.dialect() {
-            Dialect::Postgres => "INSERT INTO task_watchers (task_id, address, created_at) \
-                 SELECT w_id, w_address, $2 FROM jsonb_to_recordset($1::jsonb) AS w(w_id uuid, w_address text) \
-                 ON CONFLICT DO NOTHING",
-            Dialect::Sqlite => "INSERT INTO task_watchers (task_id, address, created_at) \
-                 SELECT unhex(replace(json_extract(value, '$.w_id'), '-', '')), json_extract(value, '$.w_address'), $2 \
-                 FROM json_each($1) WHERE true ON CONFLICT DO NOTHING",
-        };
+        let watch = format!(
+            "INSERT INTO task_watchers (task_id, address, created_at) SELECT w_id, w_address, $2 FROM {} \
+             WHERE true ON CONFLICT DO NOTHING",
+            self.recordset(1, "w", &[("w_id", "uuid"), ("w_address", "text")])
+        );
         let by_key = format!(
             "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 {}",
             self.share_lock()
@@ -249,7 +257,7 @@ impl Store {
                 .filter_map(|((_, w), (row, _))| w.map(|w| serde_json::json!({"w_id": row.id, "w_address": w})))
                 .collect();
             if !watchers.is_empty() {
-                sqlx::query(watch).bind(Value::Array(watchers).to_string()).bind(ts_now).execute(&mut *tx).await?;
+                sqlx::query(&watch).bind(Value::Array(watchers).to_string()).bind(ts_now).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(out)
@@ -495,24 +503,27 @@ impl Store {
         // a `null` output stays JSON `null`), and each row changes only if
         // its own executor still holds it at its own epoch and has not
         // been declared dead.
-        let ends_sql = match self.dialect() {
-            Dialect::Postgres => "jsonb_to_recordset($1::jsonb) AS u(u_id uuid, u_exec text, u_epoch bigint, \
-                 u_state text, u_output text, u_error text, u_errors text)"
-                .to_string(),
-            Dialect::Sqlite => "(SELECT unhex(replace(json_extract(value, '$.u_id'), '-', '')) AS u_id, \
-                 json_extract(value, '$.u_exec') AS u_exec, json_extract(value, '$.u_epoch') AS u_epoch, \
-                 json_extract(value, '$.u_state') AS u_state, json_extract(value, '$.u_output') AS u_output, \
-                 json_extract(value, '$.u_error') AS u_error, json_extract(value, '$.u_errors') AS u_errors \
-                 FROM json_each($1)) AS u"
-                .to_string(),
-        };
+        let ends_sql = self.recordset(
+            1,
+            "u",
+            &[
+                ("u_id", "uuid"),
+                ("u_exec", "text"),
+                ("u_epoch", "bigint"),
+                ("u_state", "text"),
+                ("u_output", "text"),
+                ("u_error", "text"),
+                ("u_errors", "text"),
+            ],
+        );
+        let json = self.json_cast();
         // `plus`: on SQLite, the owner and state columns are kept out of
         // index selection, so that the plan walks the ends and finds each
         // task by its key (with the state index it walked every running
         // task for every end: 5,908 → 2,896 tasks/s).
-        let (json, plus) = match self.dialect() {
-            Dialect::Postgres => ("::jsonb", ""),
-            Dialect::Sqlite => ("", "+"),
+        let plus = match self.dialect() {
+            Dialect::Postgres => "",
+            Dialect::Sqlite => "+",
         };
         let sql = format!(
             "UPDATE tasks SET state = u.u_state, output = u.u_output{json}, error = u.u_error, \
@@ -530,26 +541,22 @@ impl Store {
              WHERE id = $1 AND {OWNED} \
              RETURNING {TASK_COLS}"
         );
-        let rows: Vec<Value> = ends
-            .iter()
-            .map(|(fence, outcome)| {
-                let (output, error, errors) = match outcome {
-                    Outcome::Succeeded(v) => (Some(v.to_string()), None, None),
-                    Outcome::Failed { error, errors } => (
-                        None,
-                        Some(error.clone()),
-                        Some(serde_json::to_string(errors).unwrap_or_else(|_| "[]".into())),
-                    ),
-                    Outcome::Cancelled(e) => (None, e.clone(), None),
-                };
-                serde_json::json!({
-                    "u_id": fence.task_id, "u_exec": fence.executor_id, "u_epoch": fence.epoch,
-                    "u_state": outcome.state().as_str(), "u_output": output, "u_error": error,
-                    "u_errors": errors,
+        // Built only for a flush of several ends.
+        let rows = || -> String {
+            let rows: Vec<Value> = ends
+                .iter()
+                .map(|(fence, outcome)| {
+                    let (output, error, errors) = outcome.columns();
+                    serde_json::json!({
+                        "u_id": fence.task_id, "u_exec": fence.executor_id, "u_epoch": fence.epoch,
+                        "u_state": outcome.state().as_str(), "u_output": output.map(Value::to_string),
+                        "u_error": error,
+                        "u_errors": errors.map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into())),
+                    })
                 })
-            })
-            .collect();
-        let rows = Value::Array(rows).to_string();
+                .collect();
+            Value::Array(rows).to_string()
+        };
         let close_inboxes = format!(
             "UPDATE task_events SET delivered_at = $2 WHERE task_id IN {} AND delivered_at IS NULL",
             self.id_set(1)
@@ -566,22 +573,20 @@ impl Store {
                 // PostgreSQL plans and runs faster than a join with a
                 // recordset of one.
                 [(fence, outcome)] => {
-                    let (output, error, errors) = match outcome {
-                        Outcome::Succeeded(v) => (Some(Json(v)), None, None),
-                        Outcome::Failed { error, errors } => (None, Some(error.as_str()), Some(Json(errors))),
-                        Outcome::Cancelled(e) => (None, e.as_deref(), None),
-                    };
+                    let (output, error, errors) = outcome.columns();
                     sqlx::query_as(&one)
                         .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
-                        .bind(outcome.state().as_str()).bind(output).bind(error).bind(at).bind(errors)
+                        .bind(outcome.state().as_str()).bind(output.map(Json)).bind(error).bind(at)
+                        .bind(errors.map(Json))
                         .fetch_all(&mut *tx).await?
                 }
-                _ => sqlx::query_as(&sql).bind(&rows).bind(at).fetch_all(&mut *tx).await?,
+                _ => sqlx::query_as(&sql).bind(rows()).bind(at).fetch_all(&mut *tx).await?,
             };
             let mut out: Vec<Option<Finished>> = vec![None; ends.len()];
             if done.is_empty() {
                 tx.rollback().await?;
-            } else {
+                return Ok(ends.iter().map(|(f, _)| Err(Error::Fenced(f.task_id))).collect());
+            }
             // Each row to the first end that names its task (a second end
             // for the same task in one flush is refused, as it would be
             // one flush later).
@@ -608,7 +613,6 @@ impl Store {
                 if let Some(Some(f)) = at_index.get(&task).map(|&i| out[i].as_mut()) {
                     f.watchers.push(address);
                 }
-            }
             }
             out
         });
