@@ -22,6 +22,9 @@
 #   tests/hosts/net.sh heal h1
 #   tests/hosts/net.sh down          # remove the namespaces and the bridge
 set -euo pipefail
+# Pipes below end in `grep PATTERN >/dev/null`, never `grep -q`: grep -q
+# exits at its first match, the writer then dies of SIGPIPE, and pipefail
+# turns that into a failure (CI once added an address twice that way).
 
 BR=courier-br
 BR_IP=10.77.0.1
@@ -35,19 +38,19 @@ pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q; }
 
 up_net() {
   ip link show "$BR" >/dev/null 2>&1 || ip link add "$BR" type bridge
-  ip addr show dev "$BR" | grep -q "inet $BR_IP/" || ip addr add "$BR_IP/24" dev "$BR"
+  ip addr show dev "$BR" | grep "inet $BR_IP/" >/dev/null || ip addr add "$BR_IP/24" dev "$BR"
   ip link set "$BR" up
   for h in "${HOSTS[@]}"; do
     local n v
     n=$(ns "$h"); v=$(veth "$h")
-    ip netns list | grep -qw "^$n" || ip netns add "$n"
+    ip netns list | grep -w "^$n" >/dev/null || ip netns add "$n"
     if ! ip link show "$v" >/dev/null 2>&1; then
       ip link add "$v" type veth peer name eth0 netns "$n"
     fi
     ip link set "$v" master "$BR"
     ip link set "$v" up
     ip -n "$n" link set lo up
-    ip -n "$n" addr show dev eth0 | grep -q "inet ${IP[$h]}/" || ip -n "$n" addr add "${IP[$h]}/24" dev eth0
+    ip -n "$n" addr show dev eth0 | grep "inet ${IP[$h]}/" >/dev/null || ip -n "$n" addr add "${IP[$h]}/24" dev eth0
     ip -n "$n" link set eth0 up
   done
 }
@@ -66,7 +69,7 @@ up_postgres() {
   fi
   # A server started while the bridge was missing did not bind its address
   # (PostgreSQL starts anyway, with a warning): a restart binds it.
-  if ! ss -ltn "sport = :5432" | grep -q "$BR_IP:5432"; then
+  if ! ss -ltn "sport = :5432" | grep "$BR_IP:5432" >/dev/null; then
     pg_ctlcluster --skip-systemctl-redirect "$cluster" main restart
   fi
   for _ in $(seq 1 60); do
@@ -78,17 +81,17 @@ up_postgres() {
 }
 
 up_rabbitmq() {
-  if ! rabbitmqctl -q list_users 2>/dev/null | grep -q '^courier'; then
+  if ! rabbitmqctl -q list_users 2>/dev/null | grep '^courier' >/dev/null; then
     rabbitmqctl -q add_user courier courier >/dev/null 2>&1 || true
     rabbitmqctl -q set_permissions -p / courier '.*' '.*' '.*' >/dev/null
   fi
   # A listener on the bridge, started at run time so that the broker's
   # configuration (and its next start, with or without the bridge) is left
   # alone. A broker restarted since has lost it: `up` again brings it back.
-  if ! ss -ltn "sport = :5672" | grep -q "$BR_IP:5672"; then
+  if ! ss -ltn "sport = :5672" | grep "$BR_IP:5672" >/dev/null; then
     rabbitmqctl eval "rabbit_networking:start_tcp_listener({\"$BR_IP\", 5672}, 10)." >/dev/null
   fi
-  ss -ltn "sport = :5672" | grep -q "$BR_IP:5672"
+  ss -ltn "sport = :5672" | grep "$BR_IP:5672" >/dev/null
 }
 
 down_net() {
