@@ -17,6 +17,10 @@
 //!   process's own runtime (a fresh database of the same kind), sequential
 //!   and with 32 concurrent callers: the flow without HTTP, JSON or a second
 //!   process.
+//! - **creates, no wait**: 32 clients `POST /api/v1/tasks` (answered 201)
+//!   `BENCH_CREATES` times in all while the server's executor runs them:
+//!   created/s until the last answer, finished/s until the last has
+//!   succeeded; beside the same through `Client::submit` in-process.
 
 mod support;
 
@@ -24,7 +28,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use courier::{Runtime, StoreOptions};
+use courier::{NewTask, Runtime, Store, StoreOptions, TaskState};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use support::{
@@ -202,6 +206,48 @@ async fn bench(db: Db, samples: usize, tasks: usize) -> String {
     })
     .await;
 
+    // Creates without a wait, while the executors run them.
+    let creates = env_usize("BENCH_CREATES", 20_000);
+    let per_create = creates / conc;
+    let server_store = Store::connect_with(&db.urls[0], db.options[0].clone())
+        .await
+        .unwrap();
+    let (created_http, finished_http) = create_rate(&server_store, conc * per_create, || {
+        calls_per_second(conc, per_create, || {
+            let base = server.base.clone();
+            let client = awc::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .finish();
+            move || {
+                let (client, base) = (client.clone(), base.clone());
+                async move {
+                    let r = client
+                        .post(format!("{base}/api/v1/tasks"))
+                        .send_json(&json!({"kind": "demo.echo", "input": {"x": 1}}))
+                        .await
+                        .expect("request");
+                    assert_eq!(r.status().as_u16(), 201);
+                }
+            }
+        })
+    })
+    .await;
+    let (created_in, finished_in) = create_rate(rt.store(), conc * per_create, || {
+        calls_per_second(conc, per_create, || {
+            let c = c.clone();
+            move || {
+                let c = c.clone();
+                async move {
+                    c.submit(NewTask::new("demo.echo", json!({"x": 1})))
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+    })
+    .await;
+    server_store.close().await;
+
     rt.shutdown().await;
     drop(server);
     if let Some(pg) = &db.pg {
@@ -215,7 +261,11 @@ async fn bench(db: Db, samples: usize, tasks: usize) -> String {
          | p50 | {:.0} µs | {:.0} µs | {:.2}× |\n\
          | p99 | {:.0} µs | {:.0} µs | {:.2}× |\n\
          | requests/s, 1 client | {rps1_http:.0} | {rps1_in:.0} | {:.2}× |\n\
-         | requests/s, 32 clients | {rps32_http:.0} | {rps32_in:.0} | {:.2}× |\n",
+         | requests/s, 32 clients | {rps32_http:.0} | {rps32_in:.0} | {:.2}× |\n\n\
+         | `demo.echo`, {creates_n} creates without a wait, 32 clients | HTTP (`courier serve`) | in-process (`Client::submit`) | ratio HTTP / in-process |\n\
+         |---|---|---|---|\n\
+         | created/s | {created_http:.0} | {created_in:.0} | {:.2}× |\n\
+         | finished/s (from the first create to the last success) | {finished_http:.0} | {finished_in:.0} | {:.2}× |\n",
         db.label,
         p(&h_http, 0.5),
         p(&h_in, 0.5),
@@ -225,7 +275,36 @@ async fn bench(db: Db, samples: usize, tasks: usize) -> String {
         p(&h_http, 0.99) / p(&h_in, 0.99),
         rps1_http / rps1_in,
         rps32_http / rps32_in,
+        created_http / created_in,
+        finished_http / finished_in,
+        creates_n = conc * per_create,
     )
+}
+
+/// Runs `create` (which makes `n` tasks) and returns tasks created a
+/// second, and finished a second (from the start until `store` counts all
+/// `n` more succeeded than before).
+async fn create_rate<F, Fut>(store: &Store, n: usize, create: F) -> (f64, f64)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let succeeded = || async {
+        store
+            .count_by_state()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|(s, _)| *s == TaskState::Succeeded)
+            .map_or(0, |(_, n)| n as usize)
+    };
+    let before = succeeded().await;
+    let t0 = Instant::now();
+    let created = create().await;
+    while succeeded().await < before + n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (created, n as f64 / t0.elapsed().as_secs_f64())
 }
 
 fn main() {

@@ -212,14 +212,25 @@ struct Courier {
 /// courier: `tasks` no-op tasks submitted in batches while one executor
 /// runs them.
 async fn courier_run(t: &Target, tasks: usize) -> Courier {
+    // Runs are counted as they happen, so that the wait below reads the
+    // database only at the end (a count of 20,000 rows every few
+    // milliseconds would take a share of the machine being measured).
+    let ran = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = ran.clone();
+    let mut options = t.options.clone();
+    if let Ok(n) = std::env::var("BENCH_CONNS") {
+        options.max_connections = n.parse().ok();
+    }
     let rt = Runtime::builder()
         .database(t.url.clone())
-        .store_options(t.options.clone())
-        .register("bench.noop", |_ctx: TaskContext| async move {
-            Ok::<Value, TaskError>(Value::Null)
+        .store_options(options)
+        .register("bench.noop", move |_ctx: TaskContext| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            async move { Ok::<Value, TaskError>(Value::Null) }
         })
         .executor(ExecutorConfig {
             retention: Retention::forever(),
+            capacity: env_usize("BENCH_CAPACITY", 256) as u32,
             ..ExecutorConfig::default()
         })
         .start()
@@ -242,6 +253,9 @@ async fn courier_run(t: &Target, tasks: usize) -> Courier {
             }
         })
     };
+    while (ran.load(Ordering::Relaxed) as usize) < tasks {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     loop {
         let done = store
             .count_by_state()
@@ -253,7 +267,7 @@ async fn courier_run(t: &Target, tasks: usize) -> Courier {
         if done as usize >= tasks {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
     submitter.await.unwrap();

@@ -23,7 +23,7 @@ impl ExecutorActor {
         let store = self.store.clone();
         let me = self.id.clone();
         let sent_as = me.clone();
-        let running = self.running.len() as i32;
+        let running = (self.running.len() - self.ending.len()) as i32;
         ctx.spawn(
             detached(async move { store.heartbeat(&me, running).await })
                 .into_actor(self)
@@ -78,8 +78,10 @@ impl ExecutorActor {
 
     /// Stops every run without a write: the tasks are someone else's now.
     pub(super) fn drop_runs(&mut self) {
-        for (_, a) in self.running.drain() {
-            crate::metrics::metrics().running_add(-1);
+        for (id, a) in self.running.drain() {
+            if !self.ending.remove(&id) {
+                crate::metrics::metrics().running_add(-1);
+            }
             a.do_send(Abort { hand_back: false });
         }
     }

@@ -26,7 +26,7 @@
 //! Retention deletes expired finished task trees now and then, in small
 //! batches, off the path of any task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -38,7 +38,7 @@ use crate::model::Task;
 use crate::protocol::{Bus, Msg};
 use crate::store::{detached, Offer, Retention, Store};
 use crate::task::kind::Registry;
-use crate::task::signals::{Abort, TaskDone};
+use crate::task::signals::{Abort, Stage, TaskDone};
 use crate::task::TaskActor;
 
 mod claim;
@@ -199,6 +199,9 @@ pub struct ExecutorActor {
     store: Store,
     bus: Bus,
     running: HashMap<Uuid, Addr<TaskActor>>,
+    /// Of `running`, the actors whose run has returned and whose end is
+    /// being written.
+    ending: HashSet<Uuid>,
     /// Claims in flight; they count against capacity.
     claiming: u32,
     /// The background jobs running now, and those asked for again.
@@ -250,6 +253,7 @@ impl ExecutorActor {
             store,
             bus,
             running: HashMap::new(),
+            ending: HashSet::new(),
             claiming: 0,
             // Work may be waiting from before this executor started.
             jobs: Jobs::default().wanting(Job::Pull),
@@ -281,13 +285,22 @@ impl ExecutorActor {
 
     /// Slots not taken by a run (a suspended task is in no executor's
     /// memory): what decides whether this executor is a member of its pools.
+    ///
+    /// A run whose code has returned frees its slot while its end is
+    /// written, so the next run need not wait for that commit (River's and
+    /// Oban's async completion do the same). The ends being written are a
+    /// bounded backlog: at most `capacity` of them, beyond which no slot
+    /// frees until the writes catch up, so a slow database slows the
+    /// claims rather than growing memory.
     fn room(&self) -> u32 {
         if self.is_stopping() {
             return 0;
         }
-        self.config
-            .capacity
-            .saturating_sub(self.running.len() as u32)
+        room(
+            self.config.capacity,
+            self.running.len() as u32,
+            self.ending.len() as u32,
+        )
     }
 
     /// Slots a new claim may fill: the room less the claims in flight.
@@ -370,6 +383,17 @@ impl ExecutorActor {
     }
 }
 
+/// Free slots of an executor of `capacity` holding `actors` task actors, of
+/// which `ending` have run and are writing their end: a slot for every run
+/// fewer than `capacity`, and no more than keeps the actors (runs and ends
+/// being written) within twice the capacity.
+fn room(capacity: u32, actors: u32, ending: u32) -> u32 {
+    let runs = actors.saturating_sub(ending);
+    capacity
+        .saturating_sub(runs)
+        .min((2 * capacity).saturating_sub(actors))
+}
+
 impl Actor for ExecutorActor {
     type Context = Context<Self>;
 
@@ -445,8 +469,20 @@ impl Handler<TaskDone> for ExecutorActor {
     type Result = ();
 
     fn handle(&mut self, msg: TaskDone, ctx: &mut Self::Context) {
-        if self.running.remove(&msg.task_id).is_some() {
-            crate::metrics::metrics().running_add(-1);
+        let id = msg.task_id;
+        match msg.stage {
+            Stage::Ran => {
+                if !self.running.contains_key(&id) || !self.ending.insert(id) {
+                    return;
+                }
+                crate::metrics::metrics().running_add(-1);
+            }
+            Stage::Stopped => {
+                let ran = self.ending.remove(&id);
+                if self.running.remove(&id).is_some() && !ran {
+                    crate::metrics::metrics().running_add(-1);
+                }
+            }
         }
         if self.is_stopping() {
             self.wind_down(ctx);
@@ -545,5 +581,30 @@ impl ExecutorHandle {
             return rx.await.ok();
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::room;
+
+    #[test]
+    fn a_run_that_has_returned_frees_its_slot_while_its_end_is_written() {
+        // 4 slots, 4 runs: full.
+        assert_eq!(room(4, 4, 0), 0);
+        // Two of them have returned and write their ends: two slots free.
+        assert_eq!(room(4, 4, 2), 2);
+        // Nothing held: every slot.
+        assert_eq!(room(4, 0, 0), 4);
+    }
+
+    #[test]
+    fn ends_being_written_are_a_bounded_backlog() {
+        // 4 runs and 4 ends being written: the backlog is full, no slot
+        // frees until a write lands, however many runs have returned.
+        assert_eq!(room(4, 8, 4), 0);
+        assert_eq!(room(4, 7, 4), 1);
+        // 6 ends being written, 0 runs: only 2 more actors fit.
+        assert_eq!(room(4, 6, 6), 2);
     }
 }

@@ -101,7 +101,7 @@ impl Store {
 
     /// Marks events as held by the task's actor.
     pub async fn mark_delivered(&self, task: Uuid, seq: i64) -> Result<()> {
-        on_pool!(self, p => sqlx::query(
+        on_pool_write!(self, p => sqlx::query(
             "UPDATE task_events SET delivered_at = $3 WHERE task_id = $1 AND seq = $2 AND delivered_at IS NULL")
             .bind(task).bind(seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
@@ -110,7 +110,7 @@ impl Store {
     /// Marks every event up to `seq` as held by the task's actor (after it
     /// loaded the whole inbox).
     pub async fn mark_delivered_up_to(&self, task: Uuid, seq: i64) -> Result<()> {
-        on_pool!(self, p => sqlx::query(
+        on_pool_write!(self, p => sqlx::query(
             "UPDATE task_events SET delivered_at = $3 WHERE task_id = $1 AND seq <= $2 AND delivered_at IS NULL")
             .bind(task).bind(seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())

@@ -54,7 +54,7 @@ impl ExecutorRegistration {
 impl Store {
     /// Registers an executor as alive.
     pub async fn register_executor(&self, r: &ExecutorRegistration) -> Result<()> {
-        on_pool!(self, p => sqlx::query(
+        on_pool_write!(self, p => sqlx::query(
             "INSERT INTO executors (id, node, host, pid, pid_space, pid_start, state, kinds, capacity, running, started_at, last_seen_at, \
                  queues, kind_options) \
              VALUES ($1, $2, $3, $4, $5, $6, 'alive', $7, $8, 0, $9, COALESCE($10, CURRENT_TIMESTAMP), $11, $12)")
@@ -82,7 +82,7 @@ impl Store {
     /// Records a heartbeat. `false` when the executor is no longer alive in
     /// the store (declared dead or stopped): it must stop touching its tasks.
     pub async fn heartbeat(&self, id: &str, running: i32) -> Result<bool> {
-        let res = on_pool!(self, p => sqlx::query(
+        let res = on_pool_write!(self, p => sqlx::query(
             "UPDATE executors SET last_seen_at = COALESCE($2, CURRENT_TIMESTAMP), running = $3 WHERE id = $1 AND state = 'alive'")
             .bind(id).bind(self.seen_now()).bind(running).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(res == 1)
@@ -90,7 +90,7 @@ impl Store {
 
     /// Marks an executor cleanly stopped.
     pub async fn stop_executor(&self, id: &str) -> Result<()> {
-        on_pool!(self, p => sqlx::query(
+        on_pool_write!(self, p => sqlx::query(
             "UPDATE executors SET state = 'stopped', running = 0, ended_at = $2 WHERE id = $1 AND state = 'alive'")
             .bind(id).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
@@ -146,7 +146,7 @@ impl Store {
     /// Declares `dead` dead on behalf of `by`. A conditional update: when
     /// several executors try at once, exactly one gets `true`.
     pub async fn declare_dead(&self, dead: &str, by: &str) -> Result<bool> {
-        let res = on_pool!(self, p => sqlx::query(
+        let res = on_pool_write!(self, p => sqlx::query(
             "UPDATE executors SET state = 'dead', ended_at = $3, ended_by = $2, running = 0 \
              WHERE id = $1 AND state = 'alive'")
             .bind(dead).bind(by).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;

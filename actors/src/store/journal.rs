@@ -100,7 +100,7 @@ impl Store {
                  finished_at = excluded.finished_at",
             lock = self.share_lock()
         );
-        let n = on_pool!(self, p => sqlx::query(&sql)
+        let n = on_pool_write!(self, p => sqlx::query(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
             .bind(&step.name).bind(&step.state).bind(step.output.as_ref().map(Json))
             .bind(&step.error).bind(step.started_at).bind(step.finished_at)

@@ -213,7 +213,7 @@ impl Store {
         };
         let plan = Plan::new(queues, &[], &[], limit, now());
         let sql = plan.statement(kinds.len(), skip);
-        let mut tasks: Vec<Task> = on_pool!(self, p => {
+        let mut tasks: Vec<Task> = on_pool_write!(self, p => {
             let mut q = sqlx::query_as(&sql)
                 .bind(executor)
                 .bind(now())
@@ -246,7 +246,7 @@ impl Store {
              WHERE id IN (SELECT id FROM due) AND {state} IN ({SCHEDULED}, {SUSPENDED}) AND run_at <= $1 \
              RETURNING {TASK_COLS}"
         );
-        let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
+        let rows: Vec<Task> = on_pool_write!(self, p => sqlx::query_as(&sql)
             .bind(now()).bind(by).bind(i64::from(limit)).fetch_all(p).await)?;
         Ok(rows)
     }

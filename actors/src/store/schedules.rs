@@ -133,7 +133,7 @@ impl Store {
 
     /// Deletes schedule `name` (its tasks stay); `false` if there was none.
     pub async fn delete_schedule(&self, name: &str) -> Result<bool> {
-        let n = on_pool!(self, p => sqlx::query("DELETE FROM schedules WHERE name = $1")
+        let n = on_pool_write!(self, p => sqlx::query("DELETE FROM schedules WHERE name = $1")
             .bind(name).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(n > 0)
     }

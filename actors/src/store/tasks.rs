@@ -327,7 +327,7 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $19 AND e.state = 'dead') \
              ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
-        let row: Option<Task> = on_pool!(self, p => bind_insert!(sqlx::query_as(&sql), t, now())
+        let row: Option<Task> = on_pool_write!(self, p => bind_insert!(sqlx::query_as(&sql), t, now())
             .bind(spawn_seq)
             .bind(fence.task_id)
             .bind(fence.epoch)
@@ -448,7 +448,7 @@ impl Store {
              WHERE id = $1 AND {OWNED} \
              RETURNING {TASK_COLS}"
         );
-        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
+        let row: Option<Task> = on_pool_write!(self, p => sqlx::query_as(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
             .bind(to.as_str()).bind(now())
             .fetch_optional(p).await)?;
@@ -459,7 +459,7 @@ impl Store {
     pub async fn set_progress(&self, fence: &Fence, progress: &Value) -> Result<()> {
         let sql =
             format!("UPDATE tasks SET progress = $4, updated_at = $5 WHERE id = $1 AND {OWNED}");
-        let res = on_pool!(self, p => sqlx::query(&sql)
+        let res = on_pool_write!(self, p => sqlx::query(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
             .bind(Json(progress)).bind(now())
             .execute(p).await.map(|r| r.rows_affected()))?;
@@ -639,7 +639,7 @@ impl Store {
              WHERE id = $1 AND {OWNED} \
              RETURNING {TASK_COLS}"
         );
-        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
+        let row: Option<Task> = on_pool_write!(self, p => sqlx::query_as(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
             .bind(run_at.trunc_subsecs(6)).bind(error).bind(Json(errors)).bind(now())
             .fetch_optional(p).await)?;
@@ -655,7 +655,7 @@ impl Store {
                  updated_at = $4, changed_by = $2 \
              WHERE id = $1 AND {OWNED}"
         );
-        let res = on_pool!(self, p => sqlx::query(&sql)
+        let res = on_pool_write!(self, p => sqlx::query(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch).bind(now())
             .execute(p).await.map(|r| r.rows_affected()))?;
         if res == 0 {
@@ -669,7 +669,7 @@ impl Store {
     /// final tasks are returned unchanged.
     pub async fn request_cancel(&self, id: Uuid) -> Result<Task> {
         let woken = format!("state = {SUSPENDED} AND executor_id IS NULL");
-        on_pool!(self, p => sqlx::query(&format!(
+        on_pool_write!(self, p => sqlx::query(&format!(
             "UPDATE tasks SET cancel_requested = TRUE, \
                  run_at = CASE WHEN {woken} THEN NULL ELSE run_at END, \
                  waiting = CASE WHEN {woken} THEN NULL ELSE waiting END, \

@@ -46,7 +46,7 @@ impl Store {
 
     /// Records that `address` waits for `task` to finish.
     pub async fn add_watcher(&self, task: Uuid, address: &str) -> Result<()> {
-        on_pool!(self, p => sqlx::query(
+        on_pool_write!(self, p => sqlx::query(
             "INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(task).bind(address).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
@@ -54,14 +54,14 @@ impl Store {
 
     /// Forgets a watcher (its wait ended).
     pub async fn remove_watcher(&self, task: Uuid, address: &str) -> Result<()> {
-        on_pool!(self, p => sqlx::query("DELETE FROM task_watchers WHERE task_id = $1 AND address = $2")
+        on_pool_write!(self, p => sqlx::query("DELETE FROM task_watchers WHERE task_id = $1 AND address = $2")
             .bind(task).bind(address).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// Removes and returns the watchers of a finished task.
     pub async fn take_watchers(&self, task: Uuid) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+        let rows: Vec<(String,)> = on_pool_write!(self, p => sqlx::query_as(
             "DELETE FROM task_watchers WHERE task_id = $1 RETURNING address")
             .bind(task).fetch_all(p).await)?;
         Ok(rows.into_iter().map(|r| r.0).collect())

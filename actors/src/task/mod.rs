@@ -22,7 +22,7 @@ pub mod signals;
 
 use self::context::{Shared, TaskContext};
 use self::kind::TaskKind;
-use self::signals::{Abort, Suspend, TaskDone};
+use self::signals::{Abort, Stage, Suspend, TaskDone};
 use crate::error::{Error, TaskError};
 use crate::model::{now, AttemptError, Task, TaskState};
 use crate::protocol::{announce, envelope, start_task, Bus, Msg};
@@ -263,6 +263,12 @@ impl TaskActor {
             return;
         }
         self.ending = true;
+        // The run's code is done: its slot may take the next run while the
+        // end is written (group-committed with others').
+        self.executor.do_send(TaskDone {
+            task_id: self.task.id,
+            stage: Stage::Ran,
+        });
         if let Some(h) = self.timeout.take() {
             ctx.cancel_future(h);
         }
@@ -493,6 +499,7 @@ impl Actor for TaskActor {
         }
         self.executor.do_send(TaskDone {
             task_id: self.task.id,
+            stage: Stage::Stopped,
         });
     }
 }

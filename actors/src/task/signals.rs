@@ -5,11 +5,24 @@
 use actix::prelude::*;
 use uuid::Uuid;
 
-/// Sent to the executor when a task actor stops.
+/// Sent to the executor as a task actor's run ends, and again when the
+/// actor stops.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct TaskDone {
     pub task_id: Uuid,
+    pub stage: Stage,
+}
+
+/// How far a task actor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The run's code has returned and its end is being written: the slot
+    /// it ran in may take another run (the write still counts against the
+    /// executor's backlog of ends, see the executor's `room`).
+    Ran,
+    /// The actor has stopped.
+    Stopped,
 }
 
 /// Stops the run without finishing the task: handed back to `pending` for
