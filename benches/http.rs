@@ -136,15 +136,44 @@ fn start_server(db_url: &str) -> Server {
 
 async fn http_once(client: &awc::Client, base: &str) -> Duration {
     let t0 = Instant::now();
-    let mut r = client
-        .post(format!("{base}/api/v1/tasks"))
-        .send_json(&json!({"kind": "demo.echo", "input": {"x": 1}, "wait_ms": 10000}))
-        .await
-        .expect("request");
-    assert_eq!(r.status().as_u16(), 200, "not finished within wait_ms");
-    let _ = r.body().await.unwrap();
+    post_echo(client, base, true).await;
     t0.elapsed()
 }
+
+/// `POST /api/v1/tasks` of a `demo.echo`: with a wait, answered 200 with
+/// the finished task; without, 201 at once.
+async fn post_echo(client: &awc::Client, base: &str, wait: bool) {
+    let body = if wait {
+        json!({"kind": "demo.echo", "input": {"x": 1}, "wait_ms": 10000})
+    } else {
+        json!({"kind": "demo.echo", "input": {"x": 1}})
+    };
+    let mut r = client
+        .post(format!("{base}/api/v1/tasks"))
+        .send_json(&body)
+        .await
+        .expect("request");
+    let want = if wait { 200 } else { 201 };
+    assert_eq!(r.status().as_u16(), want, "{body}");
+    let _ = r.body().await.unwrap();
+}
+
+/// A request maker for `calls_per_second`: each client its own awc client
+/// (keep-alive connection) to the server.
+fn http_clients(base: &str, wait: bool) -> impl FnMut() -> Box<dyn FnMut() -> BoxedCall> + '_ {
+    move || {
+        let base = base.to_string();
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .finish();
+        Box::new(move || {
+            let (client, base) = (client.clone(), base.clone());
+            Box::pin(async move { post_echo(&client, &base, wait).await }) as BoxedCall
+        })
+    }
+}
+
+type BoxedCall = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 async fn bench(db: Db, samples: usize, tasks: usize) -> String {
     let server = start_server(&db.urls[0]);
@@ -182,19 +211,7 @@ async fn bench(db: Db, samples: usize, tasks: usize) -> String {
     // 32 concurrent clients.
     let conc = 32;
     let per = tasks / conc;
-    let rps32_http = calls_per_second(conc, per, || {
-        let base = server.base.clone();
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .finish();
-        move || {
-            let (client, base) = (client.clone(), base.clone());
-            async move {
-                http_once(&client, &base).await;
-            }
-        }
-    })
-    .await;
+    let rps32_http = calls_per_second(conc, per, http_clients(&server.base, true)).await;
     let rps32_in = calls_per_second(conc, per, || {
         let c = c.clone();
         move || {
@@ -213,23 +230,7 @@ async fn bench(db: Db, samples: usize, tasks: usize) -> String {
         .await
         .unwrap();
     let (created_http, finished_http) = create_rate(&server_store, conc * per_create, || {
-        calls_per_second(conc, per_create, || {
-            let base = server.base.clone();
-            let client = awc::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .finish();
-            move || {
-                let (client, base) = (client.clone(), base.clone());
-                async move {
-                    let r = client
-                        .post(format!("{base}/api/v1/tasks"))
-                        .send_json(&json!({"kind": "demo.echo", "input": {"x": 1}}))
-                        .await
-                        .expect("request");
-                    assert_eq!(r.status().as_u16(), 201);
-                }
-            }
-        })
+        calls_per_second(conc, per_create, http_clients(&server.base, false))
     })
     .await;
     let (created_in, finished_in) = create_rate(rt.store(), conc * per_create, || {
