@@ -281,6 +281,7 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
                 .queue("bench-baseline")
                 .resolve(courier::actors::model::now()),
             schedule: None,
+            created_at: chrono::Utc::now(),
         };
         let (task, _) = store.create_task(&ins).await.unwrap();
         let claimed = store

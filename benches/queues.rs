@@ -151,6 +151,7 @@ fn insert(queue: &str) -> TaskInsert {
         created_by: "bench".into(),
         options: TaskOptions::new().queue(queue).resolve(now()),
         schedule: None,
+        created_at: now(),
     }
 }
 

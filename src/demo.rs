@@ -107,10 +107,7 @@ async fn fanout(ctx: TaskContext) -> Result<Value, TaskError> {
     if n > MAX_FANOUT {
         return Err(TaskError::failed(format!("n must be at most {MAX_FANOUT}")));
     }
-    let mut children = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        children.push(ctx.spawn(&kind, input.clone()).await?);
-    }
+    let children = ctx.spawn_all(&kind, (0..n).map(|_| input.clone())).await?;
     let outputs = ctx.join_all(&children).await?;
     Ok(json!({ "children": n, "outputs": outputs }))
 }

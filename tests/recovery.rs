@@ -238,6 +238,7 @@ async fn tasks_committed_before_start_are_recovered(db: &TestDb) {
                 created_by: "a-process-that-died".into(),
                 options: courier::TaskOptions::new().resolve(courier::actors::model::now()),
                 schedule: None,
+                created_at: chrono::Utc::now(),
             })
             .await
             .unwrap();

@@ -30,6 +30,7 @@ fn insert_with(kind: &str, options: TaskOptions) -> TaskInsert {
         created_by: "test".into(),
         options: options.resolve(now()),
         schedule: None,
+        created_at: now(),
     }
 }
 

@@ -55,6 +55,7 @@ pub(crate) async fn prepare(
             .await?
             .ok_or_else(|| Error::UnknownKind(r.kind.to_string()))?,
     };
+    let at = now();
     Ok(TaskInsert {
         id: Uuid::now_v7(),
         kind: r.kind.to_string(),
@@ -62,7 +63,8 @@ pub(crate) async fn prepare(
         idempotency_key: r.idempotency_key,
         trace_id: r.trace_id,
         created_by: r.created_by,
-        options: r.options.clone().or(&defaults).resolve(now()),
+        options: r.options.clone().or(&defaults).resolve(at),
         schedule: None,
+        created_at: at,
     })
 }

@@ -205,6 +205,7 @@ pub async fn fire_due(store: &Store, local: &LocalKinds, by: &str) -> Result<(Ve
             None => store.kind_defaults(&s.kind).await?.unwrap_or_default(),
         };
         let options = s.options().or(&defaults);
+        let at = now();
         let inserts: Vec<TaskInsert> = plan
             .slots
             .iter()
@@ -215,8 +216,9 @@ pub async fn fire_due(store: &Store, local: &LocalKinds, by: &str) -> Result<(Ve
                 idempotency_key: Some(slot_key(&s.name, *slot)),
                 trace_id: crate::protocol::new_trace_id(),
                 created_by: by.to_string(),
-                options: options.resolve(now()),
+                options: options.resolve(at),
                 schedule: Some(s.name.clone()),
+                created_at: at,
             })
             .collect();
         match store

@@ -199,7 +199,7 @@ impl Store {
                     for t in tasks {
                         // A slot's key exists already only if that very
                         // slot made its task: nothing to add.
-                        let task: Option<Task> = bind_insert!(sqlx::query_as(&insert), t, ts)
+                        let task: Option<Task> = bind_insert!(sqlx::query_as(&insert), t)
                             .fetch_optional(&mut *tx).await?;
                         created.extend(task);
                     }

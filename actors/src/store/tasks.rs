@@ -60,6 +60,11 @@ pub struct TaskInsert {
     pub options: Resolved,
     /// The schedule whose slot created it.
     pub schedule: Option<String>,
+    /// When it was asked for: its `created_at`, and the time its options'
+    /// delay counted from. A create waits for its group's commit, so the
+    /// time of that commit would make `created_at + delay` later than the
+    /// `run_at` it was given.
+    pub created_at: DateTime<Utc>,
 }
 
 impl TaskInsert {
@@ -82,7 +87,7 @@ pub(super) const INSERT_VALUES: &str =
 
 /// Binds a [`TaskInsert`] as `$1 … $15` of [`INSERT_COLS`].
 macro_rules! bind_insert {
-    ($q:expr, $t:expr, $ts:expr) => {
+    ($q:expr, $t:expr) => {
         $q.bind($t.id)
             .bind(&$t.kind)
             .bind($t.state().as_str())
@@ -90,7 +95,7 @@ macro_rules! bind_insert {
             .bind(&$t.idempotency_key)
             .bind(&$t.trace_id)
             .bind(&$t.created_by)
-            .bind($ts)
+            .bind($t.created_at)
             .bind(&$t.options.queue)
             .bind($t.options.priority)
             .bind($t.options.run_at)
@@ -173,31 +178,12 @@ impl Store {
         if items.len() < 2 {
             return self.insert_tasks_one_by_one(items).await;
         }
-        let recordset = self.recordset(
-            1,
-            "u",
-            &[
-                ("u_id", "uuid"),
-                ("u_kind", "text"),
-                ("u_state", "text"),
-                ("u_input", "text"),
-                ("u_key", "text"),
-                ("u_trace", "text"),
-                ("u_by", "text"),
-                ("u_queue", "text"),
-                ("u_priority", "int"),
-                ("u_run_at", "timestamptz"),
-                ("u_max_attempts", "int"),
-                ("u_backoff_ms", "bigint"),
-                ("u_timeout_ms", "bigint"),
-                ("u_schedule", "text"),
-            ],
-        );
+        let recordset = self.insert_recordset(&[]);
         let json = self.json_cast();
         let insert = format!(
             "INSERT INTO tasks ({INSERT_COLS}) \
-             SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, $2, $2, u_queue, u_priority, \
-                    u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule FROM {recordset} \
+             SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, u_created, u_created, u_queue, \
+                    u_priority, u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule FROM {recordset} \
              WHERE true ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
         let watch = format!(
@@ -209,33 +195,12 @@ impl Store {
             "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 {}",
             self.share_lock()
         );
-        let sqlite = matches!(self.dialect(), Dialect::Sqlite);
-        let time = |t: &DateTime<Utc>| -> Value {
-            if sqlite {
-                // As sqlx writes a time on SQLite, so that times compare as text.
-                Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
-            } else {
-                Value::String(t.to_rfc3339())
-            }
-        };
-        let rows: Vec<Value> = items
-            .iter()
-            .map(|(t, _)| {
-                serde_json::json!({
-                    "u_id": t.id, "u_kind": t.kind, "u_state": t.state().as_str(),
-                    "u_input": t.input.to_string(), "u_key": t.idempotency_key, "u_trace": t.trace_id,
-                    "u_by": t.created_by, "u_queue": t.options.queue, "u_priority": t.options.priority,
-                    "u_run_at": t.options.run_at.as_ref().map(time), "u_max_attempts": t.options.max_attempts,
-                    "u_backoff_ms": t.options.backoff_ms, "u_timeout_ms": t.options.timeout_ms,
-                    "u_schedule": t.schedule,
-                })
-            })
-            .collect();
+        let rows: Vec<Value> = items.iter().map(|(t, _)| self.insert_row(t)).collect();
         let rows = Value::Array(rows).to_string();
         let ts_now = now();
         on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
-            let inserted: Vec<Task> = sqlx::query_as(&insert).bind(&rows).bind(ts_now).fetch_all(&mut *tx).await?;
+            let inserted: Vec<Task> = sqlx::query_as(&insert).bind(&rows).fetch_all(&mut *tx).await?;
             let mut by_id: HashMap<Uuid, Task> = inserted.into_iter().map(|t| (t.id, t)).collect();
             let mut out = Vec::with_capacity(items.len());
             for (t, _) in items {
@@ -264,6 +229,52 @@ impl Store {
         })
     }
 
+    /// The tasks to insert as a recordset (`$1`, rows made by
+    /// `insert_row`) with the columns of [`INSERT_COLS`] as `u_…`, and
+    /// `extra` columns after them.
+    fn insert_recordset(&self, extra: &[(&str, &str)]) -> String {
+        let mut columns = vec![
+            ("u_id", "uuid"),
+            ("u_kind", "text"),
+            ("u_state", "text"),
+            ("u_input", "text"),
+            ("u_key", "text"),
+            ("u_trace", "text"),
+            ("u_by", "text"),
+            ("u_queue", "text"),
+            ("u_priority", "int"),
+            ("u_run_at", "timestamptz"),
+            ("u_max_attempts", "int"),
+            ("u_backoff_ms", "bigint"),
+            ("u_timeout_ms", "bigint"),
+            ("u_schedule", "text"),
+            ("u_created", "timestamptz"),
+        ];
+        columns.extend_from_slice(extra);
+        self.recordset(1, "u", &columns)
+    }
+
+    /// A task as a row of `insert_recordset`.
+    fn insert_row(&self, t: &TaskInsert) -> Value {
+        let sqlite = matches!(self.dialect(), Dialect::Sqlite);
+        let time = |t: &DateTime<Utc>| -> Value {
+            if sqlite {
+                // As sqlx writes a time on SQLite, so that times compare as text.
+                Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+            } else {
+                Value::String(t.to_rfc3339())
+            }
+        };
+        serde_json::json!({
+            "u_id": t.id, "u_kind": t.kind, "u_state": t.state().as_str(),
+            "u_input": t.input.to_string(), "u_key": t.idempotency_key, "u_trace": t.trace_id,
+            "u_by": t.created_by, "u_queue": t.options.queue, "u_priority": t.options.priority,
+            "u_run_at": t.options.run_at.as_ref().map(time), "u_max_attempts": t.options.max_attempts,
+            "u_backoff_ms": t.options.backoff_ms, "u_timeout_ms": t.options.timeout_ms,
+            "u_schedule": t.schedule, "u_created": time(&t.created_at),
+        })
+    }
+
     /// Inserts tasks, each with its watcher, in one transaction, a
     /// statement each.
     async fn insert_tasks_one_by_one(
@@ -283,7 +294,7 @@ impl Store {
             let mut tx = p.begin_with(begin).await?;
             let mut out = Vec::with_capacity(items.len());
             for &(t, watcher) in items {
-                let row: Option<Task> = bind_insert!(sqlx::query_as(&insert), t, ts_now)
+                let row: Option<Task> = bind_insert!(sqlx::query_as(&insert), t)
                     .fetch_optional(&mut *tx)
                     .await?;
                 let (row, created) = match (row, &t.idempotency_key) {
@@ -327,7 +338,7 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $19 AND e.state = 'dead') \
              ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
-        let row: Option<Task> = on_pool_write!(self, p => bind_insert!(sqlx::query_as(&sql), t, now())
+        let row: Option<Task> = on_pool_write!(self, p => bind_insert!(sqlx::query_as(&sql), t)
             .bind(spawn_seq)
             .bind(fence.task_id)
             .bind(fence.epoch)
@@ -341,6 +352,77 @@ impl Store {
             Some(existing) => Ok((existing, false)),
             None => Err(Error::Fenced(fence.task_id)),
         }
+    }
+
+    /// [`spawn_child`](Self::spawn_child) for several sub-tasks at once,
+    /// numbered `first_seq`, `first_seq + 1`, … in order, in one
+    /// `INSERT … SELECT` from a recordset of them (the parent's row is
+    /// still the source, so only its owner inserts). Sub-tasks this attempt
+    /// spawned before under those numbers come back as they are, not
+    /// created. [`Error::Fenced`] if the parent is no longer held and none
+    /// of them exists.
+    pub async fn spawn_children(
+        &self,
+        fence: &Fence,
+        first_seq: i32,
+        ts: &[TaskInsert],
+    ) -> Result<Vec<(Task, bool)>> {
+        if ts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let recordset = self.insert_recordset(&[("u_seq", "int")]);
+        let json = self.json_cast();
+        let sql = format!(
+            "INSERT INTO tasks ({INSERT_COLS}, parent_id, spawn_seq, parent_attempt) \
+             SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, u_created, u_created, u_queue, \
+                    u_priority, u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule, p.id, u_seq, p.attempts \
+             FROM {recordset} JOIN tasks p ON p.id = $2 \
+             WHERE p.executor_id = $4 AND p.epoch = $3 AND p.state IN {HELD} \
+               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $4 AND e.state = 'dead') \
+             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
+        );
+        let rows: Vec<Value> = ts
+            .iter()
+            .zip(first_seq..)
+            .map(|(t, seq)| {
+                let mut row = self.insert_row(t);
+                row["u_seq"] = Value::from(seq);
+                row
+            })
+            .collect();
+        let inserted: Vec<Task> = on_pool_write!(self, p => sqlx::query_as(&sql)
+            .bind(Value::Array(rows).to_string())
+            .bind(fence.task_id)
+            .bind(fence.epoch)
+            .bind(&fence.executor_id)
+            .fetch_all(p)
+            .await)?;
+        let mut by_id: HashMap<Uuid, Task> = inserted.into_iter().map(|t| (t.id, t)).collect();
+        let mut earlier: HashMap<i32, Task> = HashMap::new();
+        if by_id.len() < ts.len() {
+            // Spawned before in this attempt (a run again after a crash or
+            // a takeover): the ones that exist under those numbers.
+            let cols = qualified("c");
+            let sql = format!(
+                "SELECT {cols}, c.spawn_seq FROM tasks c JOIN tasks p ON p.id = c.parent_id \
+                 WHERE c.parent_id = $1 AND c.parent_attempt = p.attempts \
+                   AND c.spawn_seq >= $2 AND c.spawn_seq < $3"
+            );
+            let found: Vec<SpawnedChild> = on_pool!(self, p => sqlx::query_as(&sql)
+                .bind(fence.task_id).bind(first_seq).bind(first_seq + ts.len() as i32)
+                .fetch_all(p).await)?;
+            earlier = found.into_iter().map(|c| (c.spawn_seq, c.task)).collect();
+        }
+        ts.iter()
+            .zip(first_seq..)
+            .map(|(t, seq)| match by_id.remove(&t.id) {
+                Some(task) => Ok((task, true)),
+                None => earlier
+                    .remove(&seq)
+                    .map(|task| (task, false))
+                    .ok_or(Error::Fenced(fence.task_id)),
+            })
+            .collect()
     }
 
     /// Sub-task number `spawn_seq` that the current attempt of the parent
@@ -797,4 +879,12 @@ impl Store {
         });
         Ok(out)
     }
+}
+
+/// A sub-task with the number its parent spawned it under.
+#[derive(sqlx::FromRow)]
+struct SpawnedChild {
+    #[sqlx(flatten)]
+    task: Task,
+    spawn_seq: i32,
 }

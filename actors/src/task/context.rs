@@ -514,15 +514,7 @@ impl TaskContext {
         .await
         {
             Ok(insert) => insert,
-            Err(crate::error::Error::UnknownKind(k)) => {
-                return Err(TaskError::failed(format!(
-                    "cannot spawn sub-task: no executor runs kind {k:?}"
-                )))
-            }
-            Err(e @ crate::error::Error::InvalidField { .. }) => {
-                return Err(TaskError::failed(format!("cannot spawn sub-task: {e}")))
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(spawn_refused(e)),
         };
         let seq = i.next_spawn.fetch_add(1, Ordering::SeqCst);
         let (child, created) = retry("spawning a sub-task", WRITE_RETRY, || {
@@ -541,6 +533,81 @@ impl TaskContext {
             kind: kind.to_string(),
             ctx: self.clone(),
         })
+    }
+
+    /// Spawns one sub-task of `kind` for each of `inputs`, all in one
+    /// statement (a fan-out of a hundred is one write, not a hundred), and
+    /// returns them in order. Each is what [`spawn`](Self::spawn) would
+    /// have made, numbered in turn, so a re-run of the same attempt gets
+    /// the same sub-tasks back.
+    pub async fn spawn_all(
+        &self,
+        kind: &str,
+        inputs: impl IntoIterator<Item = Value>,
+    ) -> Result<Vec<Child>, TaskError> {
+        self.spawn_all_with(kind, inputs, TaskOptions::default())
+            .await
+    }
+
+    /// [`spawn_all`](Self::spawn_all) with the same queue options for every
+    /// sub-task.
+    pub async fn spawn_all_with(
+        &self,
+        kind: &str,
+        inputs: impl IntoIterator<Item = Value>,
+        options: TaskOptions,
+    ) -> Result<Vec<Child>, TaskError> {
+        let i = &self.inner;
+        if self.is_cancelled() {
+            return Err(TaskError::Cancelled);
+        }
+        let mut inserts = Vec::new();
+        for input in inputs {
+            let request = || Request {
+                kind,
+                input: input.clone(),
+                idempotency_key: None,
+                trace_id: i.task.trace_id.clone(),
+                options: &options,
+                created_by: i.fence.executor_id.clone(),
+            };
+            inserts.push(
+                match retry("preparing a sub-task", WRITE_RETRY, || {
+                    prepare(&i.store, &i.local_kinds, request())
+                })
+                .await
+                {
+                    Ok(insert) => insert,
+                    Err(e) => return Err(spawn_refused(e)),
+                },
+            );
+        }
+        if inserts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = i32::try_from(inserts.len())
+            .map_err(|_| TaskError::failed("too many sub-tasks in one spawn"))?;
+        let first = i.next_spawn.fetch_add(n, Ordering::SeqCst);
+        let spawned = retry("spawning sub-tasks", WRITE_RETRY, || {
+            i.store.spawn_children(&i.fence, first, &inserts)
+        })
+        .await?;
+        tracing::debug!(kind, first, n, "spawned sub-tasks");
+        let mut children = Vec::with_capacity(spawned.len());
+        for (child, _created) in spawned {
+            if child.state.is_final() {
+                let c = child.clone();
+                i.shared.update(|mb| mb.add_child(c));
+            } else if let Some(env) = announce(i.me.clone(), &child) {
+                i.bus.tell(env);
+            }
+            children.push(Child {
+                id: child.id,
+                kind: kind.to_string(),
+                ctx: self.clone(),
+            });
+        }
+        Ok(children)
     }
 
     /// Waits for every child and returns their outputs in the order given.
@@ -667,5 +734,19 @@ mod tests {
         assert_eq!(mb.take_event("a"), None);
         assert_eq!(mb.take_event("b"), Some(Value::from(5)));
         assert_eq!(mb.take_event("c"), None);
+    }
+}
+
+/// A sub-task that could not be prepared: an unknown kind or a bad option
+/// fails the run with what was wrong; anything else is the store's error.
+fn spawn_refused(e: crate::error::Error) -> TaskError {
+    match e {
+        crate::error::Error::UnknownKind(k) => TaskError::failed(format!(
+            "cannot spawn sub-task: no executor runs kind {k:?}"
+        )),
+        e @ crate::error::Error::InvalidField { .. } => {
+            TaskError::failed(format!("cannot spawn sub-task: {e}"))
+        }
+        e => e.into(),
     }
 }
