@@ -21,6 +21,7 @@ fn insert(kind: &str) -> TaskInsert {
 }
 
 fn insert_with(kind: &str, options: TaskOptions) -> TaskInsert {
+    let at = now();
     TaskInsert {
         id: Uuid::now_v7(),
         kind: kind.into(),
@@ -28,9 +29,9 @@ fn insert_with(kind: &str, options: TaskOptions) -> TaskInsert {
         idempotency_key: None,
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         created_by: "test".into(),
-        options: options.resolve(now()),
+        options: options.resolve(at),
         schedule: None,
-        created_at: now(),
+        created_at: at,
     }
 }
 
@@ -911,6 +912,56 @@ async fn creates_written_together_keep_their_own_outcomes(db: &TestDb) {
 /// A batch (one statement for all its tasks) keeps every field as a task
 /// created alone does, times included: a delayed task of a batch is due
 /// when the same task created alone is.
+async fn a_fan_out_is_spawned_in_one_go_and_again_the_same(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    s.create_task(&insert("k")).await.unwrap();
+    let p = claim_one(&s, "e1").await.unwrap();
+    let f = fence(&p);
+    // Numbers 0 and 1 one at a time, then 2 … 101 in one go.
+    let (c0, _) = s.spawn_child(&f, 0, &insert("k")).await.unwrap();
+    let (c1, _) = s.spawn_child(&f, 1, &insert("k")).await.unwrap();
+    let mut many: Vec<TaskInsert> = (0..100).map(|_| insert("k")).collect();
+    many[7].input = json!({"seventh": [1, null]});
+    let made = s.spawn_children(&f, 2, &many).await.unwrap();
+    assert_eq!(made.len(), 100);
+    for ((t, created), want) in made.iter().zip(&many) {
+        assert!(created);
+        assert_eq!(t.id, want.id);
+        assert_eq!(t.input, want.input);
+        assert_eq!((t.parent_id, t.parent_attempt), (Some(p.id), Some(1)));
+        assert_eq!(t.state, TaskState::Pending);
+        assert_eq!(t.created_at, want.created_at);
+    }
+    // The run again (after a crash): numbers 100 … 103, with fresh ids,
+    // give back the two sub-tasks made the first time under 100 and 101,
+    // in order, and make 102 and 103.
+    let again: Vec<TaskInsert> = (0..4).map(|_| insert("k")).collect();
+    let back = s.spawn_children(&f, 100, &again).await.unwrap();
+    let ids: Vec<(Uuid, bool)> = back.iter().map(|(t, c)| (t.id, *c)).collect();
+    assert_eq!(
+        ids,
+        [
+            (made[98].0.id, false),
+            (made[99].0.id, false),
+            (again[2].id, true),
+            (again[3].id, true)
+        ]
+    );
+    let kids = s.children(p.id).await.unwrap();
+    assert_eq!(kids.len(), 2 + 100 + 2);
+    assert_eq!((kids[0].id, kids[1].id), (c0.id, c1.id));
+    // A parent no longer held spawns nothing.
+    let taken = s.retry_later(&f, "again", &[], now()).await.unwrap();
+    assert_eq!(taken.state, TaskState::Scheduled);
+    let late: Vec<TaskInsert> = (0..3).map(|_| insert("k")).collect();
+    assert!(matches!(
+        s.spawn_children(&f, 200, &late).await,
+        Err(Error::Fenced(id)) if id == p.id
+    ));
+    assert_eq!(s.children(p.id).await.unwrap().len(), 104);
+}
+
 async fn a_batch_keeps_every_field(db: &TestDb) {
     let s = db.store().await;
     let options = TaskOptions::new()
@@ -969,6 +1020,20 @@ async fn a_batch_keeps_every_field(db: &TestDb) {
     for id in [a.id, made[0].0.id, made[1].0.id, made[2].0.id] {
         assert!(promoted.contains(&id), "{id} not promoted: {promoted:?}");
     }
+    // A task's creation time is when it was asked for, the time its delay
+    // counts from, however long its write waited (lone and batched).
+    assert_eq!(a.created_at, alone.created_at);
+    assert_eq!(
+        a.run_at,
+        Some(alone.created_at + chrono::Duration::milliseconds(300))
+    );
+    for ((t, _), want) in made.iter().zip(&batch).take(2) {
+        assert_eq!(t.created_at, want.created_at);
+        assert_eq!(
+            t.run_at,
+            Some(want.created_at + chrono::Duration::milliseconds(300))
+        );
+    }
     // A batch naming an idempotency key that exists gives the first task.
     let mut again: Vec<TaskInsert> = (0..2).map(|_| insert("k")).collect();
     again[1].idempotency_key = Some("batched".into());
@@ -978,6 +1043,7 @@ async fn a_batch_keeps_every_field(db: &TestDb) {
 }
 
 on_both_databases!(
+    a_fan_out_is_spawned_in_one_go_and_again_the_same,
     a_batch_keeps_every_field,
     creates_written_together_keep_their_own_outcomes,
     ends_written_together_keep_their_own_fences,

@@ -503,11 +503,16 @@ impl Plan {
                 )
             })
             .collect();
+        // The claim's time, and never before the row's last change: `$2`
+        // is read before the statement waits for a connection, and a task
+        // promoted at its due time meanwhile must not show a start before
+        // it (nor a history line before the promotion's).
+        let at = "(CASE WHEN updated_at > $2 THEN updated_at ELSE $2 END)";
         format!(
             "WITH picked AS MATERIALIZED (SELECT id FROM ({}) AS c ORDER BY priority DESC, id LIMIT $3) \
              UPDATE tasks SET state = {RUNNING}, executor_id = $1, epoch = epoch + 1, \
                  attempts = attempts + CASE WHEN resume THEN 0 ELSE 1 END, \
-                 timeout_at = CASE WHEN resume THEN timeout_at ELSE NULL END, resume = FALSE, started_at = COALESCE(started_at, $2), updated_at = $2, changed_by = $1 \
+                 timeout_at = CASE WHEN resume THEN timeout_at ELSE NULL END, resume = FALSE, started_at = COALESCE(started_at, {at}), updated_at = {at}, changed_by = $1 \
              WHERE id IN (SELECT id FROM picked) \
                AND state = {PENDING} \
                AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $1 AND e.state = 'alive') \

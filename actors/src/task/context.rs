@@ -718,6 +718,20 @@ impl Child {
     }
 }
 
+/// A sub-task that could not be prepared: an unknown kind or a bad option
+/// fails the run with what was wrong; anything else is the store's error.
+fn spawn_refused(e: crate::error::Error) -> TaskError {
+    match e {
+        crate::error::Error::UnknownKind(k) => TaskError::failed(format!(
+            "cannot spawn sub-task: no executor runs kind {k:?}"
+        )),
+        e @ crate::error::Error::InvalidField { .. } => {
+            TaskError::failed(format!("cannot spawn sub-task: {e}"))
+        }
+        e => e.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -734,19 +748,5 @@ mod tests {
         assert_eq!(mb.take_event("a"), None);
         assert_eq!(mb.take_event("b"), Some(Value::from(5)));
         assert_eq!(mb.take_event("c"), None);
-    }
-}
-
-/// A sub-task that could not be prepared: an unknown kind or a bad option
-/// fails the run with what was wrong; anything else is the store's error.
-fn spawn_refused(e: crate::error::Error) -> TaskError {
-    match e {
-        crate::error::Error::UnknownKind(k) => TaskError::failed(format!(
-            "cannot spawn sub-task: no executor runs kind {k:?}"
-        )),
-        e @ crate::error::Error::InvalidField { .. } => {
-            TaskError::failed(format!("cannot spawn sub-task: {e}"))
-        }
-        e => e.into(),
     }
 }
