@@ -17,37 +17,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use courier::bus::transport::amqp::AmqpConfig;
 use courier::{Client, Runtime, StoreOptions};
 use support::{
-    calls_per_second, create_schema, drop_schemas, echo_ready, echo_round_trip, env_usize, hist,
-    pg_url, schema_url, Procs,
+    calls_per_second, create_schema, drop_schemas, echo_ready, echo_round_trip, env_usize,
+    executor, hist, pg_url, schema_url, Procs,
 };
-
-fn executor(db: &str, bus: &str, prefix: &str, node: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args([
-            "executor",
-            "--demo",
-            "--kinds",
-            "demo.echo",
-            "--db",
-            db,
-            "--bus",
-            bus,
-            "--amqp-prefix",
-            prefix,
-            "--node",
-            node,
-        ])
-        .env("COURIER_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
-}
 
 async fn once(c: &Client) -> Duration {
     echo_round_trip(c).await

@@ -205,3 +205,27 @@ pub async fn echo_ready(c: &courier::Client) {
         );
     }
 }
+
+/// A `courier executor --demo` process running `demo.echo`, on store `db`
+/// and transport `bus` (`prefix`: its AMQP names), as node `node`.
+pub fn executor(db: &str, bus: &str, prefix: &str, node: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args([
+            "executor",
+            "--demo",
+            "--kinds",
+            "demo.echo",
+            "--db",
+            db,
+            "--bus",
+            bus,
+            "--amqp-prefix",
+            prefix,
+            "--node",
+            node,
+        ])
+        .env("COURIER_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
