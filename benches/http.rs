@@ -28,11 +28,12 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use courier::{NewTask, Runtime, Store, StoreOptions, TaskState};
+use courier::{NewTask, Runtime, Store, StoreOptions};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use support::{
     calls_per_second, create_schema, drop_schemas, echo_round_trip, env_usize, hist, pg_url,
+    succeeded,
 };
 
 struct Db {
@@ -290,19 +291,10 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = f64>,
 {
-    let succeeded = || async {
-        store
-            .count_by_state()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|(s, _)| *s == TaskState::Succeeded)
-            .map_or(0, |(_, n)| n as usize)
-    };
-    let before = succeeded().await;
+    let before = succeeded(store).await;
     let t0 = Instant::now();
     let created = create().await;
-    while succeeded().await < before + n {
+    while succeeded(store).await < before + n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (created, n as f64 / t0.elapsed().as_secs_f64())

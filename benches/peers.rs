@@ -24,22 +24,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use courier::bus::transport::amqp::AmqpConfig;
-use courier::{NewTask, Runtime, Store, StoreOptions, TaskState};
+use courier::{NewTask, Runtime, Store, StoreOptions};
 use serde_json::json;
 use support::{
     calls_per_second, create_schema, drop_schemas, echo_ready, env_usize, executor, pg_url,
-    schema_url, Procs,
+    schema_url, succeeded, Procs,
 };
-
-async fn succeeded(store: &Store) -> usize {
-    store
-        .count_by_state()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|(s, _)| *s == TaskState::Succeeded)
-        .map_or(0, |(_, n)| n as usize)
-}
 
 /// Tasks a second from `t0` until `n` more than `before` have succeeded.
 async fn until_done(store: &Store, before: usize, n: usize, t0: Instant) -> f64 {

@@ -27,10 +27,10 @@ mod support;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use courier::{ExecutorConfig, NewTask, Retention, Runtime, TaskContext, TaskError, TaskState};
+use courier::{ExecutorConfig, NewTask, Retention, Runtime, TaskContext, TaskError};
 use serde_json::{json, Value};
 use sqlx::Connection;
-use support::{dbs_from_env, drop_schemas, env_usize, pg_url, target, Target};
+use support::{dbs_from_env, drop_schemas, env_usize, pg_url, succeeded, target, Target};
 use tracing::subscriber::Interest;
 use tracing::Metadata;
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -256,17 +256,7 @@ async fn courier_run(t: &Target, tasks: usize) -> Courier {
     while (ran.load(Ordering::Relaxed) as usize) < tasks {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    loop {
-        let done = store
-            .count_by_state()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|(s, _)| *s == TaskState::Succeeded)
-            .map_or(0, |(_, n)| n);
-        if done as usize >= tasks {
-            break;
-        }
+    while succeeded(&store).await < tasks {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let secs = t0.elapsed().as_secs_f64();

@@ -229,3 +229,14 @@ pub fn executor(db: &str, bus: &str, prefix: &str, node: &str) -> std::process::
         .spawn()
         .unwrap()
 }
+
+/// How many tasks of `store` have succeeded.
+pub async fn succeeded(store: &courier::Store) -> usize {
+    store
+        .count_by_state()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(s, _)| *s == courier::TaskState::Succeeded)
+        .map_or(0, |(_, n)| n as usize)
+}

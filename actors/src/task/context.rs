@@ -500,22 +500,7 @@ impl TaskContext {
         if self.is_cancelled() {
             return Err(TaskError::Cancelled);
         }
-        let request = || Request {
-            kind,
-            input: input.clone(),
-            idempotency_key: None,
-            trace_id: i.task.trace_id.clone(),
-            options: &options,
-            created_by: i.fence.executor_id.clone(),
-        };
-        let insert = match retry("preparing a sub-task", WRITE_RETRY, || {
-            prepare(&i.store, &i.local_kinds, request())
-        })
-        .await
-        {
-            Ok(insert) => insert,
-            Err(e) => return Err(spawn_refused(e)),
-        };
+        let insert = self.prepare_child(kind, input, &options).await?;
         let seq = i.next_spawn.fetch_add(1, Ordering::SeqCst);
         let (child, created) = retry("spawning a sub-task", WRITE_RETRY, || {
             i.store.spawn_child(&i.fence, seq, &insert)
@@ -563,24 +548,7 @@ impl TaskContext {
         }
         let mut inserts = Vec::new();
         for input in inputs {
-            let request = || Request {
-                kind,
-                input: input.clone(),
-                idempotency_key: None,
-                trace_id: i.task.trace_id.clone(),
-                options: &options,
-                created_by: i.fence.executor_id.clone(),
-            };
-            inserts.push(
-                match retry("preparing a sub-task", WRITE_RETRY, || {
-                    prepare(&i.store, &i.local_kinds, request())
-                })
-                .await
-                {
-                    Ok(insert) => insert,
-                    Err(e) => return Err(spawn_refused(e)),
-                },
-            );
+            inserts.push(self.prepare_child(kind, input, &options).await?);
         }
         if inserts.is_empty() {
             return Ok(Vec::new());
@@ -608,6 +576,31 @@ impl TaskContext {
             });
         }
         Ok(children)
+    }
+
+    /// The row of a sub-task of this run: the checks and the kind's
+    /// defaults, as for any create. An unknown kind or a bad option fails
+    /// the run with what was wrong.
+    async fn prepare_child(
+        &self,
+        kind: &str,
+        input: Value,
+        options: &TaskOptions,
+    ) -> Result<crate::store::TaskInsert, TaskError> {
+        let i = &self.inner;
+        let request = || Request {
+            kind,
+            input: input.clone(),
+            idempotency_key: None,
+            trace_id: i.task.trace_id.clone(),
+            options,
+            created_by: i.fence.executor_id.clone(),
+        };
+        retry("preparing a sub-task", WRITE_RETRY, || {
+            prepare(&i.store, &i.local_kinds, request())
+        })
+        .await
+        .map_err(spawn_refused)
     }
 
     /// Waits for every child and returns their outputs in the order given.
