@@ -951,15 +951,22 @@ async fn a_fan_out_is_spawned_in_one_go_and_again_the_same(db: &TestDb) {
     let kids = s.children(p.id).await.unwrap();
     assert_eq!(kids.len(), 2 + 100 + 2);
     assert_eq!((kids[0].id, kids[1].id), (c0.id, c1.id));
-    // A parent no longer held spawns nothing.
-    let taken = s.retry_later(&f, "again", &[], now()).await.unwrap();
-    assert_eq!(taken.state, TaskState::Scheduled);
+    // Once another executor holds the parent (handed back, claimed again),
+    // the old run spawns nothing, and the new holder does.
+    s.hand_back(&f).await.unwrap();
+    executor(&s, "e2").await;
+    let mut again = claim(&s, "e2", 200).await;
+    again.retain(|t| t.id == p.id);
+    let p2 = again.pop().expect("the parent claimed again");
     let late: Vec<TaskInsert> = (0..3).map(|_| insert("k")).collect();
     assert!(matches!(
         s.spawn_children(&f, 200, &late).await,
         Err(Error::Fenced(id)) if id == p.id
     ));
     assert_eq!(s.children(p.id).await.unwrap().len(), 104);
+    let made = s.spawn_children(&fence(&p2), 200, &late).await.unwrap();
+    assert!(made.iter().all(|(_, created)| *created));
+    assert_eq!(s.children(p.id).await.unwrap().len(), 107);
 }
 
 async fn a_batch_keeps_every_field(db: &TestDb) {
