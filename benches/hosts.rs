@@ -33,8 +33,8 @@ use courier::bus::transport::amqp::AmqpConfig;
 use courier::{Client, Runtime, StoreOptions};
 use sqlx::Connection;
 use support::{
-    calls_per_second, create_schema, drop_schemas, echo_ready, echo_round_trip, env_usize, hist,
-    schema_url, Procs,
+    calls_per_second, create_schema, drop_schemas, echo_ready, echo_round_trip, env_usize,
+    executor_args, hist, schema_url, Procs,
 };
 
 const BRIDGE: &str = "10.77.0.1";
@@ -76,21 +76,12 @@ impl Setup {
         Command::new("ip")
             .args(["netns", "exec", &format!("courier-{host}")])
             .arg(env!("CARGO_BIN_EXE_courier"))
-            .args([
-                "executor",
-                "--demo",
-                "--kinds",
-                "demo.echo",
-                "--db",
+            .args(executor_args(
                 &self.db,
-            ])
-            .args([
-                "--bus",
                 &self.bus(wire, host),
-                "--amqp-prefix",
                 &self.prefix,
-            ])
-            .args(["--node", host])
+                host,
+            ))
             .env("COURIER_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

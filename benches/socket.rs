@@ -27,7 +27,7 @@ use courier::bus::transport::socket::SocketTransport;
 use courier::bus::{Address, Bus, BusHandle, Deliver, Envelope};
 use courier::Runtime;
 use serde_json::json;
-use support::{echo_round_trip, env_usize, hist};
+use support::{echo_round_trip, env_usize, executor, hist};
 
 const ROLE: &str = "COURIER_BENCH_SOCKET_ROLE";
 
@@ -161,23 +161,7 @@ async fn round_trips(samples: usize) -> String {
     let db = format!("sqlite://{}", dir.path().join("shared.db").display());
     let sock = dir.path().join("s").display().to_string();
     let bus = format!("socket:{sock}");
-    let mut exec = Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args([
-            "executor",
-            "--demo",
-            "--kinds",
-            "demo.echo",
-            "--db",
-            &db,
-            "--bus",
-            &bus,
-            "--node",
-            "bench-exec",
-        ])
-        .env("COURIER_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut exec = executor(&db, &bus, "unused", "bench-exec");
     let web = Runtime::builder()
         .database(db.clone())
         .socket_transport(&sock)

@@ -206,24 +206,35 @@ pub async fn echo_ready(c: &courier::Client) {
     }
 }
 
-/// A `courier executor --demo` process running `demo.echo`, on store `db`
-/// and transport `bus` (`prefix`: its AMQP names), as node `node`.
+/// The arguments of a `courier executor --demo` running `demo.echo`, on
+/// store `db` and transport `bus` (`prefix`: its AMQP names), as node
+/// `node`.
+pub fn executor_args<'a>(
+    db: &'a str,
+    bus: &'a str,
+    prefix: &'a str,
+    node: &'a str,
+) -> [&'a str; 12] {
+    [
+        "executor",
+        "--demo",
+        "--kinds",
+        "demo.echo",
+        "--db",
+        db,
+        "--bus",
+        bus,
+        "--amqp-prefix",
+        prefix,
+        "--node",
+        node,
+    ]
+}
+
+/// A `courier executor` process with [`executor_args`], its log at `warn`.
 pub fn executor(db: &str, bus: &str, prefix: &str, node: &str) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args([
-            "executor",
-            "--demo",
-            "--kinds",
-            "demo.echo",
-            "--db",
-            db,
-            "--bus",
-            bus,
-            "--amqp-prefix",
-            prefix,
-            "--node",
-            node,
-        ])
+        .args(executor_args(db, bus, prefix, node))
         .env("COURIER_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()

@@ -299,10 +299,6 @@ impl Store {
         Ok(())
     }
 
-    /// The row lock a transaction takes on a task it reads before deciding
-    /// something another transaction's finish could change. PostgreSQL
-    /// (read committed) needs `FOR SHARE` so the two serialize on the row;
-    /// SQLite write transactions (`BEGIN IMMEDIATE`) are serial already.
     /// A subquery yielding the task ids of parameter `$n`, bound as
     /// [`ids_json`]: one SQL text whatever the number of ids (so one
     /// prepared statement), where an `IN ($1, $2, …)` list would make one
@@ -353,6 +349,10 @@ impl Store {
         }
     }
 
+    /// The row lock a transaction takes on a task it reads before deciding
+    /// something another transaction's finish could change. PostgreSQL
+    /// (read committed) needs `FOR SHARE` so the two serialize on the row;
+    /// SQLite write transactions (`BEGIN IMMEDIATE`) are serial already.
     fn share_lock(&self) -> &'static str {
         match self.db {
             Db::Sqlite(_) => "",

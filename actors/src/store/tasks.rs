@@ -402,16 +402,12 @@ impl Store {
         if by_id.len() < ts.len() {
             // Spawned before in this attempt (a run again after a crash or
             // a takeover): the ones that exist under those numbers.
-            let cols = qualified("c");
-            let sql = format!(
-                "SELECT {cols}, c.spawn_seq FROM tasks c JOIN tasks p ON p.id = c.parent_id \
-                 WHERE c.parent_id = $1 AND c.parent_attempt = p.attempts \
-                   AND c.spawn_seq >= $2 AND c.spawn_seq < $3"
-            );
-            let found: Vec<SpawnedChild> = on_pool!(self, p => sqlx::query_as(&sql)
-                .bind(fence.task_id).bind(first_seq).bind(first_seq + ts.len() as i32)
-                .fetch_all(p).await)?;
-            earlier = found.into_iter().map(|c| (c.spawn_seq, c.task)).collect();
+            earlier = self
+                .children_numbered(fence, first_seq, first_seq + ts.len() as i32)
+                .await?
+                .into_iter()
+                .map(|c| (c.spawn_seq, c.task))
+                .collect();
         }
         ts.iter()
             .zip(first_seq..)
@@ -428,14 +424,28 @@ impl Store {
     /// Sub-task number `spawn_seq` that the current attempt of the parent
     /// held by `fence` spawned.
     pub async fn child(&self, fence: &Fence, spawn_seq: i32) -> Result<Option<Task>> {
+        let found = self
+            .children_numbered(fence, spawn_seq, spawn_seq + 1)
+            .await?;
+        Ok(found.into_iter().next().map(|c| c.task))
+    }
+
+    /// The sub-tasks numbered `from` up to (not including) `to` that the
+    /// current attempt of the parent held by `fence` spawned.
+    async fn children_numbered(
+        &self,
+        fence: &Fence,
+        from: i32,
+        to: i32,
+    ) -> Result<Vec<SpawnedChild>> {
         let cols = qualified("c");
         let sql = format!(
-            "SELECT {cols} FROM tasks c JOIN tasks p ON p.id = c.parent_id \
-             WHERE c.parent_id = $1 AND c.parent_attempt = p.attempts AND c.spawn_seq = $2"
+            "SELECT {cols}, c.spawn_seq FROM tasks c JOIN tasks p ON p.id = c.parent_id \
+             WHERE c.parent_id = $1 AND c.parent_attempt = p.attempts \
+               AND c.spawn_seq >= $2 AND c.spawn_seq < $3"
         );
-        let row: Option<Task> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(fence.task_id).bind(spawn_seq).fetch_optional(p).await)?;
-        Ok(row)
+        Ok(on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(fence.task_id).bind(from).bind(to).fetch_all(p).await)?)
     }
 
     /// The task, if it exists.
