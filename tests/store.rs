@@ -826,6 +826,42 @@ async fn ends_written_together_keep_their_own_fences(db: &TestDb) {
         .all(|e| e.delivered_at.is_some()));
 }
 
+/// A create, a claim and a flush of ends of 400 tasks each (one statement
+/// each) write each task's three history lines, no more and no fewer: on
+/// PostgreSQL the lines come from statement triggers that join the rows
+/// before and after, and a batch this size is where that join's plan
+/// matters.
+async fn large_batches_keep_one_history_line_a_change(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "ex-a").await;
+    let batch: Vec<TaskInsert> = (0..400).map(|_| insert("k")).collect();
+    s.create_tasks(&batch, None).await.unwrap();
+    let tasks = claim(&s, "ex-a", 400).await;
+    assert_eq!(tasks.len(), 400);
+    let ends = futures_ends(&s, &tasks).await;
+    assert!(ends.iter().all(|e| e.is_ok()));
+    for t in &tasks {
+        let lines: Vec<_> = s
+            .history(t.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.from_state, e.to_state, e.owner, e.attempt))
+            .collect();
+        let owner = Some("ex-a".to_string());
+        assert_eq!(
+            lines,
+            [
+                (None, "pending".into(), None, 0),
+                (Some("pending".into()), "running".into(), None, 1),
+                (Some("running".into()), "succeeded".into(), owner, 1),
+            ],
+            "history of {}",
+            t.id
+        );
+    }
+}
+
 /// Every task's end at once, from concurrent callers (so that they share
 /// transactions), in the order of `tasks`.
 async fn futures_ends(
@@ -1052,6 +1088,7 @@ async fn a_batch_keeps_every_field(db: &TestDb) {
 on_both_databases!(
     a_fan_out_is_spawned_in_one_go_and_again_the_same,
     a_batch_keeps_every_field,
+    large_batches_keep_one_history_line_a_change,
     creates_written_together_keep_their_own_outcomes,
     ends_written_together_keep_their_own_fences,
     pulls_never_claim_more_than_asked,
