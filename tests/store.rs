@@ -813,8 +813,11 @@ async fn ends_written_together_keep_their_own_fences(db: &TestDb) {
             continue;
         }
         let f = end.as_ref().unwrap();
-        assert_eq!(f.task.state, TaskState::Succeeded);
-        assert_eq!(f.task.output, Some(json!(t.id.to_string())));
+        assert_eq!((f.id, f.state), (t.id, TaskState::Succeeded));
+        // Read with the end: it had a watcher to tell.
+        let task = f.task.as_ref().expect("the task of an end with watchers");
+        assert_eq!(task.state, TaskState::Succeeded);
+        assert_eq!(task.output, Some(json!(t.id.to_string())));
         assert_eq!(f.watchers, [format!("web/n/{}", t.id)]);
     }
     assert_eq!(s.task(tasks[5].id).await.unwrap().state, TaskState::Running);
@@ -839,7 +842,10 @@ async fn large_batches_keep_one_history_line_a_change(db: &TestDb) {
     let tasks = claim(&s, "ex-a", 400).await;
     assert_eq!(tasks.len(), 400);
     let ends = futures_ends(&s, &tasks).await;
-    assert!(ends.iter().all(|e| e.is_ok()));
+    for (t, end) in tasks.iter().zip(&ends) {
+        let f = end.as_ref().unwrap();
+        assert_eq!((f.id, f.state), (t.id, TaskState::Succeeded));
+    }
     for t in &tasks {
         let lines: Vec<_> = s
             .history(t.id)
@@ -968,6 +974,8 @@ async fn a_fan_out_is_spawned_in_one_go_and_again_the_same(db: &TestDb) {
         assert_eq!((t.parent_id, t.parent_attempt), (Some(p.id), Some(1)));
         assert_eq!(t.state, TaskState::Pending);
         assert_eq!(t.created_at, want.created_at);
+        // Returned as it was written, not read back: the same as stored.
+        assert_eq!(t, &s.task(t.id).await.unwrap());
     }
     // The run again (after a crash): numbers 100 … 103, with fresh ids,
     // give back the two sub-tasks made the first time under 100 and 101,
@@ -1025,6 +1033,8 @@ async fn a_batch_keeps_every_field(db: &TestDb) {
     let made = s.create_tasks(&batch, Some("web/n/w")).await.unwrap();
     for ((t, created), want) in made.iter().zip(&batch) {
         assert!(created);
+        // Returned as it was written, not read back: the same as stored.
+        assert_eq!(t, &s.task(t.id).await.unwrap());
         assert_eq!(t.id, want.id);
         assert_eq!(t.idempotency_key, want.idempotency_key);
         assert_eq!(t.input, want.input);

@@ -1,6 +1,6 @@
 //! The `tasks` table: creating, reading, claiming and finishing tasks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::journal::wake_parent;
 use super::*;
@@ -8,7 +8,15 @@ use super::*;
 /// A run's end as recorded, with what it set off.
 #[derive(Clone, Debug)]
 pub struct Finished {
-    pub task: Task,
+    pub id: Uuid,
+    /// The final state it was given.
+    pub state: TaskState,
+    /// The task as it ended, read in the same transaction when someone is
+    /// to be told (it had watchers or a parent) and for a lone end. Ends
+    /// written together that nobody waits for are not read back: on SQLite
+    /// sqlx copies every value of every row returned, and returning the
+    /// ids alone made a flush of ~140 ends 4.4 → 3.0 ms (issue 14).
+    pub task: Option<Task>,
     /// The addresses that waited for it, taken with the end.
     pub watchers: Vec<String>,
     /// Its parent, woken: it was suspended waiting for this task.
@@ -74,6 +82,49 @@ impl TaskInsert {
             TaskState::Scheduled
         } else {
             TaskState::Pending
+        }
+    }
+
+    /// The row its insert writes: these values and the columns' defaults.
+    ///
+    /// A batch's `INSERT` returns only the ids it wrote and the tasks are
+    /// built here, not read back: on SQLite sqlx copies every value of
+    /// every returned row (30 columns), and returning the ids alone made a
+    /// batch of 1,000 creates 32 → 22 ms, a flush of ends likewise (see
+    /// BENCHMARKS.md, issue 14). `a_batch_keeps_every_field` (tests/store.rs)
+    /// holds this equal to the row read back, on both databases.
+    pub(super) fn created(&self) -> Task {
+        Task {
+            id: self.id,
+            kind: self.kind.clone(),
+            state: self.state(),
+            input: self.input.clone(),
+            output: None,
+            error: None,
+            progress: None,
+            parent_id: None,
+            executor_id: None,
+            epoch: 0,
+            attempts: 0,
+            cancel_requested: false,
+            watched: false,
+            idempotency_key: self.idempotency_key.clone(),
+            trace_id: self.trace_id.clone(),
+            created_at: self.created_at,
+            started_at: None,
+            finished_at: None,
+            updated_at: self.created_at,
+            queue: self.options.queue.clone(),
+            priority: self.options.priority,
+            run_at: self.options.run_at,
+            max_attempts: self.options.max_attempts,
+            backoff_ms: self.options.backoff_ms,
+            timeout_ms: self.options.timeout_ms,
+            errors: Vec::new(),
+            parent_attempt: None,
+            waiting: None,
+            schedule: self.schedule.clone(),
+            timeout_at: None,
         }
     }
 }
@@ -184,7 +235,7 @@ impl Store {
             "INSERT INTO tasks ({INSERT_COLS}) \
              SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, u_created, u_created, u_queue, \
                     u_priority, u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule FROM {recordset} \
-             WHERE true ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
+             WHERE true ON CONFLICT DO NOTHING RETURNING id"
         );
         let watch = format!(
             "INSERT INTO task_watchers (task_id, address, created_at) SELECT w_id, w_address, $2 FROM {} \
@@ -200,19 +251,20 @@ impl Store {
         let ts_now = now();
         on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
-            let inserted: Vec<Task> = sqlx::query_as(&insert).bind(&rows).fetch_all(&mut *tx).await?;
-            let mut by_id: HashMap<Uuid, Task> = inserted.into_iter().map(|t| (t.id, t)).collect();
+            let inserted: Vec<Uuid> = sqlx::query_scalar(&insert).bind(&rows).fetch_all(&mut *tx).await?;
+            let mut inserted: HashSet<Uuid> = inserted.into_iter().collect();
             let mut out = Vec::with_capacity(items.len());
             for (t, _) in items {
-                let found = match by_id.remove(&t.id) {
-                    Some(row) => (row, true),
-                    None => match &t.idempotency_key {
+                let found = if inserted.remove(&t.id) {
+                    (t.created(), true)
+                } else {
+                    match &t.idempotency_key {
                         Some(key) => match sqlx::query_as(&by_key).bind(key).fetch_optional(&mut *tx).await? {
                             Some(r) => (r, false),
                             None => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
                         },
                         None => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
-                    },
+                    }
                 };
                 out.push(found);
             }
@@ -379,7 +431,7 @@ impl Store {
              FROM {recordset} JOIN tasks p ON p.id = $2 \
              WHERE p.executor_id = $4 AND p.epoch = $3 AND p.state IN {HELD} \
                AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $4 AND e.state = 'dead') \
-             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
+             ON CONFLICT DO NOTHING RETURNING id, parent_attempt"
         );
         let rows: Vec<Value> = ts
             .iter()
@@ -390,14 +442,15 @@ impl Store {
                 row
             })
             .collect();
-        let inserted: Vec<Task> = on_pool_write!(self, p => sqlx::query_as(&sql)
+        let inserted: Vec<(Uuid, Option<i32>)> = on_pool_write!(self, p => sqlx::query_as(&sql)
             .bind(Value::Array(rows).to_string())
             .bind(fence.task_id)
             .bind(fence.epoch)
             .bind(&fence.executor_id)
             .fetch_all(p)
             .await)?;
-        let mut by_id: HashMap<Uuid, Task> = inserted.into_iter().map(|t| (t.id, t)).collect();
+        // Built as written (see `TaskInsert::created`), not read back.
+        let mut by_id: HashMap<Uuid, Option<i32>> = inserted.into_iter().collect();
         let mut earlier: HashMap<i32, Task> = HashMap::new();
         if by_id.len() < ts.len() {
             // Spawned before in this attempt (a run again after a crash or
@@ -412,7 +465,14 @@ impl Store {
         ts.iter()
             .zip(first_seq..)
             .map(|(t, seq)| match by_id.remove(&t.id) {
-                Some(task) => Ok((task, true)),
+                Some(parent_attempt) => Ok((
+                    Task {
+                        parent_id: Some(fence.task_id),
+                        parent_attempt,
+                        ..t.created()
+                    },
+                    true,
+                )),
                 None => earlier
                     .remove(&seq)
                     .map(|task| (task, false))
@@ -565,7 +625,11 @@ impl Store {
     /// in the same transaction, the addresses that were waiting for it.
     pub async fn finish(&self, fence: &Fence, outcome: &Outcome) -> Result<(Task, Vec<String>)> {
         let f = self.finish_run(fence, outcome).await?;
-        Ok((f.task, f.watchers))
+        let task = match f.task {
+            Some(t) => t,
+            None => self.task(f.id).await?,
+        };
+        Ok((task, f.watchers))
     }
 
     /// [`finish`](Self::finish), and in the same transaction wakes the
@@ -625,7 +689,7 @@ impl Store {
              WHERE tasks.id = u.u_id AND {plus}tasks.executor_id = u.u_exec AND tasks.epoch = u.u_epoch \
                AND {plus}tasks.state IN {HELD} \
                AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = u.u_exec AND e.state = 'dead') \
-             RETURNING {TASK_COLS}"
+             RETURNING id, parent_id"
         );
         let one = format!(
             "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2, \
@@ -657,22 +721,33 @@ impl Store {
             "DELETE FROM task_watchers WHERE task_id IN {} RETURNING task_id, address",
             self.id_set(1)
         );
+        let read = format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE id IN {}",
+            self.id_set(1)
+        );
         let out: Vec<Option<Finished>> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
             let at = now();
-            let done: Vec<Task> = match ends {
+            // Each ended task's id and parent, and the task itself if read.
+            let done: Vec<(Uuid, Option<Uuid>, Option<Task>)> = match ends {
                 // A lone end (no load): the plain statement by key, which
                 // PostgreSQL plans and runs faster than a join with a
-                // recordset of one.
+                // recordset of one, and returns the task at no cost worth
+                // sparing.
                 [(fence, outcome)] => {
                     let (output, error, errors) = outcome.columns();
-                    sqlx::query_as(&one)
+                    let task: Option<Task> = sqlx::query_as(&one)
                         .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
                         .bind(outcome.state().as_str()).bind(output.map(Json)).bind(error).bind(at)
                         .bind(errors.map(Json))
-                        .fetch_all(&mut *tx).await?
+                        .fetch_optional(&mut *tx).await?;
+                    task.into_iter().map(|t| (t.id, t.parent_id, Some(t))).collect()
                 }
-                _ => sqlx::query_as(&sql).bind(rows()).bind(at).fetch_all(&mut *tx).await?,
+                _ => {
+                    let rows: Vec<(Uuid, Option<Uuid>)> =
+                        sqlx::query_as(&sql).bind(rows()).bind(at).fetch_all(&mut *tx).await?;
+                    rows.into_iter().map(|(id, parent)| (id, parent, None)).collect()
+                }
             };
             let mut out: Vec<Option<Finished>> = vec![None; ends.len()];
             if done.is_empty() {
@@ -686,26 +761,47 @@ impl Store {
             for (i, (fence, _)) in ends.iter().enumerate() {
                 at_index.entry(fence.task_id).or_insert(i);
             }
-            for task in done {
-                let i = at_index[&task.id];
-                let woken = match task.parent_id {
-                    Some(parent) => wake_parent!(self, tx, task.id, parent, &ends[i].0.executor_id),
+            let mut with_parent: HashSet<Uuid> = HashSet::new();
+            for (id, parent, task) in done {
+                let i = at_index[&id];
+                let woken = match parent {
+                    Some(parent) => {
+                        with_parent.insert(id);
+                        wake_parent!(self, tx, id, parent, &ends[i].0.executor_id)
+                    }
                     None => None,
                 };
-                out[i] = Some(Finished { task, watchers: Vec::new(), woken });
+                let state = ends[i].1.state();
+                out[i] = Some(Finished { id, state, task, watchers: Vec::new(), woken });
             }
             // The inboxes are closed with the tasks: whatever is in them
             // counts as delivered, so no sweep sends it again. Then the
             // watchers are taken. One statement each for all.
-            let ids = super::ids_json(out.iter().flatten().map(|f| &f.task.id));
+            let ids = super::ids_json(out.iter().flatten().map(|f| &f.id));
             sqlx::query(&close_inboxes).bind(&ids).bind(at).execute(&mut *tx).await?;
             let w: Vec<(Uuid, String)> = sqlx::query_as(&take_watchers).bind(&ids).fetch_all(&mut *tx).await?;
-            tx.commit().await?;
             for (task, address) in w {
                 if let Some(Some(f)) = at_index.get(&task).map(|&i| out[i].as_mut()) {
                     f.watchers.push(address);
                 }
             }
+            // The tasks someone is told of, read as they ended.
+            let told: Vec<&Uuid> = out
+                .iter()
+                .flatten()
+                .filter(|f| f.task.is_none() && (!f.watchers.is_empty() || with_parent.contains(&f.id)))
+                .map(|f| &f.id)
+                .collect();
+            if !told.is_empty() {
+                let tasks: Vec<Task> =
+                    sqlx::query_as(&read).bind(super::ids_json(told)).fetch_all(&mut *tx).await?;
+                for task in tasks {
+                    if let Some(Some(f)) = at_index.get(&task.id).map(|&i| out[i].as_mut()) {
+                        f.task = Some(task);
+                    }
+                }
+            }
+            tx.commit().await?;
             out
         });
         Ok(out

@@ -332,6 +332,7 @@ impl TaskActor {
         let me = self.me.clone();
         let errors = self.task.errors.clone();
         let attempt = self.task.attempts;
+        let kind = self.task.kind.clone();
         ctx.wait(
             detached(
                 async move {
@@ -352,13 +353,16 @@ impl TaskActor {
                 }
                 match result {
                     Ok(f) => {
-                        tracing::info!(state = %f.task.state, "run finished");
-                        crate::metrics::metrics().task_finished(&f.task.kind, f.task.state.as_str());
+                        tracing::info!(state = %f.state, "run finished");
+                        crate::metrics::metrics().task_finished(&kind, f.state.as_str());
                         if let Some(parent) = &f.woken {
                             // It waited for this task: it is pending again.
                             bus.tell(start_task(me.clone(), parent));
                         }
-                        crate::notify::notify_finished(&store, &bus, me, &f.task, Some(f.watchers)).await;
+                        // Read with the end whenever someone is to be told.
+                        if let Some(task) = &f.task {
+                            crate::notify::notify_finished(&store, &bus, me, task, Some(f.watchers)).await;
+                        }
                     }
                     Err(Error::Fenced(_)) => {
                         tracing::warn!("this executor lost the task before its end was recorded; result dropped")
