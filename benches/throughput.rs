@@ -21,6 +21,11 @@
 //! - **per task**: statements sent (every `sqlx::query` event, counted by a
 //!   tracing layer in a second, smaller run), and on PostgreSQL commits and
 //!   rows inserted, updated and deleted (`pg_stat_database`).
+//!
+//! This machine's speed drifts by ±20 % within minutes, so the limit and
+//! courier take turns, `BENCH_ROUNDS` times (default 3), each on a fresh
+//! database; the table gives every round and the medians, and the ratio is
+//! the median of the rounds' own ratios.
 
 mod support;
 
@@ -267,15 +272,22 @@ async fn courier_run(t: &Target, tasks: usize) -> Courier {
     }
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 fn main() {
     let tasks = env_usize("BENCH_TASKS", 20_000);
+    let rounds = env_usize("BENCH_ROUNDS", 3).max(1);
     let counted = env_usize("BENCH_COUNTED_TASKS", 2_000);
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(StatementCounter))
         .unwrap();
     let mut out = format!(
         "### Durable no-op tasks a second: created in batches of {BATCH}, claimed, run, finished\n\n\
          {tasks} tasks; the limit: the same life in bare statements of {BATCH} rows, each its own commit, \
-         in the same run. Per task: statements counted over {counted} more tasks; commits and rows from \
+         in the same run, the two taking turns {rounds} times (medians; each round's figures in brackets). \
+         Per task: statements counted over {counted} more tasks; commits and rows from \
          `pg_stat_database` (PostgreSQL).\n\n\
          | database | the database's limit (tasks/s) | courier (tasks/s) | courier ÷ limit | statements per task | commits per task | rows inserted / updated / deleted per task |\n\
          |---|---|---|---|---|---|---|\n"
@@ -283,10 +295,30 @@ fn main() {
     actix::System::new().block_on(async {
         let mut schemas = Vec::new();
         for db in dbs_from_env() {
-            let raw_t = target(&db, &mut schemas).await;
-            let limit = raw_limit(&raw_t, tasks).await;
-            let t = target(&db, &mut schemas).await;
-            let c = courier_run(&t, tasks).await;
+            let (mut limits, mut rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            let mut label = "";
+            for _ in 0..rounds {
+                let raw_t = target(&db, &mut schemas).await;
+                let limit = raw_limit(&raw_t, tasks).await;
+                let t = target(&db, &mut schemas).await;
+                label = t.label;
+                let c = courier_run(&t, tasks).await;
+                eprintln!("{db}: limit {limit:.0}/s, courier {:.0}/s", c.tasks_per_s);
+                limits.push(limit);
+                rates.push(c.tasks_per_s);
+                ratios.push(c.tasks_per_s / limit * 100.0);
+            }
+            let each = |v: &[f64], unit: &str| {
+                v.iter()
+                    .map(|x| format!("{x:.0}{unit}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let each_pct = ratios
+                .iter()
+                .map(|x| format!("{x:.1} %"))
+                .collect::<Vec<_>>()
+                .join(", ");
             // A second, smaller run on a fresh database, counted.
             let t2 = target(&db, &mut schemas).await;
             let before = if db == "postgres" {
@@ -310,12 +342,13 @@ fn main() {
                 }
                 None => ("—".into(), "—".into()),
             };
-            eprintln!("{db}: limit {limit:.0}/s, courier {:.0}/s", c.tasks_per_s);
             out += &format!(
-                "| {} | {limit:.0} | {:.0} | {:.1} % | {statements:.1} | {commits} | {rows} |\n",
-                t.label,
-                c.tasks_per_s,
-                c.tasks_per_s / limit * 100.0
+                "| {label} | {:.0} [{}] | {:.0} [{}] | {:.1} % [{each_pct}] | {statements:.1} | {commits} | {rows} |\n",
+                median(limits.clone()),
+                each(&limits, ""),
+                median(rates.clone()),
+                each(&rates, ""),
+                median(ratios.clone()),
             );
         }
         drop_schemas(&pg_url(), &schemas).await;
