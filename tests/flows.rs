@@ -445,6 +445,48 @@ async fn a_panicking_task_fails_cleanly(db: &TestDb, via: Via) {
     rt.shutdown().await;
 }
 
+/// A kind's code runs on the runs' pool, off the actors' thread: a run
+/// that keeps its thread busy (never awaiting) does not hold up the
+/// executor, nor another task's start, run and end.
+async fn a_busy_run_does_not_hold_up_others(db: &TestDb, via: Via) {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return;
+    }
+    // The pool is the process's: one spinning run at a time in this test
+    // binary, so that a thread stays free for the other task.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rt = db
+        .cluster(via, |b| {
+            b.register("spin", |_ctx: TaskContext| async move {
+                let until = std::time::Instant::now() + Duration::from_millis(1200);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                Ok::<Value, TaskError>(json!("spun"))
+            })
+        })
+        .await;
+    let c = rt.client();
+    let spin = c
+        .submit(NewTask::new("spin", json!({})))
+        .await
+        .unwrap()
+        .task;
+    until_state(&c, spin.id, TaskState::Running).await;
+    let w = c
+        .submit_and_wait(NewTask::new("demo.echo", json!(1)), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(w.task.output, Some(json!(1)));
+    // It started, ran and ended while the other run still spun.
+    assert_eq!(c.get(spin.id).await.unwrap().state, TaskState::Running);
+    let (t, finished) = c.wait(spin.id, WAIT).await.unwrap();
+    assert!(finished);
+    assert_eq!(t.output, Some(json!("spun")));
+    rt.shutdown().await;
+}
+
 /// Listing is newest first and pages by id.
 async fn listing_filters_and_pages(db: &TestDb, via: Via) {
     let rt = db.cluster(via, |b| b).await;
@@ -537,5 +579,6 @@ on_every_transport!(
     idempotency_and_validation,
     duplicate_starts_run_a_task_once,
     a_panicking_task_fails_cleanly,
+    a_busy_run_does_not_hold_up_others,
     listing_filters_and_pages,
 );

@@ -29,7 +29,8 @@
 //! - [`task`]: the task actor, one per running task, owner of its bus
 //!   address; beside it [`task::context`] ([`TaskContext`], what a run
 //!   sees), [`task::kind`] ([`TaskKind`] and the [`Registry`]) and
-//!   [`task::signals`] (what a task actor and its executor tell each other).
+//!   [`task::signals`] (what a task actor and its executor tell each other),
+//!   and `task::runs`, the thread pool (one per core) the kinds' code runs on.
 //! - [`executor`]: the executor actor: claims tasks and runs them, and keeps
 //!   its identity, its heartbeat and the recovery sweep.
 //! - [`client`]: [`Client`] (create, wait for, follow, signal and cancel

@@ -18,6 +18,7 @@ use courier_bus::{Address, Deliver};
 
 pub mod context;
 pub mod kind;
+mod runs;
 pub mod signals;
 
 use self::context::{Shared, TaskContext};
@@ -43,7 +44,9 @@ pub struct TaskActor {
     local_kinds: crate::creation::LocalKinds,
     shared: Arc<Shared>,
     executor: Recipient<TaskDone>,
-    run: Option<SpawnHandle>,
+    /// The run in progress: the actor's wait for it, and the run itself
+    /// on the runs' pool (aborted when dropped).
+    run: Option<(SpawnHandle, runs::Aborts)>,
     /// The timer of the attempt's `timeout_ms`.
     timeout: Option<SpawnHandle>,
     /// When the attempt times out: from the database for a replayed
@@ -213,11 +216,19 @@ impl TaskActor {
         let fut = AssertUnwindSafe(self.kind.run(run_ctx))
             .catch_unwind()
             .instrument(span);
-        let handle = ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+        // The code runs on the runs' pool (see `runs`); this actor waits.
+        let (join, aborts) = runs::spawn(fut);
+        let handle = ctx.spawn(join.into_actor(self).map(|res, act, ctx| {
             act.run = None;
             let end = match res {
-                Ok(r) => RunEnd::from(r),
-                Err(panic) => {
+                Ok(Ok(r)) => RunEnd::from(r),
+                // Aborted: only ever by this actor, which no longer waits.
+                Err(e) if e.is_cancelled() => return,
+                Err(e) => RunEnd::Failed {
+                    code: "panic",
+                    message: format!("task run failed: {e}"),
+                },
+                Ok(Err(panic)) => {
                     let msg = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
@@ -231,7 +242,7 @@ impl TaskActor {
             };
             act.end(end, ctx);
         }));
-        self.run = Some(handle);
+        self.run = Some((handle, aborts));
     }
 
     /// Marks event `seq` (with `up_to`: every event up to it) as held here.
@@ -423,7 +434,7 @@ impl TaskActor {
         if self.ending {
             return;
         }
-        if let Some(h) = self.run.take() {
+        if let Some((h, _aborts)) = self.run.take() {
             ctx.cancel_future(h);
         }
         crate::metrics::metrics().timed_out(&self.task.queue);
@@ -570,7 +581,7 @@ impl Handler<Suspend> for TaskActor {
         if self.ending || self.run.is_none() {
             return;
         }
-        if let Some(h) = self.run.take() {
+        if let Some((h, _aborts)) = self.run.take() {
             ctx.cancel_future(h);
         }
         if let Some(h) = self.timeout.take() {
@@ -627,7 +638,7 @@ impl Handler<Abort> for TaskActor {
     type Result = ();
 
     fn handle(&mut self, msg: Abort, ctx: &mut Self::Context) {
-        if let Some(h) = self.run.take() {
+        if let Some((h, _aborts)) = self.run.take() {
             ctx.cancel_future(h);
         }
         if msg.hand_back && !self.ending {
