@@ -1,6 +1,6 @@
 //! The task protocol: the one message enum that travels on the bus.
 //!
-//! On a wire a message is the `body` of an [`Envelope`](courier_bus::Envelope),
+//! On a wire a message is the `body` of an [`Envelope`],
 //! as JSON tagged by `type`:
 //!
 //! | `type`          | to                          | means                                            |

@@ -1,10 +1,10 @@
-//! Waiting for one task to finish: a [`WaitSession`] registers a one-shot
-//! [`Waiter`] actor on the bus, which the executor's `task_finished` reaches.
+//! Waiting for one task to finish: a `WaitSession` registers a one-shot
+//! `Waiter` actor on the bus, which the executor's `task_finished` reaches.
 //!
 //! Web sessions: short-lived actors that own a `web/<node>/<session>`
 //! address while something (an HTTP request, an embedding program) waits for
-//! one task to finish ([`Waiter`]) or follows its every state change
-//! ([`Follower`]). The executor's messages reach them by bus sends: pushed,
+//! one task to finish (`Waiter`) or follows its every state change
+//! (`Follower`, in `watch`). The executor's messages reach them by bus sends: pushed,
 //! never polled.
 
 use actix::prelude::*;

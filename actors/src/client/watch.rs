@@ -1,5 +1,5 @@
 //! Following a task: [`TaskWatch`] yields its every state change, pushed
-//! by its executor to a [`Follower`] actor at `web/<node>/<session>`.
+//! by its executor to a `Follower` actor at `web/<node>/<session>`.
 
 use actix::prelude::*;
 use uuid::Uuid;
@@ -12,7 +12,7 @@ use crate::model::Task;
 use crate::protocol::{envelope, Bus, Msg};
 use crate::store::Store;
 
-/// A stream of one task's states; see [`Client::watch`]. Dropping it ends
+/// A stream of one task's states; see [`Client::watch`](super::Client::watch). Dropping it ends
 /// the watch.
 pub struct TaskWatch {
     task_id: Uuid,

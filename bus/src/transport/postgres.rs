@@ -27,9 +27,9 @@
 //! (`FOR UPDATE SKIP LOCKED`, `taken_until` 30 s on) by one consumer, which
 //! holds it until its receiver settles it: accepted ones are deleted in
 //! batches, refused ones or those not settled in time are offered again.
-//! A consumer takes at most [`PREFETCH`] unsettled pool messages at once.
+//! A consumer takes at most `PREFETCH` unsettled pool messages at once.
 //! Messages nobody will read (for nodes that are gone) are deleted after
-//! [`KEEP`], so the table stays small.
+//! `KEEP`, so the table stays small.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
