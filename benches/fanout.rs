@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use courier::{NewTask, Runtime};
 use serde_json::json;
-use support::{dbs_from_env, drop_schemas, env_usize, pg_url, target};
+use support::{dbs_from_env, drop_schemas, env_usize, median, pg_url, target};
 
 async fn fan_out(c: &courier::Client, n: usize) -> Duration {
     let t0 = Instant::now();
@@ -59,9 +59,10 @@ async fn flat(c: &courier::Client, n: usize) -> Duration {
     t0.elapsed()
 }
 
-fn median(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1e3
+/// The median of `v`, in milliseconds.
+fn median_ms(v: Vec<Duration>) -> f64 {
+    let ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    median(&ms)
 }
 
 fn main() {
@@ -96,7 +97,7 @@ fn main() {
                 b.push(flat(&c, n).await);
             }
             rt.shutdown().await;
-            let (f, b) = (median(f), median(b));
+            let (f, b) = (median_ms(f), median_ms(b));
             eprintln!("{db}: fan-out {f:.1} ms, flat {b:.1} ms");
             out += &format!("| {} | {f:.1} | {b:.1} | {:.2}× |\n", t.label, f / b);
         }

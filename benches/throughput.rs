@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use courier::{ExecutorConfig, NewTask, Retention, Runtime, Store, TaskContext, TaskError};
 use serde_json::{json, Value};
 use sqlx::Connection;
-use support::{dbs_from_env, drop_schemas, env_usize, pg_url, succeeded, target, Target};
+use support::{dbs_from_env, drop_schemas, env_usize, median, pg_url, succeeded, target, Target};
 use tracing::subscriber::Interest;
 use tracing::Metadata;
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -272,11 +272,6 @@ async fn courier_run(t: &Target, tasks: usize) -> Courier {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     let tasks = env_usize("BENCH_TASKS", 20_000);
     let rounds = env_usize("BENCH_ROUNDS", 3).max(1);
@@ -308,17 +303,13 @@ fn main() {
                 rates.push(c.tasks_per_s);
                 ratios.push(c.tasks_per_s / limit * 100.0);
             }
-            let each = |v: &[f64], unit: &str| {
+            // Every round's figure, to show beside the median.
+            let each = |v: &[f64], decimals: usize, unit: &str| {
                 v.iter()
-                    .map(|x| format!("{x:.0}{unit}"))
+                    .map(|x| format!("{x:.decimals$}{unit}"))
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            let each_pct = ratios
-                .iter()
-                .map(|x| format!("{x:.1} %"))
-                .collect::<Vec<_>>()
-                .join(", ");
             // A second, smaller run on a fresh database, counted. Its
             // schema is made first, so that the catalog rows of the
             // migrations are not counted as the tasks' rows.
@@ -350,12 +341,13 @@ fn main() {
                 None => ("—".into(), "—".into()),
             };
             out += &format!(
-                "| {label} | {:.0} [{}] | {:.0} [{}] | {:.1} % [{each_pct}] | {statements:.1} | {commits} | {rows} |\n",
-                median(limits.clone()),
-                each(&limits, ""),
-                median(rates.clone()),
-                each(&rates, ""),
-                median(ratios.clone()),
+                "| {label} | {:.0} [{}] | {:.0} [{}] | {:.1} % [{}] | {statements:.1} | {commits} | {rows} |\n",
+                median(&limits),
+                each(&limits, 0, ""),
+                median(&rates),
+                each(&rates, 0, ""),
+                median(&ratios),
+                each(&ratios, 1, " %"),
             );
         }
         drop_schemas(&pg_url(), &schemas).await;

@@ -251,3 +251,11 @@ pub async fn succeeded(store: &courier::Store) -> usize {
         .find(|(s, _)| *s == courier::TaskState::Succeeded)
         .map_or(0, |(_, n)| n as usize)
 }
+
+/// The median of `v` (for an even count, the upper of the two middle
+/// values).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}

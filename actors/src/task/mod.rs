@@ -245,6 +245,14 @@ impl TaskActor {
         self.run = Some((handle, aborts));
     }
 
+    /// Drops the run in progress, if any: this actor stops waiting for it
+    /// and the run is aborted on the runs' pool.
+    fn drop_run(&mut self, ctx: &mut Context<Self>) {
+        if let Some((wait, _aborts)) = self.run.take() {
+            ctx.cancel_future(wait);
+        }
+    }
+
     /// Marks event `seq` (with `up_to`: every event up to it) as held here.
     fn mark_delivered(&self, seq: i64, up_to: bool, ctx: &mut Context<Self>) {
         let store = self.store.clone();
@@ -434,9 +442,7 @@ impl TaskActor {
         if self.ending {
             return;
         }
-        if let Some((h, _aborts)) = self.run.take() {
-            ctx.cancel_future(h);
-        }
+        self.drop_run(ctx);
         crate::metrics::metrics().timed_out(&self.task.queue);
         let store = self.store.clone();
         let bus = self.bus.clone();
@@ -581,9 +587,7 @@ impl Handler<Suspend> for TaskActor {
         if self.ending || self.run.is_none() {
             return;
         }
-        if let Some((h, _aborts)) = self.run.take() {
-            ctx.cancel_future(h);
-        }
+        self.drop_run(ctx);
         if let Some(h) = self.timeout.take() {
             ctx.cancel_future(h);
         }
@@ -638,9 +642,7 @@ impl Handler<Abort> for TaskActor {
     type Result = ();
 
     fn handle(&mut self, msg: Abort, ctx: &mut Self::Context) {
-        if let Some((h, _aborts)) = self.run.take() {
-            ctx.cancel_future(h);
-        }
+        self.drop_run(ctx);
         if msg.hand_back && !self.ending {
             self.end(RunEnd::Interrupted("the executor is stopping".into()), ctx);
         } else {
