@@ -341,6 +341,17 @@ impl Store {
         }
     }
 
+    /// `column`, spelled so that no planner picks an index on it (SQLite's
+    /// unary `+`, PostgreSQL's `|| ''`, both on text columns): for the
+    /// statements whose plans a planner got wrong when its statistics lag
+    /// behind a table that grows and churns fast (see the callers).
+    fn unindexed(&self, column: &str) -> String {
+        match self.db {
+            Db::Postgres(_) => format!("({column} || '')"),
+            Db::Sqlite(_) => format!("+{column}"),
+        }
+    }
+
     /// The cast that turns JSON text into the JSON column type.
     fn json_cast(&self) -> &'static str {
         match self.db {

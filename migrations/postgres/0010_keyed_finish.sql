@@ -1,0 +1,11 @@
+-- The history trigger keeps its hash join whatever the calling transaction
+-- sets (issue 14).
+--
+-- A flush of runs' ends turns off sequential scans, hash joins and merge
+-- joins for its own transaction (`SET LOCAL`, see `finish_runs` in
+-- actors/src/store/tasks.rs), so that each end finds its task by key
+-- whatever the planner's statistics say. The update trigger runs inside
+-- that transaction; with nested loops off (0009) and hash joins off it
+-- would fall back to the nested loop 0009 removed. Its own settings win
+-- while it runs.
+ALTER FUNCTION courier_task_history_updated() SET enable_hashjoin = on;
