@@ -51,7 +51,7 @@ pub struct Store {
     migrate_lock: Option<std::path::PathBuf>,
     /// Group commit of runs' ends: one transaction for the ends of every
     /// run that finished while the previous one was written.
-    finishes: std::sync::Arc<group::Group<(Fence, tasks::Outcome), tasks::Finished>>,
+    finishes: std::sync::Arc<group::Group<(Fence, ends::Outcome), ends::Finished>>,
     /// Batched reads of tasks' inboxes: the tasks of one claim start
     /// together, and read theirs in one statement.
     inboxes: std::sync::Arc<group::Group<Uuid, Vec<TaskEvent>>>,
@@ -128,6 +128,8 @@ macro_rules! on_pool_tx {
 }
 
 // The tables, one file each; declared after the macros so they can use them.
+mod creates;
+mod ends;
 mod events;
 mod executors;
 mod journal;
@@ -137,13 +139,14 @@ mod schedules;
 mod tasks;
 mod watchers;
 
+pub use creates::TaskInsert;
+pub use ends::{Finished, Outcome};
 pub use events::UndeliveredEvent;
 pub use executors::{ExecutorRegistration, Offer};
 pub use journal::{Suspension, Wait};
 pub use queues::Claimed;
 pub use retention::Retention;
 pub use schedules::Fired;
-pub use tasks::{Finished, Outcome, TaskInsert};
 
 /// Which database a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

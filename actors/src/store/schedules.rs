@@ -8,7 +8,7 @@
 //! same `next_run_at` changes no row and rolls back; a slot can never make
 //! two tasks.
 
-use super::tasks::{bind_insert, INSERT_COLS, INSERT_VALUES};
+use super::creates::{bind_insert, INSERT_COLS, INSERT_VALUES};
 use super::*;
 use crate::model::{Schedule, ScheduleSpec};
 use crate::options::TaskOptions;

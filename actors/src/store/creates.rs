@@ -1,0 +1,518 @@
+//! Creating tasks: single creates (group-committed), batches, and a
+//! parent's sub-tasks; the columns a new task sets.
+
+use std::collections::{HashMap, HashSet};
+
+use super::*;
+
+/// A task to insert; built by the client (or a parent's run) from a
+/// [`NewTask`](crate::NewTask) whose options are resolved.
+#[derive(Clone, Debug)]
+pub struct TaskInsert {
+    pub id: Uuid,
+    pub kind: String,
+    pub input: Value,
+    pub idempotency_key: Option<String>,
+    pub trace_id: String,
+    pub created_by: String,
+    pub options: Resolved,
+    /// The schedule whose slot created it.
+    pub schedule: Option<String>,
+    /// When it was asked for: its `created_at`, and the time its options'
+    /// delay counted from. A create waits for its group's commit, so the
+    /// time of that commit would make `created_at + delay` later than the
+    /// `run_at` it was given.
+    pub created_at: DateTime<Utc>,
+}
+
+impl TaskInsert {
+    /// `scheduled` until its `run_at`, else `pending`.
+    pub(super) fn state(&self) -> TaskState {
+        if self.options.run_at.is_some() {
+            TaskState::Scheduled
+        } else {
+            TaskState::Pending
+        }
+    }
+
+    /// The row its insert writes: these values and the columns' defaults.
+    ///
+    /// A batch's `INSERT` returns only the ids it wrote and the tasks are
+    /// built here, not read back: on SQLite sqlx copies every value of
+    /// every returned row (30 columns), and returning the ids alone made a
+    /// batch of 1,000 creates 32 → 22 ms, a flush of ends likewise (see
+    /// BENCHMARKS.md, issue 14). `a_batch_keeps_every_field` (tests/store.rs)
+    /// holds this equal to the row read back, on both databases.
+    pub(super) fn created(&self) -> Task {
+        Task {
+            id: self.id,
+            kind: self.kind.clone(),
+            state: self.state(),
+            input: self.input.clone(),
+            output: None,
+            error: None,
+            progress: None,
+            parent_id: None,
+            executor_id: None,
+            epoch: 0,
+            attempts: 0,
+            cancel_requested: false,
+            watched: false,
+            idempotency_key: self.idempotency_key.clone(),
+            trace_id: self.trace_id.clone(),
+            created_at: self.created_at,
+            started_at: None,
+            finished_at: None,
+            updated_at: self.created_at,
+            queue: self.options.queue.clone(),
+            priority: self.options.priority,
+            run_at: self.options.run_at,
+            max_attempts: self.options.max_attempts,
+            backoff_ms: self.options.backoff_ms,
+            timeout_ms: self.options.timeout_ms,
+            errors: Vec::new(),
+            parent_attempt: None,
+            waiting: None,
+            schedule: self.schedule.clone(),
+            timeout_at: None,
+        }
+    }
+}
+
+/// The columns a new task sets, in the order [`bind_insert`] binds them
+/// from `$1`.
+pub(super) const INSERT_COLS: &str = "id, kind, state, input, idempotency_key, trace_id, changed_by, \
+     created_at, updated_at, queue, priority, run_at, max_attempts, backoff_ms, timeout_ms, schedule";
+pub(super) const INSERT_VALUES: &str =
+    "$1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14, $15";
+
+/// Binds a [`TaskInsert`] as `$1 … $15` of [`INSERT_COLS`].
+macro_rules! bind_insert {
+    ($q:expr, $t:expr) => {
+        $q.bind($t.id)
+            .bind(&$t.kind)
+            .bind($t.state().as_str())
+            .bind(Json(&$t.input))
+            .bind(&$t.idempotency_key)
+            .bind(&$t.trace_id)
+            .bind(&$t.created_by)
+            .bind($t.created_at)
+            .bind(&$t.options.queue)
+            .bind($t.options.priority)
+            .bind($t.options.run_at)
+            .bind($t.options.max_attempts)
+            .bind($t.options.backoff_ms)
+            .bind($t.options.timeout_ms)
+            .bind(&$t.schedule)
+    };
+}
+pub(super) use bind_insert;
+impl Store {
+    /// Inserts a top-level task. With an idempotency key that exists already,
+    /// returns the first task and `false`.
+    pub async fn create_task(&self, t: &TaskInsert) -> Result<(Task, bool)> {
+        self.create_task_watched(t, None).await
+    }
+
+    /// Inserts a top-level task and, in the same transaction, registers
+    /// `watcher` (a bus address) to be told when it finishes: no finish can
+    /// slip between the two. With an idempotency key that exists already,
+    /// returns the first task and `false` (the watcher is registered on it).
+    ///
+    /// Creates are group-committed (see `group.rs`): the creates that
+    /// arrive while the previous one is being written share the next
+    /// transaction, each with its own outcome. A lone create is written at
+    /// once.
+    pub async fn create_task_watched(
+        &self,
+        t: &TaskInsert,
+        watcher: Option<&str>,
+    ) -> Result<(Task, bool)> {
+        let store = self.clone();
+        self.creates
+            .submit((t.clone(), watcher.map(str::to_string)), move |creates| {
+                let store = store.clone();
+                Box::pin(async move { store.create_each(creates).await })
+            })
+            .await
+    }
+
+    /// Several callers' creates in one transaction, each with its own
+    /// watcher. Any error fails the whole transaction (the group then
+    /// writes them again one by one, so only the one at fault fails).
+    async fn create_each(
+        &self,
+        creates: &[(TaskInsert, Option<String>)],
+    ) -> Result<Vec<Result<(Task, bool)>>> {
+        let items: Vec<(&TaskInsert, Option<&str>)> =
+            creates.iter().map(|(t, w)| (t, w.as_deref())).collect();
+        Ok(self
+            .insert_tasks(&items)
+            .await?
+            .into_iter()
+            .map(Ok)
+            .collect())
+    }
+
+    /// Inserts top-level tasks in one transaction: all of them or, on any
+    /// error, none. Each comes back in order with whether this call created
+    /// it (`false`: its idempotency key named a task that exists, which is
+    /// returned instead). `watcher`, if given, is registered on each.
+    pub async fn create_tasks(
+        &self,
+        ts: &[TaskInsert],
+        watcher: Option<&str>,
+    ) -> Result<Vec<(Task, bool)>> {
+        let items: Vec<(&TaskInsert, Option<&str>)> = ts.iter().map(|t| (t, watcher)).collect();
+        self.insert_tasks(&items).await
+    }
+
+    /// Inserts tasks, each with its watcher, in one transaction. Several
+    /// go in one `INSERT … SELECT` from a recordset of them (a lone one in
+    /// the plain statement); a task whose idempotency key names a task
+    /// that exists comes back as that task, not created.
+    async fn insert_tasks(
+        &self,
+        items: &[(&TaskInsert, Option<&str>)],
+    ) -> Result<Vec<(Task, bool)>> {
+        if matches!(self.dialect(), Dialect::Postgres)
+            && items
+                .iter()
+                .all(|(t, w)| w.is_none() && t.idempotency_key.is_none())
+        {
+            return self.insert_plain(items).await;
+        }
+        if items.len() < 2 {
+            return self.insert_tasks_one_by_one(items).await;
+        }
+        let recordset = self.insert_recordset(&[]);
+        let json = self.json_cast();
+        let insert = format!(
+            "INSERT INTO tasks ({INSERT_COLS}) \
+             SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, u_created, u_created, u_queue, \
+                    u_priority, u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule FROM {recordset} \
+             WHERE true ON CONFLICT DO NOTHING RETURNING id"
+        );
+        let watch = format!(
+            "INSERT INTO task_watchers (task_id, address, created_at) SELECT w_id, w_address, $2 FROM {} \
+             WHERE true ON CONFLICT DO NOTHING",
+            self.recordset(1, "w", &[("w_id", "uuid"), ("w_address", "text")])
+        );
+        let by_key = format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 {}",
+            self.share_lock()
+        );
+        let rows: Vec<Value> = items.iter().map(|(t, _)| self.insert_row(t)).collect();
+        let rows = Value::Array(rows).to_string();
+        let ts_now = now();
+        on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let inserted: Vec<Uuid> = sqlx::query_scalar(&insert).bind(&rows).fetch_all(&mut *tx).await?;
+            let mut inserted: HashSet<Uuid> = inserted.into_iter().collect();
+            let mut out = Vec::with_capacity(items.len());
+            for (t, _) in items {
+                let found = if inserted.remove(&t.id) {
+                    (t.created(), true)
+                } else {
+                    match &t.idempotency_key {
+                        Some(key) => match sqlx::query_as(&by_key).bind(key).fetch_optional(&mut *tx).await? {
+                            Some(r) => (r, false),
+                            None => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
+                        },
+                        None => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
+                    }
+                };
+                out.push(found);
+            }
+            let watchers: Vec<Value> = items
+                .iter()
+                .zip(&out)
+                .filter_map(|((_, w), (row, _))| w.map(|w| serde_json::json!({"w_id": row.id, "w_address": w})))
+                .collect();
+            if !watchers.is_empty() {
+                sqlx::query(&watch).bind(Value::Array(watchers).to_string()).bind(ts_now).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    /// PostgreSQL: tasks with no watcher and no idempotency key in one
+    /// statement, which is its own transaction: one round trip where
+    /// `BEGIN`, the insert and `COMMIT` took three (group-committed HTTP
+    /// creates, no wait: see BENCHMARKS.md). A statement is atomic, so the
+    /// batch is still all or nothing; ids are new v7 UUIDs, so a clash is
+    /// an error (no `ON CONFLICT` to hide one).
+    async fn insert_plain(
+        &self,
+        items: &[(&TaskInsert, Option<&str>)],
+    ) -> Result<Vec<(Task, bool)>> {
+        let inserted: Vec<Uuid> = on_pool_write!(self, p => match items {
+            [(t, _)] => {
+                let one = format!("INSERT INTO tasks ({INSERT_COLS}) VALUES ({INSERT_VALUES}) RETURNING id");
+                bind_insert!(sqlx::query_scalar(&one), t).fetch_all(p).await
+            }
+            _ => {
+                let rows: Vec<Value> = items.iter().map(|(t, _)| self.insert_row(t)).collect();
+                let sql = format!(
+                    "INSERT INTO tasks ({INSERT_COLS}) \
+                     SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, u_created, u_created, u_queue, \
+                            u_priority, u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule FROM {recordset} \
+                     RETURNING id",
+                    json = self.json_cast(),
+                    recordset = self.insert_recordset(&[]),
+                );
+                sqlx::query_scalar(&sql).bind(Value::Array(rows).to_string()).fetch_all(p).await
+            }
+        })
+        .map_err(|e| match e.as_database_error() {
+            Some(d) if d.is_unique_violation() => {
+                Error::Conflict("a task id of the batch exists already".into())
+            }
+            _ => Error::from(e),
+        })?;
+        if inserted.len() != items.len() {
+            return Err(Error::Corrupt(format!(
+                "{} tasks inserted of {}",
+                inserted.len(),
+                items.len()
+            )));
+        }
+        Ok(items.iter().map(|(t, _)| (t.created(), true)).collect())
+    }
+
+    /// The tasks to insert as a recordset (`$1`, rows made by
+    /// `insert_row`) with the columns of [`INSERT_COLS`] as `u_…`, and
+    /// `extra` columns after them.
+    fn insert_recordset(&self, extra: &[(&str, &str)]) -> String {
+        let mut columns = vec![
+            ("u_id", "uuid"),
+            ("u_kind", "text"),
+            ("u_state", "text"),
+            ("u_input", "text"),
+            ("u_key", "text"),
+            ("u_trace", "text"),
+            ("u_by", "text"),
+            ("u_queue", "text"),
+            ("u_priority", "int"),
+            ("u_run_at", "timestamptz"),
+            ("u_max_attempts", "int"),
+            ("u_backoff_ms", "bigint"),
+            ("u_timeout_ms", "bigint"),
+            ("u_schedule", "text"),
+            ("u_created", "timestamptz"),
+        ];
+        columns.extend_from_slice(extra);
+        self.recordset(1, "u", &columns)
+    }
+
+    /// A task as a row of `insert_recordset`.
+    fn insert_row(&self, t: &TaskInsert) -> Value {
+        let sqlite = matches!(self.dialect(), Dialect::Sqlite);
+        let time = |t: &DateTime<Utc>| -> Value {
+            if sqlite {
+                // As sqlx writes a time on SQLite, so that times compare as text.
+                Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+            } else {
+                Value::String(t.to_rfc3339())
+            }
+        };
+        serde_json::json!({
+            "u_id": t.id, "u_kind": t.kind, "u_state": t.state().as_str(),
+            "u_input": t.input.to_string(), "u_key": t.idempotency_key, "u_trace": t.trace_id,
+            "u_by": t.created_by, "u_queue": t.options.queue, "u_priority": t.options.priority,
+            "u_run_at": t.options.run_at.as_ref().map(time), "u_max_attempts": t.options.max_attempts,
+            "u_backoff_ms": t.options.backoff_ms, "u_timeout_ms": t.options.timeout_ms,
+            "u_schedule": t.schedule, "u_created": time(&t.created_at),
+        })
+    }
+
+    /// Inserts tasks, each with its watcher, in one transaction, a
+    /// statement each.
+    async fn insert_tasks_one_by_one(
+        &self,
+        items: &[(&TaskInsert, Option<&str>)],
+    ) -> Result<Vec<(Task, bool)>> {
+        let insert = format!(
+            "INSERT INTO tasks ({INSERT_COLS}) VALUES ({INSERT_VALUES}) \
+             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
+        );
+        let by_key = format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 {}",
+            self.share_lock()
+        );
+        let ts_now = now();
+        let out: Vec<(Task, bool)> = on_pool_tx!(self, p, begin => {
+            let mut tx = p.begin_with(begin).await?;
+            let mut out = Vec::with_capacity(items.len());
+            for &(t, watcher) in items {
+                let row: Option<Task> = bind_insert!(sqlx::query_as(&insert), t)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let (row, created) = match (row, &t.idempotency_key) {
+                    (Some(r), _) => (r, true),
+                    (None, Some(key)) => match sqlx::query_as(&by_key).bind(key).fetch_optional(&mut *tx).await? {
+                        Some(r) => (r, false),
+                        None => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
+                    },
+                    (None, None) => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
+                };
+                if let Some(w) = watcher {
+                    sqlx::query("INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                        .bind(row.id).bind(w).bind(ts_now).execute(&mut *tx).await?;
+                }
+                out.push((row, created));
+            }
+            tx.commit().await?;
+            out
+        });
+        Ok(out)
+    }
+
+    /// Inserts sub-task number `spawn_seq` of the parent that `fence` owns,
+    /// in the parent's current attempt. Spawning the same number again in
+    /// the same attempt (a parent run again after a crash or a takeover)
+    /// returns the sub-task created the first time and `false`; a retried
+    /// parent (a new attempt) spawns afresh.
+    pub async fn spawn_child(
+        &self,
+        fence: &Fence,
+        spawn_seq: i32,
+        t: &TaskInsert,
+    ) -> Result<(Task, bool)> {
+        // The parent's row is the source of the insert: it must be held by
+        // this fence, and it gives the attempt. (SQLite needs the `WHERE` of
+        // INSERT … SELECT to tell ON CONFLICT apart from a join constraint.)
+        let sql = format!(
+            "INSERT INTO tasks ({INSERT_COLS}, parent_id, spawn_seq, parent_attempt) \
+             SELECT {INSERT_VALUES}, p.id, $16, p.attempts FROM tasks p \
+             WHERE p.id = $17 AND p.executor_id = $19 AND p.epoch = $18 AND p.state IN {HELD} \
+               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $19 AND e.state = 'dead') \
+             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
+        );
+        let row: Option<Task> = on_pool_write!(self, p => bind_insert!(sqlx::query_as(&sql), t)
+            .bind(spawn_seq)
+            .bind(fence.task_id)
+            .bind(fence.epoch)
+            .bind(&fence.executor_id)
+            .fetch_optional(p)
+            .await)?;
+        if let Some(task) = row {
+            return Ok((task, true));
+        }
+        match self.child(fence, spawn_seq).await? {
+            Some(existing) => Ok((existing, false)),
+            None => Err(Error::Fenced(fence.task_id)),
+        }
+    }
+
+    /// [`spawn_child`](Self::spawn_child) for several sub-tasks at once,
+    /// numbered `first_seq`, `first_seq + 1`, … in order, in one
+    /// `INSERT … SELECT` from a recordset of them (the parent's row is
+    /// still the source, so only its owner inserts). Sub-tasks this attempt
+    /// spawned before under those numbers come back as they are, not
+    /// created. [`Error::Fenced`] if the parent is no longer held and none
+    /// of them exists.
+    pub async fn spawn_children(
+        &self,
+        fence: &Fence,
+        first_seq: i32,
+        ts: &[TaskInsert],
+    ) -> Result<Vec<(Task, bool)>> {
+        if ts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let recordset = self.insert_recordset(&[("u_seq", "int")]);
+        let json = self.json_cast();
+        let sql = format!(
+            "INSERT INTO tasks ({INSERT_COLS}, parent_id, spawn_seq, parent_attempt) \
+             SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, u_created, u_created, u_queue, \
+                    u_priority, u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule, p.id, u_seq, p.attempts \
+             FROM {recordset} JOIN tasks p ON p.id = $2 \
+             WHERE p.executor_id = $4 AND p.epoch = $3 AND p.state IN {HELD} \
+               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $4 AND e.state = 'dead') \
+             ON CONFLICT DO NOTHING RETURNING id, parent_attempt"
+        );
+        let rows: Vec<Value> = ts
+            .iter()
+            .zip(first_seq..)
+            .map(|(t, seq)| {
+                let mut row = self.insert_row(t);
+                row["u_seq"] = Value::from(seq);
+                row
+            })
+            .collect();
+        let inserted: Vec<(Uuid, Option<i32>)> = on_pool_write!(self, p => sqlx::query_as(&sql)
+            .bind(Value::Array(rows).to_string())
+            .bind(fence.task_id)
+            .bind(fence.epoch)
+            .bind(&fence.executor_id)
+            .fetch_all(p)
+            .await)?;
+        // Built as written (see `TaskInsert::created`), not read back.
+        let mut by_id: HashMap<Uuid, Option<i32>> = inserted.into_iter().collect();
+        let mut earlier: HashMap<i32, Task> = HashMap::new();
+        if by_id.len() < ts.len() {
+            // Spawned before in this attempt (a run again after a crash or
+            // a takeover): the ones that exist under those numbers.
+            earlier = self
+                .children_numbered(fence, first_seq, first_seq + ts.len() as i32)
+                .await?
+                .into_iter()
+                .map(|c| (c.spawn_seq, c.task))
+                .collect();
+        }
+        ts.iter()
+            .zip(first_seq..)
+            .map(|(t, seq)| match by_id.remove(&t.id) {
+                Some(parent_attempt) => Ok((
+                    Task {
+                        parent_id: Some(fence.task_id),
+                        parent_attempt,
+                        ..t.created()
+                    },
+                    true,
+                )),
+                None => earlier
+                    .remove(&seq)
+                    .map(|task| (task, false))
+                    .ok_or(Error::Fenced(fence.task_id)),
+            })
+            .collect()
+    }
+
+    /// Sub-task number `spawn_seq` that the current attempt of the parent
+    /// held by `fence` spawned.
+    pub async fn child(&self, fence: &Fence, spawn_seq: i32) -> Result<Option<Task>> {
+        let found = self
+            .children_numbered(fence, spawn_seq, spawn_seq + 1)
+            .await?;
+        Ok(found.into_iter().next().map(|c| c.task))
+    }
+
+    /// The sub-tasks numbered `from` up to (not including) `to` that the
+    /// current attempt of the parent held by `fence` spawned.
+    async fn children_numbered(
+        &self,
+        fence: &Fence,
+        from: i32,
+        to: i32,
+    ) -> Result<Vec<SpawnedChild>> {
+        let cols = qualified("c");
+        let sql = format!(
+            "SELECT {cols}, c.spawn_seq FROM tasks c JOIN tasks p ON p.id = c.parent_id \
+             WHERE c.parent_id = $1 AND c.parent_attempt = p.attempts \
+               AND c.spawn_seq >= $2 AND c.spawn_seq < $3"
+        );
+        Ok(on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(fence.task_id).bind(from).bind(to).fetch_all(p).await)?)
+    }
+}
+
+/// A sub-task with the number its parent spawned it under.
+#[derive(sqlx::FromRow)]
+struct SpawnedChild {
+    #[sqlx(flatten)]
+    task: Task,
+    spawn_seq: i32,
+}

@@ -1,0 +1,340 @@
+//! How a run ends in the store: its end (fenced, group-committed, with
+//! its inbox closed, its watchers taken and a waiting parent woken), a
+//! retry later, or the task handed back.
+
+use std::collections::{HashMap, HashSet};
+
+use super::journal::wake_parent;
+use super::*;
+
+/// A run's end as recorded, with what it set off.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    pub id: Uuid,
+    /// The final state it was given.
+    pub state: TaskState,
+    /// The task as it ended, read in the same transaction when someone is
+    /// to be told (it had watchers or a parent) and for a lone end. Ends
+    /// written together that nobody waits for are not read back: on SQLite
+    /// sqlx copies every value of every row returned, and returning the
+    /// ids alone made a flush of ~140 ends 4.4 → 3.0 ms (issue 14).
+    pub task: Option<Task>,
+    /// The addresses that waited for it, taken with the end.
+    pub watchers: Vec<String>,
+    /// Its parent, woken: it was suspended waiting for this task.
+    pub woken: Option<Task>,
+}
+
+/// How a run ended, as the store records it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Succeeded(Value),
+    /// The last attempt failed: `error` is its message, `errors` every
+    /// attempt's (this one last).
+    Failed {
+        error: String,
+        errors: Vec<AttemptError>,
+    },
+    Cancelled(Option<String>),
+}
+
+impl Outcome {
+    pub fn state(&self) -> TaskState {
+        match self {
+            Outcome::Succeeded(_) => TaskState::Succeeded,
+            Outcome::Failed { .. } => TaskState::Failed,
+            Outcome::Cancelled(_) => TaskState::Cancelled,
+        }
+    }
+
+    /// What it writes: `output`, `error`, and every attempt's `errors`.
+    fn columns(&self) -> (Option<&Value>, Option<&str>, Option<&[AttemptError]>) {
+        match self {
+            Outcome::Succeeded(v) => (Some(v), None, None),
+            Outcome::Failed { error, errors } => (None, Some(error), Some(errors)),
+            Outcome::Cancelled(e) => (None, e.as_deref(), None),
+        }
+    }
+}
+
+/// How a flush of runs' ends begins on PostgreSQL: every statement in it
+/// reads tasks, inboxes and watchers by key, and the planner is told so.
+/// Its statistics lag behind a young task table that grows by thousands a
+/// second: under `cargo bench --bench http` it joined a flush of 80 ends
+/// to a sequential scan of 13,500 tasks (9.5 of 13.5 ms), and under the
+/// throughput bench it walked an owner's held tasks for every end. One
+/// simple-protocol round trip, as the plain `BEGIN` was; the settings end
+/// with the transaction, and the history trigger keeps its own (migration
+/// 0010).
+const KEYED_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
+     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
+impl Store {
+    /// Records how an owned task ended. Returns the final task and, taken
+    /// in the same transaction, the addresses that were waiting for it.
+    pub async fn finish(&self, fence: &Fence, outcome: &Outcome) -> Result<(Task, Vec<String>)> {
+        let f = self.finish_run(fence, outcome).await?;
+        let task = match f.task {
+            Some(t) => t,
+            None => self.task(f.id).await?,
+        };
+        Ok((task, f.watchers))
+    }
+
+    /// [`finish`](Self::finish), and in the same transaction wakes the
+    /// parent if it was suspended waiting for this task and no other.
+    ///
+    /// Ends are group-committed (see `group.rs`): the ends of every run
+    /// that finished while the previous transaction was being written go in
+    /// the next one together, each still fenced on its own and told its own
+    /// outcome. A lone end is written at once.
+    pub async fn finish_run(&self, fence: &Fence, outcome: &Outcome) -> Result<Finished> {
+        let store = self.clone();
+        self.finishes
+            .submit((fence.clone(), outcome.clone()), move |ends| {
+                let store = store.clone();
+                Box::pin(async move { store.finish_runs(ends).await })
+            })
+            .await
+    }
+
+    /// Records several runs' ends in one transaction: for each, the fenced
+    /// final update, its inbox closed, its watchers taken, its suspended
+    /// parent woken. One outcome per end, in order; an end whose run is
+    /// no longer owned is [`Error::Fenced`] and changes nothing.
+    async fn finish_runs(&self, ends: &[(Fence, Outcome)]) -> Result<Vec<Result<Finished>>> {
+        // One fenced UPDATE for every end: the ends travel as one JSON
+        // array parameter (`u_output` and `u_errors` as JSON text, so that
+        // a `null` output stays JSON `null`), and each row changes only if
+        // its own executor still holds it at its own epoch and has not
+        // been declared dead.
+        let ends_sql = self.recordset(
+            1,
+            "u",
+            &[
+                ("u_id", "uuid"),
+                ("u_exec", "text"),
+                ("u_epoch", "bigint"),
+                ("u_state", "text"),
+                ("u_output", "text"),
+                ("u_error", "text"),
+                ("u_errors", "text"),
+            ],
+        );
+        let json = self.json_cast();
+        // The owner and state are kept out of index selection, so that the
+        // plan walks the ends and finds each task by its key. With them, on
+        // SQLite the plan walked every running task for every end through
+        // the state index (5,908 → 2,896 tasks/s); PostgreSQL, its
+        // statistics taken when few tasks were held, walked the owner's
+        // held tasks for every end through `tasks_executor` (auto_explain:
+        // a flush of 264 ends read 132 tasks an end, 22 of its 28 ms).
+        let owner = self.unindexed("tasks.executor_id");
+        let state = self.unindexed("tasks.state");
+        let sql = format!(
+            "UPDATE tasks SET state = u.u_state, output = u.u_output{json}, error = u.u_error, \
+                 finished_at = $2, updated_at = $2, changed_by = u.u_exec, \
+                 errors = COALESCE(u.u_errors{json}, errors), waiting = NULL \
+             FROM {ends_sql} \
+             WHERE tasks.id = u.u_id AND {owner} = u.u_exec AND tasks.epoch = u.u_epoch \
+               AND {state} IN {HELD} \
+               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = u.u_exec AND e.state = 'dead') \
+             RETURNING id, parent_id"
+        );
+        let one = format!(
+            "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2, \
+                 errors = COALESCE($8, errors), waiting = NULL \
+             WHERE id = $1 AND {OWNED} \
+             RETURNING {TASK_COLS}"
+        );
+        // Built only for a flush of several ends.
+        let rows = || -> String {
+            let rows: Vec<Value> = ends
+                .iter()
+                .map(|(fence, outcome)| {
+                    let (output, error, errors) = outcome.columns();
+                    serde_json::json!({
+                        "u_id": fence.task_id, "u_exec": fence.executor_id, "u_epoch": fence.epoch,
+                        "u_state": outcome.state().as_str(), "u_output": output.map(Value::to_string),
+                        "u_error": error,
+                        "u_errors": errors.map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into())),
+                    })
+                })
+                .collect();
+            Value::Array(rows).to_string()
+        };
+        let close_inboxes = format!(
+            "UPDATE task_events SET delivered_at = $2 WHERE task_id IN {} AND delivered_at IS NULL",
+            self.id_set(1)
+        );
+        let take_watchers = format!(
+            "DELETE FROM task_watchers WHERE task_id IN {} RETURNING task_id, address",
+            self.id_set(1)
+        );
+        let read = format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE id IN {}",
+            self.id_set(1)
+        );
+        // PostgreSQL's data-modifying CTEs: the three in one statement.
+        let all_in_one = format!(
+            "WITH u AS ({sql}), \
+                  c AS (UPDATE task_events SET delivered_at = $2 \
+                        WHERE task_id IN (SELECT id FROM u) AND delivered_at IS NULL), \
+                  w AS (DELETE FROM task_watchers WHERE task_id IN (SELECT id FROM u) \
+                        RETURNING task_id, address) \
+             SELECT id, parent_id, NULL::text FROM u \
+             UNION ALL SELECT task_id, NULL::uuid, address FROM w"
+        );
+        let out: Vec<Option<Finished>> = on_pool_tx!(self, p, begin => {
+            let begin = match self.dialect() {
+                Dialect::Postgres => KEYED_BEGIN,
+                Dialect::Sqlite => begin,
+            };
+            let mut tx = p.begin_with(begin).await?;
+            let at = now();
+            // Whether the inboxes are closed and the watchers taken already.
+            let mut closed = false;
+            let mut watched: Vec<(Uuid, String)> = Vec::new();
+            // Each ended task's id and parent, and the task itself if read.
+            let done: Vec<(Uuid, Option<Uuid>, Option<Task>)> = match ends {
+                // A lone end (no load): the plain statement by key, which
+                // PostgreSQL plans and runs faster than a join with a
+                // recordset of one, and returns the task at no cost worth
+                // sparing.
+                [(fence, outcome)] => {
+                    let (output, error, errors) = outcome.columns();
+                    let task: Option<Task> = sqlx::query_as(&one)
+                        .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
+                        .bind(outcome.state().as_str()).bind(output.map(Json)).bind(error).bind(at)
+                        .bind(errors.map(Json))
+                        .fetch_optional(&mut *tx).await?;
+                    task.into_iter().map(|t| (t.id, t.parent_id, Some(t))).collect()
+                }
+                // PostgreSQL: the ends, their inboxes closed and their
+                // watchers taken in one statement (one round trip, where
+                // three statements took three); a row with an address is a
+                // watcher, one without is an end.
+                _ if matches!(self.dialect(), Dialect::Postgres) => {
+                    let rows: Vec<(Uuid, Option<Uuid>, Option<String>)> =
+                        sqlx::query_as(&all_in_one).bind(rows()).bind(at).fetch_all(&mut *tx).await?;
+                    let mut done = Vec::with_capacity(rows.len());
+                    for (id, parent, address) in rows {
+                        match address {
+                            Some(a) => watched.push((id, a)),
+                            None => done.push((id, parent, None)),
+                        }
+                    }
+                    closed = true;
+                    done
+                }
+                _ => {
+                    let rows: Vec<(Uuid, Option<Uuid>)> =
+                        sqlx::query_as(&sql).bind(rows()).bind(at).fetch_all(&mut *tx).await?;
+                    rows.into_iter().map(|(id, parent)| (id, parent, None)).collect()
+                }
+            };
+            let mut out: Vec<Option<Finished>> = vec![None; ends.len()];
+            if done.is_empty() {
+                tx.rollback().await?;
+                return Ok(ends.iter().map(|(f, _)| Err(Error::Fenced(f.task_id))).collect());
+            }
+            // Each row to the first end that names its task (a second end
+            // for the same task in one flush is refused, as it would be
+            // one flush later).
+            let mut at_index: HashMap<Uuid, usize> = HashMap::new();
+            for (i, (fence, _)) in ends.iter().enumerate() {
+                at_index.entry(fence.task_id).or_insert(i);
+            }
+            let mut with_parent: HashSet<Uuid> = HashSet::new();
+            for (id, parent, task) in done {
+                let i = at_index[&id];
+                let woken = match parent {
+                    Some(parent) => {
+                        with_parent.insert(id);
+                        wake_parent!(self, tx, id, parent, &ends[i].0.executor_id)
+                    }
+                    None => None,
+                };
+                let state = ends[i].1.state();
+                out[i] = Some(Finished { id, state, task, watchers: Vec::new(), woken });
+            }
+            // The inboxes are closed with the tasks: whatever is in them
+            // counts as delivered, so no sweep sends it again. Then the
+            // watchers are taken. One statement each for all.
+            if !closed {
+                let ids = super::ids_json(out.iter().flatten().map(|f| &f.id));
+                sqlx::query(&close_inboxes).bind(&ids).bind(at).execute(&mut *tx).await?;
+                watched = sqlx::query_as(&take_watchers).bind(&ids).fetch_all(&mut *tx).await?;
+            }
+            for (task, address) in watched {
+                if let Some(Some(f)) = at_index.get(&task).map(|&i| out[i].as_mut()) {
+                    f.watchers.push(address);
+                }
+            }
+            // The tasks someone is told of, read as they ended.
+            let told: Vec<&Uuid> = out
+                .iter()
+                .flatten()
+                .filter(|f| f.task.is_none() && (!f.watchers.is_empty() || with_parent.contains(&f.id)))
+                .map(|f| &f.id)
+                .collect();
+            if !told.is_empty() {
+                let tasks: Vec<Task> =
+                    sqlx::query_as(&read).bind(super::ids_json(told)).fetch_all(&mut *tx).await?;
+                for task in tasks {
+                    if let Some(Some(f)) = at_index.get(&task.id).map(|&i| out[i].as_mut()) {
+                        f.task = Some(task);
+                    }
+                }
+            }
+            tx.commit().await?;
+            out
+        });
+        Ok(out
+            .into_iter()
+            .zip(ends)
+            .map(|(f, (fence, _))| f.ok_or(Error::Fenced(fence.task_id)))
+            .collect())
+    }
+
+    /// Records a failed attempt of an owned task that has attempts left:
+    /// `scheduled` until `run_at`, no longer owned, `errors` every failed
+    /// attempt's so far. The next claim is the next attempt.
+    pub async fn retry_later(
+        &self,
+        fence: &Fence,
+        error: &str,
+        errors: &[AttemptError],
+        run_at: DateTime<Utc>,
+    ) -> Result<Task> {
+        let sql = format!(
+            "UPDATE tasks SET state = {SCHEDULED}, run_at = $4, error = $5, errors = $6, executor_id = NULL, \
+                 updated_at = $7, changed_by = $2 \
+             WHERE id = $1 AND {OWNED} \
+             RETURNING {TASK_COLS}"
+        );
+        let row: Option<Task> = on_pool_write!(self, p => sqlx::query_as(&sql)
+            .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
+            .bind(run_at.trunc_subsecs(6)).bind(error).bind(Json(errors)).bind(now())
+            .fetch_optional(p).await)?;
+        row.ok_or(Error::Fenced(fence.task_id))
+    }
+
+    /// Puts an owned task back to `pending` (a clean stop hands its tasks
+    /// back). The run did not end, so it uses no attempt: the next claim
+    /// runs the same attempt again.
+    pub async fn hand_back(&self, fence: &Fence) -> Result<()> {
+        let sql = format!(
+            "UPDATE tasks SET state = {PENDING}, executor_id = NULL, attempts = attempts - 1, \
+                 updated_at = $4, changed_by = $2 \
+             WHERE id = $1 AND {OWNED}"
+        );
+        let res = on_pool_write!(self, p => sqlx::query(&sql)
+            .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch).bind(now())
+            .execute(p).await.map(|r| r.rows_affected()))?;
+        if res == 0 {
+            return Err(Error::Fenced(fence.task_id));
+        }
+        Ok(())
+    }
+}
