@@ -3,7 +3,7 @@
 --
 -- A flush of runs' ends turns off sequential scans, hash joins and merge
 -- joins for its own transaction (`SET LOCAL`, see `finish_runs` in
--- actors/src/store/ends.rs), so that each end finds its task by key
+-- actors/src/store/tasks.rs), so that each end finds its task by key
 -- whatever the planner's statistics say. The update trigger runs inside
 -- that transaction; with nested loops off (0009) and hash joins off it
 -- would fall back to the nested loop 0009 removed. Its own settings win
