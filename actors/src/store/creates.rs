@@ -185,14 +185,7 @@ impl Store {
         if items.len() < 2 {
             return self.insert_tasks_one_by_one(items).await;
         }
-        let recordset = self.insert_recordset(&[]);
-        let json = self.json_cast();
-        let insert = format!(
-            "INSERT INTO tasks ({INSERT_COLS}) \
-             SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, u_created, u_created, u_queue, \
-                    u_priority, u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule FROM {recordset} \
-             WHERE true ON CONFLICT DO NOTHING RETURNING id"
-        );
+        let insert = self.insert_from_recordset("WHERE true ON CONFLICT DO NOTHING RETURNING id");
         let watch = format!(
             "INSERT INTO task_watchers (task_id, address, created_at) SELECT w_id, w_address, $2 FROM {} \
              WHERE true ON CONFLICT DO NOTHING",
@@ -254,14 +247,7 @@ impl Store {
             }
             _ => {
                 let rows: Vec<Value> = items.iter().map(|(t, _)| self.insert_row(t)).collect();
-                let sql = format!(
-                    "INSERT INTO tasks ({INSERT_COLS}) \
-                     SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, u_created, u_created, u_queue, \
-                            u_priority, u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule FROM {recordset} \
-                     RETURNING id",
-                    json = self.json_cast(),
-                    recordset = self.insert_recordset(&[]),
-                );
+                let sql = self.insert_from_recordset("RETURNING id");
                 sqlx::query_scalar(&sql).bind(Value::Array(rows).to_string()).fetch_all(p).await
             }
         })
@@ -304,6 +290,26 @@ impl Store {
         ];
         columns.extend_from_slice(extra);
         self.recordset(1, "u", &columns)
+    }
+
+    /// The values of [`INSERT_COLS`], in order, from a row of
+    /// [`insert_recordset`](Self::insert_recordset).
+    fn insert_values_from_recordset(&self) -> String {
+        format!(
+            "u_id, u_kind, u_state, u_input{}, u_key, u_trace, u_by, u_created, u_created, u_queue, \
+             u_priority, u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule",
+            self.json_cast()
+        )
+    }
+
+    /// `INSERT INTO tasks` of every row of a recordset of new tasks (`$1`),
+    /// then `tail` (the conflict rule and what it returns).
+    fn insert_from_recordset(&self, tail: &str) -> String {
+        format!(
+            "INSERT INTO tasks ({INSERT_COLS}) SELECT {} FROM {} {tail}",
+            self.insert_values_from_recordset(),
+            self.insert_recordset(&[])
+        )
     }
 
     /// A task as a row of `insert_recordset`.
@@ -423,11 +429,10 @@ impl Store {
             return Ok(Vec::new());
         }
         let recordset = self.insert_recordset(&[("u_seq", "int")]);
-        let json = self.json_cast();
+        let values = self.insert_values_from_recordset();
         let sql = format!(
             "INSERT INTO tasks ({INSERT_COLS}, parent_id, spawn_seq, parent_attempt) \
-             SELECT u_id, u_kind, u_state, u_input{json}, u_key, u_trace, u_by, u_created, u_created, u_queue, \
-                    u_priority, u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule, p.id, u_seq, p.attempts \
+             SELECT {values}, p.id, u_seq, p.attempts \
              FROM {recordset} JOIN tasks p ON p.id = $2 \
              WHERE p.executor_id = $4 AND p.epoch = $3 AND p.state IN {HELD} \
                AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $4 AND e.state = 'dead') \

@@ -192,11 +192,10 @@ impl Store {
             };
             let mut tx = p.begin_with(begin).await?;
             let at = now();
-            // Whether the inboxes are closed and the watchers taken already.
-            let mut closed = false;
-            let mut watched: Vec<(Uuid, String)> = Vec::new();
-            // Each ended task's id and parent, and the task itself if read.
-            let done: Vec<(Uuid, Option<Uuid>, Option<Task>)> = match ends {
+            // Each ended task's id and parent, and the task itself if read;
+            // and the watchers taken, if the same statement took them.
+            type Done = Vec<(Uuid, Option<Uuid>, Option<Task>)>;
+            let (done, taken): (Done, Option<Vec<(Uuid, String)>>) = match ends {
                 // A lone end (no load): the plain statement by key, which
                 // PostgreSQL plans and runs faster than a join with a
                 // recordset of one, and returns the task at no cost worth
@@ -208,7 +207,7 @@ impl Store {
                         .bind(outcome.state().as_str()).bind(output.map(Json)).bind(error).bind(at)
                         .bind(errors.map(Json))
                         .fetch_optional(&mut *tx).await?;
-                    task.into_iter().map(|t| (t.id, t.parent_id, Some(t))).collect()
+                    (task.into_iter().map(|t| (t.id, t.parent_id, Some(t))).collect(), None)
                 }
                 // PostgreSQL: the ends, their inboxes closed and their
                 // watchers taken in one statement (one round trip, where
@@ -217,20 +216,19 @@ impl Store {
                 _ if matches!(self.dialect(), Dialect::Postgres) => {
                     let rows: Vec<(Uuid, Option<Uuid>, Option<String>)> =
                         sqlx::query_as(&all_in_one).bind(rows()).bind(at).fetch_all(&mut *tx).await?;
-                    let mut done = Vec::with_capacity(rows.len());
+                    let (mut done, mut watched) = (Vec::with_capacity(rows.len()), Vec::new());
                     for (id, parent, address) in rows {
                         match address {
                             Some(a) => watched.push((id, a)),
                             None => done.push((id, parent, None)),
                         }
                     }
-                    closed = true;
-                    done
+                    (done, Some(watched))
                 }
                 _ => {
                     let rows: Vec<(Uuid, Option<Uuid>)> =
                         sqlx::query_as(&sql).bind(rows()).bind(at).fetch_all(&mut *tx).await?;
-                    rows.into_iter().map(|(id, parent)| (id, parent, None)).collect()
+                    (rows.into_iter().map(|(id, parent)| (id, parent, None)).collect(), None)
                 }
             };
             let mut out: Vec<Option<Finished>> = vec![None; ends.len()];
@@ -261,11 +259,14 @@ impl Store {
             // The inboxes are closed with the tasks: whatever is in them
             // counts as delivered, so no sweep sends it again. Then the
             // watchers are taken. One statement each for all.
-            if !closed {
-                let ids = super::ids_json(out.iter().flatten().map(|f| &f.id));
-                sqlx::query(&close_inboxes).bind(&ids).bind(at).execute(&mut *tx).await?;
-                watched = sqlx::query_as(&take_watchers).bind(&ids).fetch_all(&mut *tx).await?;
-            }
+            let watched: Vec<(Uuid, String)> = match taken {
+                Some(watched) => watched,
+                None => {
+                    let ids = super::ids_json(out.iter().flatten().map(|f| &f.id));
+                    sqlx::query(&close_inboxes).bind(&ids).bind(at).execute(&mut *tx).await?;
+                    sqlx::query_as(&take_watchers).bind(&ids).fetch_all(&mut *tx).await?
+                }
+            };
             for (task, address) in watched {
                 if let Some(Some(f)) = at_index.get(&task).map(|&i| out[i].as_mut()) {
                     f.watchers.push(address);
