@@ -48,6 +48,9 @@ impl Default for StoreOptions {
     }
 }
 
+/// See `row_buffer_size` in [`connect`].
+const ROW_BUFFER: usize = 1024;
+
 pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
     if url.starts_with("sqlite:") {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -59,7 +62,13 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
             // share one file.
             .busy_timeout(Duration::from_secs(30))
             // FULL: a committed task survives a power cut, not just a crash.
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Full)
+            // Rows a statement's worker thread may hand over before the
+            // caller takes them (sqlx's default is 50). A claim or a batch
+            // returns hundreds; with 50 the worker stopped at every 50th
+            // row until the busy actor thread drained them, holding the
+            // write turn meanwhile (BENCHMARKS.md, throughput part five).
+            .row_buffer_size(ROW_BUFFER);
         if !memory {
             co = co.journal_mode(SqliteJournalMode::Wal);
         }

@@ -175,10 +175,9 @@ impl Store {
         &self,
         items: &[(&TaskInsert, Option<&str>)],
     ) -> Result<Vec<(Task, bool)>> {
-        if matches!(self.dialect(), Dialect::Postgres)
-            && items
-                .iter()
-                .all(|(t, w)| w.is_none() && t.idempotency_key.is_none())
+        if items
+            .iter()
+            .all(|(t, w)| w.is_none() && t.idempotency_key.is_none())
         {
             return self.insert_plain(items).await;
         }
@@ -230,7 +229,7 @@ impl Store {
         })
     }
 
-    /// PostgreSQL: tasks with no watcher and no idempotency key in one
+    /// Tasks with no watcher and no idempotency key in one
     /// statement, which is its own transaction: one round trip where
     /// `BEGIN`, the insert and `COMMIT` took three (group-committed HTTP
     /// creates, no wait: see BENCHMARKS.md). A statement is atomic, so the
