@@ -18,6 +18,7 @@ fn main() {
             1
         }
     };
+    cli::logging::flush();
     // Everything that needed a clean stop has had it inside `run`; leave
     // without tearing the actor system down around actors still parked.
     std::process::exit(code);

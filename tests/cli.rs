@@ -350,3 +350,75 @@ fn tokens_migrate_and_refusals() {
     );
     assert!(s.terminate());
 }
+
+/// Runs `courier [format] serve` (no kinds: it warns that it runs no
+/// executor) with its stderr on a pipe, stops it with SIGTERM and returns
+/// what it logged.
+fn logs_of_a_serve(format: &[&str]) -> String {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let mut args: Vec<&str> = format.to_vec();
+    args.extend(["serve", "--db", &db, "--listen", "127.0.0.1:0"]);
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .env("COURIER_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("courier listening on"), "{line:?}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_or_json_lines() {
+    let text = logs_of_a_serve(&[]);
+    assert!(text.contains("WARN"), "{text}");
+    assert!(text.contains("no task kinds registered"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal: {text:?}"
+    );
+
+    let json = logs_of_a_serve(&["--log-format", "json"]);
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{json}");
+    assert!(lines
+        .iter()
+        .all(|l| l["timestamp"].is_string() && l["level"].is_string()));
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no task kinds")),
+        "{json}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["--log-format", "xml", "migrate"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--log-format") && err.contains("json"),
+        "{err}"
+    );
+}

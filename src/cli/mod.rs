@@ -2,6 +2,7 @@
 //! `COURIER_*` environment variable.
 
 pub mod client;
+pub mod logging;
 pub mod server;
 
 use clap::{Args, Parser, Subcommand};
@@ -16,6 +17,17 @@ pub struct Cli {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `courier_actors=debug`.
     #[arg(long, env = "COURIER_LOG", default_value = "info", global = true)]
     pub log: String,
+    /// Log lines as `text` (colour only on a terminal, and not with `NO_COLOR`)
+    /// or `json` (one object a line). Either way a place in the code writes at
+    /// most 10 lines a minute at `info` and above, then one line with the count.
+    #[arg(
+        long,
+        env = "COURIER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -344,13 +356,7 @@ pub struct EventArgs {
 }
 
 pub fn init_logging(args: &Cli) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    // Client commands print results on stdout; logs go to stderr either way.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    logging::init(&args.log, args.log_format);
 }
 
 pub async fn run(args: Cli) -> anyhow::Result<()> {

@@ -140,7 +140,7 @@ impl Client {
         if s.created {
             self.start(&s.task);
         }
-        tracing::info!(task_id = %s.task.id, kind = %s.task.kind, trace_id = %s.task.trace_id, created = s.created, "task submitted");
+        tracing::debug!(task_id = %s.task.id, kind = %s.task.kind, trace_id = %s.task.trace_id, created = s.created, "task submitted");
         Ok(s)
     }
 
@@ -213,7 +213,7 @@ impl Client {
             let s = self.insert(t, Some(&session.watcher)).await?;
             if s.created {
                 self.start(&s.task);
-                tracing::info!(task_id = %s.task.id, kind = %s.task.kind, trace_id = %s.task.trace_id, "task submitted; waiting");
+                tracing::debug!(task_id = %s.task.id, kind = %s.task.kind, trace_id = %s.task.trace_id, "task submitted; waiting");
             }
             let (task, finished) = session.wait(&self.store, &s.task, timeout, until).await?;
             Ok(Waited {
@@ -314,7 +314,7 @@ impl Client {
         if let Some(task) = woken {
             // It was suspended, in no executor's memory: an executor of its
             // queue claims it and replays its run, which finds the event.
-            tracing::info!(task_id = %id, event = name, seq = ev.seq, "event committed; task woken");
+            tracing::debug!(task_id = %id, event = name, seq = ev.seq, "event committed; task woken");
             if let Some(env) = announce(self.me(), &task) {
                 self.bus.tell(env);
             }
@@ -337,7 +337,7 @@ impl Client {
                 payload: ev.payload.0.clone(),
             },
         ));
-        tracing::info!(task_id = %id, event = name, seq = ev.seq, "event committed and sent");
+        tracing::debug!(task_id = %id, event = name, seq = ev.seq, "event committed and sent");
         Ok(ev)
     }
 

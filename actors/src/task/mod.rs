@@ -212,7 +212,7 @@ impl TaskActor {
         );
         self.shared.update(|mb| mb.new_run());
         let span = self.span();
-        tracing::info!(parent: &span, "run started");
+        tracing::debug!(parent: &span, "run started");
         let fut = AssertUnwindSafe(self.kind.run(run_ctx))
             .catch_unwind()
             .instrument(span);
@@ -372,7 +372,13 @@ impl TaskActor {
                 }
                 match result {
                     Ok(f) => {
-                        tracing::info!(state = %f.state, "run finished");
+                        // One line a task only when it failed for good (and
+                        // a flood of those is folded by the binary's logger).
+                        if f.state == TaskState::Failed {
+                            tracing::warn!(state = %f.state, "run finished: the task failed");
+                        } else {
+                            tracing::debug!(state = %f.state, "run finished");
+                        }
                         crate::metrics::metrics().task_finished(&kind, f.state.as_str());
                         if let Some(parent) = &f.woken {
                             // It waited for this task: it is pending again.
@@ -611,7 +617,7 @@ impl Handler<Suspend> for TaskActor {
             .into_actor(self)
             .map(|res, act, ctx| match res {
                 Ok((Suspension::Suspended(task), watchers)) => {
-                    tracing::info!(parent: &act.span(), waiting = task.waiting.as_deref().unwrap_or(""), "suspended");
+                    tracing::debug!(parent: &act.span(), waiting = task.waiting.as_deref().unwrap_or(""), "suspended");
                     act.ending = true;
                     crate::metrics::metrics().suspended(&task.queue);
                     {
