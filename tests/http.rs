@@ -485,6 +485,7 @@ async fn the_api_end_to_end(db: &TestDb) {
     assert!(m.contains("courier_tasks{state=\"pending\"}"));
     assert!(m.contains("courier_dispatch_latency_seconds_count"));
     assert!(m.contains("courier_bus_messages_total{transport=\"local\"}"));
+    check_openmetrics(m);
     let (st, page) = s.get("/").await;
     assert_eq!(st, 200);
     assert!(page.as_str().unwrap().contains("<title>courier"));
@@ -903,3 +904,73 @@ on_both_databases!(
     queue_semantics_over_http,
     schedules_and_steps_over_http
 );
+
+/// `/metrics` as a Prometheus scraper reads it: parsed by a strict
+/// OpenMetrics parser (every line, the `# EOF`, each family's type), with
+/// the families an operator looks for and values that make sense after a
+/// `demo.echo` task has run.
+fn check_openmetrics(text: &str) {
+    use openmetrics_parser::{OpenMetricsType, OpenMetricsValue};
+    let exposition = openmetrics_parser::openmetrics::parse_openmetrics(text)
+        .unwrap_or_else(|e| panic!("/metrics is not valid OpenMetrics ({e:?}):\n{text}"));
+    let family = |name: &str, kind: OpenMetricsType| {
+        let f = exposition
+            .families
+            .get(name)
+            .unwrap_or_else(|| panic!("/metrics lacks {name}:\n{text}"));
+        assert_eq!(f.family_type, kind, "{name}");
+        assert!(!f.help.is_empty(), "{name} has no help");
+        f
+    };
+    let label = |s: &openmetrics_parser::Sample<OpenMetricsValue>, l: &str| {
+        s.get_labelset()
+            .ok()
+            .and_then(|set| set.get_label_value(l).map(str::to_string))
+    };
+    let counter = |name: &str, l: &str, v: &str| -> f64 {
+        family(name, OpenMetricsType::Counter)
+            .iter_samples()
+            .filter(|s| label(s, l).as_deref() == Some(v))
+            .map(|s| match &s.value {
+                OpenMetricsValue::Counter(c) => c.value.as_f64(),
+                other => panic!("{name}: {other:?}"),
+            })
+            .sum()
+    };
+    let histogram_count = |name: &str, label_value: Option<(&str, &str)>| -> u64 {
+        family(name, OpenMetricsType::Histogram)
+            .iter_samples()
+            .filter(|s| label_value.is_none_or(|(l, v)| label(s, l).as_deref() == Some(v)))
+            .map(|s| match &s.value {
+                OpenMetricsValue::Histogram(h) => {
+                    let n = h.count.unwrap_or(0);
+                    // Buckets are cumulative and end with +Inf = count.
+                    let last = h.buckets.last().expect("buckets");
+                    assert!(last.upper_bound.is_infinite(), "{name}: {h:?}");
+                    assert_eq!(last.count.as_f64() as u64, n, "{name}: {h:?}");
+                    assert!(h
+                        .buckets
+                        .windows(2)
+                        .all(|w| w[0].count.as_f64() <= w[1].count.as_f64()));
+                    n
+                }
+                other => panic!("{name}: {other:?}"),
+            })
+            .sum()
+    };
+    assert!(counter("courier_tasks_created", "kind", "demo.echo") >= 1.0);
+    assert!(counter("courier_tasks_finished", "state", "succeeded") >= 1.0);
+    assert!(histogram_count("courier_dispatch_latency_seconds", None) >= 1);
+    assert!(histogram_count("courier_run_duration_seconds", Some(("kind", "demo.echo"))) >= 1);
+    assert!(histogram_count("courier_claim_batch_size", None) >= 1);
+    family("courier_takeovers", OpenMetricsType::Counter);
+    family("courier_fenced_writes", OpenMetricsType::Counter);
+    family("courier_tasks_running", OpenMetricsType::Gauge);
+    let pending = family("courier_tasks", OpenMetricsType::Gauge)
+        .iter_samples()
+        .filter(|s| label(s, "state").as_deref() == Some("pending"))
+        .count();
+    assert_eq!(pending, 1, "one courier_tasks sample for pending");
+    family("courier_queue_tasks", OpenMetricsType::Gauge);
+    family("courier_store_up", OpenMetricsType::Gauge);
+}

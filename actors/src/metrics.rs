@@ -1,233 +1,259 @@
-//! Process-wide counters for the Prometheus endpoint.
+//! Process-wide metrics for the Prometheus endpoint, kept with the
+//! `prometheus-client` crate (the Prometheus project's Rust client).
 //!
 //! Each process counts what happens in it (the tasks its clients created,
 //! the runs its executor finished, how long claimed tasks had waited);
 //! Prometheus adds the processes up. Gauges that belong to the whole
 //! deployment (tasks per state, queue depth) are read from the store when
-//! scraped, not counted here.
+//! scraped (`courier-web`'s `metrics.rs`), not counted here.
+//!
+//! A metric's name is its family's name as Prometheus sees it; counters
+//! get `_total`, histograms `_bucket`, `_sum` and `_count`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-/// Upper bounds (seconds) of the dispatch latency histogram buckets.
-pub const DISPATCH_BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 
-/// The counters. Use [`metrics()`].
-pub struct Metrics {
-    created: Mutex<BTreeMap<String, u64>>,
-    finished: Mutex<BTreeMap<(String, &'static str), u64>>,
-    /// Failed attempts retried, by queue.
-    retries: Mutex<BTreeMap<String, u64>>,
-    /// Attempts that ran out of time, by queue.
-    timeouts: Mutex<BTreeMap<String, u64>>,
-    /// Finished tasks retention deleted, by state.
-    retention_deleted: Mutex<BTreeMap<&'static str, u64>>,
-    /// Tasks created by schedules' slots fired in this process, by schedule.
-    schedule_tasks: Mutex<BTreeMap<String, u64>>,
-    /// Runs suspended (their tasks left memory), by queue.
-    suspended: Mutex<BTreeMap<String, u64>>,
-    dispatch_buckets: [AtomicU64; DISPATCH_BUCKETS.len()],
-    dispatch_count: AtomicU64,
-    /// Sum of dispatch latencies in microseconds.
-    dispatch_sum_us: AtomicU64,
-    running: AtomicI64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
 }
 
-/// The process's counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindState {
+    kind: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindQueue {
+    kind: String,
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabel {
+    schedule: String,
+}
+
+/// Buckets of a duration in seconds: 1 ms to ~9 h, doubling.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 25))
+}
+
+/// A family of [`seconds`] histograms.
+type Durations<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The process's metrics. Use [`metrics()`].
+pub struct Metrics {
+    created: Family<KindLabel, Counter>,
+    finished: Family<KindState, Counter>,
+    retries: Family<QueueLabel, Counter>,
+    timeouts: Family<QueueLabel, Counter>,
+    retention_deleted: Family<StateLabel, Counter>,
+    schedule_tasks: Family<ScheduleLabel, Counter>,
+    suspended: Family<QueueLabel, Counter>,
+    takeovers: Counter,
+    fenced: Counter,
+    dispatch: Histogram,
+    run_duration: Durations<KindQueue>,
+    claim_batch: Histogram,
+    running: Gauge,
+}
+
+/// The process's metrics.
 pub fn metrics() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(|| Metrics {
-        created: Mutex::new(BTreeMap::new()),
-        finished: Mutex::new(BTreeMap::new()),
-        retries: Mutex::new(BTreeMap::new()),
-        timeouts: Mutex::new(BTreeMap::new()),
-        retention_deleted: Mutex::new(BTreeMap::new()),
-        schedule_tasks: Mutex::new(BTreeMap::new()),
-        suspended: Mutex::new(BTreeMap::new()),
-        dispatch_buckets: Default::default(),
-        dispatch_count: AtomicU64::new(0),
-        dispatch_sum_us: AtomicU64::new(0),
-        running: AtomicI64::new(0),
+        created: Family::default(),
+        finished: Family::default(),
+        retries: Family::default(),
+        timeouts: Family::default(),
+        retention_deleted: Family::default(),
+        schedule_tasks: Family::default(),
+        suspended: Family::default(),
+        takeovers: Counter::default(),
+        fenced: Counter::default(),
+        dispatch: seconds(),
+        run_duration: Family::new_with_constructor(seconds),
+        // 1 to 4,096 tasks a claim, doubling.
+        claim_batch: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+        running: Gauge::default(),
     })
 }
 
 impl Metrics {
     pub(crate) fn task_created(&self, kind: &str) {
-        *self
-            .created
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(kind.to_string())
-            .or_default() += 1;
+        self.created
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
     }
 
     pub(crate) fn task_finished(&self, kind: &str, state: &'static str) {
-        *self
-            .finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((kind.to_string(), state))
-            .or_default() += 1;
+        self.finished
+            .get_or_create(&KindState {
+                kind: kind.into(),
+                state,
+            })
+            .inc();
     }
 
     pub(crate) fn retried(&self, queue: &str) {
-        bump(&self.retries, queue.to_string(), 1);
+        self.retries
+            .get_or_create(&QueueLabel {
+                queue: queue.into(),
+            })
+            .inc();
     }
 
     pub(crate) fn timed_out(&self, queue: &str) {
-        bump(&self.timeouts, queue.to_string(), 1);
+        self.timeouts
+            .get_or_create(&QueueLabel {
+                queue: queue.into(),
+            })
+            .inc();
     }
 
     pub(crate) fn schedule_fired(&self, schedule: &str, tasks: usize) {
-        bump(&self.schedule_tasks, schedule.to_string(), tasks as u64);
+        self.schedule_tasks
+            .get_or_create(&ScheduleLabel {
+                schedule: schedule.into(),
+            })
+            .inc_by(tasks as u64);
     }
 
     pub(crate) fn suspended(&self, queue: &str) {
-        bump(&self.suspended, queue.to_string(), 1);
+        self.suspended
+            .get_or_create(&QueueLabel {
+                queue: queue.into(),
+            })
+            .inc();
     }
 
     pub(crate) fn retention_deleted(&self, state: &'static str, n: u64) {
-        bump(&self.retention_deleted, state, n);
+        self.retention_deleted
+            .get_or_create(&StateLabel { state })
+            .inc_by(n);
+    }
+
+    /// Tasks of dead or gone executors put back in the pool by this
+    /// process's sweep.
+    pub(crate) fn taken_over(&self, tasks: usize) {
+        self.takeovers.inc_by(tasks as u64);
+    }
+
+    /// A write of this process's executor refused by fencing: the task was
+    /// no longer its own (taken over, or its executor declared dead).
+    pub(crate) fn fenced(&self) {
+        self.fenced.inc();
     }
 
     /// Time from a task's creation to its first claim.
     pub(crate) fn dispatched(&self, seconds: f64) {
-        for (i, b) in DISPATCH_BUCKETS.iter().enumerate() {
-            if seconds <= *b {
-                self.dispatch_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.dispatch_count.fetch_add(1, Ordering::Relaxed);
-        self.dispatch_sum_us
-            .fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+        self.dispatch.observe(seconds.max(0.0));
+    }
+
+    /// How long a run's code took, from its start to its end.
+    pub(crate) fn ran(&self, kind: &str, queue: &str, seconds: f64) {
+        self.run_duration
+            .get_or_create(&KindQueue {
+                kind: kind.into(),
+                queue: queue.into(),
+            })
+            .observe(seconds.max(0.0));
+    }
+
+    /// Tasks one claim took.
+    pub(crate) fn claimed(&self, tasks: usize) {
+        self.claim_batch.observe(tasks as f64);
     }
 
     pub(crate) fn running_add(&self, d: i64) {
-        self.running.fetch_add(d, Ordering::Relaxed);
+        self.running.inc_by(d);
     }
 
-    /// Writes the counters in the Prometheus text format (0.0.4).
-    pub fn render(&self, out: &mut String) {
-        let esc = |s: &str| {
-            s.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n")
-        };
-        out.push_str("# HELP courier_tasks_created_total Tasks created by clients of this process.\n# TYPE courier_tasks_created_total counter\n");
-        for (kind, n) in self
-            .created
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "courier_tasks_created_total{{kind=\"{}\"}} {n}",
-                esc(kind)
-            );
-        }
-        out.push_str("# HELP courier_tasks_finished_total Runs finished by the executor of this process.\n# TYPE courier_tasks_finished_total counter\n");
-        for ((kind, state), n) in self
-            .finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "courier_tasks_finished_total{{kind=\"{}\",state=\"{state}\"}} {n}",
-                esc(kind)
-            );
-        }
-        family(
-            out,
-            "courier_task_retries_total",
-            "Failed attempts this process's executor scheduled for a retry, by queue.",
-            "queue",
-            &self.retries,
+    /// Registers every metric of this process in `registry` (they stay
+    /// shared: the registry reads their current values when encoded).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "courier_tasks_created",
+            "Tasks created by clients of this process, by kind",
+            self.created.clone(),
         );
-        family(
-            out,
-            "courier_task_timeouts_total",
-            "Attempts this process's executor aborted for running past their timeout, by queue.",
-            "queue",
-            &self.timeouts,
+        registry.register(
+            "courier_tasks_finished",
+            "Runs finished by the executor of this process, by kind and final state",
+            self.finished.clone(),
         );
-        family(
-            out,
-            "courier_retention_deleted_total",
-            "Finished tasks deleted by this process's retention, by state.",
-            "state",
-            &self.retention_deleted,
+        registry.register(
+            "courier_task_retries",
+            "Failed attempts this process's executor scheduled for a retry, by queue",
+            self.retries.clone(),
         );
-        family(
-            out,
-            "courier_schedule_tasks_total",
-            "Tasks created by the schedule slots this process fired, by schedule.",
-            "schedule",
-            &self.schedule_tasks,
+        registry.register(
+            "courier_task_timeouts",
+            "Attempts this process's executor aborted for running past their timeout, by queue",
+            self.timeouts.clone(),
         );
-        family(
-            out,
-            "courier_task_suspensions_total",
-            "Runs this process's executor suspended (their tasks wait in the database, not in memory), by queue.",
-            "queue",
-            &self.suspended,
+        registry.register(
+            "courier_retention_deleted",
+            "Finished tasks deleted by this process's retention, by state",
+            self.retention_deleted.clone(),
         );
-        out.push_str("# HELP courier_dispatch_latency_seconds Time from a task's creation to its first claim.\n# TYPE courier_dispatch_latency_seconds histogram\n");
-        for (i, b) in DISPATCH_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "courier_dispatch_latency_seconds_bucket{{le=\"{b}\"}} {}",
-                self.dispatch_buckets[i].load(Ordering::Relaxed)
-            );
-        }
-        let count = self.dispatch_count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "courier_dispatch_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        registry.register(
+            "courier_schedule_tasks",
+            "Tasks created by the schedule slots this process fired, by schedule",
+            self.schedule_tasks.clone(),
         );
-        let _ = writeln!(
-            out,
-            "courier_dispatch_latency_seconds_sum {}",
-            self.dispatch_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        registry.register(
+            "courier_task_suspensions",
+            "Runs this process's executor suspended (their tasks wait in the database, not in memory), by queue",
+            self.suspended.clone(),
         );
-        let _ = writeln!(out, "courier_dispatch_latency_seconds_count {count}");
-        out.push_str("# HELP courier_tasks_running Tasks running on the executor of this process.\n# TYPE courier_tasks_running gauge\n");
-        let _ = writeln!(
-            out,
-            "courier_tasks_running {}",
-            self.running.load(Ordering::Relaxed)
+        registry.register(
+            "courier_takeovers",
+            "Tasks of dead or gone executors this process's sweep put back in the pool",
+            self.takeovers.clone(),
         );
-    }
-}
-
-fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) {
-    *map.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(key)
-        .or_default() += n;
-}
-
-/// Writes one counter family with a single label.
-fn family<K: AsRef<str>>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    label: &str,
-    map: &Mutex<BTreeMap<K, u64>>,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-    for (k, n) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        let v = k
-            .as_ref()
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let _ = writeln!(out, "{name}{{{label}=\"{v}\"}} {n}");
+        registry.register(
+            "courier_fenced_writes",
+            "Writes of this process's executor refused because the task was no longer its own",
+            self.fenced.clone(),
+        );
+        registry.register(
+            "courier_dispatch_latency_seconds",
+            "Time from a task's creation to its first claim",
+            self.dispatch.clone(),
+        );
+        registry.register(
+            "courier_run_duration_seconds",
+            "Time a run's code took on this process's executor, by kind and queue",
+            self.run_duration.clone(),
+        );
+        registry.register(
+            "courier_claim_batch_size",
+            "Tasks one claim of this process's executor took",
+            self.claim_batch.clone(),
+        );
+        registry.register(
+            "courier_tasks_running",
+            "Tasks running on the executor of this process",
+            self.running.clone(),
+        );
     }
 }

@@ -1,87 +1,151 @@
-//! `GET /metrics`: Prometheus text exposition (format 0.0.4).
+//! `GET /metrics`: the OpenMetrics text format (what Prometheus scrapes),
+//! encoded by `prometheus-client`.
 //!
-//! Process counters come from [`courier_actors::metrics`]; deployment-wide
-//! gauges (tasks by state, so the queue depth) are read from the store at
-//! scrape time; bus counters from the bus actor.
+//! Process metrics come from [`courier_actors::metrics`]; deployment-wide
+//! gauges (tasks by state, each queue's depth) are read from the store at
+//! scrape time; bus counters from the bus actor. Each scrape builds a
+//! registry of the process's metrics (shared, not copied) and of these
+//! readings, and encodes it once.
 
 use actix_web::{web, HttpResponse};
-use std::fmt::Write;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use courier_actors::TaskState;
 
 use crate::WebState;
 
-pub async fn metrics(state: web::Data<WebState>) -> HttpResponse {
-    let mut out = String::with_capacity(4096);
-    courier_actors::metrics::metrics().render(&mut out);
+/// The media type of the OpenMetrics text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-    out.push_str("# HELP courier_tasks Tasks in the store, by state (pending is the queue depth).\n# TYPE courier_tasks gauge\n");
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueState {
+    queue: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabel {
+    transport: String,
+}
+
+pub async fn metrics(state: web::Data<WebState>) -> HttpResponse {
+    let mut registry = Registry::default();
+    courier_actors::metrics::metrics().register(&mut registry);
+
+    let store_up = Gauge::<i64>::default();
     match state.client.store().count_by_state().await {
         Ok(counts) => {
+            let tasks = Family::<StateLabel, Gauge>::default();
             for s in TaskState::ALL {
                 let n = counts
                     .iter()
                     .find(|(st, _)| *st == s)
                     .map_or(0, |(_, n)| *n);
-                let _ = writeln!(out, "courier_tasks{{state=\"{s}\"}} {n}");
+                tasks
+                    .get_or_create(&StateLabel {
+                        state: s.to_string(),
+                    })
+                    .set(n);
             }
-            out.push_str("# HELP courier_store_up Whether the store answered this scrape.\n# TYPE courier_store_up gauge\ncourier_store_up 1\n");
+            registry.register(
+                "courier_tasks",
+                "Tasks in the store, by state (pending is the queue depth)",
+                tasks,
+            );
+            store_up.set(1);
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics: the store did not answer");
-            out.push_str("# HELP courier_store_up Whether the store answered this scrape.\n# TYPE courier_store_up gauge\ncourier_store_up 0\n");
-        }
+        Err(e) => tracing::warn!(error = %e, "metrics: the store did not answer"),
     }
+    registry.register(
+        "courier_store_up",
+        "Whether the store answered this scrape",
+        store_up,
+    );
 
     match state.client.queues().await {
         Ok(queues) => {
-            out.push_str("# HELP courier_queue_tasks Tasks of each queue waiting or running, by state (scheduled and pending are the queue's depth).\n# TYPE courier_queue_tasks gauge\n");
+            let depth = Family::<QueueState, Gauge>::default();
+            let paused = Family::<QueueLabel, Gauge>::default();
             for q in &queues {
-                let name = q.name.replace('\\', "\\\\").replace('"', "\\\"");
                 for (st, n) in [
                     ("scheduled", q.scheduled),
                     ("pending", q.pending),
                     ("running", q.running),
                     ("suspended", q.suspended),
                 ] {
-                    let _ = writeln!(
-                        out,
-                        "courier_queue_tasks{{queue=\"{name}\",state=\"{st}\"}} {n}"
-                    );
+                    depth
+                        .get_or_create(&QueueState {
+                            queue: q.name.clone(),
+                            state: st,
+                        })
+                        .set(n);
                 }
+                paused
+                    .get_or_create(&QueueLabel {
+                        queue: q.name.clone(),
+                    })
+                    .set(i64::from(q.paused));
             }
-            out.push_str("# HELP courier_queue_paused Whether a queue is paused (1) or not (0).\n# TYPE courier_queue_paused gauge\n");
-            for q in &queues {
-                let name = q.name.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(
-                    out,
-                    "courier_queue_paused{{queue=\"{name}\"}} {}",
-                    u8::from(q.paused)
-                );
-            }
+            registry.register(
+                "courier_queue_tasks",
+                "Tasks of each queue waiting or running, by state (scheduled and pending are the queue's depth)",
+                depth,
+            );
+            registry.register(
+                "courier_queue_paused",
+                "Whether a queue is paused (1) or not (0)",
+                paused,
+            );
         }
         Err(e) => tracing::warn!(error = %e, "metrics: could not read the queues"),
     }
 
     if let Ok(stats) = state.client.bus().stats().await {
-        out.push_str("# HELP courier_bus_messages_total Messages routed by this process's bus, by route.\n# TYPE courier_bus_messages_total counter\n");
-        let _ = writeln!(
-            out,
-            "courier_bus_messages_total{{transport=\"local\"}} {}",
-            stats.local
-        );
-        for (t, n) in &stats.by_transport {
-            let _ = writeln!(out, "courier_bus_messages_total{{transport=\"{t}\"}} {n}");
+        let routed = Family::<TransportLabel, Counter>::default();
+        let mut by = vec![
+            ("local".to_string(), stats.local),
+            ("inbound".to_string(), stats.inbound),
+        ];
+        by.extend(stats.by_transport.iter().map(|(t, n)| (t.to_string(), *n)));
+        for (transport, n) in by {
+            routed
+                .get_or_create(&TransportLabel { transport })
+                .inc_by(n);
         }
-        let _ = writeln!(
-            out,
-            "courier_bus_messages_total{{transport=\"inbound\"}} {}",
-            stats.inbound
+        registry.register(
+            "courier_bus_messages",
+            "Messages routed by this process's bus, by route",
+            routed,
         );
-        out.push_str("# HELP courier_bus_dropped_total Messages the bus found no route for (recovered from the store).\n# TYPE courier_bus_dropped_total counter\n");
-        let _ = writeln!(out, "courier_bus_dropped_total {}", stats.dropped);
+        let dropped = Counter::<u64>::default();
+        dropped.inc_by(stats.dropped);
+        registry.register(
+            "courier_bus_dropped",
+            "Messages the bus found no route for (recovered from the store)",
+            dropped,
+        );
     }
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(out)
+
+    let mut out = String::with_capacity(8192);
+    match prometheus_client::encoding::text::encode(&mut out, &registry) {
+        Ok(()) => HttpResponse::Ok().content_type(CONTENT_TYPE).body(out),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: could not encode");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
 }

@@ -109,6 +109,7 @@ impl ExecutorActor {
                         let full = claimed.tasks.len() as u32 == free;
                         if !claimed.tasks.is_empty() {
                             tracing::debug!(n = claimed.tasks.len(), "claimed tasks");
+                            crate::metrics::metrics().claimed(claimed.tasks.len());
                         }
                         for t in claimed.tasks {
                             act.launch(t, ctx);

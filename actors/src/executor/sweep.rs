@@ -91,6 +91,7 @@ async fn sweep_once(
         bus.tell(start_task(from.clone(), parent));
     }
     let released = orphans.len();
+    crate::metrics::metrics().taken_over(released + poisoned.len());
     if released > 0 {
         tracing::warn!(by = %me, tasks = released, "tasks of executors that are gone are back in the pool");
     }

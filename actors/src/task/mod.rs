@@ -56,6 +56,8 @@ pub struct TaskActor {
     max_seq: i64,
     /// Whether this actor holds the address `task/<id>`.
     registered: bool,
+    /// When the run in progress started here (for its duration metric).
+    run_started: Option<std::time::Instant>,
     ending: bool,
 }
 
@@ -90,6 +92,7 @@ impl TaskActor {
             deadline: None,
             max_seq: 0,
             registered: false,
+            run_started: None,
             ending: false,
         }
     }
@@ -211,6 +214,7 @@ impl TaskActor {
             ctx.address().recipient(),
         );
         self.shared.update(|mb| mb.new_run());
+        self.run_started = Some(std::time::Instant::now());
         let span = self.span();
         tracing::debug!(parent: &span, "run started");
         let fut = AssertUnwindSafe(self.kind.run(run_ctx))
@@ -291,6 +295,13 @@ impl TaskActor {
         if let Some(h) = self.timeout.take() {
             ctx.cancel_future(h);
         }
+        if let Some(started) = self.run_started.take() {
+            crate::metrics::metrics().ran(
+                &self.task.kind,
+                &self.task.queue,
+                started.elapsed().as_secs_f64(),
+            );
+        }
         let span = self.span();
         let outcome = match end {
             RunEnd::Output(v) => Outcome::Succeeded(v),
@@ -314,6 +325,7 @@ impl TaskActor {
                 }
             }
             RunEnd::Fenced => {
+                crate::metrics::metrics().fenced();
                 tracing::warn!(parent: &span, "this executor lost the task; its result is dropped");
                 ctx.stop();
                 return;
@@ -390,7 +402,10 @@ impl TaskActor {
                         }
                     }
                     Err(Error::Fenced(_)) => {
-                        tracing::warn!("this executor lost the task before its end was recorded; result dropped")
+                        {
+                            crate::metrics::metrics().fenced();
+                            tracing::warn!("this executor lost the task before its end was recorded; result dropped");
+                        }
                     }
                     Err(e) => tracing::error!(error = %e, "could not record the end of the run"),
                 }
@@ -430,7 +445,10 @@ impl TaskActor {
                         }
                     }
                     Err(Error::Fenced(_)) => {
-                        tracing::warn!(parent: &act.span(), "this executor lost the task before its retry was recorded")
+                        {
+                            crate::metrics::metrics().fenced();
+                            tracing::warn!(parent: &act.span(), "this executor lost the task before its retry was recorded");
+                        }
                     }
                     Err(e) => {
                         tracing::error!(parent: &act.span(), error = %e, "could not schedule the retry; the task stays with this executor until a restart or takeover")
