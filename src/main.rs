@@ -1,6 +1,7 @@
 //! The `courier` command: servers (`serve`, `executor`, `web`, `migrate`)
 //! and HTTP client commands (`submit`, `tasks`, `show`, `event`, `cancel`,
-//! `queues`, `queue`).
+//! `queues`, `queue`, `schedules`, `schedule`, `unschedule`) and
+//! `completions`.
 //! Argument parsing only; the work is in `cli::server` and `cli::client`.
 
 mod cli;
@@ -8,7 +9,14 @@ mod cli;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The config file's options become `COURIER_*` defaults before clap
+    // reads the command line and the environment (see `cli::config`).
+    if let Err(e) = cli::config::apply(&argv) {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+    let args = cli::Cli::parse_from(argv);
     cli::init_logging(&args);
     let sys = actix::System::new();
     let code = match sys.block_on(cli::run(args)) {

@@ -370,17 +370,20 @@ fn logs_of_a_serve(format: &[&str]) -> String {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
     assert!(line.starts_with("courier listening on"), "{line:?}");
+    // Keep reading, so that nothing the server prints on stdout fails.
+    let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stderr).unwrap()
+    let _ = drain.join();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    stderr
 }
 
 #[test]
@@ -421,4 +424,91 @@ fn logs_are_plain_text_off_a_terminal_or_json_lines() {
         err.contains("--log-format") && err.contains("json"),
         "{err}"
     );
+}
+
+/// The config file, the environment and the command line, in the one
+/// order the README gives: flag > `COURIER_*` > file > default. A client
+/// command names the URL it called, which shows which one won.
+#[test]
+fn config_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("courier.toml");
+    std::fs::write(
+        &file,
+        "url = \"http://127.0.0.1:1\"\nlog-format = \"json\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let called = |envs: &[(&str, &str)], args: &[&str]| -> String {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env_remove("COURIER_URL")
+            .env_remove("COURIER_CONFIG");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        err.split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {err:?}"))
+            .split("/api")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        called(&[], &["--config", file, "tasks"]),
+        "http://127.0.0.1:1"
+    );
+    assert_eq!(
+        called(&[("COURIER_CONFIG", file)], &["tasks"]),
+        "http://127.0.0.1:1"
+    );
+    assert_eq!(
+        called(
+            &[("COURIER_URL", "http://127.0.0.1:2")],
+            &["--config", file, "tasks"]
+        ),
+        "http://127.0.0.1:2"
+    );
+    assert_eq!(
+        called(
+            &[("COURIER_URL", "http://127.0.0.1:2")],
+            &["--config", file, "tasks", "--url", "http://127.0.0.1:3"]
+        ),
+        "http://127.0.0.1:3"
+    );
+
+    std::fs::write(dir.path().join("bad.toml"), "lisen = \"x\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            dir.path().join("bad.toml").to_str().unwrap(),
+            "tasks",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`lisen` is no option"), "{err}");
+}
+
+#[test]
+fn version_and_completions() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(text(&out).starts_with("courier "), "{}", text(&out));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let script = text(&out);
+        assert!(
+            script.contains("serve") && script.contains("--db"),
+            "{shell}"
+        );
+    }
 }

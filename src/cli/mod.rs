@@ -2,6 +2,7 @@
 //! `COURIER_*` environment variable.
 
 pub mod client;
+pub mod config;
 pub mod logging;
 pub mod server;
 
@@ -28,6 +29,10 @@ pub struct Cli {
         global = true
     )]
     pub log_format: logging::LogFormat,
+    /// A TOML file of options (keys are long options: `db = "…"`, `queues = ["a", "b"]`).
+    /// The command line wins over `COURIER_*` variables, which win over this file.
+    #[arg(long, env = "COURIER_CONFIG", global = true, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -62,6 +67,14 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// Delete a schedule (the tasks it created stay).
     Unschedule(NameArgs),
+    /// Print a shell completion script: `courier completions bash > /etc/bash_completion.d/courier`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -375,5 +388,15 @@ pub async fn run(args: Cli) -> anyhow::Result<()> {
         Command::Schedules(a) => client::schedules(a).await,
         Command::Schedule(a) => client::schedule(a).await,
         Command::Unschedule(a) => client::unschedule(a).await,
+        Command::Completions(a) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                a.shell,
+                &mut Cli::command(),
+                "courier",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }

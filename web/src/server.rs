@@ -36,15 +36,18 @@ pub fn build(state: WebState, listener: TcpListener, workers: usize) -> std::io:
 /// in flight finish, then the server's future completes.
 pub fn stop_on_signals(state: WebState, server: &Server) {
     let handle = server.handle();
+    // The handlers are installed now, before the caller says it listens: a
+    // SIGTERM right after that line stops the server cleanly instead of
+    // killing it (the tests' first SIGTERM came before a spawned task ran).
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT");
+        return;
+    };
     actix_web::rt::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot listen for SIGTERM/SIGINT");
-            return;
-        };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: stopping"),
             _ = int.recv() => tracing::info!("SIGINT: stopping"),
