@@ -41,6 +41,7 @@ pub struct RuntimeBuilder {
     /// Where the Unix-socket transport keeps its sockets, if used.
     socket_dir: Option<std::path::PathBuf>,
     /// The broker of the AMQP transport, if used.
+    #[cfg(feature = "amqp")]
     amqp: Option<courier_bus::transport::amqp::AmqpConfig>,
     /// The PostgreSQL transport, through the store's database.
     postgres: bool,
@@ -56,6 +57,7 @@ impl Default for RuntimeBuilder {
         RuntimeBuilder {
             url: "sqlite://courier.db".into(),
             socket_dir: None,
+            #[cfg(feature = "amqp")]
             amqp: None,
             postgres: false,
             store_options: StoreOptions::default(),
@@ -93,6 +95,7 @@ impl RuntimeBuilder {
 
     /// Adds the AMQP transport: nodes on any host that use the same broker
     /// and prefix reach each other through it.
+    #[cfg(feature = "amqp")]
     pub fn amqp_transport(mut self, config: courier_bus::transport::amqp::AmqpConfig) -> Self {
         self.amqp = Some(config);
         self
@@ -197,10 +200,19 @@ impl RuntimeBuilder {
                 })?;
             bus.add_transport(Box::new(t)).await?;
         }
+        #[cfg(feature = "amqp")]
         if let Some(cfg) = self.amqp.clone() {
             let t = courier_bus::transport::amqp::AmqpTransport::start(cfg, &node, bus.clone());
             bus.add_transport(Box::new(t)).await?;
         }
+        #[cfg(not(feature = "postgres"))]
+        if self.postgres {
+            return Err(Error::Transport {
+                transport: "postgres",
+                message: "this build has no PostgreSQL: build with the `postgres` feature".into(),
+            });
+        }
+        #[cfg(feature = "postgres")]
         if self.postgres {
             let connect = store.pg_connect_options().ok_or_else(|| Error::Transport {
                 transport: "postgres",

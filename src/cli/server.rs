@@ -49,10 +49,15 @@ fn builder(node: &NodeArgs, exec: Option<&ExecArgs>) -> anyhow::Result<RuntimeBu
         b = b.socket_transport(dir);
     }
     if let Some(url) = bus.amqp_url {
-        b = b.amqp_transport(courier::bus::transport::amqp::AmqpConfig {
-            url,
-            prefix: node.amqp_prefix.clone(),
-        });
+        #[cfg(feature = "amqp")]
+        {
+            b = b.amqp_transport(courier::bus::transport::amqp::AmqpConfig {
+                url,
+                prefix: node.amqp_prefix.clone(),
+            });
+        }
+        #[cfg(not(feature = "amqp"))]
+        bail!("--bus {url}: this build has no AMQP transport (build with the `amqp` feature)");
     }
     if bus.postgres {
         if !node.db.db.starts_with("postgres") {

@@ -4,15 +4,19 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+#[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{Db, Store};
 use crate::error::{Error, Result};
 
 /// The SQLite migrations (`migrations/sqlite`), embedded in the binary.
+#[cfg(feature = "sqlite")]
 pub static MIGRATOR_SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
 /// The PostgreSQL migrations (`migrations/postgres`), embedded in the binary.
+#[cfg(feature = "postgres")]
 pub static MIGRATOR_POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// Connection settings beyond the URL.
@@ -49,73 +53,98 @@ impl Default for StoreOptions {
 }
 
 /// See `row_buffer_size` in [`connect`].
+#[cfg(feature = "sqlite")]
 const ROW_BUFFER: usize = 1024;
 
 pub(super) async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
     if url.starts_with("sqlite:") {
-        let memory = url.contains(":memory:") || url.contains("mode=memory");
-        let mut co = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .foreign_keys(true)
-            // Wait for the writer lock rather than failing: several pool
-            // connections (and, with the socket transport, several processes)
-            // share one file.
-            .busy_timeout(Duration::from_secs(30))
-            // FULL: a committed task survives a power cut, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            // Rows a statement's worker thread may hand over before the
-            // caller takes them (sqlx's default is 50). A claim or a batch
-            // returns hundreds; with 50 the worker stopped at every 50th
-            // row until the busy actor thread drained them, holding the
-            // write turn meanwhile (BENCHMARKS.md, throughput part five).
-            .row_buffer_size(ROW_BUFFER);
-        if !memory {
-            co = co.journal_mode(SqliteJournalMode::Wal);
-        }
-        // An in-memory database lives as long as its one connection.
-        let max = if memory {
-            1
-        } else {
-            opts.max_connections.unwrap_or(8)
-        };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(if memory { 1 } else { 0 })
-            .idle_timeout(if memory {
-                None
-            } else {
-                Some(Duration::from_secs(600))
-            })
-            .max_lifetime(if memory {
-                None
-            } else {
-                Some(Duration::from_secs(3600))
-            })
-            .acquire_timeout(opts.acquire_timeout)
-            .connect_with(co)
-            .await?;
-        let migrate_lock = sqlite_lock_path(url);
-        Ok(Store::new(Db::Sqlite(pool), migrate_lock))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let mut co = PgConnectOptions::from_str(url)?.application_name("courier");
-        if let Some(schema) = &opts.pg_schema {
-            co = co.options([("search_path", schema.as_str())]);
-        }
-        if let Some(t) = opts.pg_idle_in_transaction_timeout {
-            co = co.options([(
-                "idle_in_transaction_session_timeout",
-                format!("{}ms", t.as_millis().max(1)),
-            )]);
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(opts.max_connections.unwrap_or(10))
-            .acquire_timeout(opts.acquire_timeout)
-            .connect_with(co)
-            .await?;
-        Ok(Store::new(Db::Postgres(pool), None))
-    } else {
-        Err(Error::UnsupportedUrl(url.to_string()))
+        return connect_sqlite(url, opts).await;
     }
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        return connect_postgres(url, opts).await;
+    }
+    Err(Error::UnsupportedUrl(url.to_string()))
+}
+
+#[cfg(feature = "sqlite")]
+async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<Store> {
+    let memory = url.contains(":memory:") || url.contains("mode=memory");
+    let mut co = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .foreign_keys(true)
+        // Wait for the writer lock rather than failing: several pool
+        // connections (and, with the socket transport, several processes)
+        // share one file.
+        .busy_timeout(Duration::from_secs(30))
+        // FULL: a committed task survives a power cut, not just a crash.
+        .synchronous(SqliteSynchronous::Full)
+        // Rows a statement's worker thread may hand over before the
+        // caller takes them (sqlx's default is 50). A claim or a batch
+        // returns hundreds; with 50 the worker stopped at every 50th
+        // row until the busy actor thread drained them, holding the
+        // write turn meanwhile (BENCHMARKS.md, throughput part five).
+        .row_buffer_size(ROW_BUFFER);
+    if !memory {
+        co = co.journal_mode(SqliteJournalMode::Wal);
+    }
+    // An in-memory database lives as long as its one connection.
+    let max = if memory {
+        1
+    } else {
+        opts.max_connections.unwrap_or(8)
+    };
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max)
+        .min_connections(if memory { 1 } else { 0 })
+        .idle_timeout(if memory {
+            None
+        } else {
+            Some(Duration::from_secs(600))
+        })
+        .max_lifetime(if memory {
+            None
+        } else {
+            Some(Duration::from_secs(3600))
+        })
+        .acquire_timeout(opts.acquire_timeout)
+        .connect_with(co)
+        .await?;
+    let migrate_lock = sqlite_lock_path(url);
+    Ok(Store::new(Db::Sqlite(pool), migrate_lock))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn connect_sqlite(url: &str, _: &StoreOptions) -> Result<Store> {
+    Err(Error::UnsupportedUrl(format!(
+        "{url} (this build has no SQLite: build with the `sqlite` feature)"
+    )))
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str, opts: &StoreOptions) -> Result<Store> {
+    let mut co = PgConnectOptions::from_str(url)?.application_name("courier");
+    if let Some(schema) = &opts.pg_schema {
+        co = co.options([("search_path", schema.as_str())]);
+    }
+    if let Some(t) = opts.pg_idle_in_transaction_timeout {
+        co = co.options([(
+            "idle_in_transaction_session_timeout",
+            format!("{}ms", t.as_millis().max(1)),
+        )]);
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(opts.max_connections.unwrap_or(10))
+        .acquire_timeout(opts.acquire_timeout)
+        .connect_with(co)
+        .await?;
+    Ok(Store::new(Db::Postgres(pool), None))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(url: &str, _: &StoreOptions) -> Result<Store> {
+    Err(Error::UnsupportedUrl(format!(
+        "{url} (this build has no PostgreSQL: build with the `postgres` feature)"
+    )))
 }
 
 /// Holds an exclusive lock on a file until dropped (released with the file).
@@ -141,6 +170,7 @@ pub(super) async fn lock_file(path: std::path::PathBuf) -> Result<FileLock> {
 
 /// For a SQLite file URL, the lock file beside the database
 /// (`<file>.setup-lock`) that serializes opening and migrating it.
+#[cfg(feature = "sqlite")]
 pub(super) fn sqlite_lock_path(url: &str) -> Option<std::path::PathBuf> {
     if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
         return None;
@@ -153,4 +183,10 @@ pub(super) fn sqlite_lock_path(url: &str) -> Option<std::path::PathBuf> {
         let _ = std::fs::create_dir_all(dir);
     }
     Some(path)
+}
+
+/// Without SQLite there is no file to lock.
+#[cfg(not(feature = "sqlite"))]
+pub(super) fn sqlite_lock_path(_: &str) -> Option<std::path::PathBuf> {
+    None
 }

@@ -106,10 +106,12 @@ impl Store {
         // Staleness is read on the clock the heartbeats were written with
         // (see `seen_now`).
         let rows: Vec<ExecutorInfo> = match &self.db {
+            #[cfg(feature = "postgres")]
             Db::Postgres(p) => sqlx::query_as(&format!(
                 "SELECT {cols} FROM executors WHERE state = 'alive' AND id <> $1 \
                    AND last_seen_at < CURRENT_TIMESTAMP - make_interval(secs => $2)"))
                 .bind(me).bind(dead_after.as_secs_f64()).fetch_all(p).await?,
+            #[cfg(feature = "sqlite")]
             Db::Sqlite(p) => sqlx::query_as(&format!(
                 "SELECT {cols} FROM executors WHERE state = 'alive' AND id <> $1 AND last_seen_at < $2"))
                 .bind(me)

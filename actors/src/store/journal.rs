@@ -72,9 +72,9 @@ impl Store {
     /// looked: `FOR UPDATE` on PostgreSQL; nothing on SQLite, whose write
     /// transactions are serial.
     pub(super) fn row_lock(&self) -> &'static str {
-        match self.db {
-            Db::Sqlite(_) => "",
-            Db::Postgres(_) => "FOR UPDATE",
+        match self.dialect() {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => "FOR UPDATE",
         }
     }
 

@@ -29,7 +29,10 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{PgPool, SqlitePool};
+#[cfg(feature = "postgres")]
+use sqlx::PgPool;
+#[cfg(feature = "sqlite")]
+use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -39,7 +42,16 @@ use crate::model::{
 };
 use crate::options::Resolved;
 
-pub use connect::{StoreOptions, MIGRATOR_POSTGRES, MIGRATOR_SQLITE};
+pub use connect::StoreOptions;
+#[cfg(feature = "postgres")]
+pub use connect::MIGRATOR_POSTGRES;
+#[cfg(feature = "sqlite")]
+pub use connect::MIGRATOR_SQLITE;
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!(
+    "courier-actors needs a store: enable the `sqlite` or the `postgres` feature (or both)"
+);
 
 /// Handle to the database; cheap to clone (it is a connection pool).
 #[derive(Clone, Debug)]
@@ -66,6 +78,7 @@ pub struct Store {
     /// first come first served, and the lock is free when their turn comes
     /// (other processes sharing the file still meet the busy timeout).
     /// Reads take no turn: in WAL mode they do not block writes.
+    #[cfg(feature = "sqlite")]
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -78,7 +91,9 @@ const GROUP_MAX: usize = 512;
 
 #[derive(Clone, Debug)]
 enum Db {
+    #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool),
+    #[cfg(feature = "postgres")]
     Postgres(PgPool),
 }
 
@@ -87,7 +102,9 @@ enum Db {
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.db {
+            #[cfg(feature = "sqlite")]
             Db::Sqlite($pool) => $body,
+            #[cfg(feature = "postgres")]
             Db::Postgres($pool) => $body,
         }
     };
@@ -98,10 +115,12 @@ macro_rules! on_pool {
 macro_rules! on_pool_write {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.db {
+            #[cfg(feature = "sqlite")]
             Db::Sqlite($pool) => {
                 let _turn = $store.writer.lock().await;
                 $body
             }
+            #[cfg(feature = "postgres")]
             Db::Postgres($pool) => $body,
         }
     };
@@ -114,11 +133,13 @@ macro_rules! on_pool_write {
 macro_rules! on_pool_tx {
     ($store:expr, $pool:ident, $begin:ident => $body:expr) => {
         match &$store.db {
+            #[cfg(feature = "sqlite")]
             Db::Sqlite($pool) => {
                 let $begin = "BEGIN IMMEDIATE";
                 let _turn = $store.writer.lock().await;
                 $body
             }
+            #[cfg(feature = "postgres")]
             Db::Postgres($pool) => {
                 let $begin = "BEGIN";
                 $body
@@ -265,11 +286,13 @@ impl Store {
     }
 
     /// Wraps an existing SQLite pool (migrations are not applied).
+    #[cfg(feature = "sqlite")]
     pub fn from_sqlite(pool: SqlitePool) -> Store {
         Store::new(Db::Sqlite(pool), None)
     }
 
     /// Wraps an existing PostgreSQL pool (migrations are not applied).
+    #[cfg(feature = "postgres")]
     pub fn from_postgres(pool: PgPool) -> Store {
         Store::new(Db::Postgres(pool), None)
     }
@@ -281,6 +304,7 @@ impl Store {
             finishes: std::sync::Arc::new(group::Group::new(GROUP_MAX)),
             inboxes: std::sync::Arc::new(group::Group::new(GROUP_MAX)),
             creates: std::sync::Arc::new(group::Group::new(GROUP_MAX)),
+            #[cfg(feature = "sqlite")]
             writer: std::sync::Arc::default(),
         }
     }
@@ -296,7 +320,9 @@ impl Store {
 
     async fn migrate_unlocked(&self) -> Result<()> {
         match &self.db {
+            #[cfg(feature = "sqlite")]
             Db::Sqlite(p) => MIGRATOR_SQLITE.run(p).await?,
+            #[cfg(feature = "postgres")]
             Db::Postgres(p) => MIGRATOR_POSTGRES.run(p).await?,
         }
         Ok(())
@@ -307,11 +333,11 @@ impl Store {
     /// prepared statement), where an `IN ($1, $2, …)` list would make one
     /// per count.
     fn id_set(&self, n: usize) -> String {
-        match self.db {
-            Db::Sqlite(_) => {
+        match self.dialect() {
+            Dialect::Sqlite => {
                 format!("(SELECT unhex(replace(value, '-', '')) FROM json_each(${n}))")
             }
-            Db::Postgres(_) => format!("(SELECT jsonb_array_elements_text(${n}::jsonb)::uuid)"),
+            Dialect::Postgres => format!("(SELECT jsonb_array_elements_text(${n}::jsonb)::uuid)"),
         }
     }
 
@@ -328,12 +354,12 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        match self.db {
-            Db::Postgres(_) => format!(
+        match self.dialect() {
+            Dialect::Postgres => format!(
                 "jsonb_to_recordset(${n}::jsonb) AS {alias}({})",
                 list(&|c, t| format!("{c} {t}"))
             ),
-            Db::Sqlite(_) => format!(
+            Dialect::Sqlite => format!(
                 "(SELECT {} FROM json_each(${n})) AS {alias}",
                 list(&|c, t| match t {
                     "uuid" =>
@@ -349,17 +375,17 @@ impl Store {
     /// statements whose plans a planner got wrong when its statistics lag
     /// behind a table that grows and churns fast (see the callers).
     fn unindexed(&self, column: &str) -> String {
-        match self.db {
-            Db::Postgres(_) => format!("({column} || '')"),
-            Db::Sqlite(_) => format!("+{column}"),
+        match self.dialect() {
+            Dialect::Postgres => format!("({column} || '')"),
+            Dialect::Sqlite => format!("+{column}"),
         }
     }
 
     /// The cast that turns JSON text into the JSON column type.
     fn json_cast(&self) -> &'static str {
-        match self.db {
-            Db::Postgres(_) => "::jsonb",
-            Db::Sqlite(_) => "",
+        match self.dialect() {
+            Dialect::Postgres => "::jsonb",
+            Dialect::Sqlite => "",
         }
     }
 
@@ -368,9 +394,9 @@ impl Store {
     /// (read committed) needs `FOR SHARE` so the two serialize on the row;
     /// SQLite write transactions (`BEGIN IMMEDIATE`) are serial already.
     fn share_lock(&self) -> &'static str {
-        match self.db {
-            Db::Sqlite(_) => "",
-            Db::Postgres(_) => "FOR SHARE",
+        match self.dialect() {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => "FOR SHARE",
         }
     }
 
@@ -382,16 +408,20 @@ impl Store {
 
     /// How this store reaches its PostgreSQL database (schema included):
     /// for the PostgreSQL transport. `None` on SQLite.
+    #[cfg(feature = "postgres")]
     pub fn pg_connect_options(&self) -> Option<sqlx::postgres::PgConnectOptions> {
         match &self.db {
             Db::Postgres(p) => Some((*p.connect_options()).clone()),
+            #[cfg(feature = "sqlite")]
             Db::Sqlite(_) => None,
         }
     }
 
     pub fn dialect(&self) -> Dialect {
         match self.db {
+            #[cfg(feature = "sqlite")]
             Db::Sqlite(_) => Dialect::Sqlite,
+            #[cfg(feature = "postgres")]
             Db::Postgres(_) => Dialect::Postgres,
         }
     }

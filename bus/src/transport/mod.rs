@@ -12,7 +12,9 @@
 //! Transports are driven from inside the bus actor: `send` must not block. A
 //! transport that does I/O hands the envelope to its own task and returns.
 
+#[cfg(feature = "amqp")]
 pub mod amqp;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod socket;
 
@@ -32,6 +34,7 @@ pub enum Distance {
 /// Whether a transport that carries messages between nodes (a broker, the
 /// database) reaches `to` from node `own`: anything while it is connected,
 /// except this node's own web sessions, which are local or nowhere.
+#[cfg(any(feature = "amqp", feature = "postgres"))]
 pub(crate) fn network_reaches(connected: bool, own: &str, to: &Address) -> bool {
     connected
         && match to {
