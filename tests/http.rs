@@ -217,6 +217,17 @@ async fn the_api_end_to_end(db: &TestDb) {
     assert_eq!((st, code(&e)), (400, "invalid_query"));
     let (st, e) = s.get("/api/v1/nothing-here").await;
     assert_eq!((st, code(&e)), (404, "not_found"));
+    // A path that exists, with a method it does not have: 405, not 404.
+    for (method, path) in [
+        ("DELETE", "/api/v1/tasks".to_string()),
+        ("PUT", format!("/api/v1/tasks/{echo}")),
+        ("GET", "/api/v1/tasks/batch".to_string()),
+        ("POST", "/metrics".to_string()),
+        ("DELETE", "/api/v1/queues/default".to_string()),
+    ] {
+        let (st, e) = s.call(method, &path, None, None).await;
+        assert_eq!((st, code(&e)), (405, "method_not_allowed"), "{method} {path}: {e}");
+    }
 
     // --- list: filters, paging, refusals
     let (st, page) = s.get("/api/v1/tasks?kind=demo.echo&limit=2").await;

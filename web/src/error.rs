@@ -31,6 +31,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
+    /// The path exists, not with this method; `allow` lists the methods it
+    /// has (the `Allow` header).
+    #[error("{method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
     #[error("{0}")]
     Conflict(String),
     #[error("request body over the limit of {limit} bytes")]
@@ -52,6 +56,7 @@ impl ApiError {
             ApiError::UnknownKind { .. } => "unknown_kind",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::Unavailable => "unavailable",
@@ -111,6 +116,7 @@ impl ResponseError for ApiError {
             }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,6 +128,9 @@ impl ResponseError for ApiError {
         let mut r = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized) {
             r.insert_header(("WWW-Authenticate", "Bearer realm=\"courier\""));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            r.insert_header(("Allow", *allow));
         }
         let mut error = json!({"code": self.code(), "message": self.to_string()});
         if let Some(field) = self.field_name() {

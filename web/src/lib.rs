@@ -109,31 +109,51 @@ impl WebState {
             .service(
                 web::scope("/api/v1")
                     .wrap(actix_web::middleware::from_fn(auth::require_token))
-                    .route("/tasks", web::post().to(api::create_task))
-                    .route("/tasks", web::get().to(api::list_tasks))
-                    .route("/tasks/batch", web::post().to(api::create_batch))
-                    .route("/tasks/{id}", web::get().to(api::get_task))
-                    .route("/tasks/{id}/children", web::get().to(api::children))
-                    .route("/tasks/{id}/events", web::post().to(api::post_event))
-                    .route("/tasks/{id}/events", web::get().to(api::events))
-                    .route("/tasks/{id}/history", web::get().to(api::history))
-                    .route("/tasks/{id}/cancel", web::post().to(api::cancel))
-                    .route("/tasks/{id}/watch", web::get().to(api::watch))
-                    .route("/executors", web::get().to(api::executors))
-                    .route("/queues", web::get().to(api::queues))
-                    .route("/queues/{name}", web::get().to(api::get_queue))
-                    .route("/queues/{name}", web::put().to(api::put_queue))
-                    .route("/schedules", web::get().to(api::schedules))
-                    .route("/schedules/{name}", web::get().to(api::get_schedule))
-                    .route("/schedules/{name}", web::put().to(api::put_schedule))
-                    .route("/schedules/{name}", web::delete().to(api::delete_schedule))
-                    .route("/kinds", web::get().to(api::kinds))
-                    .route("/openapi.json", web::get().to(api::openapi))
+                    .service(
+                        resource("/tasks", "GET, POST")
+                            .route(web::post().to(api::create_task))
+                            .route(web::get().to(api::list_tasks)),
+                    )
+                    .service(
+                        resource("/tasks/batch", "POST").route(web::post().to(api::create_batch)),
+                    )
+                    .service(resource("/tasks/{id}", "GET").route(web::get().to(api::get_task)))
+                    .service(
+                        resource("/tasks/{id}/children", "GET").route(web::get().to(api::children)),
+                    )
+                    .service(
+                        resource("/tasks/{id}/events", "GET, POST")
+                            .route(web::post().to(api::post_event))
+                            .route(web::get().to(api::events)),
+                    )
+                    .service(
+                        resource("/tasks/{id}/history", "GET").route(web::get().to(api::history)),
+                    )
+                    .service(
+                        resource("/tasks/{id}/cancel", "POST").route(web::post().to(api::cancel)),
+                    )
+                    .service(resource("/tasks/{id}/watch", "GET").route(web::get().to(api::watch)))
+                    .service(resource("/executors", "GET").route(web::get().to(api::executors)))
+                    .service(resource("/queues", "GET").route(web::get().to(api::queues)))
+                    .service(
+                        resource("/queues/{name}", "GET, PUT")
+                            .route(web::get().to(api::get_queue))
+                            .route(web::put().to(api::put_queue)),
+                    )
+                    .service(resource("/schedules", "GET").route(web::get().to(api::schedules)))
+                    .service(
+                        resource("/schedules/{name}", "GET, PUT, DELETE")
+                            .route(web::get().to(api::get_schedule))
+                            .route(web::put().to(api::put_schedule))
+                            .route(web::delete().to(api::delete_schedule)),
+                    )
+                    .service(resource("/kinds", "GET").route(web::get().to(api::kinds)))
+                    .service(resource("/openapi.json", "GET").route(web::get().to(api::openapi)))
                     .default_service(web::to(not_found)),
             )
-            .route("/healthz", web::get().to(api::healthz))
-            .route("/metrics", web::get().to(metrics::metrics))
-            .route("/", web::get().to(dashboard));
+            .service(resource("/healthz", "GET").route(web::get().to(api::healthz)))
+            .service(resource("/metrics", "GET").route(web::get().to(metrics::metrics)))
+            .service(resource("/", "GET").route(web::get().to(dashboard)));
     }
 }
 
@@ -154,6 +174,17 @@ fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {
         JsonPayloadError::Deserialize(e) => ApiError::MalformedJson(format!("malformed JSON: {e}")),
         other => ApiError::MalformedJson(other.to_string()),
     }
+}
+
+/// A resource at `path` whose methods are `allow` (its routes); any other
+/// method is answered 405 with `Allow`, not 404: the path exists.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow,
+        })
+    }))
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
