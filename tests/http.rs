@@ -226,7 +226,11 @@ async fn the_api_end_to_end(db: &TestDb) {
         ("DELETE", "/api/v1/queues/default".to_string()),
     ] {
         let (st, e) = s.call(method, &path, None, None).await;
-        assert_eq!((st, code(&e)), (405, "method_not_allowed"), "{method} {path}: {e}");
+        assert_eq!(
+            (st, code(&e)),
+            (405, "method_not_allowed"),
+            "{method} {path}: {e}"
+        );
     }
 
     // --- list: filters, paging, refusals

@@ -172,7 +172,21 @@ async fn a_restart_mid_flight_loses_nothing(db: &TestDb) {
     let dead = rt2.store().executor(&dead_executor).await.unwrap().unwrap();
     assert_eq!(dead.state, ExecutorState::Dead);
     assert_eq!(dead.ended_by.as_deref(), rt2.executor_id());
+    // The takeover counted: at least the 4 sleeping tasks and the running
+    // fan-out (the counter is the process's, shared by the tests here).
+    assert!(process_counter("courier_takeovers_total") >= 5.0);
     rt2.shutdown().await;
+}
+
+/// A counter of this process's metrics, as `/metrics` would encode it.
+fn process_counter(name: &str) -> f64 {
+    let mut registry = prometheus_client::registry::Registry::default();
+    courier::actors::metrics::metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 /// A clean stop hands back at once what is running, and only that: the
