@@ -512,3 +512,82 @@ fn version_and_completions() {
         );
     }
 }
+
+/// `courier executor --metrics-listen`: an executor without the web front
+/// end serves its own counters, which no web node has (each process counts
+/// its own runs).
+#[test]
+fn an_executor_serves_its_own_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let bus = format!("socket:{}", dir.path().join("bus").display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let exec = Proc::start(
+        "executor",
+        &[
+            "executor",
+            "--demo",
+            "--db",
+            &db,
+            "--bus",
+            &bus,
+            "--node",
+            "exec-m",
+            "--metrics-listen",
+            &metrics,
+        ],
+    );
+    let web = Proc::start(
+        "web",
+        &["web", "--db", &db, "--bus", &bus, "--node", "web-m"],
+    );
+    common::procs::wait_for("the executor's kinds", Duration::from_secs(20), || {
+        let (_, k) = web.get("/api/v1/kinds");
+        k["kinds"]
+            .as_array()?
+            .contains(&json!("demo.echo"))
+            .then_some(())
+    });
+    let (st, t) = web.post(
+        "/api/v1/tasks",
+        json!({"kind": "demo.echo", "input": {"x": 1}, "wait_ms": 20000}),
+    );
+    assert_eq!((st, &t["state"]), (200, &json!("succeeded")), "{t}");
+
+    let addr = metrics.clone();
+    let text = common::procs::wait_for("the executor's metrics", Duration::from_secs(20), || {
+        let (st, body) = common::procs::http(&addr, "GET", "/metrics", None);
+        let text = body.as_str().unwrap_or("").to_string();
+        (st == 200
+            && text
+                .contains("courier_tasks_finished_total{kind=\"demo.echo\",state=\"succeeded\"} 1"))
+        .then_some(text)
+    });
+    assert!(
+        text.contains("courier_run_duration_seconds_count{kind=\"demo.echo\",queue=\"default\"} 1"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let (st, h) = common::procs::http(&metrics, "GET", "/healthz", None);
+    assert_eq!((st, &h["status"]), (200, &json!("ok")));
+    // Only those two: no API, no dashboard.
+    assert_eq!(
+        common::procs::http(&metrics, "GET", "/api/v1/tasks", None).0,
+        404
+    );
+    // The web node ran nothing: it has no run of its own to count.
+    let (_, wm) = web.get("/metrics");
+    assert!(
+        !wm.as_str()
+            .unwrap()
+            .contains("courier_tasks_finished_total{"),
+        "{wm}"
+    );
+    drop(web);
+    exec.signal("-TERM");
+}

@@ -177,6 +177,11 @@ pub struct ExecutorArgs {
     pub node: NodeArgs,
     #[command(flatten)]
     pub exec: ExecArgs,
+    /// Serve `/metrics` and `/healthz` (no API, no dashboard) on this
+    /// address, so Prometheus can scrape an executor's own counters: its
+    /// runs, retries, takeovers, fenced writes, run durations.
+    #[arg(long, env = "COURIER_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]

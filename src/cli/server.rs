@@ -238,11 +238,30 @@ pub async fn executor(a: ExecutorArgs) -> anyhow::Result<()> {
     if !a.exec.demo {
         bail!("an executor needs task kinds: use --demo, or embed courier as a library and register your own");
     }
+    let listener = match &a.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?),
+        None => None,
+    };
     let rt = builder(&a.node, Some(&a.exec))?.start().await?;
+    let metrics = match listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let state = WebState::new(rt.client(), WebConfig::default());
+            let srv = server::build_metrics(state, listener)?;
+            tracing::info!(%addr, "serving /metrics and /healthz");
+            let handle = srv.handle();
+            actix_web::rt::spawn(srv);
+            Some(handle)
+        }
+        None => None,
+    };
     tracing::info!(executor = ?rt.executor_id(), "executor running; SIGTERM or Ctrl-C stops it cleanly");
     wait_for_stop_signal().await?;
     tracing::info!("stopping: handing running tasks back");
     rt.shutdown().await;
+    if let Some(handle) = metrics {
+        handle.stop(true).await;
+    }
     Ok(())
 }
 

@@ -151,9 +151,16 @@ impl WebState {
                     .service(resource("/openapi.json", "GET").route(web::get().to(api::openapi)))
                     .default_service(web::to(not_found)),
             )
-            .service(resource("/healthz", "GET").route(web::get().to(api::healthz)))
-            .service(resource("/metrics", "GET").route(web::get().to(metrics::metrics)))
             .service(resource("/", "GET").route(web::get().to(dashboard)));
+        self.configure_metrics(cfg);
+    }
+
+    /// Mounts `/metrics` and `/healthz` alone: what an executor without the
+    /// web front end serves (`courier executor --metrics-listen`).
+    pub fn configure_metrics(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::new(self.clone()))
+            .service(resource("/healthz", "GET").route(web::get().to(api::healthz)))
+            .service(resource("/metrics", "GET").route(web::get().to(metrics::metrics)));
     }
 }
 

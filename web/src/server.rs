@@ -56,3 +56,19 @@ pub fn stop_on_signals(state: WebState, server: &Server) {
         handle.stop(true).await;
     });
 }
+
+/// A server of `/metrics` and `/healthz` only (no API, no dashboard), for
+/// a process that runs an executor without the web front end. One worker;
+/// the caller stops it through its handle.
+pub fn build_metrics(state: WebState, listener: TcpListener) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        let state = state.clone();
+        App::new().configure(|cfg| state.configure_metrics(cfg))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
