@@ -487,6 +487,27 @@ async fn the_api_end_to_end(db: &TestDb) {
     ] {
         assert!(doc["paths"].get(p).is_some(), "openapi.json lacks {p}");
     }
+    // An integral number written with a fraction is an integer (as JSON
+    // Schema says) in the API's own fields; the input stays as sent.
+    let (st, t) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.echo", "input": {"x": 1.0}, "priority": 2.0, "max_attempts": 3.0, "wait_ms": 5000.0}),
+        )
+        .await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(
+        (t["priority"].clone(), t["max_attempts"].clone()),
+        (json!(2), json!(3))
+    );
+    assert_eq!(t["output"].to_string(), r#"{"x":1.0}"#);
+    let (st, e) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.echo", "priority": 2.5}),
+        )
+        .await;
+    assert_eq!((st, field(&e)), (422, "priority"), "{e}");
     let (st, h) = s.get("/healthz").await;
     assert_eq!((st, &h["status"]), (200, &json!("ok")));
     let (st, m) = s.get("/metrics").await;

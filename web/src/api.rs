@@ -86,8 +86,9 @@ fn object(body: &Value) -> Result<(), ApiError> {
 
 /// Reads a JSON object body as `T`, naming the field at fault in any error
 /// (422).
-fn parse_body<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+fn parse_body<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiError> {
     object(&body)?;
+    integral_fields(&mut body);
     serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
@@ -103,6 +104,32 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiError
             field,
         }
     })
+}
+
+/// JSON (and JSON Schema) count `3.0` as the integer 3; serde's integers
+/// refuse it. The API's own fields take an integral number written with a
+/// fraction (schemathesis found `"concurrency": 3369.0` refused); a task's
+/// `input` and an event's `payload` are the caller's data and stay as sent.
+fn integral_fields(body: &mut Value) {
+    let Value::Object(fields) = body else {
+        return;
+    };
+    for (name, v) in fields.iter_mut() {
+        if name == "input" || name == "payload" {
+            continue;
+        }
+        let Some(f) = v.as_f64().filter(|_| v.is_f64()) else {
+            continue;
+        };
+        // Exactly integral, and within the range a double holds exactly.
+        if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+            *v = if f < 0.0 {
+                Value::from(f as i64)
+            } else {
+                Value::from(f as u64)
+            };
+        }
+    }
 }
 
 /// The field serde names in "unknown field `x`, …" or "missing field `x`".
