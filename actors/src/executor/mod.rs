@@ -360,10 +360,11 @@ impl ExecutorActor {
             return;
         }
         let m = crate::metrics::metrics();
-        let seconds = |d: chrono::Duration| d.num_microseconds().unwrap_or(0) as f64 / 1e6;
         if task.epoch == 1 {
             if let Some(started) = task.started_at {
-                m.dispatched(seconds(started - task.created_at));
+                m.dispatched(
+                    (started - task.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6,
+                );
             }
         }
         m.running_add(1);
