@@ -24,15 +24,13 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use courier::{NewTask, Runtime, Store, StoreOptions};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use support::{
-    calls_per_second, create_schema, drop_schemas, echo_round_trip, env_usize, hist, pg_url,
+    calls_per_second, create_schema, drop_schemas, echo_round_trip, env_usize, hist, pg_url, serve,
     succeeded,
 };
 
@@ -85,56 +83,6 @@ async fn postgres() -> Db {
     }
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(db_url: &str) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args([
-            "serve",
-            "--demo",
-            "--db",
-            db_url,
-            "--listen",
-            &listen,
-            "--workers",
-            "2",
-        ])
-        .env("COURIER_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("courier serve");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server {
-        child,
-        base: format!("http://{listen}"),
-    }
-}
-
 async fn http_once(client: &awc::Client, base: &str) -> Duration {
     let t0 = Instant::now();
     post_echo(client, base, true).await;
@@ -177,7 +125,7 @@ fn http_clients(base: &str, wait: bool) -> impl FnMut() -> Box<dyn FnMut() -> Bo
 type BoxedCall = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 async fn bench(db: Db, samples: usize, tasks: usize) -> String {
-    let server = start_server(&db.urls[0]);
+    let server = serve(&db.urls[0], &[]);
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();

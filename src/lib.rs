@@ -43,9 +43,9 @@ pub use courier_web as web;
 pub use courier_actors::store::Retention;
 pub use courier_actors::{
     AttemptError, CatchUp, Child, Client, Error, ExecutorConfig, ExecutorInfo, ExecutorState,
-    HistoryEntry, Msg, NewTask, QueueInfo, QueueUpdate, Registry, Result, Runtime, RuntimeBuilder,
-    Schedule, ScheduleSpec, Step, Store, StoreOptions, Submitted, Task, TaskContext, TaskError,
-    TaskEvent, TaskFilter, TaskKind, TaskOptions, TaskState, Waited,
+    HistoryEntry, IdPrefix, Msg, NewTask, QueueInfo, QueueUpdate, Registry, Result, Runtime,
+    RuntimeBuilder, Schedule, ScheduleSpec, Step, Store, StoreOptions, Submitted, Task,
+    TaskContext, TaskError, TaskEvent, TaskFilter, TaskKind, TaskOptions, TaskState, Waited,
 };
 pub use courier_bus::{Address, Envelope};
 

@@ -17,7 +17,10 @@ fn main() {
         std::process::exit(2);
     }
     let args = cli::Cli::parse_from(argv);
-    cli::init_logging(&args);
+    if let Err(e) = cli::init_logging(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let sys = actix::System::new();
     let code = match sys.block_on(cli::run(args)) {
         Ok(()) => 0,

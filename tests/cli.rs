@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::procs::{Proc, BIN};
+use common::procs::{http, Proc, BIN};
 
 struct Serve {
     proc: Proc,
@@ -590,4 +590,228 @@ fn an_executor_serves_its_own_metrics() {
     );
     drop(web);
     exec.signal("-TERM");
+}
+
+/// Backpressure at the door (`--max-connections`): while the connections
+/// the server may serve are all held, a new one is accepted by the kernel
+/// but not served until one of them ends; then a flood of clients, far
+/// more than the limit, is served a few at a time, and every request is
+/// answered and every task finishes (nothing refused, nothing lost).
+#[test]
+fn connections_past_the_limit_wait_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let s = Serve::start(&db, &["--max-connections", "2", "--workers", "1"]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+
+    // Two sync waits on a 2 s sleep hold both connections.
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                // One request a connection (`Connection: close`).
+                let body = json!({"kind": "demo.sleep", "input": {"ms": 2000}, "wait_ms": 20000});
+                let r = http(&addr, "POST", "/api/v1/tasks", Some(&body.to_string()));
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (st, _) = http(&addr, "GET", "/healthz", None);
+    let third_done = Instant::now();
+    assert_eq!(st, 200);
+    let mut first_holder_done = None::<Instant>;
+    for h in holders {
+        let ((st, t), done) = h.join().unwrap();
+        assert_eq!(st, 200, "{t}");
+        assert_eq!(t["state"], "succeeded", "{t}");
+        first_holder_done = Some(first_holder_done.map_or(done, |d| d.min(done)));
+    }
+    assert!(
+        third_done >= first_holder_done.unwrap(),
+        "the third connection was served while both allowed ones were held"
+    );
+
+    // A flood: 40 clients, 5 sync creates each, on one-request connections.
+    let flood: Vec<_> = (0..40)
+        .map(|c| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|i| {
+                        let body = json!({"kind": "demo.echo", "input": [c, i], "wait_ms": 30000});
+                        http(&addr, "POST", "/api/v1/tasks", Some(&body.to_string()))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for h in flood {
+        for (st, t) in h.join().unwrap() {
+            assert_eq!(st, 200, "{t}");
+            assert_eq!(t["state"], "succeeded", "{t}");
+            outputs.push(t["output"].clone());
+        }
+    }
+    outputs.sort_by_key(|o| (o[0].as_i64(), o[1].as_i64()));
+    outputs.dedup();
+    assert_eq!(
+        outputs.len(),
+        200,
+        "every create answered with its own task"
+    );
+    assert!(s.terminate(), "a clean stop after the flood");
+}
+
+/// An OTLP/HTTP receiver inside the test: takes `POST /v1/traces` (JSON),
+/// answers 200, and keeps every body.
+fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                // Requests on one connection, one after the other.
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    if path == "/v1/traces" {
+                        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                            keep.lock().unwrap().push(v);
+                        }
+                    }
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                    );
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+/// `--otlp URL`: a web node and an executor, two processes on one socket
+/// bus, export their spans to a receiver in this test; the task's trace
+/// holds the web node's `submit` span and the executor's `task` span (its
+/// run), both under the task's own trace id.
+#[test]
+fn one_task_one_trace_across_two_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let bus = format!("socket:{}", dir.path().join("bus").display());
+    let (otlp, got) = otlp_receiver();
+    let exec = Proc::start(
+        "executor",
+        &[
+            "executor", "--demo", "--db", &db, "--bus", &bus, "--node", "exec-t", "--otlp", &otlp,
+        ],
+    );
+    let web = Proc::start(
+        "web",
+        &[
+            "web", "--db", &db, "--bus", &bus, "--node", "web-t", "--otlp", &otlp,
+        ],
+    );
+    common::procs::wait_for("the executor's kinds", Duration::from_secs(20), || {
+        let (_, k) = web.get("/api/v1/kinds");
+        k["kinds"]
+            .as_array()?
+            .contains(&json!("demo.steps"))
+            .then_some(())
+    });
+    // The caller's trace: the request's span and the task join it.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736".to_string();
+    let (st, t) = common::procs::http_with(
+        web.http.as_deref().unwrap(),
+        "POST",
+        "/api/v1/tasks",
+        &format!("traceparent: 00-{trace}-00f067aa0ba902b7-01\r\n"),
+        Some(
+            &json!({"kind": "demo.echo", "input": {"traced": true}, "wait_ms": 20000}).to_string(),
+        ),
+    );
+    assert_eq!((st, &t["state"]), (200, &json!("succeeded")), "{t}");
+    assert_eq!(t["trace_id"], json!(trace), "{t}");
+    // A clean stop exports what is buffered.
+    for p in [&web, &exec] {
+        p.signal("-TERM");
+    }
+    for mut p in [web, exec] {
+        let start = Instant::now();
+        while p.child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{} did not stop",
+                p.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // (process command, span name) of every span in the task's trace.
+    let mut in_trace = Vec::new();
+    for body in got.lock().unwrap().iter() {
+        for rs in body["resourceSpans"].as_array().into_iter().flatten() {
+            let command = rs["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["key"] == "courier.command")
+                .and_then(|a| a["value"]["stringValue"].as_str())
+                .unwrap_or("")
+                .to_string();
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for span in ss["spans"].as_array().into_iter().flatten() {
+                    if span["traceId"].as_str() == Some(trace.as_str()) {
+                        in_trace.push((
+                            command.clone(),
+                            span["name"].as_str().unwrap_or("").to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        in_trace
+            .iter()
+            .any(|(c, name)| c == "web" && name.starts_with("POST /api/v1/tasks")),
+        "the web node's request span continues the caller's trace: {in_trace:?}"
+    );
+    assert!(
+        in_trace.contains(&("web".into(), "submit".into())),
+        "the web node's submit span is in the task's trace: {in_trace:?}"
+    );
+    assert!(
+        in_trace.contains(&("executor".into(), "task".into())),
+        "the executor's run span is in the task's trace: {in_trace:?}"
+    );
 }

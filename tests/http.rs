@@ -31,7 +31,7 @@ impl Server {
         let rt = customize(db.builder()).start().await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let srv = server::build(WebState::new(rt.client(), config), listener, 1).unwrap();
+        let srv = server::build(WebState::new(rt.client(), config), listener, 1, 1024).unwrap();
         let handle = srv.handle();
         actix_web::rt::spawn(srv);
         Server {
@@ -238,6 +238,15 @@ async fn the_api_end_to_end(db: &TestDb) {
     assert_eq!(st, 200);
     assert_eq!(page["tasks"].as_array().unwrap().len(), 2);
     let next = page["next"].as_str().unwrap().to_string();
+    // By id or its start (a whole id, dashes or not); a bad one is 400.
+    let (st, found) = s.get(&format!("/api/v1/tasks?id={next}")).await;
+    assert_eq!(st, 200);
+    assert_eq!(found["tasks"][0]["id"].as_str(), Some(next.as_str()));
+    assert_eq!(found["tasks"].as_array().unwrap().len(), 1);
+    for bad in ["xyz", ""] {
+        let (st, e) = s.get(&format!("/api/v1/tasks?id={bad}")).await;
+        assert_eq!((st, code(&e)), (400, "invalid_query"), "id={bad}: {e}");
+    }
     let (_, page2) = s
         .get(&format!(
             "/api/v1/tasks?kind=demo.echo&limit=2&after={next}"
@@ -475,17 +484,82 @@ async fn the_api_end_to_end(db: &TestDb) {
     let (st, doc) = s.get("/api/v1/openapi.json").await;
     assert_eq!(st, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    // The generated document and the routes agree: every path it names is
+    // routed with exactly its methods (a method it lacks answers 405 with
+    // an `Allow` header listing the routed ones), and the design's paths
+    // are all in it.
+    let paths = doc["paths"].as_object().unwrap();
     for p in [
         "/api/v1/tasks",
         "/api/v1/tasks/batch",
+        "/api/v1/tasks/{id}",
+        "/api/v1/tasks/{id}/children",
+        "/api/v1/tasks/{id}/events",
+        "/api/v1/tasks/{id}/cancel",
         "/api/v1/tasks/{id}/watch",
         "/api/v1/executors",
         "/api/v1/queues",
         "/api/v1/queues/{name}",
+        "/api/v1/schedules",
+        "/api/v1/schedules/{name}",
         "/healthz",
         "/metrics",
     ] {
-        assert!(doc["paths"].get(p).is_some(), "openapi.json lacks {p}");
+        assert!(paths.contains_key(p), "openapi.json lacks {p}");
+    }
+    for (path, ops) in paths {
+        let mut documented: Vec<String> = ops
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|m| ["get", "put", "post", "delete", "patch"].contains(&m.as_str()))
+            .map(|m| m.to_uppercase())
+            .collect();
+        documented.sort();
+        let url = format!(
+            "{}{}",
+            s.base,
+            path.replace("{id}", &uuid::Uuid::now_v7().to_string())
+                .replace("{name}", "default")
+        );
+        let resp = s
+            .http
+            .request(actix_web::http::Method::PATCH, &url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "PATCH {path}");
+        let mut allowed: Vec<String> = resp
+            .headers()
+            .get("allow")
+            .expect("an Allow header")
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .collect();
+        allowed.sort();
+        assert_eq!(allowed, documented, "{path}: routed vs documented methods");
+    }
+    // The kinds this deployment runs are the document's `Kind`.
+    assert!(doc["components"]["schemas"]["Kind"]["enum"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("demo.echo")));
+    // Every answer the handlers build has its schema.
+    for schema in [
+        "Task",
+        "TaskPage",
+        "TaskWithSteps",
+        "ErrorBody",
+        "Queue",
+        "Executor",
+        "Health",
+    ] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "{schema}"
+        );
     }
     // An integral number written with a fraction is an integer (as JSON
     // Schema says) in the API's own fields; the input stays as sent.
@@ -934,7 +1008,234 @@ async fn schedules_and_steps_over_http(db: &TestDb) {
     s.stop().await;
 }
 
+/// `GET /api/v1/stats`: every state counted (finished included), by queue,
+/// and the minutes' finishes; a bad `minutes` is 400 naming it.
+async fn stats_over_http(db: &TestDb) {
+    let s = Server::start(db, WebConfig::default()).await;
+    for i in 0..3 {
+        let (st, t) = s
+            .post(
+                "/api/v1/tasks",
+                json!({"kind": "demo.echo", "input": i, "wait_ms": 10000}),
+            )
+            .await;
+        assert_eq!((st, &t["state"]), (200, &json!("succeeded")), "{t}");
+    }
+    let (st, t) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.fail", "input": "no", "max_attempts": 1, "wait_ms": 10000}),
+        )
+        .await;
+    assert_eq!((st, &t["state"]), (200, &json!("failed")), "{t}");
+    let (_, later) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.echo", "input": 0, "queue": "later", "delay_ms": 3_600_000}),
+        )
+        .await;
+    let (_, w) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.echo", "input": 0, "queue": "later", "delay_ms": 3_600_000}),
+        )
+        .await;
+    let id = later["id"].as_str().unwrap();
+    let (st, _) = s
+        .post(&format!("/api/v1/tasks/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(st, 202);
+
+    let (st, stats) = s.get("/api/v1/stats").await;
+    assert_eq!(st, 200, "{stats}");
+    assert_eq!(
+        stats["states"],
+        json!({"scheduled": 1, "pending": 0, "running": 0, "suspended": 0,
+               "succeeded": 3, "failed": 1, "cancelled": 1}),
+        "{stats}"
+    );
+    let queues = stats["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2, "{stats}");
+    assert_eq!(queues[0]["queue"], "default");
+    assert_eq!(
+        (
+            &queues[0]["states"]["succeeded"],
+            &queues[0]["states"]["failed"]
+        ),
+        (&json!(3), &json!(1))
+    );
+    assert_eq!(queues[1]["queue"], "later");
+    assert_eq!(
+        (
+            &queues[1]["states"]["scheduled"],
+            &queues[1]["states"]["cancelled"]
+        ),
+        (&json!(1), &json!(1)),
+        "{} is still scheduled",
+        w["id"]
+    );
+    let minutes = stats["minutes"].as_array().unwrap();
+    assert_eq!(minutes.len(), 60);
+    let sum = |k: &str| minutes.iter().map(|m| m[k].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(
+        (sum("succeeded"), sum("failed"), sum("cancelled")),
+        (3, 1, 1)
+    );
+    let last: chrono::DateTime<chrono::Utc> = minutes[59]["at"].as_str().unwrap().parse().unwrap();
+    let age = chrono::Utc::now() - last;
+    assert!(
+        age >= chrono::Duration::zero() && age < chrono::Duration::seconds(61),
+        "{last}"
+    );
+
+    let (st, few) = s.get("/api/v1/stats?minutes=5").await;
+    assert_eq!((st, few["minutes"].as_array().unwrap().len()), (200, 5));
+    for bad in [
+        "minutes=0",
+        "minutes=181",
+        "minutes=x",
+        "minutes=1.5",
+        "limit=3",
+    ] {
+        let (st, e) = s.get(&format!("/api/v1/stats?{bad}")).await;
+        assert_eq!((st, code(&e)), (400, "invalid_query"), "{bad}: {e}");
+    }
+    s.stop().await;
+}
+
+/// `POST /api/v1/tasks/{id}/retry`: a delayed task starts now, a failed or
+/// cancelled root task runs again (one more attempt allowed), anything else
+/// is 409, a finished sub-task too.
+async fn retry_now_over_http(db: &TestDb) {
+    let s = Server::start(db, WebConfig::default()).await;
+    let final_state = |id: String| {
+        let s = &s;
+        async move {
+            common::eventually(&format!("{id} to finish"), Duration::from_secs(20), || {
+                let path = format!("/api/v1/tasks/{id}");
+                async move {
+                    let (_, t) = s.get(&path).await;
+                    matches!(
+                        t["state"].as_str(),
+                        Some("succeeded" | "failed" | "cancelled")
+                    )
+                    .then_some(t)
+                }
+            })
+            .await
+        }
+    };
+    // A task an hour away starts now.
+    let (_, later) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.echo", "input": "later", "delay_ms": 3_600_000}),
+        )
+        .await;
+    let id = later["id"].as_str().unwrap().to_string();
+    let (st, t) = s
+        .post(&format!("/api/v1/tasks/{id}/retry"), json!(null))
+        .await;
+    assert_eq!(st, 200, "{t}");
+    assert!(t["run_at"].is_null(), "{t}");
+    assert_eq!(final_state(id.clone()).await["state"], "succeeded");
+    // Succeeded: nothing to retry.
+    let (st, e) = s
+        .post(&format!("/api/v1/tasks/{id}/retry"), json!(null))
+        .await;
+    assert_eq!((st, code(&e)), (409, "conflict"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("succeeded"),
+        "{e}"
+    );
+
+    // Failed with its one attempt used: runs again, with two allowed.
+    let (st, failed) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.fail", "input": "no", "max_attempts": 1, "wait_ms": 10000}),
+        )
+        .await;
+    assert_eq!((st, &failed["state"]), (200, &json!("failed")), "{failed}");
+    let id = failed["id"].as_str().unwrap().to_string();
+    let (st, t) = s
+        .post(&format!("/api/v1/tasks/{id}/retry"), json!(null))
+        .await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(
+        (&t["max_attempts"], &t["finished_at"]),
+        (&json!(2), &Value::Null),
+        "{t}"
+    );
+    let again = final_state(id.clone()).await;
+    assert_eq!(
+        (&again["state"], &again["attempts"]),
+        (&json!("failed"), &json!(2)),
+        "{again}"
+    );
+    assert_eq!(again["errors"].as_array().unwrap().len(), 2, "{again}");
+
+    // Cancelled before it started: runs now.
+    let (_, c) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.echo", "input": "back", "delay_ms": 3_600_000}),
+        )
+        .await;
+    let id = c["id"].as_str().unwrap().to_string();
+    s.post(&format!("/api/v1/tasks/{id}/cancel"), json!(null))
+        .await;
+    assert_eq!(final_state(id.clone()).await["state"], "cancelled");
+    let (st, _) = s
+        .post(&format!("/api/v1/tasks/{id}/retry"), json!(null))
+        .await;
+    assert_eq!(st, 200);
+    let back = final_state(id.clone()).await;
+    assert_eq!(
+        (&back["state"], &back["output"]),
+        (&json!("succeeded"), &json!("back")),
+        "{back}"
+    );
+
+    // A failed sub-task: its parent heard of it; the parent is what to retry.
+    let (_, fan) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.fanout", "input": {"n": 1, "kind": "demo.fail", "input": "x"},
+                   "max_attempts": 1, "wait_ms": 10000}),
+        )
+        .await;
+    let parent = fan["id"].as_str().unwrap();
+    let (_, kids) = s.get(&format!("/api/v1/tasks/{parent}/children")).await;
+    let kid = kids["tasks"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(final_state(kid.clone()).await["state"], "failed");
+    let (st, e) = s
+        .post(&format!("/api/v1/tasks/{kid}/retry"), json!(null))
+        .await;
+    assert_eq!((st, code(&e)), (409, "conflict"), "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("parent"),
+        "{e}"
+    );
+
+    let (st, e) = s
+        .post(
+            &format!("/api/v1/tasks/{}/retry", uuid::Uuid::now_v7()),
+            json!(null),
+        )
+        .await;
+    assert_eq!((st, code(&e)), (404, "not_found"), "{e}");
+    let (st, e) = s.post("/api/v1/tasks/nope/retry", json!(null)).await;
+    assert_eq!(st, 400, "{e}");
+    s.stop().await;
+}
+
 on_both_databases!(
+    retry_now_over_http,
+    stats_over_http,
     the_api_end_to_end,
     bearer_tokens_guard_the_api,
     queue_semantics_over_http,
@@ -999,7 +1300,14 @@ fn check_openmetrics(text: &str) {
     assert!(histogram_count("courier_dispatch_latency_seconds", None) >= 1);
     assert!(histogram_count("courier_run_duration_seconds", Some(("kind", "demo.echo"))) >= 1);
     assert!(histogram_count("courier_claim_batch_size", None) >= 1);
+    assert!(histogram_count("courier_queue_wait_seconds", Some(("queue", "default"))) >= 1);
     family("courier_takeovers", OpenMetricsType::Counter);
+    family("courier_bus_mailbox_full", OpenMetricsType::Counter);
+    let lanes: Vec<String> = family("courier_store_writes_held", OpenMetricsType::Gauge)
+        .iter_samples()
+        .filter_map(|s| label(s, "lane"))
+        .collect();
+    assert_eq!(lanes.len(), 3, "{lanes:?}");
     family("courier_fenced_writes", OpenMetricsType::Counter);
     family("courier_tasks_running", OpenMetricsType::Gauge);
     let pending = family("courier_tasks", OpenMetricsType::Gauge)

@@ -1102,7 +1102,230 @@ async fn a_batch_keeps_every_field(db: &TestDb) {
     assert_eq!(made2[1].0.id, made[0].0.id);
 }
 
+/// A claim returns when its task had become pending (the queue-wait
+/// histogram's start): its creation for a new task, the hand-back for one
+/// handed back, the promotion for one that waited for its `run_at`.
+async fn a_claim_knows_how_long_its_task_waited(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    let (t, _) = s.create_task(&insert("k")).await.unwrap();
+    assert_eq!(t.pending_since, None, "only a claim says it");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let c = claim_one(&s, "e1").await.unwrap();
+    assert_eq!(c.pending_since, Some(t.created_at));
+    assert!(
+        c.updated_at - t.created_at >= chrono::Duration::milliseconds(60),
+        "{c:?}"
+    );
+    // Reads do not carry it: it belongs to the claim.
+    assert_eq!(s.task(t.id).await.unwrap().pending_since, None);
+
+    s.hand_back(&fence(&c)).await.unwrap();
+    let back = s.task(t.id).await.unwrap();
+    assert_eq!(back.state, TaskState::Pending);
+    let again = claim_one(&s, "e1").await.unwrap();
+    assert_eq!(again.pending_since, Some(back.updated_at));
+
+    let later = insert_with(
+        "k",
+        TaskOptions::new()
+            .queue("q")
+            .run_at(now() + chrono::Duration::milliseconds(50)),
+    );
+    let (l, _) = s.create_task(&later).await.unwrap();
+    assert_eq!(l.state, TaskState::Scheduled);
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    s.promote_due("test", 1000).await.unwrap();
+    let promoted = s.task(l.id).await.unwrap();
+    assert_eq!(promoted.state, TaskState::Pending);
+    let c = claim_one(&s, "e1").await.unwrap();
+    assert_eq!(c.id, l.id);
+    assert_eq!(c.pending_since, Some(promoted.updated_at));
+}
+
+/// Search by id or its start: a prefix is a range of the primary key
+/// (UUIDv7 ids compare by their bytes on both databases).
+async fn a_prefix_of_an_id_finds_its_tasks(db: &TestDb) {
+    let s = db.store().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(s.create_task(&insert("k")).await.unwrap().0.id);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let find = |p: &str| {
+        let s = s.clone();
+        let p = p.to_string();
+        async move {
+            let mut found: Vec<Uuid> = s
+                .list_tasks(&courier::TaskFilter {
+                    id_prefix: Some(p.parse().unwrap()),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    // A whole id, with or without dashes, in either case.
+    let a = ids[0].to_string();
+    assert_eq!(find(&a).await, vec![ids[0]]);
+    assert_eq!(find(&a.replace('-', "").to_uppercase()).await, vec![ids[0]]);
+    // The first 8 hex digits (the creation's time, coarse): all three.
+    assert_eq!(find(&a[..8]).await, ids);
+    // 30 digits: one task.
+    assert_eq!(find(&ids[2].simple().to_string()[..30]).await, vec![ids[2]]);
+    assert!(find("ffff").await.is_empty());
+    assert!("xyz".parse::<courier::IdPrefix>().is_err());
+    assert!("".parse::<courier::IdPrefix>().is_err());
+    assert!("0".repeat(33).parse::<courier::IdPrefix>().is_err());
+}
+
+/// The counters the triggers keep (tasks by queue and state, and tasks
+/// finished a minute) agree with the tasks themselves after every kind of
+/// change: creates alone and in a batch, claims, ends alone and written
+/// together, a retry, cancels, retention's deletes, and a tidy.
+async fn counters_agree_with_the_tasks(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    let agree = || {
+        let s = s.clone();
+        async move {
+            let tasks = s
+                .list_tasks(&courier::TaskFilter {
+                    limit: 10_000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let mut truth = std::collections::BTreeMap::new();
+            for t in &tasks {
+                *truth
+                    .entry((t.queue.clone(), t.state.as_str()))
+                    .or_insert(0i64) += 1;
+            }
+            let counted: std::collections::BTreeMap<_, _> = s
+                .count_by_queue()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(q, st, n)| ((q, st.as_str()), n))
+                .collect();
+            assert_eq!(counted, truth);
+            let mut by_state = std::collections::BTreeMap::new();
+            for ((_, st), n) in &truth {
+                *by_state.entry(*st).or_insert(0i64) += n;
+            }
+            let states: std::collections::BTreeMap<_, _> = s
+                .count_by_state()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(st, n)| (st.as_str(), n))
+                .collect();
+            assert_eq!(states, by_state);
+        }
+    };
+    let finished = |s: Store| async move {
+        let m = s.throughput(60).await.unwrap();
+        assert_eq!(m.len(), 60);
+        assert!(m.windows(2).all(|w| w[1].minute == w[0].minute + 1));
+        m.iter().fold((0, 0, 0), |a, m| {
+            (a.0 + m.succeeded, a.1 + m.failed, a.2 + m.cancelled)
+        })
+    };
+    agree().await;
+    assert_eq!(finished(s.clone()).await, (0, 0, 0));
+
+    let batch: Vec<TaskInsert> = (0..40).map(|_| insert("k")).collect();
+    s.create_tasks(&batch, None).await.unwrap();
+    for _ in 0..3 {
+        let later = insert_with(
+            "k",
+            TaskOptions::new()
+                .queue("later")
+                .delay(Duration::from_secs(3600)),
+        );
+        s.create_task(&later).await.unwrap();
+    }
+    agree().await;
+
+    let running = claim(&s, "e1", 30).await;
+    agree().await;
+    for t in &running[..5] {
+        s.finish(&fence(t), &failed("no")).await.unwrap();
+    }
+    // Written together: one statement for many ends.
+    for r in futures_ends(&s, &running[5..25]).await {
+        r.unwrap();
+    }
+    // A retry waits in `scheduled`, then comes back.
+    let retried = &running[25];
+    s.retry_later(
+        &fence(retried),
+        "again",
+        &[],
+        now() + chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    agree().await;
+    let mut cancelled = 0;
+    for t in s
+        .list_tasks(&courier::TaskFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| matches!(t.state, TaskState::Pending | TaskState::Scheduled))
+        .take(4)
+    {
+        s.cancel_unclaimed(t.id, "test").await.unwrap().unwrap();
+        cancelled += 1;
+    }
+    agree().await;
+    assert_eq!(finished(s.clone()).await, (20, 5, cancelled));
+    // A failed task retried now leaves its final state's count, not its
+    // minute; when it fails again, it counts in its minute again.
+    let again = s.retry_now(running[0].id, "test").await.unwrap().unwrap();
+    assert_eq!(again.state, TaskState::Pending);
+    agree().await;
+    let rerun = claim(&s, "e1", 10).await;
+    let rerun = rerun.iter().find(|t| t.id == again.id).unwrap();
+    s.finish(&fence(rerun), &failed("no again")).await.unwrap();
+    agree().await;
+    assert_eq!(finished(s.clone()).await, (20, 6, cancelled));
+
+    // Retention's deletes take tasks out of the counts, not out of the
+    // minutes they finished in.
+    db.raw("UPDATE tasks SET finished_at = '2000-01-01T00:00:00Z' WHERE finished_at IS NOT NULL")
+        .await;
+    let keep_a_day: Retention = "succeeded=1d,failed=1d,cancelled=1d".parse().unwrap();
+    let deleted = s.delete_expired(&keep_a_day, 100).await.unwrap();
+    assert_eq!(deleted.iter().map(|d| d.1).sum::<u64>(), 29);
+    agree().await;
+    s.tidy_counts().await.unwrap();
+    agree().await;
+    assert_eq!(finished(s.clone()).await, (20, 6, cancelled));
+    // Four hours on, the minutes leave the chart, and their tasks stay
+    // counted.
+    db.raw("UPDATE task_throughput SET minute = minute - 240")
+        .await;
+    s.tidy_counts().await.unwrap();
+    agree().await;
+    assert_eq!(finished(s.clone()).await, (0, 0, 0));
+}
+
 on_both_databases!(
+    counters_agree_with_the_tasks,
+    a_prefix_of_an_id_finds_its_tasks,
+    a_claim_knows_how_long_its_task_waited,
     a_fan_out_is_spawned_in_one_go_and_again_the_same,
     a_batch_keeps_every_field,
     large_batches_keep_one_history_line_a_change,

@@ -57,7 +57,7 @@ pub use client::{Client, Submitted, Waited};
 pub use error::{Error, Result, TaskError};
 pub use executor::ExecutorConfig;
 pub use model::{
-    AttemptError, CatchUp, ExecutorInfo, ExecutorState, HistoryEntry, NewTask, QueueInfo,
+    AttemptError, CatchUp, ExecutorInfo, ExecutorState, HistoryEntry, IdPrefix, NewTask, QueueInfo,
     QueueUpdate, Schedule, ScheduleSpec, Step, Task, TaskEvent, TaskFilter, TaskState,
 };
 pub use options::TaskOptions;

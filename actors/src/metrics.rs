@@ -71,6 +71,7 @@ pub struct Metrics {
     takeovers: Counter,
     fenced: Counter,
     dispatch: Histogram,
+    queue_wait: Durations<QueueLabel>,
     run_duration: Durations<KindQueue>,
     claim_batch: Histogram,
     running: Gauge,
@@ -90,6 +91,7 @@ pub fn metrics() -> &'static Metrics {
         takeovers: Counter::default(),
         fenced: Counter::default(),
         dispatch: seconds(),
+        queue_wait: Family::new_with_constructor(seconds),
         run_duration: Family::new_with_constructor(seconds),
         // 1 to 4,096 tasks a claim, doubling.
         claim_batch: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
@@ -168,6 +170,16 @@ impl Metrics {
         self.dispatch.observe(seconds.max(0.0));
     }
 
+    /// Time a task waited pending in `queue` (due, for a free slot of an
+    /// executor within the queue's limits) until a claim took it.
+    pub(crate) fn waited(&self, queue: &str, seconds: f64) {
+        self.queue_wait
+            .get_or_create(&QueueLabel {
+                queue: queue.into(),
+            })
+            .observe(seconds.max(0.0));
+    }
+
     /// How long a run's code took, from its start to its end.
     pub(crate) fn ran(&self, kind: &str, queue: &str, seconds: f64) {
         self.run_duration
@@ -239,6 +251,11 @@ impl Metrics {
             "courier_dispatch_latency_seconds",
             "Time from a task's creation to its first claim",
             self.dispatch.clone(),
+        );
+        registry.register(
+            "courier_queue_wait_seconds",
+            "Time a task waited pending in its queue (due, for a free executor slot within the queue's limits) until this process's executor claimed it, by queue; every claim counts (first, retry, woken, taken over)",
+            self.queue_wait.clone(),
         );
         registry.register(
             "courier_run_duration_seconds",

@@ -32,6 +32,7 @@ pub fn now() -> DateTime<Utc> {
 /// running/suspended ──executor lost, or a clean stop──▶ pending
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Not before its `run_at`: a delayed start, or a retry waiting out its
@@ -133,21 +134,31 @@ impl FromStr for TaskState {
     }
 }
 
-/// A task as stored, and as the API shows it.
+/// A durable task. All times are RFC 3339, UTC.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Task {
     pub id: Uuid,
+    /// A task kind: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")
+    )]
     pub kind: String,
     #[sqlx(try_from = "String")]
     pub state: TaskState,
+    /// The task's input: any JSON value (null when none was given).
     #[sqlx(json)]
     pub input: Value,
+    /// The task's output: any JSON value, or null while it has none.
     #[sqlx(json(nullable))]
     pub output: Option<Value>,
+    /// Why the task failed (its last attempt's error) or was cancelled.
     pub error: Option<String>,
     /// The last progress value the run recorded, if any.
     #[sqlx(json(nullable))]
     pub progress: Option<Value>,
+    /// The task that spawned this one; null for a top-level task.
     pub parent_id: Option<Uuid>,
     /// The executor that owns the task now, or that ran it last.
     pub executor_id: Option<String>,
@@ -156,29 +167,40 @@ pub struct Task {
     pub epoch: i64,
     /// The attempt it is on: 1 on the first, one more for each retry. A run
     /// repeated after its executor died or stopped is the same attempt.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub attempts: i32,
+    /// Whether cancellation has been requested.
     pub cancel_requested: bool,
     /// Someone follows every state change of this task; internal.
     #[serde(skip, default)]
     pub watched: bool,
     pub idempotency_key: Option<String>,
     /// Trace id (32 hex digits) shared by the task, its messages and its sub-tasks.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{32}$"))]
     pub trace_id: String,
     pub created_at: DateTime<Utc>,
+    /// When an executor first started the task.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the task reached a final state.
     pub finished_at: Option<DateTime<Utc>>,
+    /// When the task last changed.
     pub updated_at: DateTime<Utc>,
     /// The queue it waits in and runs from.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9_.-]{1,64}$"))]
     pub queue: String,
-    /// Within its queue, a higher priority starts first.
+    /// Within its queue, a higher priority starts first (-100 to 100).
+    #[cfg_attr(feature = "openapi", schema(minimum = -100, maximum = 100))]
     pub priority: i32,
     /// Not before this time (`scheduled`); `None` once it may start.
     pub run_at: Option<DateTime<Utc>>,
     /// Attempts allowed: a failed attempt with attempts left is retried.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub max_attempts: i32,
     /// The base of the retry backoff, in milliseconds.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub backoff_ms: i64,
     /// An attempt running longer is aborted and fails with code `timeout`.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub timeout_ms: Option<i64>,
     /// One entry per failed attempt, oldest first.
     #[sqlx(json)]
@@ -196,15 +218,24 @@ pub struct Task {
     /// suspended (a replay keeps the attempt's deadline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_at: Option<DateTime<Utc>>,
+    /// On a task just claimed: when it had become pending (created due,
+    /// promoted at its `run_at`, woken, handed back). `None` elsewhere;
+    /// internal (it measures the time spent waiting in the queue).
+    #[serde(skip, default)]
+    #[sqlx(default)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub pending_since: Option<DateTime<Utc>>,
 }
 
 /// How one attempt failed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptError {
     pub attempt: i32,
     pub error: String,
     pub at: DateTime<Utc>,
     /// `error` (the run returned an error), `panic` or `timeout`.
+    #[cfg_attr(feature = "openapi", schema(examples("error", "panic", "timeout")))]
     pub code: String,
 }
 
@@ -294,14 +325,18 @@ impl NewTask {
 
 /// An event in a task's durable inbox.
 #[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskEvent {
     /// Position in the inbox; events of one task are delivered in this order.
     pub seq: i64,
     pub task_id: Uuid,
     pub name: String,
+    /// Any JSON value.
     #[serde(serialize_with = "ser_json")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub payload: Json<Value>,
     pub created_at: DateTime<Utc>,
+    /// When a run of the task first took it.
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
@@ -311,10 +346,14 @@ fn ser_json<S: serde::Serializer>(v: &Json<Value>, s: S) -> Result<S::Ok, S::Err
 
 /// One line of a task's state history.
 #[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryEntry {
     pub id: i64,
     pub task_id: Uuid,
+    /// The state before; null for the creation.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<TaskState>))]
     pub from_state: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = TaskState))]
     pub to_state: String,
     /// The executor or node that made the change.
     pub changed_by: Option<String>,
@@ -327,6 +366,7 @@ pub struct HistoryEntry {
 
 /// Liveness of an executor as the store records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutorState {
     Alive,
@@ -363,6 +403,7 @@ impl ExecutorState {
 
 /// An executor as registered, and as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Executor))]
 pub struct ExecutorInfo {
     pub id: String,
     pub node: String,
@@ -370,12 +411,17 @@ pub struct ExecutorInfo {
     pub pid: i32,
     #[sqlx(try_from = "String")]
     pub state: ExecutorState,
+    /// The kinds it runs.
     #[sqlx(json)]
     pub kinds: Vec<String>,
     /// The queues it serves.
     #[sqlx(json)]
     pub queues: Vec<String>,
+    /// How many tasks it runs at once.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub capacity: i32,
+    /// How many tasks it is running now.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub running: i32,
     pub started_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
@@ -395,36 +441,104 @@ pub struct TaskFilter {
     pub parent_id: Option<Uuid>,
     /// Only tasks created by this schedule.
     pub schedule: Option<String>,
+    /// Only tasks whose id starts with this prefix ([`IdPrefix`]).
+    pub id_prefix: Option<IdPrefix>,
     pub after: Option<Uuid>,
     pub limit: u32,
+}
+
+/// The start of a task id, as an operator types it: 1 to 32 hex digits,
+/// dashes anywhere ignored (`01a24e90-81e2` and `01a24e9081e2` are one
+/// prefix). As ids are UUIDv7 (time first), a prefix is a range of ids,
+/// read through the primary key: [`IdPrefix::range`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdPrefix(String);
+
+impl std::str::FromStr for IdPrefix {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex: String = s
+            .chars()
+            .filter(|c| *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if hex.is_empty() || hex.len() > 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(crate::error::Error::invalid_field(
+                "id",
+                format!("id {s:?} must be 1 to 32 hex digits (dashes allowed): an id or its start"),
+            ));
+        }
+        Ok(IdPrefix(hex))
+    }
+}
+
+impl IdPrefix {
+    /// The lowest and highest id with this prefix.
+    pub fn range(&self) -> (Uuid, Uuid) {
+        let pad = |c: char| {
+            let mut s = self.0.clone();
+            s.extend(std::iter::repeat_n(c, 32 - self.0.len()));
+            Uuid::from_u128(u128::from_str_radix(&s, 16).expect("32 hex digits"))
+        };
+        (pad('0'), pad('f'))
+    }
 }
 
 /// A queue: its deployment-wide settings and how many of its tasks wait
 /// and run now.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Queue))]
 pub struct QueueInfo {
+    /// A queue name: 1 to 64 characters of `[a-z0-9_.-]`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9_.-]{1,64}$"))]
     pub name: String,
-    /// At most this many of its tasks run at once in the whole deployment.
+    /// At most this many of its tasks run at once in the whole deployment
+    /// (suspended ones do not count); null: no limit.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub concurrency: Option<i32>,
-    /// At most this many starts per second in the whole deployment.
+    /// At most this many starts per second in the whole deployment (bursts
+    /// up to max(1, rate_per_s)); null: no limit.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(exclusive_minimum = 0, maximum = 1_000_000)
+    )]
     pub rate_per_s: Option<f64>,
-    /// No task of the queue starts while it is paused.
+    /// No task of the queue starts while it is paused (running ones go on).
     pub paused: bool,
+    /// Its tasks waiting for their run_at.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub scheduled: i64,
+    /// Its tasks due, waiting for a claim.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub pending: i64,
+    /// Its tasks running.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub running: i64,
+    /// Its tasks suspended.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub suspended: i64,
 }
 
 /// A change to a queue's settings: `None` keeps a setting, `Some(None)`
 /// clears a limit.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QueueUpdate {
+    /// At most this many of its tasks run at once in the whole deployment,
+    /// 1 to 1000000; null lifts the limit (use paused to stop every start).
     #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000))]
     pub concurrency: Option<Option<i64>>,
+    /// At most this many starts per second in the whole deployment, more
+    /// than 0 and at most 1000000 (0.5 is one start every 2 s); null lifts
+    /// the limit.
     #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 1_000_000))]
     pub rate_per_s: Option<Option<f64>>,
+    /// true: none of its tasks start (running ones go on); false: they
+    /// start again; null or left out: keep the value.
     #[serde(default)]
     pub paused: Option<bool>,
 }
@@ -558,16 +672,25 @@ mod tests {
 }
 
 /// One step of a task's journal: the last run of `ctx.step(name, …)`.
+/// Names starting with `courier.` are courier's own: `courier.sleep.N` (a
+/// durable sleep; its output is the wake time) and `courier.deadline.N`
+/// (the deadline of a wait for an event).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Step {
+    /// Unique within a run of the task.
     pub name: String,
     /// The attempt that ran it last.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub attempt: i32,
     /// `succeeded` (its output is replayed from now on) or `failed` (the
     /// next attempt runs it again).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(succeeded|failed)$"))]
     pub state: String,
+    /// What it returned (any JSON value), or null when it failed.
     #[sqlx(json(nullable))]
     pub output: Option<Value>,
+    /// Why it failed.
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -586,6 +709,7 @@ impl Step {
 /// What a schedule does with slots missed while no process ran (a slot is
 /// missed once it is more than [`crate::schedule::MISSED_AFTER`] late).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CatchUp {
     /// Creates no task for them.
@@ -671,10 +795,16 @@ impl ScheduleSpec {
 /// A schedule as stored and shown (the API's JSON: the queue options are
 /// fields of their own, null when not set).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Schedule {
+    /// A schedule name: 1 to 64 characters of `[a-z0-9_.-]`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9_.-]{1,64}$"))]
     pub name: String,
+    /// When it creates a task, in UTC: 5 fields (minute hour day-of-month
+    /// month day-of-week) or 6 (seconds first).
     pub cron: String,
     pub kind: String,
+    /// The input of every task it creates.
     pub input: Value,
     pub queue: Option<String>,
     pub priority: Option<i32>,

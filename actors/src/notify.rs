@@ -46,12 +46,16 @@ pub(crate) async fn notify_finished(
     };
     for w in watchers {
         match w.parse::<Address>() {
-            Ok(to) => bus.tell(envelope(from.clone(), to, &task.trace_id, msg.clone())),
+            Ok(to) => {
+                bus.post(envelope(from.clone(), to, &task.trace_id, msg.clone()))
+                    .await
+            }
             Err(e) => tracing::warn!(watcher = %w, error = %e, "invalid watcher address"),
         }
     }
     if let Some(parent) = task.parent_id {
-        bus.tell(envelope(from, Address::task(parent), &task.trace_id, msg));
+        bus.post(envelope(from, Address::task(parent), &task.trace_id, msg))
+            .await;
     }
 }
 
@@ -78,7 +82,7 @@ pub(crate) async fn cancel_tree(
         if let Some((done, woken)) = store.cancel_unclaimed(t.id, by).await? {
             notify_finished(store, bus, from.clone(), &done, None).await;
             if let Some(parent) = woken {
-                bus.tell(start_task(from.clone(), &parent));
+                bus.post(start_task(from.clone(), &parent)).await;
             }
             continue;
         }
@@ -88,14 +92,15 @@ pub(crate) async fn cancel_tree(
         .await?;
         if now.state == TaskState::Pending {
             // It was suspended: woken, its replay sees the cancel.
-            bus.tell(start_task(from.clone(), &now));
+            bus.post(start_task(from.clone(), &now)).await;
         } else if !now.state.is_final() {
-            bus.tell(envelope(
+            bus.post(envelope(
                 from.clone(),
                 Address::task(t.id),
                 &t.trace_id,
                 Msg::CancelTask { task_id: t.id },
-            ));
+            ))
+            .await;
         }
     }
     Ok(())

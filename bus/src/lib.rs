@@ -24,8 +24,10 @@
 //!   host), [`transport::amqp`] (hosts, through RabbitMQ) and
 //!   [`transport::postgres`] (hosts, through the shared database).
 //! - [`error`]: the typed errors of this crate.
+//! - [`backoff`]: the waits of the loops that reconnect or retry.
 
 pub mod address;
+pub mod backoff;
 pub mod envelope;
 pub mod error;
 pub mod router;
@@ -37,6 +39,6 @@ pub use address::Address;
 pub use envelope::Deliver;
 pub use envelope::{Envelope, PROTOCOL_VERSION};
 pub use error::{AddressError, BusError, TransportError};
-pub use router::{Bus, BusHandle, BusStats, Route};
+pub use router::{Bus, BusHandle, BusStats, Route, MAILBOX_BOUND};
 pub use trace::TraceParent;
 pub use transport::{Distance, Transport};

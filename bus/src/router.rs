@@ -13,9 +13,17 @@
 //! Order: messages from one sender to one local target are delivered in the
 //! order they were sent (one mailbox feeds another); nothing is promised
 //! across targets or across transports.
+//!
+//! The bus's mailbox is bounded ([`MAILBOX_BOUND`] envelopes, as the
+//! transports' queues are): [`BusHandle::post`] waits for room, so an async
+//! sender (an HTTP request) is slowed by an overload; [`BusHandle::tell`],
+//! for senders that cannot wait (actor handlers), drops the envelope past
+//! the bound and counts it, as a transport does with a full queue.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use actix::prelude::*;
 
@@ -44,8 +52,11 @@ pub struct BusStats {
     pub by_transport: BTreeMap<&'static str, u64>,
     /// Arrived from a transport and delivered here.
     pub inbound: u64,
-    /// Dropped for want of a route.
+    /// Dropped for want of a route, or refused by a full mailbox.
     pub dropped: u64,
+    /// Of `dropped`: refused by [`BusHandle::tell`] because the bus's
+    /// mailbox held [`MAILBOX_BOUND`] envelopes.
+    pub full: u64,
     /// Registered addresses and pool memberships now.
     pub registered: usize,
     pub pool_members: usize,
@@ -61,20 +72,45 @@ pub struct Bus<B: Send + 'static> {
     /// Sorted nearest first.
     transports: Vec<Box<dyn Transport<B>>>,
     stats: BusStats,
+    gate: Arc<Gate>,
+}
+
+/// The most envelopes posted to the bus and not yet routed. Past it,
+/// [`BusHandle::post`] waits and [`BusHandle::tell`] drops.
+pub const MAILBOX_BOUND: usize = 8192;
+
+/// What senders share with the bus: room in its mailbox (a permit per
+/// envelope not yet routed; a fair semaphore, so waiting senders go in
+/// arrival order), and the envelopes refused for want of it.
+#[derive(Debug)]
+struct Gate {
+    room: tokio::sync::Semaphore,
+    full: AtomicU64,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            room: tokio::sync::Semaphore::new(MAILBOX_BOUND),
+            full: AtomicU64::new(0),
+        }
+    }
 }
 
 impl<B: Send + 'static> Bus<B> {
     /// Starts a bus for node `node` on the current arbiter.
     pub fn start_bus(node: impl Into<String>) -> BusHandle<B> {
         let node = node.into();
+        let gate = Arc::new(Gate::default());
         let addr = Bus {
             node: node.clone(),
             local: LocalRoutes::default(),
             transports: Vec::new(),
             stats: BusStats::default(),
+            gate: gate.clone(),
         }
         .start();
-        BusHandle { addr, node }
+        BusHandle { addr, node, gate }
     }
 
     fn route(&mut self, envelope: Envelope<B>) -> Result<Route, BusError> {
@@ -119,9 +155,23 @@ impl<B: Send + 'static> Actor for Bus<B> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Senders inside the process use do_send; the bus must not be the
-        // bottleneck that backpressure would protect, so it gets a large mailbox.
-        ctx.set_mailbox_capacity(4096);
+        // `send` and `register` wait while this many wait (envelopes from
+        // `tell` and `post` are bounded by the gate, not by this).
+        ctx.set_mailbox_capacity(MAILBOX_BOUND);
+    }
+}
+
+/// An envelope from [`BusHandle::tell`] or [`BusHandle::post`], counted in
+/// the mailbox bound.
+struct Tell<B>(Envelope<B>);
+impl<B: 'static> Message for Tell<B> {
+    type Result = ();
+}
+impl<B: Send + 'static> Handler<Tell<B>> for Bus<B> {
+    type Result = ();
+    fn handle(&mut self, msg: Tell<B>, _: &mut Self::Context) {
+        self.gate.room.add_permits(1);
+        let _ = self.route(msg.0);
     }
 }
 
@@ -258,7 +308,10 @@ impl<B: Send + 'static> Handler<GetStats<B>> for Bus<B> {
     type Result = MessageResult<GetStats<B>>;
     fn handle(&mut self, _: GetStats<B>, _: &mut Self::Context) -> Self::Result {
         let (registered, pool_members) = self.local.len();
+        let full = self.gate.full.load(Ordering::Relaxed);
         MessageResult(BusStats {
+            full,
+            dropped: self.stats.dropped + full,
             registered,
             pool_members,
             peers: self
@@ -275,6 +328,7 @@ impl<B: Send + 'static> Handler<GetStats<B>> for Bus<B> {
 pub struct BusHandle<B: Send + 'static> {
     addr: Addr<Bus<B>>,
     node: String,
+    gate: Arc<Gate>,
 }
 
 impl<B: Send + 'static> Clone for BusHandle<B> {
@@ -282,6 +336,7 @@ impl<B: Send + 'static> Clone for BusHandle<B> {
         BusHandle {
             addr: self.addr.clone(),
             node: self.node.clone(),
+            gate: self.gate.clone(),
         }
     }
 }
@@ -292,10 +347,39 @@ impl<B: Send + 'static> BusHandle<B> {
         &self.node
     }
 
-    /// Fire and forget. A message that finds no route is dropped and counted;
-    /// durable state is what guarantees delivery, not this call.
+    /// Fire and forget, for senders that cannot wait. A message that finds
+    /// no route, or finds [`MAILBOX_BOUND`] envelopes already waiting, is
+    /// dropped and counted; durable state is what guarantees delivery, not
+    /// this call.
     pub fn tell(&self, envelope: Envelope<B>) {
-        self.addr.do_send(Post(envelope));
+        let Ok(permit) = self.gate.room.try_acquire() else {
+            self.gate.full.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                node = %self.node, to = %envelope.to,
+                "bus mailbox full ({MAILBOX_BOUND} envelopes); message dropped"
+            );
+            return;
+        };
+        // The handler gives the permit back once the envelope is routed.
+        permit.forget();
+        self.addr.do_send(Tell(envelope));
+    }
+
+    /// Fire and forget, for async senders: as [`tell`](Self::tell), but
+    /// when the mailbox is full it waits for room instead of dropping, so an
+    /// overload slows the sender. Returns once the envelope is queued (at
+    /// once while there is room), not when it is routed.
+    pub async fn post(&self, envelope: Envelope<B>) {
+        // A bus that stopped (the process is going down) gives no room back:
+        // do not wait for it.
+        if !self.addr.connected() {
+            return;
+        }
+        // The semaphore is never closed: acquiring only waits.
+        if let Ok(permit) = self.gate.room.acquire().await {
+            permit.forget();
+            self.addr.do_send(Tell(envelope));
+        }
     }
 
     /// Sends and reports the route taken, waiting for room in the bus mailbox.
@@ -483,6 +567,44 @@ mod tests {
         );
         let stats = bus.stats().await.unwrap();
         assert_eq!((stats.local, stats.dropped, stats.registered), (101, 1, 1));
+    }
+
+    #[actix_rt::test]
+    async fn the_mailbox_is_bounded_tell_drops_and_post_waits() {
+        use futures_util::FutureExt;
+        let bus = Bus::<u32>::start_bus("n1");
+        let (a, got) = sink();
+        let to = Address::executor("a").unwrap();
+        bus.register(to.clone(), a.recipient()).await.unwrap();
+        // The bus cannot run while this loop does: past the bound, `tell`
+        // drops and counts instead of queueing.
+        let n = MAILBOX_BOUND as u32 + 100;
+        for i in 0..n {
+            bus.tell(env(to.clone(), i));
+        }
+        // `post` finds no room either: it waits (not ready when polled).
+        let mut waiting = Box::pin(bus.post(env(to.clone(), n)));
+        assert!(
+            (&mut waiting).now_or_never().is_none(),
+            "post waits for room"
+        );
+        let mut waiting = Box::pin(bus.post(env(to.clone(), n)));
+        // Once the bus runs, the waiting post goes through.
+        waiting.as_mut().await;
+        settle().await;
+        let stats = bus.stats().await.unwrap();
+        assert_eq!((stats.full, stats.dropped), (100, 100));
+        let ns: Vec<u32> = got.lock().unwrap().iter().map(|e| e.body).collect();
+        assert_eq!(
+            ns.len(),
+            MAILBOX_BOUND + 1,
+            "the bound's worth and the post"
+        );
+        assert_eq!(
+            ns[..MAILBOX_BOUND],
+            (0..MAILBOX_BOUND as u32).collect::<Vec<_>>()
+        );
+        assert_eq!(ns[MAILBOX_BOUND], n, "the waiting post was delivered");
     }
 
     #[actix_rt::test]

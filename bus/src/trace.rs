@@ -147,6 +147,39 @@ impl TryFrom<String> for TraceParent {
     }
 }
 
+/// Makes `span` part of the trace `parent` names, as a child of the span
+/// `parent` names: what an exporter needs to put a process's spans about a
+/// task in that task's trace. Installed once by whoever exports spans
+/// (the `courier` binary's OpenTelemetry layer, with `--otlp`); without
+/// one, [`adopt`] does nothing. A function, not a dependency: courier's
+/// crates name no OpenTelemetry version, so an embedder plugs in its own.
+pub type Adopter = fn(&tracing::Span, TraceParent);
+
+static ADOPTER: std::sync::OnceLock<Adopter> = std::sync::OnceLock::new();
+
+/// Installs the process's [`Adopter`]; the first one wins.
+pub fn set_adopter(adopter: Adopter) -> bool {
+    ADOPTER.set(adopter).is_ok()
+}
+
+/// Puts `span` in the trace of `parent` (see [`Adopter`]).
+pub fn adopt(span: &tracing::Span, parent: TraceParent) {
+    if let Some(a) = ADOPTER.get() {
+        a(span, parent);
+    }
+}
+
+/// [`adopt`] by a task's trace id (32 hex digits, as stored): the span
+/// becomes a child of a fresh span id in that trace.
+pub fn adopt_trace(span: &tracing::Span, trace_id_hex: &str) {
+    if ADOPTER.get().is_none() {
+        return;
+    }
+    if let Ok(id) = u128::from_str_radix(trace_id_hex, 16) {
+        adopt(span, TraceParent::in_trace(id));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,17 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
+        self.call_with(method, path, &[], body).await
+    }
+
+    /// [`Api::call`] with a query, encoded by the HTTP client.
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}{}", self.base, path);
         let mut req = match method {
             "GET" => self.http.get(&url),
@@ -53,6 +64,9 @@ impl Api {
             "DELETE" => self.http.delete(&url),
             _ => self.http.post(&url),
         };
+        if !query.is_empty() {
+            req = req.query(&query)?;
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -173,7 +187,8 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
 
 pub async fn tasks(a: TasksArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.client, Duration::from_secs(30));
-    let mut q = vec![format!("limit={}", a.limit)];
+    let limit = a.limit.to_string();
+    let mut q = vec![("limit", limit.as_str())];
     for (k, v) in [
         ("state", &a.state),
         ("kind", &a.kind),
@@ -183,12 +198,10 @@ pub async fn tasks(a: TasksArgs) -> anyhow::Result<()> {
         ("after", &a.after),
     ] {
         if let Some(v) = v {
-            q.push(format!("{k}={}", urlencode(v)));
+            q.push((k, v.as_str()));
         }
     }
-    let (_, page) = api
-        .call("GET", &format!("/api/v1/tasks?{}", q.join("&")), None)
-        .await?;
+    let (_, page) = api.call_with("GET", "/api/v1/tasks", &q, None).await?;
     if a.client.json {
         outln!("{page}");
         return Ok(());
@@ -378,7 +391,7 @@ pub async fn queues(a: ListArgs) -> anyhow::Result<()> {
 
 pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.client, Duration::from_secs(30));
-    let path = format!("/api/v1/queues/{}", urlencode(&a.name));
+    let path = format!("/api/v1/queues/{}", segment(&a.name));
     let mut body = serde_json::Map::new();
     match a.concurrency {
         Some(Limit::Set(n)) => drop(body.insert("concurrency".into(), n.into())),
@@ -476,7 +489,7 @@ pub async fn schedule(a: ScheduleArgs) -> anyhow::Result<()> {
         "enabled": !a.disabled,
     });
     a.options.add_to(&mut body);
-    let path = format!("/api/v1/schedules/{}", urlencode(&a.name));
+    let path = format!("/api/v1/schedules/{}", segment(&a.name));
     let (status, sc) = api.call("PUT", &path, Some(body)).await?;
     if a.client.json {
         outln!("{sc}");
@@ -492,7 +505,7 @@ pub async fn schedule(a: ScheduleArgs) -> anyhow::Result<()> {
 
 pub async fn unschedule(a: NameArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.client, Duration::from_secs(30));
-    let path = format!("/api/v1/schedules/{}", urlencode(&a.name));
+    let path = format!("/api/v1/schedules/{}", segment(&a.name));
     api.call("DELETE", &path, None).await?;
     if a.client.json {
         outln!("{}", serde_json::json!({"deleted": a.name}));
@@ -502,13 +515,14 @@ pub async fn unschedule(a: NameArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// One segment of a path (a queue's or a schedule's name), its reserved
+/// characters percent-encoded.
+fn segment(s: &str) -> String {
+    /// What RFC 3986 leaves unreserved stays as it is.
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use tracing::callsite::Identifier;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -170,7 +171,7 @@ static FOLDS: OnceLock<Arc<Folds>> = OnceLock::new();
 /// on stderr, colour only when stderr is a terminal and `NO_COLOR` is not
 /// set. Folded lines are reported by a background thread each second, and
 /// by [`flush`].
-pub fn init(filter: &str, format: LogFormat) {
+pub fn init(filter: &str, format: LogFormat, otlp: Option<(&str, &str)>) -> Result<(), String> {
     let env = EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!("courier: log filter {filter:?} is not valid ({e}); using `info`");
         EnvFilter::new("info")
@@ -197,13 +198,33 @@ pub fn init(filter: &str, format: LogFormat) {
             ),
         ),
     };
-    // Each layer carries its own fold filter; only one of them exists.
-    let installed = tracing_subscriber::registry()
-        .with(env)
-        .with(text.map(|l| l.with_filter(Fold(folds.clone()))))
-        .with(json.map(|l| l.with_filter(Fold(folds.clone()))))
-        .try_init()
-        .is_ok();
+    // The log filter (`--log`) and the folding are the log lines' own
+    // (per-layer) filters, so that the spans exported with `--otlp` do not
+    // depend on the log level: those are every span at `info` and above.
+    // Only one of the two line layers exists.
+    let (text_filter, json_filter) = match format {
+        LogFormat::Text => (Some(env.and(Fold(folds.clone()))), None),
+        LogFormat::Json => (None, Some(env.and(Fold(folds.clone())))),
+    };
+    let registry = tracing_subscriber::registry()
+        .with(text.zip(text_filter).map(|(l, f)| l.with_filter(f)))
+        .with(json.zip(json_filter).map(|(l, f)| l.with_filter(f)));
+    #[cfg(feature = "otlp")]
+    let installed = {
+        let otel = match otlp {
+            Some((url, command)) => Some(
+                super::otel::layer(url, command)?
+                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+            ),
+            None => None,
+        };
+        registry.with(otel).try_init().is_ok()
+    };
+    #[cfg(not(feature = "otlp"))]
+    let installed = match otlp {
+        Some(_) => return Err("--otlp: courier was built without the `otlp` feature".into()),
+        None => registry.try_init().is_ok(),
+    };
     if installed {
         std::thread::Builder::new()
             .name("courier-log".into())
@@ -213,6 +234,7 @@ pub fn init(filter: &str, format: LogFormat) {
             })
             .ok();
     }
+    Ok(())
 }
 
 /// Reports every folded line not reported yet (at exit).
@@ -220,6 +242,8 @@ pub fn flush() {
     if let Some(folds) = FOLDS.get() {
         folds.report(Instant::now(), true);
     }
+    #[cfg(feature = "otlp")]
+    super::otel::shutdown();
 }
 
 #[cfg(test)]

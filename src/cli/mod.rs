@@ -4,6 +4,8 @@
 pub mod client;
 pub mod config;
 pub mod logging;
+#[cfg(feature = "otlp")]
+pub mod otel;
 pub mod server;
 
 use clap::{Args, Parser, Subcommand};
@@ -29,6 +31,11 @@ pub struct Cli {
         global = true
     )]
     pub log_format: logging::LogFormat,
+    /// Export spans over OTLP/HTTP (JSON) to this collector base URL
+    /// (`http://collector:4318`; traces go to `…/v1/traces`): one trace a
+    /// task across every process that touched it (feature `otlp`).
+    #[arg(long, env = "COURIER_OTLP", global = true, value_name = "URL")]
+    pub otlp: Option<String>,
     /// A TOML file of options (keys are long options: `db = "…"`, `queues = ["a", "b"]`).
     /// The command line wins over `COURIER_*` variables, which win over this file.
     #[arg(long, env = "COURIER_CONFIG", global = true, value_name = "PATH")]
@@ -92,8 +99,13 @@ pub struct NodeArgs {
     /// `socket:DIR` (processes on one host), `amqp://USER:PASS@HOST:PORT/VHOST`
     /// (hosts through RabbitMQ) and `postgres` (hosts through the `--db`
     /// PostgreSQL database, no broker); the nearest route wins.
-    #[arg(long, env = "COURIER_BUS", default_value = "local")]
-    pub bus: String,
+    #[arg(
+        long,
+        env = "COURIER_BUS",
+        default_value = "local",
+        value_delimiter = ','
+    )]
+    pub bus: Vec<BusTransport>,
     /// This node's name in bus addresses (default: `<host>-<pid>`).
     #[arg(long, env = "COURIER_NODE")]
     pub node: Option<String>,
@@ -111,8 +123,8 @@ pub struct ExecArgs {
     #[arg(long, env = "COURIER_CAPACITY", default_value_t = 256)]
     pub capacity: u32,
     /// Run only these of the registered kinds (comma-separated).
-    #[arg(long, env = "COURIER_KINDS")]
-    pub kinds: Option<String>,
+    #[arg(long, env = "COURIER_KINDS", value_delimiter = ',', value_parser = kind_name)]
+    pub kinds: Option<Vec<String>>,
     /// How often the executor records that it is alive (default 2000).
     #[arg(long, env = "COURIER_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
@@ -139,6 +151,49 @@ pub struct ExecArgs {
     pub retain: courier::Retention,
 }
 
+/// One transport named by `--bus`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusTransport {
+    /// In-process (always on; naming it changes nothing).
+    Local,
+    /// Processes on one host, through Unix sockets in this directory.
+    Socket(std::path::PathBuf),
+    /// Hosts, through RabbitMQ at this URL.
+    Amqp(String),
+    /// Hosts, through the `--db` PostgreSQL database.
+    Postgres,
+}
+
+impl std::str::FromStr for BusTransport {
+    type Err = String;
+
+    fn from_str(t: &str) -> Result<Self, String> {
+        let t = t.trim();
+        match t {
+            "local" => Ok(BusTransport::Local),
+            "postgres" => Ok(BusTransport::Postgres),
+            _ if t.starts_with("socket:") => match &t["socket:".len()..] {
+                "" => Err("the socket transport needs a directory: socket:DIR".into()),
+                dir => Ok(BusTransport::Socket(dir.into())),
+            },
+            _ if t.starts_with("amqp://") || t.starts_with("amqps://") => {
+                Ok(BusTransport::Amqp(t.to_string()))
+            }
+            _ => Err(format!(
+                "unknown transport {t:?}: expected local, socket:DIR, amqp://… or postgres"
+            )),
+        }
+    }
+}
+
+/// One name of `--kinds`, trimmed.
+fn kind_name(k: &str) -> Result<String, String> {
+    match k.trim() {
+        "" => Err("an empty kind name".into()),
+        k => Ok(k.to_string()),
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct HttpArgs {
     /// Address to listen on.
@@ -159,6 +214,11 @@ pub struct HttpArgs {
     /// HTTP worker threads.
     #[arg(long, env = "COURIER_WORKERS", default_value_t = 2)]
     pub workers: usize,
+    /// Connections served at once (all workers together); past it, new
+    /// connections wait in the kernel's accept queue.
+    #[arg(long, env = "COURIER_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 #[derive(Args, Debug)]
@@ -373,8 +433,15 @@ pub struct EventArgs {
     pub client: ClientArgs,
 }
 
-pub fn init_logging(args: &Cli) {
-    logging::init(&args.log, args.log_format);
+pub fn init_logging(args: &Cli) -> Result<(), String> {
+    let command = match &args.command {
+        Command::Serve(_) => "serve",
+        Command::Executor(_) => "executor",
+        Command::Web(_) => "web",
+        _ => "client",
+    };
+    let otlp = args.otlp.as_deref().map(|url| (url, command));
+    logging::init(&args.log, args.log_format, otlp)
 }
 
 pub async fn run(args: Cli) -> anyhow::Result<()> {

@@ -8,42 +8,32 @@ use anyhow::{bail, Context};
 use courier::web::{server, WebConfig, WebState};
 use courier::{ExecutorConfig, Registry, Runtime, RuntimeBuilder, Store};
 
-use super::{DbArgs, ExecArgs, ExecutorArgs, HttpArgs, NodeArgs, ServeArgs, WebArgs};
+use super::{BusTransport, DbArgs, ExecArgs, ExecutorArgs, HttpArgs, NodeArgs, ServeArgs, WebArgs};
 
 /// The transports named by `--bus`.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 struct BusSpec {
     socket_dir: Option<std::path::PathBuf>,
     amqp_url: Option<String>,
     postgres: bool,
 }
 
-/// Parses `--bus`: `local` (always on), `socket:DIR`, `amqp://…` and
-/// `postgres` (through the `--db` database), several comma-separated.
-fn parse_bus(spec: &str) -> anyhow::Result<BusSpec> {
+/// What `--bus` asks for, one field a transport.
+fn bus_spec(transports: &[BusTransport]) -> BusSpec {
     let mut out = BusSpec::default();
-    for t in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+    for t in transports {
         match t {
-            "local" => {}
-            t if t.starts_with("socket:") => {
-                let dir = &t["socket:".len()..];
-                if dir.is_empty() {
-                    bail!("socket transport needs a directory: socket:DIR");
-                }
-                out.socket_dir = Some(dir.into());
-            }
-            t if t.starts_with("amqp://") || t.starts_with("amqps://") => {
-                out.amqp_url = Some(t.to_string());
-            }
-            "postgres" => out.postgres = true,
-            t => bail!("unknown transport {t:?}: expected local, socket:DIR, amqp://… or postgres"),
+            BusTransport::Local => {}
+            BusTransport::Socket(dir) => out.socket_dir = Some(dir.clone()),
+            BusTransport::Amqp(url) => out.amqp_url = Some(url.clone()),
+            BusTransport::Postgres => out.postgres = true,
         }
     }
-    Ok(out)
+    out
 }
 
 fn builder(node: &NodeArgs, exec: Option<&ExecArgs>) -> anyhow::Result<RuntimeBuilder> {
-    let bus = parse_bus(&node.bus)?;
+    let bus = bus_spec(&node.bus);
     let mut b = Runtime::builder().database(node.db.db.clone());
     if let Some(dir) = bus.socket_dir {
         b = b.socket_transport(dir);
@@ -79,11 +69,7 @@ fn builder(node: &NodeArgs, exec: Option<&ExecArgs>) -> anyhow::Result<RuntimeBu
                 Registry::new()
             };
             if let Some(only) = &e.kinds {
-                let wanted: Vec<&str> = only
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .collect();
+                let wanted: Vec<&str> = only.iter().map(String::as_str).collect();
                 for k in &wanted {
                     if !registry.contains(k) {
                         bail!(
@@ -197,7 +183,12 @@ async fn run_http(
     let auth = !config.tokens.is_empty();
     let addr = listener.local_addr()?;
     let state = WebState::new(rt.client(), config);
-    let srv = match server::build(state.clone(), listener, h.workers) {
+    let srv = match server::build(
+        state.clone(),
+        listener,
+        h.workers,
+        h.max_connections as usize,
+    ) {
         Ok(s) => s,
         Err(e) => {
             rt.shutdown().await;
@@ -283,4 +274,51 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let cli = Cli::try_parse_from([&["courier", "serve"], args].concat())?;
+        match cli.command {
+            Command::Serve(a) => Ok(a),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bus_names_transports_clap_splits_and_types() {
+        let a = serve(&[
+            "--bus",
+            "local, socket:/run/courier,amqp://u:p@mq:5672/%2f ,postgres",
+        ])
+        .unwrap();
+        let spec = bus_spec(&a.node.bus);
+        assert_eq!(spec.socket_dir, Some("/run/courier".into()));
+        assert_eq!(spec.amqp_url.as_deref(), Some("amqp://u:p@mq:5672/%2f"));
+        assert!(spec.postgres);
+        let e = serve(&["--bus", "local,rabbit"]).unwrap_err().to_string();
+        assert!(e.contains("unknown transport \"rabbit\""), "{e}");
+        let e = serve(&["--bus", "socket:"]).unwrap_err().to_string();
+        assert!(e.contains("socket:DIR"), "{e}");
+    }
+
+    #[test]
+    fn kinds_are_trimmed_names() {
+        let a = serve(&["--kinds", "demo.echo, demo.sleep"]).unwrap();
+        assert_eq!(
+            a.exec.kinds,
+            Some(vec!["demo.echo".to_string(), "demo.sleep".to_string()])
+        );
+        assert_eq!(serve(&[]).unwrap().exec.kinds, None);
+        let e = serve(&["--kinds", "demo.echo,,demo.sleep"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("an empty kind name"), "{e}");
+    }
 }

@@ -260,10 +260,11 @@ async function apiQueue(server, name) {
   return res.json.queues.find((q) => q.name === name);
 }
 
-// The counts a queue's row shows: { scheduled, pending, running, suspended }.
+// The counts a queue's row shows: { scheduled, pending, running, suspended,
+// succeeded, failed, cancelled }.
 function shownCounts(page, name) {
   return page.locator(queueRowSel(name)).evaluate((tr) =>
-    Object.fromEntries([...tr.querySelectorAll('[data-count]')].map((td) => [td.dataset.count, Number(td.textContent)])));
+    Object.fromEntries([...tr.querySelectorAll('[data-count]')].map((td) => [td.dataset.count, Number(td.textContent.replaceAll(',', ''))])));
 }
 
 // Saves the queue form and returns the PUT's response.
@@ -365,6 +366,44 @@ describe('dashboard without a token', () => {
     ).catch(() => {}); // only so that the screenshot shows the history
     await waitRowState(page, task.id, 'cancelled');
     await page.screenshot({ path: SCREENSHOT });
+  }));
+
+  it('cancels several selected tasks at once', { timeout: TEST_MS }, step(env, async () => {
+    const { page } = env.browser;
+    const ids = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await env.server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.sleep', input: { ms: 60000 } } });
+      assert.equal(res.status, 201, res.text);
+      ids.push(res.json.id);
+    }
+    for (const id of ids) await waitRowState(page, id, 'running');
+    const [a, b, keep] = ids;
+    const button = page.locator(sel('cancel-picked'));
+    assert.equal(await button.isVisible(), false, 'nothing selected, nothing offered');
+    const hash = await page.evaluate(() => location.hash);
+    await page.locator(`${rowSel(a)} ${sel('task-pick')}`).check();
+    await page.locator(`${rowSel(b)} ${sel('task-pick')}`).check();
+    assert.equal((await button.textContent()).trim(), 'Cancel 2 selected');
+    assert.equal(await page.evaluate(() => location.hash), hash, 'ticking a task opened it');
+    page.once('dialog', (d) => d.accept());
+    await button.click();
+    await waitRowState(page, a, 'cancelled');
+    await waitRowState(page, b, 'cancelled');
+    await button.waitFor({ state: 'hidden' });
+    assert.equal((await env.server.api('GET', `/api/v1/tasks/${keep}`)).json.state, 'running', 'an unselected task was cancelled');
+    // A cancelled task can be selected again, to retry it, not to cancel it.
+    await page.locator(`${rowSel(a)} ${sel('task-pick')}`).check();
+    assert.equal(await button.isVisible(), false, 'Cancel offered for a cancelled task');
+    assert.equal((await page.locator(sel('retry-picked')).textContent()).trim(), 'Retry 1 now');
+    await page.locator(`${rowSel(a)} ${sel('task-pick')}`).uncheck();
+    await page.locator(sel('retry-picked')).waitFor({ state: 'hidden' });
+    // A task that succeeded cannot be selected: nothing to do to it.
+    const done = await env.server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.echo', input: 1, wait_ms: 10000 } });
+    assert.equal(done.json.state, 'succeeded', done.text);
+    await waitRowState(page, done.json.id, 'succeeded');
+    assert.equal(await page.locator(`${rowSel(done.json.id)} ${sel('task-pick')}`).isDisabled(), true);
+    await env.server.api('POST', `/api/v1/tasks/${keep}/cancel`);
+    await waitRowState(page, keep, 'cancelled');
   }));
 
   it('sends an event to a suspended task', { timeout: TEST_MS }, step(env, async () => {
@@ -751,6 +790,146 @@ describe('dashboard of queues, retries and task ids', () => {
     await page.waitForFunction((p) => /^#task=/.test(location.hash) && !location.hash.includes(p), parent);
     await page.locator(`${sel('detail')} dd[data-field="parent"] ${sel('parent-id')}`).waitFor();
     assert.equal(await page.locator(`${sel('detail')} dd[data-field="parent"] ${sel('parent-id')}`).textContent(), parent.slice(-12));
+  }));
+
+  it('shows the counts by state, by queue, and the last hour of finishes', { timeout: TEST_MS }, step(env, async () => {
+    const { server } = env;
+    const { page } = env.browser;
+    for (const body of [
+      { kind: 'demo.echo', input: { n: 1 }, wait_ms: 10000 },
+      { kind: 'demo.fail', input: { message: 'for the chart' }, max_attempts: 1, wait_ms: 10000 },
+    ]) {
+      const res = await server.api('POST', '/api/v1/tasks', { body });
+      assert.equal(res.status, 200, res.text);
+    }
+    // A queue no executor serves: its task is cancelled before it starts.
+    const held = await server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.echo', input: {}, queue: 'reports' } });
+    assert.equal(held.status, 201, held.text);
+    assert.equal((await server.api('POST', `/api/v1/tasks/${held.json.id}/cancel`)).status, 202);
+    await page.goto(`${server.base}/`);
+    // Every tile shows what the API counts (the server is busy with nothing
+    // else, so the two settle on the same numbers).
+    await until('the tiles to show the API\'s counts', async () => {
+      const { json } = await server.api('GET', '/api/v1/stats');
+      const shown = await page.locator(sel('state-tile')).evaluateAll((ts) => Object.fromEntries(ts.map((t) => [t.dataset.state, Number(t.dataset.count)])));
+      return json.states.failed >= 1 && JSON.stringify(shown) === JSON.stringify(json.states);
+    });
+    // By queue: the finished columns of `reports`.
+    await until('the finished counts of `reports`', async () => {
+      const { json } = await server.api('GET', '/api/v1/stats');
+      const q = json.queues.find((x) => x.queue === 'reports').states;
+      const shown = await shownCounts(page, 'reports').catch(() => ({}));
+      return q.cancelled === 1 && shown.succeeded === q.succeeded && shown.failed === q.failed && shown.cancelled === q.cancelled;
+    });
+    // The chart: one group a minute, the summary adds them up.
+    assert.equal(await page.locator(sel('chart-minute')).count(), 60);
+    await until('the chart to count the finishes', async () => {
+      const { json } = await server.api('GET', '/api/v1/stats');
+      const want = json.minutes.reduce((a, m) => a + m.succeeded + m.failed + m.cancelled, 0);
+      const summary = page.locator(sel('chart-summary'));
+      const bars = await page.locator(sel('chart-minute')).evaluateAll((gs) =>
+        gs.reduce((a, g) => a + Number(g.dataset.succeeded) + Number(g.dataset.failed) + Number(g.dataset.cancelled), 0));
+      return Number(await summary.getAttribute('data-finished')) === want && bars === want && want >= 3;
+    });
+    assert.ok(Number(await page.locator(sel('chart-summary')).getAttribute('data-failed')) >= 1);
+    assert.match(await page.locator(sel('chart-summary')).textContent(), /finished · [\d.]+\/min · [\d.]+ % failed/);
+    assert.ok(await page.locator(`${sel('chart')} rect.bar-failed`).count() >= 1, 'no failed bar drawn');
+    // A tile lists its tasks; pressed again, all of them.
+    await page.locator(`${sel('state-tile')}[data-state="failed"]`).click();
+    assert.equal(await page.locator(sel('state-filter')).inputValue(), 'failed');
+    await until('only failed tasks listed', async () => {
+      const states = await page.locator(sel('task-row')).evaluateAll((rows) => rows.map((r) => r.dataset.state));
+      return states.length >= 1 && states.every((st) => st === 'failed');
+    });
+    assert.equal(await page.locator(`${sel('state-tile')}[data-state="failed"]`).getAttribute('aria-pressed'), 'true');
+    await page.locator(`${sel('state-tile')}[data-state="failed"]`).click();
+    assert.equal(await page.locator(sel('state-filter')).inputValue(), '');
+    await page.locator(sel('overview')).screenshot({ path: path.join(ROOT, 'target', 'dashboard-overview.png') });
+  }));
+
+  it('retries failed tasks: one from its detail, several selected', { timeout: TEST_MS }, step(env, async () => {
+    const { server } = env;
+    const { page } = env.browser;
+    const ids = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.fail', input: { message: `once ${i}` }, max_attempts: 1, wait_ms: 10000 } });
+      assert.equal(res.json.state, 'failed', res.text);
+      ids.push(res.json.id);
+    }
+    const attempts = async (id) => (await server.api('GET', `/api/v1/tasks/${id}`)).json;
+    const [one, ...many] = ids;
+    for (const id of ids) await waitRowState(page, id, 'failed');
+    // From its detail: it runs again (a second attempt) and fails again.
+    await openDetail(page, one);
+    await waitDetailState(page, 'failed');
+    const retry = page.locator(sel('retry-button'));
+    assert.equal((await retry.textContent()).trim(), 'Retry now');
+    await retry.click();
+    await until('the second attempt to end', async () => {
+      const t = await attempts(one);
+      return t.state === 'failed' && t.attempts === 2;
+    });
+    await waitDetailState(page, 'failed');
+    await until('the detail to show two attempts', async () => /^2 of 2\b/.test(await page.locator(`${sel('detail')} dd[data-field="attempts"]`).textContent().catch(() => '')));
+    await page.locator('#d-close').click();
+    // Several at once.
+    for (const id of many) await page.locator(`${rowSel(id)} ${sel('task-pick')}`).check();
+    const button = page.locator(sel('retry-picked'));
+    assert.equal((await button.textContent()).trim(), 'Retry 2 now');
+    assert.equal(await page.locator(sel('cancel-picked')).isVisible(), false, 'Cancel offered for failed tasks');
+    page.once('dialog', (d) => d.accept());
+    await button.click();
+    await button.waitFor({ state: 'hidden' });
+    for (const id of many) {
+      await until(`${id} to run a second time`, async () => {
+        const t = await attempts(id);
+        return t.state === 'failed' && t.attempts === 2;
+      });
+    }
+    // A delayed task starts now from its detail.
+    const later = await server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.echo', input: { now: true }, delay_ms: 600_000 } });
+    await page.locator(rowSel(later.json.id)).waitFor();
+    await openDetail(page, later.json.id);
+    await waitDetailState(page, 'scheduled');
+    assert.equal((await retry.textContent()).trim(), 'Start now');
+    await retry.click();
+    await waitDetailState(page, 'succeeded');
+    await retry.waitFor({ state: 'hidden' });
+    await page.locator('#d-close').click();
+  }));
+
+  it('finds tasks by their id or its start', { timeout: TEST_MS }, step(env, async () => {
+    const { server } = env;
+    const { page } = env.browser;
+    const made = [];
+    for (const n of [1, 2]) {
+      const res = await server.api('POST', '/api/v1/tasks', { body: { kind: 'demo.echo', input: { find: n } } });
+      assert.equal(res.status, 201, res.text);
+      made.push(res.json.id);
+    }
+    const [a, b] = made;
+    const listed = () => page.locator(sel('task-row')).evaluateAll((rows) => rows.map((r) => r.dataset.taskId));
+    const search = async (text, want, what) => {
+      await page.locator(sel('id-filter')).fill(text);
+      await until(what, async () => JSON.stringify((await listed()).sort()) === JSON.stringify([...want].sort()));
+    };
+    // A whole id, as copied (dashes and all): that task alone.
+    await search(b, [b], 'the task of the whole id');
+    // All but its last digits, without dashes, in capitals: still that one.
+    await search(a.replaceAll('-', '').slice(0, 28).toUpperCase(), [a], 'the task of a long start');
+    // A start both share (ids begin with their creation time): both, and
+    // whatever else was created in that span.
+    const common = [...a].findIndex((c, i) => c !== b[i]);
+    await page.locator(sel('id-filter')).fill(a.slice(0, common));
+    await until('both tasks of the shared start', async () => {
+      const ids = await listed();
+      return ids.includes(a) && ids.includes(b);
+    });
+    // A start no task has: an empty list, not an error.
+    await search('ffffffff', [], 'no task for an unused start');
+    assert.doesNotMatch(await page.locator('#tasks-meta').textContent(), /Could not/);
+    await page.locator(sel('id-filter')).fill('');
+    await page.locator(rowSel(a)).waitFor();
   }));
 
   it('logged no error in the page but the refusal it was made to show', step(env, async () => {

@@ -159,11 +159,22 @@ impl Drop for Proc {
 
 /// Writes one HTTP/1.1 request (without reading the answer).
 pub fn send_request(addr: &str, method: &str, path: &str, body: Option<&str>) -> TcpStream {
+    send_request_with(addr, method, path, "", body)
+}
+
+/// [`send_request`] with `headers` (lines ending in `\r\n`) added.
+pub fn send_request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: Option<&str>,
+) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     let body = body.unwrap_or("");
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -172,7 +183,18 @@ pub fn send_request(addr: &str, method: &str, path: &str, body: Option<&str>) ->
 
 /// One request; returns the status and the body as JSON (or a JSON string).
 pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let mut s = send_request(addr, method, path, body);
+    http_with(addr, method, path, "", body)
+}
+
+/// [`http`] with `headers` (lines ending in `\r\n`) added.
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut s = send_request_with(addr, method, path, headers, body);
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();

@@ -12,39 +12,91 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use utoipa::{IntoParams, ToSchema};
+
 use courier_actors::client::MAX_BATCH;
 use courier_actors::{
-    CatchUp, NewTask, QueueUpdate, ScheduleSpec, TaskFilter, TaskOptions, TaskState,
+    CatchUp, NewTask, QueueInfo, QueueUpdate, Schedule, ScheduleSpec, Task, TaskEvent, TaskFilter,
+    TaskOptions, TaskState,
 };
 
 use crate::error::ApiError;
+#[allow(unused_imports)] // named in the `utoipa::path` annotations
+use crate::schema::{
+    BatchEntry, ErrorBody, EventList, ExecutorList, Health, History, Kind, KindList, MinuteCounts,
+    QueueCounts, QueueList, QueueName, ScheduleList, ScheduleName, StateCounts, Stats, TaskBatch,
+    TaskId, TaskPage, TaskWithSteps, WatchEvent,
+};
 use crate::WebState;
 
-/// Body of `POST /api/v1/tasks` (and an entry of a batch, without
-/// `wait_ms`).
-#[derive(Debug, Deserialize)]
+/// The body of createTask. Unknown fields are refused (422
+/// invalid_field); an optional field given as null is the same as one left
+/// out. Integer fields take whole numbers (3.0 counts as 3).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(
+    json!({"kind": "thumbnail.render", "input": {"image": "s3://photos/cat.jpg", "width": 256}, "wait_ms": 5000, "idempotency_key": "render-cat-256"}),
+    json!({"kind": "mail.send", "input": {"to": "alice@example.com"}, "queue": "mail", "priority": 10, "delay_ms": 60000, "max_attempts": 5, "backoff_ms": 2000, "timeout_ms": 30000})
+))]
 pub struct CreateTask {
+    #[schema(value_type = Kind)]
     pub kind: String,
+    /// The task's input: any JSON value.
     #[serde(default)]
     pub input: Value,
+    /// Wait up to this many milliseconds for the task to become final
+    /// before answering. Must not exceed the server's cap (60000 by
+    /// default; more is 422 invalid_field). Left out or null: answer 201 as
+    /// soon as the task is committed.
     #[serde(default)]
+    #[schema(examples(5000))]
     pub wait_ms: Option<u64>,
+    /// 1 to 256 bytes. A later request with the same key returns the task
+    /// the first request created, as it stands, whatever its own body says.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
     pub idempotency_key: Option<String>,
+    /// The queue to wait in and run from: 1 to 64 characters of
+    /// `[a-z0-9_.-]`. Default: the kind's, else `default`. Executors serve
+    /// the queues they are started with (`--queues`).
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[a-z0-9_.-]{1,64}$",
+        examples("mail")
+    )]
     pub queue: Option<String>,
+    /// -100 to 100; within a queue a higher priority starts first, FIFO
+    /// among equals. Default: the kind's, else 0.
     #[serde(default)]
+    #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i32>,
+    /// Not before this time (RFC 3339): the task is scheduled until then. A
+    /// time already past starts at once. Not with delay_ms.
     #[serde(default)]
     pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Not before this many milliseconds from now (at most 31622400000, a
+    /// year): the task is scheduled until then. Not with run_at.
     #[serde(default)]
+    #[schema(maximum = 31_622_400_000_u64)]
     pub delay_ms: Option<u64>,
+    /// Attempts allowed, 1 to 100: a failed attempt (an error, a panic, a
+    /// timeout) with attempts left is retried. Default: the kind's, else 1.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
+    /// The base of the retry backoff, at most 31622400000: retry n waits a
+    /// random time between 50 % and 100 % of min(backoff_ms × 2^(n-1), 1 h).
+    /// Default: the kind's, else 1000.
     #[serde(default)]
+    #[schema(maximum = 31_622_400_000_u64)]
     pub backoff_ms: Option<u64>,
+    /// An attempt running longer (1 to 31622400000 ms) is aborted, its
+    /// sub-tasks cancelled, and fails with error code timeout. Default: the
+    /// kind's, else none.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31_622_400_000_u64)]
     pub timeout_ms: Option<u64>,
 }
 
@@ -139,37 +191,76 @@ fn unknown_field(message: &str) -> Option<String> {
     Some(message[start..start + len].to_string())
 }
 
-/// Body of `POST /api/v1/tasks/batch`.
-#[derive(Debug, Deserialize)]
+/// The body of createTasks. Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBatch {
+    /// At most 1000 tasks to create, all or none.
+    #[schema(value_type = Vec<BatchEntry>, max_items = 1000)]
     pub tasks: Vec<Value>,
 }
 
-/// Body of `POST /api/v1/tasks/{id}/events`.
-#[derive(Debug, Deserialize)]
+/// The body of sendEvent. Unknown fields are refused (422 invalid_field).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"name": "approved", "payload": {"by": "alice"}})))]
 pub struct SendEvent {
+    /// 1 to 128 bytes (UTF-8): a name of 128 characters or fewer may still
+    /// be refused (422 invalid_field) if it is longer than 128 bytes.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
+    /// Any JSON value.
     #[serde(default)]
     pub payload: Value,
 }
 
-/// Query of `GET /api/v1/tasks`.
-#[derive(Debug, Deserialize)]
+/// Query of `GET /api/v1/tasks`. Each is read as text and checked here, so
+/// a bad one is 400 invalid_query naming it.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only tasks in this state.
+    #[param(value_type = Option<TaskState>)]
     pub state: Option<String>,
+    /// Only tasks of this kind.
     pub kind: Option<String>,
+    /// Only tasks of this queue.
     pub queue: Option<String>,
+    /// Only tasks created by this schedule.
     pub schedule: Option<String>,
+    /// Only tasks whose id starts with this: 1 to 32 hex digits, dashes
+    /// ignored (a whole id finds that task).
+    #[param(pattern = "^-*[0-9a-fA-F](-*[0-9a-fA-F]){0,31}-*$")]
+    pub id: Option<String>,
+    /// Only sub-tasks of this task.
+    #[param(value_type = Option<Uuid>)]
     pub parent: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    /// The `next` of the previous page.
+    #[param(value_type = Option<Uuid>)]
     pub after: Option<String>,
 }
 
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 1000;
+
+/// The query parameter `name`: a whole number from 1 to `max`, or
+/// `default` when not given; 400 invalid_query naming it otherwise.
+fn query_number(given: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+    match given {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::InvalidQuery(format!("{name} must be a whole number from 1 to {max}"))
+            }),
+    }
+}
 
 fn parse_id(s: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(s).map_err(|_| ApiError::InvalidQuery(format!("{what} {s:?} is not a UUID")))
@@ -185,6 +276,23 @@ fn trace_of(req: &HttpRequest) -> Option<String> {
         .map(|t| t.trace_id_hex())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks",
+    operation_id = "createTask",
+    tag = "tasks",
+    summary = "Create a task",
+    description = "Commits a task of the given kind to its queue. Without wait_ms the answer is 201 as soon as the task is committed: pending, or scheduled if run_at or delay_ms puts its start later. With wait_ms the request waits for the task's completion, which is pushed to it: 200 if the task becomes final in time, 202 with the task as it stands if wait_ms runs out (retries and their backoffs count against wait_ms). Queue options left out (or null) take the kind's defaults, else the global ones: queue `default`, priority 0, start now, max_attempts 1, backoff_ms 1000, no timeout. Unknown fields are refused. The body is checked in full first; then, if an earlier request created a task with the same idempotency_key, that task is returned as it stands with 200, whatever this body says.",
+    request_body = CreateTask,
+    responses(
+        (status = 200, description = "The task became final within wait_ms, or an earlier request with the same idempotency_key created it (returned as it stands).", body = Task),
+        (status = 201, description = "The task was created (no wait_ms).", body = Task, headers(("Location" = String, description = "The task's path, /api/v1/tasks/{id}."))),
+        (status = 202, description = "wait_ms ran out; the task as it stands.", body = Task),
+        (status = 400, description = "malformed_json: the body is not JSON, or not sent as Content-Type: application/json. (JSON of the wrong shape or types is 422 invalid_field.)", body = ErrorBody),
+        (status = 413, description = "body_too_large: the body is over the limit (1 MiB by default).", body = ErrorBody),
+        (status = 422, description = "invalid_field: a field fails validation (a value out of range, of the wrong type, run_at given with delay_ms, wait_ms over the server's cap), a field is unknown, kind is missing, or the body is JSON but not an object; `field` names the field when one is at fault. unknown_kind: no alive executor runs this kind (`field` is \"kind\").", body = ErrorBody),
+    )
+)]
 pub async fn create_task(
     state: web::Data<WebState>,
     req: HttpRequest,
@@ -239,6 +347,21 @@ pub async fn create_task(
 
 /// `POST /api/v1/tasks/batch`: every entry created in one transaction, or
 /// none (422 naming the first bad entry's field).
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/batch",
+    operation_id = "createTasks",
+    tag = "tasks",
+    summary = "Create tasks in one transaction",
+    description = "Commits up to 1000 tasks in one transaction: all of them or, if any entry is refused, none. Each entry is the body of createTask without wait_ms (a batch answers at once). The answer lists the tasks in the order of the entries; an entry whose idempotency_key names an existing task (or an earlier entry of the same batch) gives that task, as it stands.",
+    request_body = CreateBatch,
+    responses(
+        (status = 201, description = "The tasks, in the order of the entries.", body = TaskBatch),
+        (status = 400, description = "malformed_json: the body is not JSON, or not sent as Content-Type: application/json. (JSON of the wrong shape or types is 422 invalid_field.)", body = ErrorBody),
+        (status = 413, description = "body_too_large: the body is over the limit (1 MiB by default).", body = ErrorBody),
+        (status = 422, description = "invalid_field or unknown_kind, as for createTask, for the first bad entry: `field` names it as tasks[i].field (e.g. tasks[3].priority); or invalid_field for the batch itself (`field` \"tasks\": missing, not an array, or over 1000 entries). Nothing was created.", body = ErrorBody),
+    )
+)]
 pub async fn create_batch(
     state: web::Data<WebState>,
     req: HttpRequest,
@@ -283,9 +406,23 @@ pub async fn create_batch(
     }
     let created = state.client.submit_batch(news).await?;
     let tasks: Vec<_> = created.into_iter().map(|s| s.task).collect();
-    Ok(HttpResponse::Created().json(json!({ "tasks": tasks })))
+    Ok(HttpResponse::Created().json(TaskBatch { tasks }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}",
+    operation_id = "getTask",
+    tag = "tasks",
+    summary = "Get a task",
+    description = "The task as it stands, with its journaled durable steps (`steps`, in the order they ended; only this endpoint gives them). A task deleted by retention is 404.",
+    params(TaskId),
+    responses(
+        (status = 200, description = "The task, with its journaled steps.", body = TaskWithSteps),
+        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
+        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+    )
+)]
 pub async fn get_task(
     state: web::Data<WebState>,
     id: web::Path<String>,
@@ -293,26 +430,28 @@ pub async fn get_task(
     let id = parse_id(&id, "task id")?;
     let task = state.client.get(id).await?;
     let steps = state.client.steps(id).await?;
-    let mut body = serde_json::to_value(task).map_err(|_| ApiError::Internal)?;
-    body["steps"] = serde_json::to_value(steps).map_err(|_| ApiError::Internal)?;
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(TaskWithSteps { task, steps }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks",
+    operation_id = "listTasks",
+    tag = "tasks",
+    summary = "List tasks",
+    description = "Tasks, newest first, a page at a time. Pass the previous page's `next` as `after` for the next page. An unknown query parameter is answered 400 invalid_query.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of tasks.", body = TaskPage),
+        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
+    )
+)]
 pub async fn list_tasks(
     state: web::Data<WebState>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
-    let limit = match &q.limit {
-        None => DEFAULT_PAGE,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::InvalidQuery(format!("limit must be a whole number from 1 to {MAX_PAGE}"))
-            })?,
-    };
+    let limit = query_number(q.limit.as_deref(), "limit", DEFAULT_PAGE, MAX_PAGE)?;
     let filter = TaskFilter {
         state: q
             .state
@@ -323,6 +462,12 @@ pub async fn list_tasks(
         kind: q.kind.filter(|k| !k.is_empty()),
         queue: q.queue.filter(|k| !k.is_empty()),
         schedule: q.schedule.filter(|k| !k.is_empty()),
+        id_prefix: q
+            .id
+            .as_deref()
+            .map(|p| p.parse::<courier_actors::IdPrefix>())
+            .transpose()
+            .map_err(|e| ApiError::InvalidQuery(e.to_string()))?,
         parent_id: q
             .parent
             .as_deref()
@@ -339,18 +484,50 @@ pub async fn list_tasks(
     let next = (tasks.len() as u32 == limit)
         .then(|| tasks.last().map(|t| t.id))
         .flatten();
-    Ok(HttpResponse::Ok().json(json!({ "tasks": tasks, "next": next })))
+    Ok(HttpResponse::Ok().json(TaskPage { tasks, next }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}/children",
+    operation_id = "listChildren",
+    tag = "tasks",
+    summary = "List a task's sub-tasks",
+    description = "The tasks this task spawned, in spawn order.",
+    params(TaskId),
+    responses(
+        (status = 200, description = "The sub-tasks.", body = TaskPage),
+        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
+        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+    )
+)]
 pub async fn children(
     state: web::Data<WebState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "task id")?;
     let tasks = state.client.children(id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "tasks": tasks, "next": null })))
+    Ok(HttpResponse::Ok().json(TaskPage { tasks, next: None }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/events",
+    operation_id = "sendEvent",
+    tag = "events",
+    summary = "Send an event to a task",
+    description = "Commits the event to the task's durable inbox, then delivers it to the task. An event sent to a scheduled or pending task is kept and delivered when it runs. Unknown body fields are refused (422).",
+    request_body = SendEvent,
+    params(TaskId),
+    responses(
+        (status = 202, description = "The event, committed to the task's inbox.", body = TaskEvent),
+        (status = 400, description = "malformed_json (the body is not JSON, or not sent as Content-Type: application/json) or invalid_query (the path id is not a uuid).", body = ErrorBody),
+        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+        (status = 409, description = "conflict: the task is final and takes no more events.", body = ErrorBody),
+        (status = 413, description = "body_too_large: the body is over the limit (1 MiB by default).", body = ErrorBody),
+        (status = 422, description = "invalid_field: a field fails validation (or the body is JSON of the wrong shape, or has an unknown field).", body = ErrorBody),
+    )
+)]
 pub async fn post_event(
     state: web::Data<WebState>,
     id: web::Path<String>,
@@ -365,22 +542,66 @@ pub async fn post_event(
     Ok(HttpResponse::Accepted().json(ev))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}/events",
+    operation_id = "listEvents",
+    tag = "events",
+    summary = "List a task's events",
+    description = "The task's inbox, in order.",
+    params(TaskId),
+    responses(
+        (status = 200, description = "The events.", body = EventList),
+        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
+        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+    )
+)]
 pub async fn events(
     state: web::Data<WebState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "task id")?;
-    Ok(HttpResponse::Ok().json(json!({ "events": state.client.events(id).await? })))
+    let events = state.client.events(id).await?;
+    Ok(HttpResponse::Ok().json(EventList { events }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}/history",
+    operation_id = "getHistory",
+    tag = "tasks",
+    summary = "Get a task's state history",
+    description = "Every state change of the task, oldest first.",
+    params(TaskId),
+    responses(
+        (status = 200, description = "The history.", body = History),
+        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
+        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+    )
+)]
 pub async fn history(
     state: web::Data<WebState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "task id")?;
-    Ok(HttpResponse::Ok().json(json!({ "history": state.client.history(id).await? })))
+    let history = state.client.history(id).await?;
+    Ok(HttpResponse::Ok().json(History { history }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/cancel",
+    operation_id = "cancelTask",
+    tag = "tasks",
+    summary = "Cancel a task",
+    description = "Requests cancellation; it cascades to the task's sub-tasks. A scheduled or pending task is cancelled at once. Cancelling a final task is not an error: the answer is 202 with the task unchanged. Takes no body.",
+    params(TaskId),
+    responses(
+        (status = 202, description = "Cancellation requested; the task as it stands.", body = Task),
+        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
+        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     state: web::Data<WebState>,
     id: web::Path<String>,
@@ -389,12 +610,49 @@ pub async fn cancel(
     Ok(HttpResponse::Accepted().json(state.client.cancel(id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/retry",
+    operation_id = "retryTask",
+    tag = "tasks",
+    summary = "Retry a task now",
+    description = "A scheduled task (waiting for its start time or for a retry's backoff) becomes pending at once. A failed or cancelled root task gets a new attempt now: pending again, one more attempt allowed if it had used them all; as for any retry, its errors and journaled steps stay (succeeded steps are not run again) and the attempt spawns its sub-tasks anew. Any other task, or a finished sub-task (its end was reported to its parent), is 409. Takes no body.",
+    params(TaskId),
+    responses(
+        (status = 200, description = "The task, pending now.", body = Task),
+        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
+        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+        (status = 409, description = "conflict: the task is pending, running, suspended or succeeded, or is a finished sub-task.", body = ErrorBody),
+    )
+)]
+pub async fn retry(
+    state: web::Data<WebState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "task id")?;
+    Ok(HttpResponse::Ok().json(state.client.retry(id).await?))
+}
+
 /// How often an idle watch stream sends a comment, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `GET /api/v1/tasks/{id}/watch`: server-sent events, one per state change,
 /// pushed by the task's executor to a follower actor of this request. The
 /// stream ends after the final state, or when the server begins to stop.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}/watch",
+    operation_id = "watchTask",
+    tag = "tasks",
+    summary = "Watch a task's state changes",
+    description = "A server-sent event stream: one message per state change, with `event: state` and the task JSON as `data`. The first message is the task as it stands. After the final state, one `event: end` message (data `{}`) is sent and the stream ends. An idle stream gets a `: keep-alive` comment every 15 s. Errors (e.g. 404) are answered before the stream starts.",
+    params(TaskId),
+    responses(
+        (status = 200, description = "The event stream.", content_type = "text/event-stream", body = WatchEvent),
+        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
+        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+    )
+)]
 pub async fn watch(
     state: web::Data<WebState>,
     id: web::Path<String>,
@@ -439,14 +697,117 @@ pub async fn watch(
         .streaming(body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/executors",
+    operation_id = "listExecutors",
+    tag = "executors",
+    summary = "List executors",
+    description = "Every executor known, newest first, with the kinds it runs and the queues it serves.",
+    responses(
+        (status = 200, description = "The executors.", body = ExecutorList),
+    )
+)]
 pub async fn executors(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(json!({ "executors": state.client.executors().await? })))
+    let executors = state.client.executors().await?;
+    Ok(HttpResponse::Ok().json(ExecutorList { executors }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/queues",
+    operation_id = "listQueues",
+    tag = "queues",
+    summary = "List queues",
+    description = "Every queue that has a setting, a task scheduled, pending, running or suspended, or an alive executor serving it, by name.",
+    responses(
+        (status = 200, description = "The queues.", body = QueueList),
+    )
+)]
 pub async fn queues(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(json!({ "queues": state.client.queues().await? })))
+    let queues = state.client.queues().await?;
+    Ok(HttpResponse::Ok().json(QueueList { queues }))
 }
 
+/// Query of `GET /api/v1/stats`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// How many minutes of finished tasks, 1 to 180 (default 60).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 180)]
+    pub minutes: Option<String>,
+}
+
+/// The most minutes `GET /api/v1/stats` gives (the counts are kept three hours).
+pub const MAX_STATS_MINUTES: u32 = 180;
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats",
+    operation_id = "getStats",
+    tag = "queues",
+    summary = "Counts of tasks",
+    description = "Deployment-wide: the tasks the store keeps in each state, the same by queue, and how many tasks succeeded, failed and were cancelled in each of the last minutes. Read from counters the database keeps as tasks change, so it costs the same whatever the number of tasks.",
+    params(StatsQuery),
+    responses(
+        (status = 200, description = "The counts.", body = Stats),
+        (status = 400, description = "invalid_query: `minutes` is not a whole number from 1 to 180, or an unknown parameter.", body = ErrorBody),
+    )
+)]
+pub async fn stats(
+    state: web::Data<WebState>,
+    q: web::Query<StatsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let minutes = query_number(q.minutes.as_deref(), "minutes", 60, MAX_STATS_MINUTES)?;
+    let store = state.client.store();
+    let mut states = StateCounts::default();
+    let mut queues: Vec<QueueCounts> = Vec::new();
+    for (queue, st, n) in store.count_by_queue().await? {
+        states.add(st, n);
+        match queues.last_mut() {
+            Some(q) if q.queue == queue => q.states.add(st, n),
+            _ => {
+                let mut counts = StateCounts::default();
+                counts.add(st, n);
+                queues.push(QueueCounts {
+                    queue,
+                    states: counts,
+                });
+            }
+        }
+    }
+    let minutes = store
+        .throughput(minutes)
+        .await?
+        .into_iter()
+        .map(|m| MinuteCounts {
+            at: chrono::DateTime::from_timestamp(m.minute * 60, 0).unwrap_or_default(),
+            succeeded: m.succeeded,
+            failed: m.failed,
+            cancelled: m.cancelled,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Stats {
+        states,
+        queues,
+        minutes,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/queues/{name}",
+    operation_id = "getQueue",
+    tag = "queues",
+    summary = "Get a queue",
+    description = "The queue's settings and counts. Any valid name answers: a queue nobody mentioned has no limits, is not paused and holds nothing.",
+    params(QueueName),
+    responses(
+        (status = 200, description = "The queue.", body = QueueInfo),
+        (status = 422, description = "invalid_field: the name in the path is not a queue name (`field` \"queue\").", body = ErrorBody),
+    )
+)]
 pub async fn get_queue(
     state: web::Data<WebState>,
     name: web::Path<String>,
@@ -456,6 +817,22 @@ pub async fn get_queue(
 
 /// `PUT /api/v1/queues/{name}`: omitted fields keep their value, `null`
 /// lifts a limit.
+#[utoipa::path(
+    put,
+    path = "/api/v1/queues/{name}",
+    operation_id = "updateQueue",
+    tag = "queues",
+    summary = "Change a queue's settings",
+    description = "Changes the queue's settings, which hold across every executor on every host: fields left out (and a null paused) keep their value; a null concurrency or rate_per_s lifts that limit. Tasks already running go on. A new or changed rate starts with a full bucket (bursts up to max(1, rate_per_s)). Unknown fields are refused. Answers the queue as it now stands.",
+    request_body = QueueUpdate,
+    params(QueueName),
+    responses(
+        (status = 200, description = "The queue, with its new settings.", body = QueueInfo),
+        (status = 400, description = "malformed_json: the body is not JSON, or not sent as Content-Type: application/json. (JSON of the wrong shape or types is 422 invalid_field.)", body = ErrorBody),
+        (status = 413, description = "body_too_large: the body is over the limit (1 MiB by default).", body = ErrorBody),
+        (status = 422, description = "invalid_field: a value out of range or of the wrong type, an unknown field, or a name in the path that is not a queue name (`field` \"queue\"); `field` names the field at fault.", body = ErrorBody),
+    )
+)]
 pub async fn put_queue(
     state: web::Data<WebState>,
     name: web::Path<String>,
@@ -465,32 +842,65 @@ pub async fn put_queue(
     Ok(HttpResponse::Ok().json(state.client.update_queue(&name, &update).await?))
 }
 
-/// Body of `PUT /api/v1/schedules/{name}`: the whole schedule (a PUT
-/// replaces it).
-#[derive(Debug, Deserialize)]
+/// The body of putSchedule: the whole definition (fields left out take
+/// their defaults; a PUT replaces the schedule). Unknown fields are refused
+/// (422 invalid_field); an optional field given as null is the same as one
+/// left out.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"cron": "0 3 * * *", "kind": "report.build", "input": {"format": "pdf"}, "queue": "reports", "max_attempts": 3, "timeout_ms": 600000, "catch_up": "one"})))]
 pub struct PutSchedule {
+    /// When to create a task, in UTC: 5 fields (minute hour day-of-month
+    /// month day-of-week) or 6 (seconds first).
+    #[schema(examples("0 3 * * *", "*/10 * * * * *"))]
     pub cron: String,
+    #[schema(value_type = Kind)]
     pub kind: String,
+    /// The input of every task it creates: any JSON value.
     #[serde(default)]
     pub input: Value,
+    /// The queue of the tasks it creates; null: the kind's, else `default`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-z0-9_.-]{1,64}$")]
     pub queue: Option<String>,
+    /// The priority of the tasks it creates, -100 to 100; null: the
+    /// kind's, else 0.
     #[serde(default)]
+    #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i32>,
+    /// Refused: a schedule's tasks start at their slot (use delay_ms).
     #[serde(default)]
+    #[schema(ignore)]
     pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Each task it creates starts this many milliseconds after its slot
+    /// (scheduled until then); null: at once.
     #[serde(default)]
+    #[schema(maximum = 31_622_400_000_u64)]
     pub delay_ms: Option<u64>,
+    /// Attempts allowed to each task it creates, 1 to 100; null: the
+    /// kind's, else 1.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
+    /// The retry backoff base of the tasks it creates; null: the kind's,
+    /// else 1000.
     #[serde(default)]
+    #[schema(maximum = 31_622_400_000_u64)]
     pub backoff_ms: Option<u64>,
+    /// The attempt timeout of the tasks it creates; null: the kind's, else
+    /// none.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31_622_400_000_u64)]
     pub timeout_ms: Option<u64>,
+    /// What becomes of slots missed while nothing could make them (every
+    /// server down): `skip` (default), `one` task for all, or `all` (one
+    /// each, at most the latest 100).
     #[serde(default)]
+    #[schema(value_type = Option<CatchUp>)]
     pub catch_up: Option<String>,
+    /// false: it creates no task until put again with true.
     #[serde(default = "enabled")]
+    #[schema(default = true)]
     pub enabled: bool,
 }
 
@@ -524,12 +934,36 @@ impl PutSchedule {
 }
 
 /// `GET /api/v1/schedules`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/schedules",
+    operation_id = "listSchedules",
+    tag = "schedules",
+    summary = "List schedules",
+    description = "Every schedule, by name, with its next runs.",
+    responses(
+        (status = 200, description = "The schedules.", body = ScheduleList),
+    )
+)]
 pub async fn schedules(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
     let schedules = state.client.schedules().await?;
-    Ok(HttpResponse::Ok().json(json!({ "schedules": schedules })))
+    Ok(HttpResponse::Ok().json(ScheduleList { schedules }))
 }
 
 /// `GET /api/v1/schedules/{name}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/schedules/{name}",
+    operation_id = "getSchedule",
+    tag = "schedules",
+    summary = "Get a schedule",
+    description = "The schedule, with its next runs.",
+    params(ScheduleName),
+    responses(
+        (status = 200, description = "The schedule.", body = Schedule),
+        (status = 404, description = "not_found: no schedule of this name.", body = ErrorBody),
+    )
+)]
 pub async fn get_schedule(
     state: web::Data<WebState>,
     name: web::Path<String>,
@@ -538,6 +972,23 @@ pub async fn get_schedule(
 }
 
 /// `PUT /api/v1/schedules/{name}`: 201 created, 200 replaced.
+#[utoipa::path(
+    put,
+    path = "/api/v1/schedules/{name}",
+    operation_id = "putSchedule",
+    tag = "schedules",
+    summary = "Create or replace a schedule",
+    description = "Creates the schedule, or replaces its whole definition: fields left out take their defaults (input null, catch_up skip, enabled true, the task options the kind's defaults), not the values they had. To change one field (e.g. enabled), get the schedule and put its fields back with that one changed. Its next run is computed anew from now; tasks it already created are not touched. A disabled schedule creates no task and has no next run.",
+    request_body = PutSchedule,
+    params(ScheduleName),
+    responses(
+        (status = 200, description = "The schedule was replaced; as it now stands.", body = Schedule),
+        (status = 201, description = "The schedule was created.", body = Schedule),
+        (status = 400, description = "malformed_json: the body is not JSON, or not sent as Content-Type: application/json. (JSON of the wrong shape or types is 422 invalid_field.)", body = ErrorBody),
+        (status = 413, description = "body_too_large: the body is over the limit (1 MiB by default).", body = ErrorBody),
+        (status = 422, description = "invalid_field: the cron expression does not parse (`field` \"cron\"), a value is out of range or of the wrong type, or the name in the path is not a schedule name (`field` \"name\"); `field` names the field at fault. unknown_kind: no alive executor runs this kind (`field` \"kind\").", body = ErrorBody),
+    )
+)]
 pub async fn put_schedule(
     state: web::Data<WebState>,
     name: web::Path<String>,
@@ -554,6 +1005,19 @@ pub async fn put_schedule(
 }
 
 /// `DELETE /api/v1/schedules/{name}`: 204; the tasks it created stay.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/schedules/{name}",
+    operation_id = "deleteSchedule",
+    tag = "schedules",
+    summary = "Delete a schedule",
+    description = "Deletes the schedule: it creates no more tasks. The tasks it already created stay, and keep its name in their `schedule`.",
+    params(ScheduleName),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "not_found: no schedule of this name.", body = ErrorBody),
+    )
+)]
 pub async fn delete_schedule(
     state: web::Data<WebState>,
     name: web::Path<String>,
@@ -562,22 +1026,36 @@ pub async fn delete_schedule(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/kinds",
+    operation_id = "listKinds",
+    tag = "executors",
+    summary = "List runnable kinds",
+    description = "The kinds some alive executor runs.",
+    responses(
+        (status = 200, description = "The kinds.", body = KindList),
+    )
+)]
 pub async fn kinds(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
     let kinds = state.client.store().known_kinds().await?;
-    Ok(HttpResponse::Ok().json(json!({ "kinds": kinds })))
-}
-
-/// The OpenAPI document, kept in the repository as `web/openapi.json`.
-pub const OPENAPI: &str = include_str!("../openapi.json");
-
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(OPENAPI)
+    Ok(HttpResponse::Ok().json(KindList { kinds }))
 }
 
 /// `GET /healthz`: 200 when the database answers, 503 when it does not;
 /// either way the body says how the database and each transport stand.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "meta",
+    summary = "Health check",
+    description = "Whether the server and its database answer. Never needs a token.",
+    responses(
+        (status = 200, description = "Healthy.", body = Health),
+        (status = 503, description = "Degraded: the database does not answer (its error in `database`).", body = Health),
+    )
+)]
 pub async fn healthz(state: web::Data<WebState>) -> HttpResponse {
     let bus = match state.client.bus().stats().await {
         Ok(s) => json!({
@@ -587,8 +1065,15 @@ pub async fn healthz(state: web::Data<WebState>) -> HttpResponse {
         Err(e) => json!({"error": e.to_string()}),
     };
     match state.client.store().ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok", "database": "ok", "bus": bus})),
-        Err(e) => HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "degraded", "database": e.to_string(), "bus": bus})),
+        Ok(()) => HttpResponse::Ok().json(Health {
+            status: "ok",
+            database: "ok".into(),
+            bus,
+        }),
+        Err(e) => HttpResponse::ServiceUnavailable().json(Health {
+            status: "degraded",
+            database: e.to_string(),
+            bus,
+        }),
     }
 }

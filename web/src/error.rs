@@ -3,9 +3,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 use courier_actors::Error as CoreError;
+
+use crate::schema::{ErrorBody, ErrorDetail};
 
 /// An error as the API reports it: `{"error": {"code", "message"}}`.
 #[derive(Debug, thiserror::Error)]
@@ -132,11 +133,13 @@ impl ResponseError for ApiError {
         if let ApiError::MethodNotAllowed { allow, .. } = self {
             r.insert_header(("Allow", *allow));
         }
-        let mut error = json!({"code": self.code(), "message": self.to_string()});
-        if let Some(field) = self.field_name() {
-            error["field"] = field.into();
-        }
-        r.json(json!({ "error": error }))
+        r.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code().into(),
+                message: self.to_string(),
+                field: self.field_name().map(Into::into),
+            },
+        })
     }
 }
 

@@ -11,6 +11,10 @@
 //!   to statuses and `{"error": {"code", "message"}}` bodies.
 //! - [`auth`]: the optional bearer-token check.
 //! - [`metrics`]: the Prometheus endpoint.
+//! - [`schema`]: the JSON shapes of answers that are not models (list
+//!   envelopes, the error body, path parameters), which handlers build.
+//! - [`openapi`]: the OpenAPI document, generated (utoipa) from the
+//!   handlers' annotations and the request, answer and model types.
 //! - [`server`]: courier's own `HttpServer` (tracing, workers, binding).
 //!
 //! Web sessions are actors: a request that waits for a task (`wait_ms`) or
@@ -21,6 +25,8 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
+pub mod schema;
 pub mod server;
 
 use std::sync::Arc;
@@ -132,6 +138,9 @@ impl WebState {
                     .service(
                         resource("/tasks/{id}/cancel", "POST").route(web::post().to(api::cancel)),
                     )
+                    .service(
+                        resource("/tasks/{id}/retry", "POST").route(web::post().to(api::retry)),
+                    )
                     .service(resource("/tasks/{id}/watch", "GET").route(web::get().to(api::watch)))
                     .service(resource("/executors", "GET").route(web::get().to(api::executors)))
                     .service(resource("/queues", "GET").route(web::get().to(api::queues)))
@@ -147,8 +156,9 @@ impl WebState {
                             .route(web::put().to(api::put_schedule))
                             .route(web::delete().to(api::delete_schedule)),
                     )
+                    .service(resource("/stats", "GET").route(web::get().to(api::stats)))
                     .service(resource("/kinds", "GET").route(web::get().to(api::kinds)))
-                    .service(resource("/openapi.json", "GET").route(web::get().to(api::openapi)))
+                    .service(resource("/openapi.json", "GET").route(web::get().to(openapi::serve)))
                     .default_service(web::to(not_found)),
             )
             .service(resource("/", "GET").route(web::get().to(dashboard)));
@@ -202,7 +212,16 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
-async fn dashboard() -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "dashboard",
+    tag = "meta",
+    summary = "Dashboard",
+    description = "The live dashboard: an HTML page served from the binary (no build step).",
+    responses((status = 200, description = "The dashboard.", content_type = "text/html", body = String))
+)]
+pub(crate) async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; img-src 'self' data:"))

@@ -38,10 +38,24 @@ struct QueueLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabel {
+    lane: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransportLabel {
     transport: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "meta",
+    summary = "Metrics",
+    description = "This process's metrics in the OpenMetrics text format (what Prometheus scrapes); deployment-wide gauges are read from the database at scrape time. Never needs a token.",
+    responses((status = 200, description = "The metrics.", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
+)]
 pub async fn metrics(state: web::Data<WebState>) -> HttpResponse {
     let mut registry = Registry::default();
     courier_actors::metrics::metrics().register(&mut registry);
@@ -114,6 +128,17 @@ pub async fn metrics(state: web::Data<WebState>) -> HttpResponse {
         Err(e) => tracing::warn!(error = %e, "metrics: could not read the queues"),
     }
 
+    let (lanes, bound) = state.client.store().write_queues();
+    let held = Family::<LaneLabel, Gauge>::default();
+    for (lane, n) in lanes {
+        held.get_or_create(&LaneLabel { lane }).set(n as i64);
+    }
+    registry.register(
+        "courier_store_writes_held",
+        format!("Writes held by each group-commit lane of this process (queued or being written); past {bound}, callers wait"),
+        held,
+    );
+
     if let Ok(stats) = state.client.bus().stats().await {
         let routed = Family::<TransportLabel, Counter>::default();
         let mut by = vec![
@@ -135,8 +160,15 @@ pub async fn metrics(state: web::Data<WebState>) -> HttpResponse {
         dropped.inc_by(stats.dropped);
         registry.register(
             "courier_bus_dropped",
-            "Messages the bus found no route for (recovered from the store)",
+            "Messages the bus dropped: no route, or its mailbox full (recovered from the store)",
             dropped,
+        );
+        let full = Counter::<u64>::default();
+        full.inc_by(stats.full);
+        registry.register(
+            "courier_bus_mailbox_full",
+            format!("Of the dropped messages, those a sender that could not wait found the bus's mailbox full ({} envelopes)", courier_bus::MAILBOX_BOUND),
+            full,
         );
     }
 

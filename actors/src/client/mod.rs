@@ -10,6 +10,7 @@ pub mod watch;
 use std::time::Duration;
 
 use serde_json::Value;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use courier_bus::Address;
@@ -118,7 +119,16 @@ impl Client {
 
     async fn insert(&self, t: NewTask, watcher: Option<&str>) -> Result<Submitted> {
         let insert = self.prepare(t).await?;
-        let (task, created) = self.store.create_task_watched(&insert, watcher).await?;
+        // The creation's span, in the task's trace (an exporter joins it to
+        // the runs' spans of every executor that runs the task).
+        let span = tracing::info_span!("submit", task_id = %insert.id, kind = %insert.kind,
+            trace_id = %insert.trace_id);
+        courier_bus::trace::adopt_trace(&span, &insert.trace_id);
+        let (task, created) = self
+            .store
+            .create_task_watched(&insert, watcher)
+            .instrument(span)
+            .await?;
         if created {
             crate::metrics::metrics().task_created(&task.kind);
         }
@@ -128,9 +138,10 @@ impl Client {
     /// Flow 1: the task is committed; tell its queue's pool (`start_task`,
     /// or `task_scheduled` for one that waits for its `run_at`). If this
     /// message is lost, an executor's sweep finds the task anyway.
-    fn start(&self, task: &Task) {
+    /// Waits only when the bus's mailbox is full (backpressure).
+    async fn start(&self, task: &Task) {
         if let Some(env) = announce(self.me(), task) {
-            self.bus.tell(env);
+            self.bus.post(env).await;
         }
     }
 
@@ -138,7 +149,7 @@ impl Client {
     pub async fn submit(&self, t: NewTask) -> Result<Submitted> {
         let s = self.insert(t, None).await?;
         if s.created {
-            self.start(&s.task);
+            self.start(&s.task).await;
         }
         tracing::debug!(task_id = %s.task.id, kind = %s.task.kind, trace_id = %s.task.trace_id, created = s.created, "task submitted");
         Ok(s)
@@ -183,7 +194,7 @@ impl Client {
             .collect();
         for s in out.iter().filter(|s| s.created) {
             crate::metrics::metrics().task_created(&s.task.kind);
-            self.start(&s.task);
+            self.start(&s.task).await;
         }
         tracing::info!(n = out.len(), "batch submitted");
         Ok(out)
@@ -212,7 +223,7 @@ impl Client {
             // unseen.
             let s = self.insert(t, Some(&session.watcher)).await?;
             if s.created {
-                self.start(&s.task);
+                self.start(&s.task).await;
                 tracing::debug!(task_id = %s.task.id, kind = %s.task.kind, trace_id = %s.task.trace_id, "task submitted; waiting");
             }
             let (task, finished) = session.wait(&self.store, &s.task, timeout, until).await?;
@@ -316,7 +327,7 @@ impl Client {
             // queue claims it and replays its run, which finds the event.
             tracing::debug!(task_id = %id, event = name, seq = ev.seq, "event committed; task woken");
             if let Some(env) = announce(self.me(), &task) {
-                self.bus.tell(env);
+                self.bus.post(env).await;
             }
             return Ok(ev);
         }
@@ -326,17 +337,19 @@ impl Client {
             .await
             .map(|t| t.trace_id)
             .unwrap_or_default();
-        self.bus.tell(envelope(
-            self.me(),
-            Address::task(id),
-            &trace,
-            Msg::TaskEvent {
-                task_id: id,
-                seq: ev.seq,
-                name: ev.name.clone(),
-                payload: ev.payload.0.clone(),
-            },
-        ));
+        self.bus
+            .post(envelope(
+                self.me(),
+                Address::task(id),
+                &trace,
+                Msg::TaskEvent {
+                    task_id: id,
+                    seq: ev.seq,
+                    name: ev.name.clone(),
+                    payload: ev.payload.0.clone(),
+                },
+            ))
+            .await;
         tracing::debug!(task_id = %id, event = name, seq = ev.seq, "event committed and sent");
         Ok(ev)
     }
@@ -352,6 +365,31 @@ impl Client {
         }
         cancel_tree(&self.store, &self.bus, self.me(), &self.node, id, true).await?;
         self.store.task(id).await
+    }
+
+    /// Retry now: a task waiting for its start time or a retry's backoff
+    /// starts at once; a failed or cancelled root task gets a new attempt
+    /// now (see [`crate::Store::retry_now`]). Its queue's executors are told as for
+    /// a new task. [`Error::Conflict`] for a task in any other state, or a
+    /// finished sub-task.
+    pub async fn retry(&self, id: Uuid) -> Result<Task> {
+        match self.store.retry_now(id, "retry").await? {
+            Some(task) => {
+                tracing::info!(task_id = %id, kind = %task.kind, attempts = task.attempts, "task retried now");
+                self.start(&task).await;
+                Ok(task)
+            }
+            None => {
+                let t = self.store.task(id).await?;
+                Err(Error::Conflict(
+                    if t.parent_id.is_some() && t.state.is_final() {
+                        format!("task {id} is a finished sub-task: its end was reported to its parent; retry the parent")
+                    } else {
+                        format!("task {id} is {}: only a scheduled, failed or cancelled task can be retried", t.state)
+                    },
+                ))
+            }
+        }
     }
 
     /// Every queue that has a setting, a task waiting or running, or an
@@ -372,14 +410,16 @@ impl Client {
     pub async fn update_queue(&self, name: &str, u: &QueueUpdate) -> Result<QueueInfo> {
         let q = self.store.update_queue(name, u).await?;
         if !q.paused {
-            self.bus.tell(envelope(
-                self.me(),
-                pool_of(name),
-                &new_trace_id(),
-                Msg::QueueChanged {
-                    queue: name.to_string(),
-                },
-            ));
+            self.bus
+                .post(envelope(
+                    self.me(),
+                    pool_of(name),
+                    &new_trace_id(),
+                    Msg::QueueChanged {
+                        queue: name.to_string(),
+                    },
+                ))
+                .await;
         }
         tracing::info!(queue = name, concurrency = ?q.concurrency, rate_per_s = ?q.rate_per_s, paused = q.paused, "queue settings changed");
         Ok(q)
@@ -410,16 +450,18 @@ impl Client {
         if let Some(at) = s.next_run_at {
             // A due time like a task's `run_at`: whoever serves the queue
             // sets its timer for it (no task yet, hence the nil id).
-            self.bus.tell(envelope(
-                self.me(),
-                pool_of(s.queue()),
-                &new_trace_id(),
-                Msg::TaskScheduled {
-                    task_id: Uuid::nil(),
-                    queue: s.queue().to_string(),
-                    run_at: at,
-                },
-            ));
+            self.bus
+                .post(envelope(
+                    self.me(),
+                    pool_of(s.queue()),
+                    &new_trace_id(),
+                    Msg::TaskScheduled {
+                        task_id: Uuid::nil(),
+                        queue: s.queue().to_string(),
+                        run_at: at,
+                    },
+                ))
+                .await;
         }
         tracing::info!(schedule = name, cron = %s.cron, kind = %s.kind, enabled = s.enabled, next = ?s.next_run_at, created, "schedule saved");
         Ok((crate::schedule::with_upcoming(s), created))

@@ -33,10 +33,18 @@ impl ExecutorActor {
 
     /// Tells the transports that the hints are done with (a transport that
     /// holds a message until then, AMQP, acknowledges it now) and sends
-    /// each on to its pool, for an executor with room.
+    /// them on to their pools, for an executor with room: one a pool, since
+    /// a hint only says that the pool has work and the executor it reaches
+    /// claims up to all its free slots (under a crowd of creates this
+    /// executor held thousands of hints between two pulls, and passing each
+    /// on filled the bus's mailbox, BENCHMARKS.md "Overload").
     pub(super) fn pass_on(&mut self, hints: Vec<Hint>) {
+        let mut sent = std::collections::HashSet::new();
         for h in hints {
             self.bus.settle(h.id, true);
+            if !sent.insert(h.to.clone()) {
+                continue;
+            }
             let again = Envelope::new(self.address.clone(), h.to, h.body);
             let again = match h.traceparent {
                 Some(tp) => again.traced(tp),

@@ -360,6 +360,14 @@ impl ExecutorActor {
             return;
         }
         let m = crate::metrics::metrics();
+        if let Some(since) = task.pending_since {
+            // The claim set `updated_at` to its own time.
+            let waited = task.updated_at - since;
+            m.waited(
+                &task.queue,
+                waited.num_microseconds().unwrap_or(0) as f64 / 1e6,
+            );
+        }
         if task.epoch == 1 {
             if let Some(started) = task.started_at {
                 m.dispatched(

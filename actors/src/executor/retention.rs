@@ -1,6 +1,8 @@
 //! Retention, off the path of every task: now and then, the executor
 //! deletes expired finished task trees in small batches (one transaction
-//! each, a pause between them), and counts what it deleted.
+//! each, a pause between them), and counts what it deleted. Each pass ends
+//! by tidying the counter tables (`Store::tidy_counts`), which runs even
+//! when every task is kept.
 
 use std::time::Duration;
 
@@ -18,9 +20,6 @@ const PAUSE: Duration = Duration::from_millis(50);
 impl ExecutorActor {
     /// Runs retention after `retention_interval` and a random tenth more.
     pub(super) fn schedule_retention(&mut self, ctx: &mut Context<Self>) {
-        if self.config.retention.keeps_all() {
-            return;
-        }
         let base = self.config.retention_interval;
         let jitter = base.mul_f64(rand::random::<f64>() / 10.0);
         ctx.run_later(base + jitter, |act, ctx| {
@@ -38,37 +37,54 @@ impl ExecutorActor {
         let store = self.store.clone();
         let policy = self.config.retention.clone();
         ctx.spawn(
-            detached(async move { store.delete_expired(&policy, BATCH_ROOTS).await })
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    act.jobs.end(Job::Retention);
-                    match res {
-                        Ok(counts) if !counts.is_empty() => {
-                            let n: u64 = counts.iter().map(|c| c.1).sum();
-                            tracing::debug!(tasks = n, ?counts, "retention deleted a batch");
-                            act.retained += n;
-                            for (state, n) in counts {
-                                crate::metrics::metrics().retention_deleted(state.as_str(), n);
-                            }
-                            ctx.run_later(PAUSE, |act, ctx| act.retain(ctx));
+            detached(async move {
+                if policy.keeps_all() {
+                    return Ok(Vec::new());
+                }
+                store.delete_expired(&policy, BATCH_ROOTS).await
+            })
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                act.jobs.end(Job::Retention);
+                match res {
+                    Ok(counts) if !counts.is_empty() => {
+                        let n: u64 = counts.iter().map(|c| c.1).sum();
+                        tracing::debug!(tasks = n, ?counts, "retention deleted a batch");
+                        act.retained += n;
+                        for (state, n) in counts {
+                            crate::metrics::metrics().retention_deleted(state.as_str(), n);
                         }
-                        Ok(_) => {
-                            // One line a pass, not one a batch.
-                            if act.retained > 0 {
-                                tracing::info!(
-                                    tasks = act.retained,
-                                    "retention deleted expired tasks"
-                                );
-                                act.retained = 0;
-                            }
-                            act.schedule_retention(ctx)
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "retention failed; trying again later");
-                            act.schedule_retention(ctx);
-                        }
+                        ctx.run_later(PAUSE, |act, ctx| act.retain(ctx));
                     }
-                }),
+                    Ok(_) => {
+                        // One line a pass, not one a batch.
+                        if act.retained > 0 {
+                            tracing::info!(tasks = act.retained, "retention deleted expired tasks");
+                            act.retained = 0;
+                        }
+                        act.tidy_counts(ctx);
+                        act.schedule_retention(ctx)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention failed; trying again later");
+                        act.schedule_retention(ctx);
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Folds and trims the counter tables, off every task's path.
+    fn tidy_counts(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        ctx.spawn(
+            detached(async move { store.tidy_counts().await }).into_actor(self).map(
+                |res, _, _| {
+                    if let Err(e) = res {
+                        tracing::warn!(error = %e, "tidying the task counters failed; trying again later");
+                    }
+                },
+            ),
         );
     }
 }

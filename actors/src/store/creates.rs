@@ -75,6 +75,7 @@ impl TaskInsert {
             waiting: None,
             schedule: self.schedule.clone(),
             timeout_at: None,
+            pending_since: None,
         }
     }
 }

@@ -20,13 +20,19 @@
 //! A flush that fails for good (not a transient error) with more than one
 //! request is written again one request at a time, so one bad request does
 //! not fail its neighbours.
+//!
+//! The group holds a bounded number of requests (queued or in the flush
+//! being written). A caller past the bound waits *before* its request is
+//! taken, in arrival order (a fair semaphore), so an overload slows the
+//! callers — an HTTP request waits, and with it its connection — instead of
+//! growing a queue in memory.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::error::{Error, Result};
 
@@ -56,23 +62,40 @@ pub(crate) struct Group<T, R> {
     state: Mutex<State<T, R>>,
     /// The most requests one flush carries.
     max: usize,
+    /// One permit per request the group may hold (queued or being written).
+    room: Semaphore,
+    bound: usize,
 }
 
 impl<T, R> std::fmt::Debug for Group<T, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Group").field("max", &self.max).finish()
+        f.debug_struct("Group")
+            .field("max", &self.max)
+            .field("bound", &self.bound)
+            .finish()
     }
 }
 
 impl<T, R> Group<T, R> {
-    pub(crate) fn new(max: usize) -> Self {
+    /// A group whose flushes carry at most `max` requests and which holds at
+    /// most `bound` (at least `max`) at once.
+    pub(crate) fn new(max: usize, bound: usize) -> Self {
+        let max = max.max(1);
+        let bound = bound.max(max);
         Group {
             state: Mutex::new(State {
                 flushing: false,
                 queue: VecDeque::new(),
             }),
-            max: max.max(1),
+            max,
+            room: Semaphore::new(bound),
+            bound,
         }
+    }
+
+    /// Requests held now (queued or being written).
+    pub(crate) fn held(&self) -> usize {
+        self.bound - self.room.available_permits()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T, R>> {
@@ -99,6 +122,13 @@ impl<T, R> Group<T, R> {
     where
         F: for<'a> Fn(&'a [T]) -> Flush<'a, R>,
     {
+        // Held until this caller has its outcome; the semaphore is never
+        // closed, so acquiring only waits.
+        let _room = self
+            .room
+            .acquire()
+            .await
+            .map_err(|_| transient("the group is closed"))?;
         let waiting = {
             let mut st = self.lock();
             if st.flushing {
@@ -200,7 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lone_caller_writes_alone() {
-        let g = Group::new(100);
+        let g = Group::new(100, 100);
         let sizes = Arc::new(Mutex::new(Vec::new()));
         assert_eq!(g.submit(4, |rs| flush(sizes.clone(), rs)).await.unwrap(), 8);
         assert_eq!(*sizes.lock().unwrap(), vec![1]);
@@ -208,7 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn callers_arriving_during_a_flush_share_the_next() {
-        let g = Arc::new(Group::new(100));
+        let g = Arc::new(Group::new(100, 100));
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let local = tokio::task::LocalSet::new();
         let done = Arc::new(AtomicUsize::new(0));
@@ -230,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_request_fails_alone() {
-        let g = Arc::new(Group::new(100));
+        let g = Arc::new(Group::new(100, 100));
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let local = tokio::task::LocalSet::new();
         let outcomes = Arc::new(Mutex::new(Vec::new()));
@@ -252,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_flush_carries_at_most_max() {
-        let g = Arc::new(Group::new(10));
+        let g = Arc::new(Group::new(10, 1000));
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let local = tokio::task::LocalSet::new();
         for i in 0..35u32 {
@@ -269,7 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_leader_that_goes_away_passes_the_lead_on() {
-        let g = Arc::new(Group::<u32, u32>::new(100));
+        let g = Arc::new(Group::<u32, u32>::new(100, 100));
         let local = tokio::task::LocalSet::new();
         // A leader whose flush never ends, dropped while others queue.
         let stuck = {
@@ -292,6 +322,85 @@ mod tests {
                 tokio::task::yield_now().await;
                 stuck.abort();
                 assert_eq!(after.await.unwrap().unwrap(), 14);
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn an_overload_waits_outside_the_bound() {
+        // 5,000 callers at once against a group that may hold 64: every
+        // flush sees at most 64 held, and every caller gets its own outcome.
+        let g = Arc::new(Group::new(16, 64));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let local = tokio::task::LocalSet::new();
+        let done = Arc::new(AtomicUsize::new(0));
+        // (999 is the test flush's bad request: left out.)
+        for i in (0..5_001u32).filter(|i| *i != 999) {
+            let (g, peak, sizes, done) = (g.clone(), peak.clone(), sizes.clone(), done.clone());
+            local.spawn_local(async move {
+                let g2 = g.clone();
+                let out = g
+                    .submit(i, |rs| {
+                        peak.fetch_max(g2.held(), Ordering::Relaxed);
+                        flush(sizes.clone(), rs)
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(out, i * 2);
+                done.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        local.await;
+        assert_eq!(done.load(Ordering::Relaxed), 5_000);
+        assert_eq!(g.held(), 0, "nothing is held once all are answered");
+        let peak = peak.load(Ordering::Relaxed);
+        assert!(peak <= 64, "held {peak} > 64");
+        assert!(peak > 16, "the queue did fill past one flush: {peak}");
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 5_000);
+        assert!(sizes.iter().all(|n| *n <= 16), "{sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_caller_past_the_bound_is_not_queued_until_there_is_room() {
+        let g = Arc::new(Group::<u32, u32>::new(2, 2));
+        let local = tokio::task::LocalSet::new();
+        let release = Arc::new(tokio::sync::Notify::new());
+        let mut handles = Vec::new();
+        for i in 0..3u32 {
+            let (g, release) = (g.clone(), release.clone());
+            handles.push(local.spawn_local(async move {
+                g.submit(i, move |rs| {
+                    let release = release.clone();
+                    Box::pin(async move {
+                        release.notified().await;
+                        Ok(rs.iter().map(|r| Ok(r + 1)).collect())
+                    })
+                })
+                .await
+            }));
+        }
+        local
+            .run_until(async move {
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                // The leader writes 0, 1 queues; 2 waits outside.
+                assert_eq!(g.held(), 2);
+                assert_eq!(g.lock().queue.len(), 1);
+                for _ in 0..3 {
+                    release.notify_one();
+                    for _ in 0..10 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                let mut outs = Vec::new();
+                for h in handles {
+                    outs.push(h.await.unwrap().unwrap());
+                }
+                assert_eq!(outs, vec![1, 2, 3]);
+                assert_eq!(g.held(), 0);
             })
             .await;
     }

@@ -27,6 +27,7 @@ mod group;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
+use courier_bus::backoff::Backoff;
 use serde_json::Value;
 use sqlx::types::Json;
 #[cfg(feature = "postgres")]
@@ -37,8 +38,8 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    now, AttemptError, ExecutorInfo, ExecutorState, HistoryEntry, Task, TaskEvent, TaskFilter,
-    TaskState,
+    now, AttemptError, ExecutorInfo, ExecutorState, HistoryEntry, IdPrefix, Task, TaskEvent,
+    TaskFilter, TaskState,
 };
 use crate::options::Resolved;
 
@@ -88,6 +89,11 @@ type Create = (TaskInsert, Option<String>);
 /// The most requests one group-committed transaction (or batched read)
 /// carries.
 const GROUP_MAX: usize = 512;
+
+/// The most requests one group holds at once (queued or being written):
+/// four flushes' worth. Callers past it wait before their request is taken
+/// (see [`group`]), so an overload slows them instead of growing memory.
+const GROUP_BOUND: usize = 4 * GROUP_MAX;
 
 #[derive(Clone, Debug)]
 enum Db {
@@ -157,6 +163,7 @@ mod journal;
 mod queues;
 mod retention;
 mod schedules;
+mod stats;
 mod tasks;
 mod watchers;
 
@@ -168,6 +175,7 @@ pub use journal::{Suspension, Wait};
 pub use queues::Claimed;
 pub use retention::Retention;
 pub use schedules::Fired;
+pub use stats::{Minute, THROUGHPUT_KEPT};
 
 /// Which database a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,9 +309,9 @@ impl Store {
         Store {
             db,
             migrate_lock,
-            finishes: std::sync::Arc::new(group::Group::new(GROUP_MAX)),
-            inboxes: std::sync::Arc::new(group::Group::new(GROUP_MAX)),
-            creates: std::sync::Arc::new(group::Group::new(GROUP_MAX)),
+            finishes: std::sync::Arc::new(group::Group::new(GROUP_MAX, GROUP_BOUND)),
+            inboxes: std::sync::Arc::new(group::Group::new(GROUP_MAX, GROUP_BOUND)),
+            creates: std::sync::Arc::new(group::Group::new(GROUP_MAX, GROUP_BOUND)),
             #[cfg(feature = "sqlite")]
             writer: std::sync::Arc::default(),
         }
@@ -400,10 +408,22 @@ impl Store {
         }
     }
 
-    /// Which database this is.
     /// Connections open and, of those, idle in the pool: for diagnostics.
     pub fn pool_status(&self) -> (u32, usize) {
         on_pool!(self, p => (p.size(), p.num_idle()))
+    }
+
+    /// Writes held by each group-commit lane now (queued or being written),
+    /// and the most a lane holds: callers past it wait (backpressure).
+    pub fn write_queues(&self) -> ([(&'static str, usize); 3], usize) {
+        (
+            [
+                ("creates", self.creates.held()),
+                ("finishes", self.finishes.held()),
+                ("inboxes", self.inboxes.held()),
+            ],
+            GROUP_BOUND,
+        )
     }
 
     /// How this store reaches its PostgreSQL database (schema included):
@@ -417,6 +437,7 @@ impl Store {
         }
     }
 
+    /// Which database this is.
     pub fn dialect(&self) -> Dialect {
         match self.db {
             #[cfg(feature = "sqlite")]
@@ -463,20 +484,23 @@ pub fn detached<T: 'static>(
 }
 
 /// Retries `op` while it fails with a transient error, backing off from 50 ms
-/// to 2 s, for at most `budget`. Used where giving up would strand a task.
+/// to 2 s (jittered), for at most `budget`. Used where giving up would strand a task.
 pub async fn retry<T, F, Fut>(what: &str, budget: Duration, mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
     let start = std::time::Instant::now();
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         match op().await {
-            Err(e) if e.is_transient() && start.elapsed() + delay < budget => {
+            Err(e) if e.is_transient() => {
+                let delay = backoff.next_delay();
+                if start.elapsed() + delay >= budget {
+                    return Err(e);
+                }
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
             other => return other,
         }

@@ -285,14 +285,13 @@ impl Store {
         }))
     }
 
+    /// The counts are those of `stats.rs` (counters the triggers keep, on
+    /// PostgreSQL).
     async fn queue_infos(&self, only: Option<&str>) -> Result<Vec<QueueInfo>> {
         let settings: Vec<(String, Option<i32>, Option<f64>, bool)> = on_pool!(self, p => sqlx::query_as(
             "SELECT name, concurrency, rate_per_s, paused FROM queues WHERE $1 IS NULL OR name = $1")
             .bind(only).fetch_all(p).await)?;
-        let counts: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(&format!(
-            "SELECT queue, state, COUNT(*) FROM tasks \
-             WHERE state IN ({SCHEDULED}, {PENDING}, {RUNNING}, {SUSPENDED}) AND ($1 IS NULL OR queue = $1) \
-             GROUP BY queue, state"))
+        let counts: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(&self.counts_sql(true))
             .bind(only).fetch_all(p).await)?;
         let served: Vec<String> = self
             .executors()
@@ -494,6 +493,9 @@ impl Plan {
                 )
             })
             .collect();
+        // `pending_since = updated_at` keeps the time the task became
+        // pending (SET reads the row as it was; every move to pending sets
+        // `updated_at`), for the queue-wait histogram.
         // The claim's time, and never before the row's last change: `$2`
         // is read before the statement waits for a connection, and a task
         // promoted at its due time meanwhile must not show a start before
@@ -503,11 +505,11 @@ impl Plan {
             "WITH picked AS MATERIALIZED (SELECT id FROM ({}) AS c ORDER BY priority DESC, id LIMIT $3) \
              UPDATE tasks SET state = {RUNNING}, executor_id = $1, epoch = epoch + 1, \
                  attempts = attempts + CASE WHEN resume THEN 0 ELSE 1 END, \
-                 timeout_at = CASE WHEN resume THEN timeout_at ELSE NULL END, resume = FALSE, started_at = COALESCE(started_at, {at}), updated_at = {at}, changed_by = $1 \
+                 timeout_at = CASE WHEN resume THEN timeout_at ELSE NULL END, resume = FALSE, started_at = COALESCE(started_at, {at}), pending_since = updated_at, updated_at = {at}, changed_by = $1 \
              WHERE id IN (SELECT id FROM picked) \
                AND state = {PENDING} \
                AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $1 AND e.state = 'alive') \
-             RETURNING {TASK_COLS}",
+             RETURNING {TASK_COLS}, pending_since",
             picks.join(" UNION ALL ")
         )
     }

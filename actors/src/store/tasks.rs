@@ -42,6 +42,10 @@ impl Store {
         if f.schedule.is_some() {
             conds.push(format!("schedule = {}", next()));
         }
+        if f.id_prefix.is_some() {
+            // A range of the primary key: UUIDv7 ids compare by their bytes.
+            conds.push(format!("id BETWEEN {} AND {}", next(), next()));
+        }
         if f.after.is_some() {
             conds.push(format!("id < {}", next()));
         }
@@ -60,6 +64,7 @@ impl Store {
             if let Some(k) = &f.queue { q = q.bind(k); }
             if let Some(pid) = f.parent_id { q = q.bind(pid); }
             if let Some(s) = &f.schedule { q = q.bind(s); }
+            if let Some((lo, hi)) = f.id_prefix.as_ref().map(IdPrefix::range) { q = q.bind(lo).bind(hi); }
             if let Some(a) = f.after { q = q.bind(a); }
             q.bind(lim).fetch_all(p).await
         })?;
@@ -135,6 +140,31 @@ impl Store {
         self.task(id).await
     }
 
+    /// Retry now: a `scheduled` task (waiting for its start time or a
+    /// retry's backoff) becomes `pending` at once; a `failed` or
+    /// `cancelled` root task gets a new attempt now (`pending`, no longer
+    /// finished, its cancel request cleared, and one attempt more allowed if
+    /// it had used them all). As for any retry, its errors and its journal
+    /// stay (succeeded steps are not run again) and the new attempt spawns
+    /// its sub-tasks anew. `None` when the task is in another state, or is a
+    /// finished sub-task (its end was reported to its parent: retry the
+    /// parent).
+    pub async fn retry_now(&self, id: Uuid, by: &str) -> Result<Option<Task>> {
+        // In SET, `state` and `attempts` are the row's values before it.
+        let sql = format!(
+            "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, \
+                 finished_at = NULL, output = NULL, cancel_requested = FALSE, \
+                 max_attempts = CASE WHEN state IN ({FAILED}, {CANCELLED}) AND max_attempts <= attempts \
+                                     THEN attempts + 1 ELSE max_attempts END, \
+                 updated_at = $2, changed_by = $3 \
+             WHERE id = $1 AND (state = {SCHEDULED} \
+                                OR (state IN ({FAILED}, {CANCELLED}) AND parent_id IS NULL)) \
+             RETURNING {TASK_COLS}"
+        );
+        Ok(on_pool_write!(self, p => sqlx::query_as(&sql)
+            .bind(id).bind(now()).bind(by).fetch_optional(p).await)?)
+    }
+
     /// Cancels a task that no executor holds (`scheduled` or `pending`),
     /// and wakes its parent if that waited for it. `None` when it was in
     /// another state; else the task and the parent woken, if any.
@@ -175,19 +205,6 @@ impl Store {
             "SELECT id, task_id, from_state, to_state, changed_by, owner, attempt, at \
              FROM task_history WHERE task_id = $1 ORDER BY id")
             .bind(id).fetch_all(p).await)?)
-    }
-
-    /// Number of tasks in each state.
-    pub async fn count_by_state(&self) -> Result<Vec<(TaskState, i64)>> {
-        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT state, COUNT(*) FROM tasks GROUP BY state").fetch_all(p).await)?;
-        rows.into_iter()
-            .map(|(s, n)| {
-                s.parse()
-                    .map(|s| (s, n))
-                    .map_err(|e: crate::model::UnknownState| Error::Corrupt(e.to_string()))
-            })
-            .collect()
     }
 
     /// Running or suspended tasks of `executor` whose cancellation was

@@ -59,6 +59,10 @@ pub struct TaskActor {
     /// When the run in progress started here (for its duration metric).
     run_started: Option<std::time::Instant>,
     ending: bool,
+    /// This run's span: every line and span of the run is inside it, and
+    /// an exporter puts it in the task's trace (`courier_bus::trace::adopt`).
+    /// Closed when the actor stops.
+    span: tracing::Span,
 }
 
 impl TaskActor {
@@ -77,6 +81,9 @@ impl TaskActor {
             executor_id: executor_id.clone(),
             epoch: task.epoch,
         };
+        let span = tracing::info_span!("task", task_id = %task.id, kind = %task.kind,
+            attempt = task.attempts, trace_id = %task.trace_id);
+        courier_bus::trace::adopt_trace(&span, &task.trace_id);
         TaskActor {
             me: Address::Executor(executor_id),
             task,
@@ -94,6 +101,7 @@ impl TaskActor {
             registered: false,
             run_started: None,
             ending: false,
+            span,
         }
     }
 
@@ -132,8 +140,7 @@ impl TaskActor {
     }
 
     fn span(&self) -> tracing::Span {
-        tracing::info_span!("task", task_id = %self.task.id, kind = %self.task.kind,
-            attempt = self.task.attempts, trace_id = %self.task.trace_id)
+        self.span.clone()
     }
 
     /// Loads the inbox (and, for a watched task, who follows

@@ -43,6 +43,7 @@ use tokio::sync::mpsc;
 
 use super::{Advertisement, Distance, Transport};
 use crate::address::Address;
+use crate::backoff::Backoff;
 use crate::envelope::Envelope;
 use crate::error::TransportError;
 use crate::router::BusHandle;
@@ -321,15 +322,18 @@ async fn supervise<B>(shared: Arc<Shared>, bus: BusHandle<B>, mut outbox: mpsc::
 where
     B: Serialize + DeserializeOwned + Send + 'static,
 {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match session(&shared, &bus, &mut outbox).await {
             Ok(()) => return, // the transport was dropped
             Err(e) => {
-                shared.state().connected = false;
+                // A session that got connected starts the waits again.
+                if std::mem::replace(&mut shared.state().connected, false) {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "AMQP connection lost");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -43,6 +43,7 @@ use tokio::sync::mpsc;
 
 use super::{Advertisement, Distance, Transport};
 use crate::address::Address;
+use crate::backoff::Backoff;
 use crate::envelope::Envelope;
 use crate::error::TransportError;
 use crate::router::BusHandle;
@@ -279,7 +280,7 @@ async fn receive<B>(
 ) where
     B: Serialize + DeserializeOwned + Send + 'static,
 {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match session(&shared, &pool, &bus, &mut pools_changed).await {
             Ok(()) => {
@@ -287,10 +288,13 @@ async fn receive<B>(
                 return;
             }
             Err(e) => {
-                shared.state().connected = false;
+                // A session that got connected starts the waits again.
+                if std::mem::replace(&mut shared.state().connected, false) {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "PostgreSQL bus connection lost");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -51,6 +51,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::{Advertisement, Distance, Transport};
 use crate::address::Address;
+use crate::backoff::Backoff;
 use crate::envelope::Envelope;
 use crate::error::TransportError;
 use crate::router::BusHandle;
@@ -233,7 +234,10 @@ async fn discover<B>(shared: Arc<Shared>, bus: BusHandle<B>)
 where
     B: Serialize + DeserializeOwned + Send + 'static,
 {
-    let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
+    // When each peer may be dialled again, and the waits of those that
+    // failed.
+    let mut not_before: HashMap<String, Instant> = HashMap::new();
+    let mut backoff: HashMap<String, Backoff> = HashMap::new();
     // Sockets that refused a connection, and when: one is removed only when
     // it refuses again at least a second later.
     let mut refused: HashMap<String, Instant> = HashMap::new();
@@ -254,10 +258,7 @@ where
             if peer == shared.node.as_str() || shared.table().peers.contains_key(peer) {
                 continue;
             }
-            if backoff
-                .get(peer)
-                .is_some_and(|(at, _)| Instant::now() < *at)
-            {
+            if not_before.get(peer).is_some_and(|at| Instant::now() < *at) {
                 continue;
             }
             if peer < shared.node.as_str() {
@@ -273,16 +274,14 @@ where
                     }
                     _ => {
                         refused.remove(peer);
-                        backoff.insert(
-                            peer.to_string(),
-                            (Instant::now() + LIVENESS_EVERY, LIVENESS_EVERY),
-                        );
+                        not_before.insert(peer.to_string(), Instant::now() + LIVENESS_EVERY);
                     }
                 }
                 continue;
             }
             match UnixStream::connect(entry.path()).await {
                 Ok(stream) => {
+                    not_before.remove(peer);
                     backoff.remove(peer);
                     refused.remove(peer);
                     tokio::task::spawn_local(connection(
@@ -297,17 +296,19 @@ where
                     if gone(&mut refused, peer) {
                         tracing::info!(peer, "removing the socket of a node that is gone");
                         let _ = std::fs::remove_file(entry.path());
+                        not_before.remove(peer);
                         backoff.remove(peer);
                     }
                 }
                 Err(e) => {
                     let delay = backoff
-                        .get(peer)
-                        .map_or(Duration::from_millis(100), |(_, d)| {
-                            (*d * 2).min(Duration::from_secs(5))
-                        });
+                        .entry(peer.to_string())
+                        .or_insert_with(|| {
+                            Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+                        })
+                        .next_delay();
                     tracing::debug!(peer, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach peer");
-                    backoff.insert(peer.to_string(), (Instant::now() + delay, delay));
+                    not_before.insert(peer.to_string(), Instant::now() + delay);
                 }
             }
         }

@@ -1,0 +1,217 @@
+//! Deployment-wide counts for the dashboard and `/metrics`: tasks in each
+//! state by queue, and tasks finished each minute, from counter tables the
+//! database's triggers keep (migration `task_counts`) rather than by
+//! counting `tasks` (a scan of every task retention keeps).
+//!
+//! On PostgreSQL the counters hold every state. On SQLite a finished task
+//! adds one to its minute only, the final states' counts are the minutes
+//! added to what older minutes left in `task_counts` (see
+//! [`Store::tidy_counts`]), and the unfinished states are counted from
+//! `tasks` when read: SQLite's one writer pays every trigger statement
+//! for every row, so its triggers do the least that keeps the counts
+//! exact (migration `sqlite/0010_task_counts.sql`; the write cost measured
+//! in BENCHMARKS.md, "Counters").
+
+use super::*;
+
+/// How many tasks finished in one minute, by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Minute {
+    /// The minute, as Unix time / 60.
+    pub minute: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+/// How long per-minute counts are kept.
+pub const THROUGHPUT_KEPT: Duration = Duration::from_secs(3 * 3600);
+
+fn state(s: String) -> Result<TaskState> {
+    s.parse()
+        .map_err(|e: crate::model::UnknownState| Error::Corrupt(e.to_string()))
+}
+
+impl Store {
+    /// `SELECT queue, state, n`: the tasks of each queue in each state,
+    /// pairs with none left out; `active` keeps the unfinished states only,
+    /// and `$1` (NULL for all) one queue.
+    pub(super) fn counts_sql(&self, active: bool) -> String {
+        let from_counters = |states: &str| {
+            format!(
+                "SELECT queue, state, CAST(SUM(n) AS BIGINT) AS n FROM task_counts \
+                 WHERE {states} ($1 IS NULL OR queue = $1) \
+                 GROUP BY queue, state HAVING SUM(n) <> 0"
+            )
+        };
+        let unfinished = format!("state IN ({SCHEDULED}, {PENDING}, {RUNNING}, {SUSPENDED})");
+        match (self.dialect(), active) {
+            (Dialect::Postgres, true) => from_counters(&format!("{unfinished} AND")),
+            (Dialect::Postgres, false) => from_counters(""),
+            (Dialect::Sqlite, _) => {
+                let counted = format!(
+                    "SELECT queue, state, COUNT(*) AS n FROM tasks \
+                     WHERE {unfinished} AND ($1 IS NULL OR queue = $1) GROUP BY queue, state"
+                );
+                if active {
+                    return counted;
+                }
+                let finished = "SELECT queue, state, SUM(n) AS n FROM ( \
+                         SELECT queue, state, n FROM task_counts \
+                         UNION ALL SELECT queue, 'succeeded', succeeded FROM task_throughput \
+                         UNION ALL SELECT queue, 'failed', failed FROM task_throughput \
+                         UNION ALL SELECT queue, 'cancelled', cancelled FROM task_throughput) f \
+                     WHERE $1 IS NULL OR queue = $1 \
+                     GROUP BY queue, state HAVING SUM(n) <> 0";
+                format!("{finished} UNION ALL {counted}")
+            }
+        }
+    }
+
+    /// Number of tasks in each state (states with none left out).
+    pub async fn count_by_state(&self) -> Result<Vec<(TaskState, i64)>> {
+        let sql = format!(
+            "SELECT state, CAST(SUM(n) AS BIGINT) FROM ({}) c GROUP BY state",
+            self.counts_sql(false)
+        );
+        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(None::<String>).fetch_all(p).await)?;
+        rows.into_iter().map(|(s, n)| Ok((state(s)?, n))).collect()
+    }
+
+    /// Number of tasks of each queue in each state, by queue then state
+    /// (pairs with none left out).
+    pub async fn count_by_queue(&self) -> Result<Vec<(String, TaskState, i64)>> {
+        let sql = format!(
+            "SELECT queue, state, n FROM ({}) c ORDER BY queue, state",
+            self.counts_sql(false)
+        );
+        let rows: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(None::<String>).fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(q, s, n)| Ok((q, state(s)?, n)))
+            .collect()
+    }
+
+    /// Tasks finished in each of the last `minutes` minutes, oldest first,
+    /// the database's current minute last; minutes with none are zeros.
+    pub async fn throughput(&self, minutes: u32) -> Result<Vec<Minute>> {
+        let minutes = i64::from(minutes.max(1));
+        let now: i64 = match &self.db {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(p) => {
+                sqlx::query_scalar("SELECT unixepoch() / 60")
+                    .fetch_one(p)
+                    .await?
+            }
+            #[cfg(feature = "postgres")]
+            Db::Postgres(p) => {
+                sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM now())::bigint / 60")
+                    .fetch_one(p)
+                    .await?
+            }
+        };
+        let from = now - minutes + 1;
+        let rows: Vec<(i64, i64, i64, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT minute, CAST(SUM(succeeded) AS BIGINT), CAST(SUM(failed) AS BIGINT), \
+                    CAST(SUM(cancelled) AS BIGINT) \
+             FROM task_throughput WHERE minute >= $1 GROUP BY minute")
+            .bind(from).fetch_all(p).await)?;
+        let mut out: Vec<Minute> = (from..=now)
+            .map(|minute| Minute {
+                minute,
+                ..Minute::default()
+            })
+            .collect();
+        for (minute, succeeded, failed, cancelled) in rows {
+            if let Some(m) = usize::try_from(minute - from)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+            {
+                *m = Minute {
+                    minute,
+                    succeeded,
+                    failed,
+                    cancelled,
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps the counter tables small: drops minutes older than
+    /// [`THROUGHPUT_KEPT`] (on SQLite, their finishes go to `task_counts`
+    /// first) and, on PostgreSQL, folds the rows of database sessions that
+    /// have ended into shard 0 (a live session's rows are its own, so
+    /// folding never waits on one).
+    pub async fn tidy_counts(&self) -> Result<()> {
+        let kept = (THROUGHPUT_KEPT.as_secs() / 60) as i64;
+        match &self.db {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(p) => {
+                // The minutes dropped leave their finishes in `task_counts`.
+                let _turn = self.writer.lock().await;
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                sqlx::query(
+                    "INSERT INTO task_counts (queue, state, shard, n) \
+                     SELECT queue, state, 0, SUM(n) FROM ( \
+                         SELECT queue, 'succeeded' AS state, succeeded AS n FROM task_throughput \
+                         WHERE minute < unixepoch() / 60 - $1 \
+                         UNION ALL SELECT queue, 'failed', failed FROM task_throughput \
+                         WHERE minute < unixepoch() / 60 - $1 \
+                         UNION ALL SELECT queue, 'cancelled', cancelled FROM task_throughput \
+                         WHERE minute < unixepoch() / 60 - $1) f \
+                     GROUP BY queue, state \
+                     ON CONFLICT (queue, state, shard) DO UPDATE SET n = n + excluded.n",
+                )
+                .bind(kept)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM task_throughput WHERE minute < unixepoch() / 60 - $1")
+                    .bind(kept)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            #[cfg(feature = "postgres")]
+            Db::Postgres(p) => {
+                sqlx::query(
+                    "DELETE FROM task_throughput \
+                     WHERE minute < EXTRACT(EPOCH FROM now())::bigint / 60 - $1",
+                )
+                .bind(kept)
+                .execute(p)
+                .await?;
+                sqlx::query(
+                    "WITH gone AS ( \
+                         DELETE FROM task_counts WHERE shard <> 0 \
+                         AND shard NOT IN (SELECT pid FROM pg_stat_activity) \
+                         RETURNING queue, state, n) \
+                     INSERT INTO task_counts AS c (queue, state, shard, n) \
+                     SELECT queue, state, 0, SUM(n) FROM gone \
+                     GROUP BY queue, state ORDER BY queue, state \
+                     ON CONFLICT (queue, state, shard) DO UPDATE SET n = c.n + excluded.n",
+                )
+                .execute(p)
+                .await?;
+                sqlx::query(
+                    "WITH gone AS ( \
+                         DELETE FROM task_throughput WHERE shard <> 0 \
+                         AND shard NOT IN (SELECT pid FROM pg_stat_activity) \
+                         RETURNING minute, queue, succeeded, failed, cancelled) \
+                     INSERT INTO task_throughput AS t \
+                         (minute, queue, shard, succeeded, failed, cancelled) \
+                     SELECT minute, queue, 0, SUM(succeeded), SUM(failed), SUM(cancelled) \
+                     FROM gone GROUP BY minute, queue ORDER BY minute, queue \
+                     ON CONFLICT (minute, queue, shard) DO UPDATE SET \
+                         succeeded = t.succeeded + excluded.succeeded, \
+                         failed = t.failed + excluded.failed, \
+                         cancelled = t.cancelled + excluded.cancelled",
+                )
+                .execute(p)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! The OpenAPI 3.1 document `GET /api/v1/openapi.json` serves, generated
+//! by utoipa from the handlers' `#[utoipa::path]` annotations and the
+//! types they read and answer with (the models of courier-actors, with its
+//! `openapi` feature, and [`crate::schema`]). Nothing of it is kept by
+//! hand, so it cannot drift from the code; `tests/http.rs` checks that
+//! every path it names is routed with its methods, and schemathesis runs
+//! it against a real server in CI.
+//!
+//! What JSON Schema can say and utoipa's derive cannot is added to the
+//! generated JSON here: the answers every API operation may give (401, 500,
+//! 503), said once; that `run_at` and `delay_ms` are not both given;
+//! the cron expressions a schedule takes, as a pattern built from the
+//! fields' ranges ([`cron_pattern`]); and, at serve time, this server's
+//! cap on `wait_ms` and the kinds this deployment runs, as the `enum` of
+//! `Kind` (a request naming another kind is refused, 422 unknown_kind, so
+//! the document says which are accepted).
+
+use std::sync::OnceLock;
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api::{CreateBatch, CreateTask, PutSchedule, SendEvent};
+use crate::error::ApiError;
+use crate::schema::{
+    BatchEntry, ErrorBody, ErrorDetail, EventList, ExecutorList, Health, History, Kind, KindList,
+    MinuteCounts, QueueCounts, QueueList, ScheduleList, StateCounts, Stats, TaskBatch, TaskPage,
+    TaskWithSteps,
+};
+use crate::WebState;
+use courier_actors::{
+    AttemptError, CatchUp, ExecutorInfo, ExecutorState, HistoryEntry, QueueInfo, QueueUpdate,
+    Schedule, Step, Task, TaskEvent, TaskState,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "courier HTTP API",
+        version = "1.0.0",
+        description = include_str!("../api.md"),
+    ),
+    tags(
+        (name = "tasks", description = "Create, inspect, watch and cancel tasks."),
+        (name = "events", description = "Send events to a task's durable inbox."),
+        (name = "executors", description = "The executors that run tasks, and the kinds they run."),
+        (name = "queues", description = "Queues: their deployment-wide settings (concurrency, rate, pause) and how many of their tasks wait and run."),
+        (name = "schedules", description = "Schedules: recurring tasks, created at the times a cron expression (UTC) names."),
+        (name = "meta", description = "Health, metrics, this document and the dashboard."),
+    ),
+    paths(
+        crate::api::create_task,
+        crate::api::list_tasks,
+        crate::api::create_batch,
+        crate::api::get_task,
+        crate::api::children,
+        crate::api::post_event,
+        crate::api::events,
+        crate::api::history,
+        crate::api::cancel,
+        crate::api::retry,
+        crate::api::watch,
+        crate::api::executors,
+        crate::api::queues,
+        crate::api::get_queue,
+        crate::api::put_queue,
+        crate::api::schedules,
+        crate::api::get_schedule,
+        crate::api::put_schedule,
+        crate::api::delete_schedule,
+        crate::api::stats,
+        crate::api::kinds,
+        serve,
+        crate::api::healthz,
+        crate::metrics::metrics,
+        crate::dashboard,
+    ),
+    components(schemas(
+        Task, TaskState, AttemptError, Step, TaskWithSteps, TaskPage, TaskBatch, TaskEvent,
+        EventList, HistoryEntry, History, ExecutorInfo, ExecutorState, ExecutorList, QueueInfo,
+        QueueUpdate, QueueList, Schedule, CatchUp, ScheduleList, Kind, KindList, CreateTask,
+        BatchEntry, CreateBatch, SendEvent, PutSchedule, Health, ErrorBody, ErrorDetail,
+        StateCounts, QueueCounts, MinuteCounts, Stats,
+    )),
+    modifiers(&BearerAuth),
+    security((), ("bearerAuth" = [])),
+)]
+pub struct ApiDoc;
+
+/// The optional bearer token.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.description = Some(
+            "Optional. When the server is configured with a token, every /api/v1 path needs \
+             `Authorization: Bearer <token>` and answers 401 unauthorized without it. \
+             /healthz, /metrics and / never need it."
+                .into(),
+        );
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearerAuth", SecurityScheme::Http(http));
+    }
+}
+
+/// The generated document as JSON, with what the derive cannot say.
+fn generated() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        doc["components"]["schemas"]["CreateTask"]["not"] = json!({
+            "description": "run_at and delay_ms are not both given (422 invalid_field, field delay_ms).",
+            "required": ["run_at", "delay_ms"],
+        });
+        doc["components"]["schemas"]["PutSchedule"]["properties"]["cron"]["pattern"] =
+            json!(cron_pattern());
+        // What every API operation may answer, said once: 401 (a token is
+        // configured and missing), 500 and 503 (the database away).
+        let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+        doc["components"]["responses"] = json!({
+            "Unauthorized": {"description": "unauthorized: the server has a token and the request did not present it.", "content": error},
+            "Internal": {"description": "internal: an unexpected server error.", "content": error},
+            "Unavailable": {"description": "unavailable: the database is unreachable.", "content": error},
+        });
+        if let Some(paths) = doc["paths"].as_object_mut() {
+            for (_, item) in paths.iter_mut().filter(|(p, _)| p.starts_with("/api/v1/")) {
+                for op in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+                    let responses = &mut op["responses"];
+                    for (status, name) in [("401", "Unauthorized"), ("500", "Internal"), ("503", "Unavailable")] {
+                        if responses.get(status).is_none() {
+                            responses[status] = json!({"$ref": format!("#/components/responses/{name}")});
+                        }
+                    }
+                }
+            }
+        }
+        // Paths that never need the token say so.
+        for path in ["/healthz", "/metrics", "/"] {
+            doc["paths"][path]["get"]["security"] = json!([]);
+        }
+        doc
+    })
+}
+
+/// `GET /api/v1/openapi.json`: the document, as this server and the
+/// deployment stand now.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    operation_id = "getOpenApi",
+    tag = "meta",
+    summary = "This document",
+    description = "The OpenAPI 3.1 description of this API.",
+    responses(
+        (status = 200, description = "The OpenAPI document.", body = Object),
+    )
+)]
+pub async fn serve(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
+    let kinds = state.client.store().known_kinds().await?;
+    let max_wait = state.config.max_wait.as_millis() as u64;
+    Ok(HttpResponse::Ok().json(document(&kinds, max_wait)))
+}
+
+/// The document served: the generated one, with `Kind` enumerating
+/// `kinds`, the kinds some alive executor runs (left open when none does).
+pub fn document(kinds: &[String], max_wait_ms: u64) -> Value {
+    let mut doc = generated().clone();
+    doc["components"]["schemas"]["CreateTask"]["properties"]["wait_ms"]["maximum"] =
+        json!(max_wait_ms);
+    if let Some(first) = kinds.first() {
+        let schemas = &mut doc["components"]["schemas"];
+        schemas["Kind"]["enum"] = json!(kinds);
+        schemas["Kind"]["examples"] = json!([first]);
+        // The bodies' examples name kinds of their own: here they name one
+        // this deployment runs, so that each example is a request it takes.
+        for body in ["CreateTask", "PutSchedule"] {
+            if let Some(examples) = schemas[body]["examples"].as_array_mut() {
+                for e in examples {
+                    e["kind"] = json!(first);
+                }
+            }
+        }
+    }
+    doc
+}
+
+/// The numeric cron expressions a schedule takes: 5 fields (minute hour
+/// day-of-month month day-of-week) or 6 with seconds first, each `*` (with
+/// an optional `/step`) or a list of `N` and `N-M` (N ≤ M, with an optional
+/// `/step`), within the field's range. (Names such as `MON` are taken too but not listed.) The
+/// ordered ranges are spelled out digit by digit ([`at_least`]), since a
+/// range that runs backwards (`5-3`) is refused.
+pub fn cron_pattern() -> String {
+    fn field(lo: u32, hi: u32) -> String {
+        let value = between(lo, hi);
+        let range = (lo..=hi)
+            .map(|a| format!("{a}-(?:{})", between(a, hi)))
+            .collect::<Vec<_>>()
+            .join("|");
+        let step = "(?:/[1-9][0-9]?)?";
+        let element = format!("(?:(?:{range}){step}|{value})");
+        format!("(?:\\*{step}|{element}(?:,{element})*)")
+    }
+    let (sec, min, hour, dom, month, dow) = (
+        field(0, 59),
+        field(0, 59),
+        field(0, 23),
+        field(1, 31),
+        field(1, 12),
+        field(0, 7),
+    );
+    format!("^(?:{sec} )?{min} {hour} {dom} {month} {dow}$")
+}
+
+/// A regex alternation of the whole numbers `lo..=hi` (no leading zeros),
+/// by tens: `7..=59` is `[7-9]|[1-4][0-9]|5[0-9]`.
+fn between(lo: u32, hi: u32) -> String {
+    let mut parts = Vec::new();
+    let mut n = lo;
+    while n <= hi {
+        let tens = n / 10;
+        let top = (tens * 10 + 9).min(hi);
+        let (a, b) = (n % 10, top % 10);
+        let digit = if a == b {
+            a.to_string()
+        } else {
+            format!("[{a}-{b}]")
+        };
+        parts.push(if tens == 0 {
+            digit
+        } else {
+            format!("{tens}{digit}")
+        });
+        n = top + 1;
+    }
+    parts.join("|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cron_pattern_takes_ordered_ranges_only() {
+        let re = regex_lite::Regex::new(&cron_pattern()).unwrap();
+        for ok in [
+            "0 3 * * *",
+            "*/10 * * * * *",
+            "0 9 * * 1-5",
+            "0-0 0 1 1 0",
+            "59 23 31 12 7",
+            "0,15,30,45 8-18/2 * 1-6 *",
+        ] {
+            assert!(re.is_match(ok), "{ok}");
+        }
+        for bad in [
+            "5-3 * * * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "* * * 13 *",
+            "* * * * 8",
+            "* * * *",
+            "*/0 * * * *",
+            "10/20 * * * *",
+            "* * * 1,* *",
+        ] {
+            assert!(!re.is_match(bad), "{bad}");
+        }
+    }
+}
