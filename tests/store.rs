@@ -1322,7 +1322,42 @@ async fn counters_agree_with_the_tasks(db: &TestDb) {
     assert_eq!(finished(s.clone()).await, (0, 0, 0));
 }
 
+/// A task woken from a suspension is still marked to resume; cancelled
+/// before its claim and retried now, its next claim is a new attempt (one
+/// more, no old deadline), not a replay of the suspended one.
+async fn a_retry_now_is_a_new_attempt_even_after_a_suspension(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    s.create_task(&insert("k")).await.unwrap();
+    let t = claim_one(&s, "e1").await.unwrap();
+    assert_eq!(t.attempts, 1);
+    let wait = courier::actors::store::Wait {
+        until: Some(now() + chrono::Duration::milliseconds(50)),
+        timeout_at: Some(now() + chrono::Duration::milliseconds(60)),
+        ..Default::default()
+    };
+    let parked = s.suspend(&fence(&t), &wait).await.unwrap();
+    assert!(
+        matches!(parked, courier::actors::store::Suspension::Suspended(_)),
+        "{parked:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let woken = s.promote_due("test", 10).await.unwrap();
+    assert_eq!(woken.len(), 1);
+    s.cancel_unclaimed(t.id, "test").await.unwrap().unwrap();
+    let again = s.retry_now(t.id, "test").await.unwrap().unwrap();
+    assert_eq!(again.state, TaskState::Pending);
+    let rerun = claim_one(&s, "e1").await.unwrap();
+    assert_eq!(rerun.id, t.id);
+    assert_eq!(rerun.attempts, 2, "a new attempt, not a replay");
+    assert_eq!(
+        rerun.timeout_at, None,
+        "the suspended run's deadline is gone"
+    );
+}
+
 on_both_databases!(
+    a_retry_now_is_a_new_attempt_even_after_a_suspension,
     counters_agree_with_the_tasks,
     a_prefix_of_an_id_finds_its_tasks,
     a_claim_knows_how_long_its_task_waited,

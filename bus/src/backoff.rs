@@ -43,6 +43,15 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.delays = self.builder.build();
     }
+
+    /// The wait after a session ended: from the shortest again when that
+    /// session had got connected, else the next of this run of failures.
+    pub fn after_session(&mut self, was_connected: bool) -> Duration {
+        if was_connected {
+            self.reset();
+        }
+        self.next_delay()
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +72,15 @@ mod tests {
         b.reset();
         let again = b.next_delay();
         assert!(again >= min && again <= min * 2, "{again:?} after a reset");
+        let failed_again = b.after_session(false);
+        assert!(
+            failed_again >= min * 2,
+            "{failed_again:?}: the run of failures goes on"
+        );
+        let connected = b.after_session(true);
+        assert!(
+            connected <= min * 2,
+            "{connected:?} after a connected session"
+        );
     }
 }

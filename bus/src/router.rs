@@ -159,6 +159,12 @@ impl<B: Send + 'static> Actor for Bus<B> {
         // `tell` and `post` are bounded by the gate, not by this).
         ctx.set_mailbox_capacity(MAILBOX_BOUND);
     }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // No room comes back from a bus that stopped (the process is going
+        // down): senders waiting in `post` return, and `tell` drops.
+        self.gate.room.close();
+    }
 }
 
 /// An envelope from [`BusHandle::tell`] or [`BusHandle::post`], counted in
@@ -352,13 +358,18 @@ impl<B: Send + 'static> BusHandle<B> {
     /// dropped and counted; durable state is what guarantees delivery, not
     /// this call.
     pub fn tell(&self, envelope: Envelope<B>) {
-        let Ok(permit) = self.gate.room.try_acquire() else {
-            self.gate.full.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
+        let permit = match self.gate.room.try_acquire() {
+            Ok(permit) => permit,
+            // The bus stopped: the process is going down.
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.gate.full.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
                 node = %self.node, to = %envelope.to,
-                "bus mailbox full ({MAILBOX_BOUND} envelopes); message dropped"
-            );
-            return;
+                    "bus mailbox full ({MAILBOX_BOUND} envelopes); message dropped"
+                );
+                return;
+            }
         };
         // The handler gives the permit back once the envelope is routed.
         permit.forget();
@@ -370,12 +381,7 @@ impl<B: Send + 'static> BusHandle<B> {
     /// overload slows the sender. Returns once the envelope is queued (at
     /// once while there is room), not when it is routed.
     pub async fn post(&self, envelope: Envelope<B>) {
-        // A bus that stopped (the process is going down) gives no room back:
-        // do not wait for it.
-        if !self.addr.connected() {
-            return;
-        }
-        // The semaphore is never closed: acquiring only waits.
+        // Closed when the bus stops: nothing to wait for then.
         if let Ok(permit) = self.gate.room.acquire().await {
             permit.forget();
             self.addr.do_send(Tell(envelope));

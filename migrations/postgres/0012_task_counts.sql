@@ -9,6 +9,11 @@
 -- two sessions never wait on each other's counter rows and cannot deadlock
 -- on them; a reader sums the shards. The retention sweep folds the rows of
 -- sessions that are gone into shard 0 and drops minutes past three hours.
+--
+-- Writers are held for the migration's transaction: the tasks are counted
+-- and the triggers put in place with no write in between, so a task
+-- written meanwhile by a running deployment cannot be missed by both.
+LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE;
 
 -- Tasks now in each state, by queue.
 CREATE TABLE task_counts (
@@ -77,7 +82,7 @@ BEGIN
         ON CONFLICT (queue, state, shard) DO UPDATE SET n = c.n + excluded.n
     )
     INSERT INTO task_throughput AS t (minute, queue, shard, succeeded, failed, cancelled)
-    SELECT EXTRACT(EPOCH FROM now())::bigint / 60, queue, pg_backend_pid(),
+    SELECT floor(EXTRACT(EPOCH FROM now()) / 60)::bigint, queue, pg_backend_pid(),
            COUNT(*) FILTER (WHERE to_state = 'succeeded'),
            COUNT(*) FILTER (WHERE to_state = 'failed'),
            COUNT(*) FILTER (WHERE to_state = 'cancelled')

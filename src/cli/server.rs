@@ -10,53 +10,35 @@ use courier::{ExecutorConfig, Registry, Runtime, RuntimeBuilder, Store};
 
 use super::{BusTransport, DbArgs, ExecArgs, ExecutorArgs, HttpArgs, NodeArgs, ServeArgs, WebArgs};
 
-/// The transports named by `--bus`.
-#[derive(Debug, Default)]
-struct BusSpec {
-    socket_dir: Option<std::path::PathBuf>,
-    amqp_url: Option<String>,
-    postgres: bool,
-}
-
-/// What `--bus` asks for, one field a transport.
-fn bus_spec(transports: &[BusTransport]) -> BusSpec {
-    let mut out = BusSpec::default();
-    for t in transports {
-        match t {
-            BusTransport::Local => {}
-            BusTransport::Socket(dir) => out.socket_dir = Some(dir.clone()),
-            BusTransport::Amqp(url) => out.amqp_url = Some(url.clone()),
-            BusTransport::Postgres => out.postgres = true,
-        }
-    }
-    out
-}
-
 fn builder(node: &NodeArgs, exec: Option<&ExecArgs>) -> anyhow::Result<RuntimeBuilder> {
-    let bus = bus_spec(&node.bus);
     let mut b = Runtime::builder().database(node.db.db.clone());
-    if let Some(dir) = bus.socket_dir {
-        b = b.socket_transport(dir);
-    }
-    if let Some(url) = bus.amqp_url {
-        #[cfg(feature = "amqp")]
-        {
-            b = b.amqp_transport(courier::bus::transport::amqp::AmqpConfig {
-                url,
-                prefix: node.amqp_prefix.clone(),
-            });
+    for transport in &node.bus {
+        match transport {
+            BusTransport::Local => {}
+            BusTransport::Socket(dir) => b = b.socket_transport(dir.clone()),
+            #[cfg(feature = "amqp")]
+            BusTransport::Amqp(url) => {
+                b = b.amqp_transport(courier::bus::transport::amqp::AmqpConfig {
+                    url: url.clone(),
+                    prefix: node.amqp_prefix.clone(),
+                });
+            }
+            #[cfg(not(feature = "amqp"))]
+            BusTransport::Amqp(url) => {
+                bail!(
+                    "--bus {url}: this build has no AMQP transport (build with the `amqp` feature)"
+                )
+            }
+            BusTransport::Postgres => {
+                if !node.db.db.starts_with("postgres") {
+                    bail!(
+                        "--bus postgres goes through the database: it needs --db postgres://…, not {}",
+                        node.db.db
+                    );
+                }
+                b = b.postgres_transport();
+            }
         }
-        #[cfg(not(feature = "amqp"))]
-        bail!("--bus {url}: this build has no AMQP transport (build with the `amqp` feature)");
-    }
-    if bus.postgres {
-        if !node.db.db.starts_with("postgres") {
-            bail!(
-                "--bus postgres goes through the database: it needs --db postgres://…, not {}",
-                node.db.db
-            );
-        }
-        b = b.postgres_transport();
     }
     if let Some(n) = &node.node {
         b = b.node(n.clone());
@@ -298,10 +280,15 @@ mod tests {
             "local, socket:/run/courier,amqp://u:p@mq:5672/%2f ,postgres",
         ])
         .unwrap();
-        let spec = bus_spec(&a.node.bus);
-        assert_eq!(spec.socket_dir, Some("/run/courier".into()));
-        assert_eq!(spec.amqp_url.as_deref(), Some("amqp://u:p@mq:5672/%2f"));
-        assert!(spec.postgres);
+        assert_eq!(
+            a.node.bus,
+            vec![
+                BusTransport::Local,
+                BusTransport::Socket("/run/courier".into()),
+                BusTransport::Amqp("amqp://u:p@mq:5672/%2f".into()),
+                BusTransport::Postgres,
+            ]
+        );
         let e = serve(&["--bus", "local,rabbit"]).unwrap_err().to_string();
         assert!(e.contains("unknown transport \"rabbit\""), "{e}");
         let e = serve(&["--bus", "socket:"]).unwrap_err().to_string();

@@ -2,7 +2,8 @@
 //! by utoipa from the handlers' `#[utoipa::path]` annotations and the
 //! types they read and answer with (the models of courier-actors, with its
 //! `openapi` feature, and [`crate::schema`]). Nothing of it is kept by
-//! hand, so it cannot drift from the code; `tests/http.rs` checks that
+//! hand but the operations' prose, so its paths, methods and schemas
+//! cannot drift from the code; `tests/http.rs` checks that
 //! every path it names is routed with its methods, and schemathesis runs
 //! it against a real server in CI.
 //!

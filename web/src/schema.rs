@@ -159,7 +159,8 @@ pub struct ExecutorList {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueueList {
-    /// Every queue that has a setting or a task.
+    /// Every queue that has a setting, an unfinished task, or an alive
+    /// executor serving it.
     pub queues: Vec<QueueInfo>,
 }
 

@@ -33,16 +33,19 @@ impl ExecutorActor {
 
     /// Tells the transports that the hints are done with (a transport that
     /// holds a message until then, AMQP, acknowledges it now) and sends
-    /// them on to their pools, for an executor with room: one a pool, since
-    /// a hint only says that the pool has work and the executor it reaches
-    /// claims up to all its free slots (under a crowd of creates this
-    /// executor held thousands of hints between two pulls, and passing each
-    /// on filled the bus's mailbox, BENCHMARKS.md "Overload").
+    /// them on to their pools, for an executor with room: one of each kind
+    /// a pool, since a hint only says that the pool has work (or that a
+    /// queue's settings changed) and the executor it reaches claims up to
+    /// all its free slots (under a crowd of creates this executor held
+    /// thousands of hints between two pulls, and passing each on filled the
+    /// bus's mailbox, BENCHMARKS.md "Overload"). A `queue_changed` is never
+    /// folded into a `start_task`: the executor it reaches must learn of a
+    /// new limit.
     pub(super) fn pass_on(&mut self, hints: Vec<Hint>) {
         let mut sent = std::collections::HashSet::new();
         for h in hints {
             self.bus.settle(h.id, true);
-            if !sent.insert(h.to.clone()) {
+            if !sent.insert((h.to.clone(), std::mem::discriminant(&h.body))) {
                 continue;
             }
             let again = Envelope::new(self.address.clone(), h.to, h.body);

@@ -25,14 +25,17 @@
 //! being written). A caller past the bound waits *before* its request is
 //! taken, in arrival order (a fair semaphore), so an overload slows the
 //! callers — an HTTP request waits, and with it its connection — instead of
-//! growing a queue in memory.
+//! growing a queue in memory. A request's room travels with it (queued, in
+//! the lead, carried in a flush) and comes back only when the request is
+//! written or dropped, so a caller that goes away while its request is
+//! still queued does not free room the request still takes.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
@@ -44,11 +47,13 @@ pub(crate) type Flush<'a, R> = Pin<Box<dyn Future<Output = Result<Vec<Result<R>>
 /// back, to write).
 enum Turn<T, R> {
     Done(Result<R>),
-    Lead(T),
+    Lead(T, OwnedSemaphorePermit),
 }
 
 struct Queued<T, R> {
     request: T,
+    /// The request's place in the bound, given back when it is dropped.
+    room: OwnedSemaphorePermit,
     reply: oneshot::Sender<Turn<T, R>>,
 }
 
@@ -63,7 +68,7 @@ pub(crate) struct Group<T, R> {
     /// The most requests one flush carries.
     max: usize,
     /// One permit per request the group may hold (queued or being written).
-    room: Semaphore,
+    room: Arc<Semaphore>,
     bound: usize,
 }
 
@@ -88,7 +93,7 @@ impl<T, R> Group<T, R> {
                 queue: VecDeque::new(),
             }),
             max,
-            room: Semaphore::new(bound),
+            room: Arc::new(Semaphore::new(bound)),
             bound,
         }
     }
@@ -109,7 +114,7 @@ impl<T, R> Group<T, R> {
         while let Some(next) = st.queue.pop_front() {
             // A caller that went away cannot lead: its request goes
             // unwritten (nobody waits for it), and the next one leads.
-            if next.reply.send(Turn::Lead(next.request)).is_ok() {
+            if next.reply.send(Turn::Lead(next.request, next.room)).is_ok() {
                 return;
             }
         }
@@ -122,29 +127,34 @@ impl<T, R> Group<T, R> {
     where
         F: for<'a> Fn(&'a [T]) -> Flush<'a, R>,
     {
-        // Held until this caller has its outcome; the semaphore is never
-        // closed, so acquiring only waits.
-        let _room = self
+        // The semaphore is never closed, so acquiring only waits.
+        let room = self
             .room
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| transient("the group is closed"))?;
         let waiting = {
             let mut st = self.lock();
             if st.flushing {
                 let (tx, rx) = oneshot::channel();
-                st.queue.push_back(Queued { request, reply: tx });
+                st.queue.push_back(Queued {
+                    request,
+                    room,
+                    reply: tx,
+                });
                 Err(rx)
             } else {
                 st.flushing = true;
-                Ok(request)
+                Ok((request, room))
             }
         };
-        let request = match waiting {
-            Ok(request) => request,
+        // Held until this flush is written.
+        let (request, _room) = match waiting {
+            Ok(lead) => lead,
             Err(rx) => match rx.await {
                 Ok(Turn::Done(outcome)) => return outcome,
-                Ok(Turn::Lead(request)) => request,
+                Ok(Turn::Lead(request, room)) => (request, room),
                 // The leader went away with this request.
                 Err(_) => return Err(transient("the write it was part of was abandoned")),
             },
@@ -164,9 +174,12 @@ impl<T, R> Group<T, R> {
         let mut requests = Vec::with_capacity(carried.len() + 1);
         requests.push(request);
         let mut replies = Vec::with_capacity(carried.len());
+        // The carried requests' room, held until they are written.
+        let mut _rooms = Vec::with_capacity(carried.len());
         for q in carried {
             requests.push(q.request);
             replies.push(q.reply);
+            _rooms.push(q.room);
         }
         let mut outcomes = match flush(&requests).await {
             Ok(outcomes) => outcomes,
@@ -401,6 +414,56 @@ mod tests {
                 }
                 assert_eq!(outs, vec![1, 2, 3]);
                 assert_eq!(g.held(), 0);
+            })
+            .await;
+    }
+    #[tokio::test]
+    async fn a_queued_request_keeps_its_room_when_its_caller_goes_away() {
+        let g = Arc::new(Group::<u32, u32>::new(2, 2));
+        let local = tokio::task::LocalSet::new();
+        let release = Arc::new(tokio::sync::Notify::new());
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let submit = |i: u32| {
+            let (g, release, written) = (g.clone(), release.clone(), written.clone());
+            local.spawn_local(async move {
+                g.submit(i, move |rs| {
+                    let (release, written) = (release.clone(), written.clone());
+                    Box::pin(async move {
+                        release.notified().await;
+                        written.lock().unwrap().extend_from_slice(rs);
+                        Ok(rs.iter().map(|r| Ok(r + 1)).collect())
+                    })
+                })
+                .await
+            })
+        };
+        let lead = submit(0);
+        let queued = submit(1);
+        let (g, release, written) = (g.clone(), release.clone(), written.clone());
+        local
+            .run_until(async move {
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                assert_eq!(g.held(), 2);
+                // The queued caller goes away: its request is still in the
+                // queue, so it still takes its room.
+                queued.abort();
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                assert_eq!(g.lock().queue.len(), 1);
+                assert_eq!(
+                    g.held(),
+                    2,
+                    "a dropped caller's queued request still counts"
+                );
+                release.notify_one();
+                assert_eq!(lead.await.unwrap().unwrap(), 1);
+                // Nobody waits for the abandoned request: not written, and
+                // its room is back.
+                assert_eq!(g.held(), 0);
+                assert_eq!(*written.lock().unwrap(), vec![0]);
             })
             .await;
     }

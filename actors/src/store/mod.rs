@@ -483,8 +483,9 @@ pub fn detached<T: 'static>(
     }
 }
 
-/// Retries `op` while it fails with a transient error, backing off from 50 ms
-/// to 2 s (jittered), for at most `budget`. Used where giving up would strand a task.
+/// Retries `op` while it fails with a transient error, backing off in steps
+/// doubling from 50 ms to 2 s (each wait up to twice its step: the jitter),
+/// for at most `budget`. Used where giving up would strand a task.
 pub async fn retry<T, F, Fut>(what: &str, budget: Duration, mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,

@@ -27,6 +27,27 @@ pub struct Minute {
 /// How long per-minute counts are kept.
 pub const THROUGHPUT_KEPT: Duration = Duration::from_secs(3 * 3600);
 
+/// The database's current minute (Unix time / 60, rounded down), as SQL.
+/// PostgreSQL's `EXTRACT(EPOCH …)` is a fraction: cast to an integer it
+/// would round to the nearest second, and put the last half-second of a
+/// minute in the next.
+fn minute_now(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "(unixepoch() / 60)",
+        Dialect::Postgres => "(floor(EXTRACT(EPOCH FROM now()) / 60)::bigint)",
+    }
+}
+
+/// `SELECT queue, state, n` over `task_throughput`'s rows that `filter`
+/// keeps: each minute's finishes as one row per final state (SQLite).
+fn finished_in_minutes(filter: &str) -> String {
+    format!(
+        "SELECT queue, 'succeeded' AS state, succeeded AS n FROM task_throughput {filter} \
+         UNION ALL SELECT queue, 'failed', failed FROM task_throughput {filter} \
+         UNION ALL SELECT queue, 'cancelled', cancelled FROM task_throughput {filter}"
+    )
+}
+
 fn state(s: String) -> Result<TaskState> {
     s.parse()
         .map_err(|e: crate::model::UnknownState| Error::Corrupt(e.to_string()))
@@ -56,27 +77,22 @@ impl Store {
                 if active {
                     return counted;
                 }
-                let finished = "SELECT queue, state, SUM(n) AS n FROM ( \
-                         SELECT queue, state, n FROM task_counts \
-                         UNION ALL SELECT queue, 'succeeded', succeeded FROM task_throughput \
-                         UNION ALL SELECT queue, 'failed', failed FROM task_throughput \
-                         UNION ALL SELECT queue, 'cancelled', cancelled FROM task_throughput) f \
+                format!(
+                    "SELECT queue, state, SUM(n) AS n FROM ( \
+                         SELECT queue, state, n FROM task_counts UNION ALL {}) f \
                      WHERE $1 IS NULL OR queue = $1 \
-                     GROUP BY queue, state HAVING SUM(n) <> 0";
-                format!("{finished} UNION ALL {counted}")
+                     GROUP BY queue, state HAVING SUM(n) <> 0 \
+                     UNION ALL {counted}",
+                    finished_in_minutes("")
+                )
             }
         }
     }
 
-    /// Number of tasks in each state (states with none left out).
+    /// Number of tasks in each state (states with none left out): the
+    /// queues' counts ([`Store::count_by_queue`]) added up.
     pub async fn count_by_state(&self) -> Result<Vec<(TaskState, i64)>> {
-        let sql = format!(
-            "SELECT state, CAST(SUM(n) AS BIGINT) FROM ({}) c GROUP BY state",
-            self.counts_sql(false)
-        );
-        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(None::<String>).fetch_all(p).await)?;
-        rows.into_iter().map(|(s, n)| Ok((state(s)?, n))).collect()
+        Ok(by_state(&self.count_by_queue().await?))
     }
 
     /// Number of tasks of each queue in each state, by queue then state
@@ -97,20 +113,8 @@ impl Store {
     /// the database's current minute last; minutes with none are zeros.
     pub async fn throughput(&self, minutes: u32) -> Result<Vec<Minute>> {
         let minutes = i64::from(minutes.max(1));
-        let now: i64 = match &self.db {
-            #[cfg(feature = "sqlite")]
-            Db::Sqlite(p) => {
-                sqlx::query_scalar("SELECT unixepoch() / 60")
-                    .fetch_one(p)
-                    .await?
-            }
-            #[cfg(feature = "postgres")]
-            Db::Postgres(p) => {
-                sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM now())::bigint / 60")
-                    .fetch_one(p)
-                    .await?
-            }
-        };
+        let sql = format!("SELECT {}", minute_now(self.dialect()));
+        let now: i64 = on_pool!(self, p => sqlx::query_scalar(&sql).fetch_one(p).await)?;
         let from = now - minutes + 1;
         let rows: Vec<(i64, i64, i64, i64)> = on_pool!(self, p => sqlx::query_as(
             "SELECT minute, CAST(SUM(succeeded) AS BIGINT), CAST(SUM(failed) AS BIGINT), \
@@ -150,35 +154,38 @@ impl Store {
             #[cfg(feature = "sqlite")]
             Db::Sqlite(p) => {
                 // The minutes dropped leave their finishes in `task_counts`.
+                // The cut-off is read once: each statement has its own
+                // `unixepoch()`, and a minute that began between the two
+                // would be deleted without being counted.
                 let _turn = self.writer.lock().await;
                 let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                sqlx::query(
+                let cutoff: i64 =
+                    sqlx::query_scalar(&format!("SELECT {} - $1", minute_now(Dialect::Sqlite)))
+                        .bind(kept)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                sqlx::query(&format!(
                     "INSERT INTO task_counts (queue, state, shard, n) \
-                     SELECT queue, state, 0, SUM(n) FROM ( \
-                         SELECT queue, 'succeeded' AS state, succeeded AS n FROM task_throughput \
-                         WHERE minute < unixepoch() / 60 - $1 \
-                         UNION ALL SELECT queue, 'failed', failed FROM task_throughput \
-                         WHERE minute < unixepoch() / 60 - $1 \
-                         UNION ALL SELECT queue, 'cancelled', cancelled FROM task_throughput \
-                         WHERE minute < unixepoch() / 60 - $1) f \
+                     SELECT queue, state, 0, SUM(n) FROM ({}) f \
                      GROUP BY queue, state \
                      ON CONFLICT (queue, state, shard) DO UPDATE SET n = n + excluded.n",
-                )
-                .bind(kept)
+                    finished_in_minutes("WHERE minute < $1")
+                ))
+                .bind(cutoff)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM task_throughput WHERE minute < unixepoch() / 60 - $1")
-                    .bind(kept)
+                sqlx::query("DELETE FROM task_throughput WHERE minute < $1")
+                    .bind(cutoff)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
             }
             #[cfg(feature = "postgres")]
             Db::Postgres(p) => {
-                sqlx::query(
-                    "DELETE FROM task_throughput \
-                     WHERE minute < EXTRACT(EPOCH FROM now())::bigint / 60 - $1",
-                )
+                sqlx::query(&format!(
+                    "DELETE FROM task_throughput WHERE minute < {} - $1",
+                    minute_now(Dialect::Postgres)
+                ))
                 .bind(kept)
                 .execute(p)
                 .await?;
@@ -214,4 +221,17 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Counts by queue and state, added up by state.
+fn by_state(by_queue: &[(String, TaskState, i64)]) -> Vec<(TaskState, i64)> {
+    let mut out: Vec<(TaskState, i64)> = Vec::new();
+    for (_, state, n) in by_queue {
+        match out.iter_mut().find(|(s, _)| s == state) {
+            Some((_, total)) => *total += n,
+            None => out.push((*state, *n)),
+        }
+    }
+    out.retain(|(_, n)| *n != 0);
+    out
 }

@@ -151,9 +151,14 @@ impl Store {
     /// parent).
     pub async fn retry_now(&self, id: Uuid, by: &str) -> Result<Option<Task>> {
         // In SET, `state` and `attempts` are the row's values before it.
+        // `resume = FALSE`: the new attempt is a fresh run, never a replay
+        // (a task woken from a suspension and cancelled before its claim is
+        // still marked to resume, and a replay keeps its attempt count and
+        // its old deadline).
         let sql = format!(
             "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, \
                  finished_at = NULL, output = NULL, cancel_requested = FALSE, \
+                 resume = FALSE, timeout_at = NULL, \
                  max_attempts = CASE WHEN state IN ({FAILED}, {CANCELLED}) AND max_attempts <= attempts \
                                      THEN attempts + 1 ELSE max_attempts END, \
                  updated_at = $2, changed_by = $3 \

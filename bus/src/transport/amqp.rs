@@ -21,7 +21,7 @@
 //! requeue and goes to the dead-letter queue with a log line.
 //!
 //! The connection is supervised: on loss the transport reconnects with
-//! backoff (100 ms to 5 s), declares its topology again and resumes its
+//! backoff (steps from 100 ms to 5 s, each wait up to twice its step), declares its topology again and resumes its
 //! consumers. While it is down it reaches nothing, so the bus drops what it
 //! would have sent, which courier's recovery sweep makes harmless.
 
@@ -327,11 +327,8 @@ where
         match session(&shared, &bus, &mut outbox).await {
             Ok(()) => return, // the transport was dropped
             Err(e) => {
-                // A session that got connected starts the waits again.
-                if std::mem::replace(&mut shared.state().connected, false) {
-                    backoff.reset();
-                }
-                let delay = backoff.next_delay();
+                let was_connected = std::mem::replace(&mut shared.state().connected, false);
+                let delay = backoff.after_session(was_connected);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "AMQP connection lost");
                 tokio::time::sleep(delay).await;
             }

@@ -288,11 +288,8 @@ async fn receive<B>(
                 return;
             }
             Err(e) => {
-                // A session that got connected starts the waits again.
-                if std::mem::replace(&mut shared.state().connected, false) {
-                    backoff.reset();
-                }
-                let delay = backoff.next_delay();
+                let was_connected = std::mem::replace(&mut shared.state().connected, false);
+                let delay = backoff.after_session(was_connected);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "PostgreSQL bus connection lost");
                 tokio::time::sleep(delay).await;
             }
