@@ -241,6 +241,19 @@ pub fn executor(db: &str, bus: &str, prefix: &str, node: &str) -> std::process::
         .unwrap()
 }
 
+/// How many tasks of `store` are not finished (scheduled, pending, running
+/// or suspended): an index count of the few left at the end of a run.
+pub async fn unfinished(store: &courier::Store) -> i64 {
+    store
+        .count_by_state()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(s, _)| !s.is_final())
+        .map(|(_, n)| n)
+        .sum()
+}
+
 /// How many tasks of `store` have succeeded.
 pub async fn succeeded(store: &courier::Store) -> usize {
     store
