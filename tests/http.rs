@@ -358,13 +358,14 @@ async fn the_api_end_to_end(db: &TestDb) {
         })
         .collect();
     // Opened just after the task was created, the stream starts wherever the
-    // task stood then and follows each change: the suspension, the resume
-    // when the event arrived, the end.
+    // task stood then and follows each change: the suspension, the wake
+    // when the event arrived (pending: no actor held it), the resume, the
+    // end.
     let n = states.len();
-    assert!(n >= 3, "{states:?}");
+    assert!(n >= 4, "{states:?}");
     assert_eq!(
-        states[n - 3..],
-        ["suspended", "running", "succeeded"],
+        states[n - 4..],
+        ["suspended", "pending", "running", "succeeded"],
         "{text}"
     );
     let (st, evs) = s.get(&format!("/api/v1/tasks/{wid}/events")).await;

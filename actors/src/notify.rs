@@ -15,6 +15,44 @@ use crate::model::{Task, TaskState};
 use crate::protocol::{envelope, start_task, Bus, Msg};
 use crate::store::{retry, Store};
 
+/// Tells `task`'s stream watchers (an SSE `watch`, a
+/// [`TaskWatch`](crate::runtime::TaskWatch)) its new state, for a change
+/// made where no task actor holds it (a running task's actor tells them
+/// itself). Nothing for a task nobody follows (`watched` is false).
+pub(crate) async fn tell_followers(store: &Store, bus: &Bus, from: &Address, task: &Task) {
+    if !task.watched {
+        return;
+    }
+    let watchers = match store.stream_watchers(task.id).await {
+        Ok(w) => w,
+        Err(e) => {
+            // Its next change (the claim) reaches them from its actor.
+            tracing::debug!(task_id = %task.id, error = %e, "could not read the task's followers");
+            return;
+        }
+    };
+    for w in watchers {
+        match w.parse::<Address>() {
+            Ok(to) => {
+                let msg = Msg::TaskChanged {
+                    task: Box::new(task.clone()),
+                };
+                bus.post(envelope(from.clone(), to, &task.trace_id, msg))
+                    .await
+            }
+            Err(e) => tracing::warn!(watcher = %w, error = %e, "invalid watcher address"),
+        }
+    }
+}
+
+/// A task woken to `pending` (committed): its followers hear that it is
+/// pending, then its queue's executors that it may start (so the state
+/// reaches them before its claim's).
+pub(crate) async fn notify_woken(store: &Store, bus: &Bus, from: Address, task: &Task) {
+    tell_followers(store, bus, &from, task).await;
+    bus.post(start_task(from, task)).await;
+}
+
 /// Flow 2: tells everyone waiting for `task` (registered watchers, and the
 /// parent) that it is final. The final state is committed before this runs.
 /// `watchers`: already taken from the store with the final state, or `None`
@@ -82,7 +120,7 @@ pub(crate) async fn cancel_tree(
         if let Some((done, woken)) = store.cancel_unclaimed(t.id, by).await? {
             notify_finished(store, bus, from.clone(), &done, None).await;
             if let Some(parent) = woken {
-                bus.post(start_task(from.clone(), &parent)).await;
+                notify_woken(store, bus, from.clone(), &parent).await;
             }
             continue;
         }
@@ -92,7 +130,7 @@ pub(crate) async fn cancel_tree(
         .await?;
         if now.state == TaskState::Pending {
             // It was suspended: woken, its replay sees the cancel.
-            bus.post(start_task(from.clone(), &now)).await;
+            notify_woken(store, bus, from.clone(), &now).await;
         } else if !now.state.is_final() {
             bus.post(envelope(
                 from.clone(),

@@ -326,9 +326,7 @@ impl Client {
             // It was suspended, in no executor's memory: an executor of its
             // queue claims it and replays its run, which finds the event.
             tracing::debug!(task_id = %id, event = name, seq = ev.seq, "event committed; task woken");
-            if let Some(env) = announce(self.me(), &task) {
-                self.bus.post(env).await;
-            }
+            crate::notify::notify_woken(&self.store, &self.bus, self.me(), &task).await;
             return Ok(ev);
         }
         let trace = self

@@ -86,9 +86,12 @@ impl TaskWatch {
                 None => self.rx.recv().await?,
             };
             let key = (t.state, t.updated_at);
+            // A repeat, or a snapshot older than the last one yielded (two
+            // senders' messages may cross: the waker's `pending` and the
+            // claiming executor's `running`).
             if self
                 .last
-                .is_some_and(|(s, at)| s == t.state && at >= t.updated_at)
+                .is_some_and(|(s, at)| at > t.updated_at || (s == t.state && at >= t.updated_at))
             {
                 continue;
             }

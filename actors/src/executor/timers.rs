@@ -58,9 +58,15 @@ impl ExecutorActor {
         let store = self.store.clone();
         let me = self.id.clone();
         let local = self.local_kinds.clone();
+        let bus = self.bus.clone();
+        let from = self.address.clone();
         ctx.spawn(
             detached(async move {
                 let promoted = store.promote_due(&me, PROMOTE_BATCH).await?;
+                // Their followers hear of `pending` before the claims.
+                for t in &promoted {
+                    crate::notify::tell_followers(&store, &bus, &from, t).await;
+                }
                 let (fired, more) = crate::schedule::fire_due(&store, &local, &me).await?;
                 let next = next_timer(&store).await?;
                 Ok::<_, crate::error::Error>((promoted, fired, more, next))

@@ -401,7 +401,7 @@ impl TaskActor {
                         crate::metrics::metrics().task_finished(&kind, f.state.as_str());
                         if let Some(parent) = &f.woken {
                             // It waited for this task: it is pending again.
-                            bus.tell(start_task(me.clone(), parent));
+                            crate::notify::notify_woken(&store, &bus, me.clone(), parent).await;
                         }
                         // Read with the end whenever someone is to be told.
                         if let Some(task) = &f.task {
