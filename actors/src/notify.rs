@@ -31,13 +31,19 @@ pub(crate) async fn tell_followers(store: &Store, bus: &Bus, from: &Address, tas
             return;
         }
     };
+    let msg = Msg::TaskChanged {
+        task: Box::new(task.clone()),
+    };
+    tell_watchers(bus, from, &watchers, &task.trace_id, msg).await;
+}
+
+/// Sends `msg` about a task (of trace `trace_id`) to each of `watchers`,
+/// addresses as the store keeps them.
+async fn tell_watchers(bus: &Bus, from: &Address, watchers: &[String], trace_id: &str, msg: Msg) {
     for w in watchers {
         match w.parse::<Address>() {
             Ok(to) => {
-                let msg = Msg::TaskChanged {
-                    task: Box::new(task.clone()),
-                };
-                bus.post(envelope(from.clone(), to, &task.trace_id, msg))
+                bus.post(envelope(from.clone(), to, trace_id, msg.clone()))
                     .await
             }
             Err(e) => tracing::warn!(watcher = %w, error = %e, "invalid watcher address"),
@@ -82,15 +88,7 @@ pub(crate) async fn notify_finished(
     let msg = Msg::TaskFinished {
         task: Box::new(task.clone()),
     };
-    for w in watchers {
-        match w.parse::<Address>() {
-            Ok(to) => {
-                bus.post(envelope(from.clone(), to, &task.trace_id, msg.clone()))
-                    .await
-            }
-            Err(e) => tracing::warn!(watcher = %w, error = %e, "invalid watcher address"),
-        }
-    }
+    tell_watchers(bus, &from, &watchers, &task.trace_id, msg.clone()).await;
     if let Some(parent) = task.parent_id {
         bus.post(envelope(from, Address::task(parent), &task.trace_id, msg))
             .await;
