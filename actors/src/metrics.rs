@@ -70,6 +70,7 @@ pub struct Metrics {
     suspended: Family<QueueLabel, Counter>,
     takeovers: Counter,
     fenced: Counter,
+    leases_lost: Counter,
     dispatch: Histogram,
     queue_wait: Durations<QueueLabel>,
     run_duration: Durations<KindQueue>,
@@ -90,6 +91,7 @@ pub fn metrics() -> &'static Metrics {
         suspended: Family::default(),
         takeovers: Counter::default(),
         fenced: Counter::default(),
+        leases_lost: Counter::default(),
         dispatch: seconds(),
         queue_wait: Family::new_with_constructor(seconds),
         run_duration: Family::new_with_constructor(seconds),
@@ -163,6 +165,11 @@ impl Metrics {
     /// no longer its own (taken over, or its executor declared dead).
     pub(crate) fn fenced(&self) {
         self.fenced.inc();
+    }
+
+    /// An executor's lease ran out: it stopped its runs by itself.
+    pub(crate) fn lease_lost(&self) {
+        self.leases_lost.inc();
     }
 
     /// Time from a task's creation to its first claim.
@@ -246,6 +253,11 @@ impl Metrics {
             "courier_fenced_writes",
             "Writes of this process's executor refused because the task was no longer its own",
             self.fenced.clone(),
+        );
+        registry.register(
+            "courier_leases_lost",
+            "Times this process's executor let its lease run out (no heartbeat renewed) and stopped its runs",
+            self.leases_lost.clone(),
         );
         registry.register(
             "courier_dispatch_latency_seconds",

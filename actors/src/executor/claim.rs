@@ -80,6 +80,7 @@ impl ExecutorActor {
         let hints = std::mem::take(&mut self.hints);
         let store = self.store.clone();
         let me = self.id.clone();
+        let claimed_as = me.clone();
         let queues = self.config.queues.clone();
         let kinds = self.kinds.clone();
         // While its queues had no limits at the last look, a claim is one
@@ -102,6 +103,17 @@ impl ExecutorActor {
             .into_actor(self)
             .map(move |res, act, ctx| {
                 act.jobs.end(Job::Pull);
+                if act.phase == super::Phase::CutOff || act.id != claimed_as {
+                    // Claimed under an identity whose lease ran out (or
+                    // that was left since): run none of it; the tasks go
+                    // back when that identity is declared dead.
+                    act.claiming -= free;
+                    for h in hints {
+                        act.bus.settle(h.id, false);
+                    }
+                    act.jobs.want(Job::Pull);
+                    return;
+                }
                 if act.is_stopping() {
                     act.pass_on(hints);
                     act.give_back(res.map(|c| c.tasks).unwrap_or_default(), free, ctx);

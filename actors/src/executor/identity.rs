@@ -14,6 +14,15 @@ use crate::store::detached;
 use crate::task::signals::Abort;
 
 impl ExecutorActor {
+    /// How long the store's last word that this executor is alive holds:
+    /// three quarters of `dead_after`, measured from when the heartbeat
+    /// that got that word was *sent* (the store wrote it later, so others
+    /// count their `dead_after` from a later time). Past it this executor
+    /// runs nothing: see [`ExecutorActor::check_lease`].
+    pub(super) fn lease(&self) -> std::time::Duration {
+        self.config.dead_after * 3 / 4
+    }
+
     pub(super) fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         // One at a time: after a stall (a frozen process, a slow database)
         // the interval's missed ticks must not pile up as queued writes.
@@ -23,30 +32,45 @@ impl ExecutorActor {
         let store = self.store.clone();
         let me = self.id.clone();
         let sent_as = me.clone();
+        let sent_at = std::time::Instant::now();
+        // A heartbeat that has not answered within the lease is no use:
+        // give up on it, so the next one goes out on a fresh connection.
+        let deadline = self.lease();
         let running = (self.running.len() - self.ending.len()) as i32;
         ctx.spawn(
-            detached(async move { store.heartbeat(&me, running).await })
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.jobs.end(Job::Heartbeat);
-                    if sent_as != act.id {
-                        // Sent under an identity this executor has since
-                        // left behind: says nothing about the current one.
-                        return;
-                    }
-                    act.heartbeat_done(res, ctx)
-                }),
+            detached(
+                async move { crate::store::within(deadline, store.heartbeat(&me, running)).await },
+            )
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                act.jobs.end(Job::Heartbeat);
+                if sent_as != act.id {
+                    // Sent under an identity this executor has since
+                    // left behind: says nothing about the current one.
+                    return;
+                }
+                act.heartbeat_done(res, sent_at, ctx)
+            }),
         );
     }
 
     /// What a heartbeat's answer means for this executor.
-    fn heartbeat_done(&mut self, res: Result<bool>, ctx: &mut Context<Self>) {
+    fn heartbeat_done(
+        &mut self,
+        res: Result<bool>,
+        sent_at: std::time::Instant,
+        ctx: &mut Context<Self>,
+    ) {
         match res {
+            Ok(true) if self.phase == Phase::CutOff => {
+                // The store hears us again, but our runs were dropped and
+                // their tasks still name us: give this identity up (so the
+                // sweep puts them back) and register anew.
+                tracing::warn!(executor = %self.id, "the store answers again after this executor cut itself off; retiring its identity and re-registering");
+                self.retire(ctx);
+            }
             Ok(true) => {
-                self.last_heartbeat = std::time::Instant::now();
-                if self.phase == Phase::CutOff {
-                    self.phase = Phase::Serving;
-                }
+                self.last_heartbeat = self.last_heartbeat.max(sent_at);
             }
             Ok(false) if !self.is_stopping() => {
                 // Declared dead by another executor: our tasks belong to
@@ -60,20 +84,56 @@ impl ExecutorActor {
             Err(e) => {
                 let (open, idle) = self.store.pool_status();
                 tracing::warn!(error = %e, open, idle, "heartbeat failed");
-                // Cut off from the store for longer than others wait
-                // before taking over: stop the runs now, so that a
-                // task never runs here and elsewhere at once. (Their
-                // writes would be fenced anyway; their side effects
-                // would not.)
-                if self.phase == Phase::Serving
-                    && self.last_heartbeat.elapsed() > self.config.dead_after
-                {
-                    tracing::error!(executor = %self.id, "cut off from the store past the takeover timeout; dropping runs");
-                    self.phase = Phase::CutOff;
-                    self.drop_runs();
-                }
+                self.check_lease(ctx);
             }
         }
+    }
+
+    /// The lease: an executor whose last renewed heartbeat is older than
+    /// [`lease`](Self::lease) stops every run it holds and claims nothing
+    /// until it has registered again. Others take its tasks over only once
+    /// its heartbeat is `dead_after` old, so with clocks that run at the
+    /// same rate no task runs here and elsewhere at once, whether or not
+    /// the calls to the store return (on a cut link they hang). Checked on
+    /// a timer of its own, several times per `dead_after`.
+    pub(super) fn check_lease(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Serving || self.last_heartbeat.elapsed() < self.lease() {
+            return;
+        }
+        tracing::error!(
+            executor = %self.id,
+            silent_ms = self.last_heartbeat.elapsed().as_millis() as u64,
+            lease_ms = self.lease().as_millis() as u64,
+            "this executor's lease ran out (no heartbeat renewed): stopping every run and claiming nothing until it registers again"
+        );
+        self.phase = Phase::CutOff;
+        crate::metrics::metrics().lease_lost();
+        self.drop_runs();
+        self.update_membership(ctx);
+    }
+
+    /// Gives up this executor's identity after its lease ran out: declares
+    /// it dead itself (the fence: nothing written under it lands from now
+    /// on, and the sweep puts its tasks back), then registers anew.
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        if !self.jobs.start(Job::Retire) {
+            return;
+        }
+        let store = self.store.clone();
+        let me = self.id.clone();
+        ctx.spawn(
+            detached(async move { store.declare_dead(&me, &me).await })
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.jobs.end(Job::Retire);
+                    match res {
+                        Ok(_) => act.reincarnate(ctx),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not retire this executor's identity; retrying at the next heartbeat")
+                        }
+                    }
+                }),
+        );
     }
 
     /// Stops every run without a write: the tasks are someone else's now.
@@ -100,6 +160,7 @@ impl ExecutorActor {
             self.config.capacity,
         );
         let store = self.store.clone();
+        let sent_at = std::time::Instant::now();
         ctx.wait(
             detached(async move { store.register_executor(&reg).await })
                 .into_actor(self)
@@ -112,7 +173,7 @@ impl ExecutorActor {
                         }
                         act.id = new_id.clone();
                         act.address = Address::Executor(new_id.clone());
-                        act.last_heartbeat = std::time::Instant::now();
+                        act.last_heartbeat = sent_at;
                         if act.phase == Phase::CutOff {
                             act.phase = Phase::Serving;
                         }

@@ -104,9 +104,10 @@ pub(crate) fn offer_of(registry: &Registry, cfg: &ExecutorConfig) -> Offer {
 enum Phase {
     /// Registered and working.
     Serving,
-    /// Runs were dropped because the store has been unreachable for longer
-    /// than `dead_after`: another executor may own them by now. Back to
-    /// `Serving` at the next heartbeat that gets through.
+    /// The lease ran out (no heartbeat renewed for three quarters of
+    /// `dead_after`: a cut link, a database that does not answer): every
+    /// run was dropped and nothing is claimed. When the store answers
+    /// again the executor retires this identity and registers anew.
     CutOff,
     /// A stop was asked for: nothing new is claimed, runs are ending.
     Stopping,
@@ -138,6 +139,8 @@ enum Job {
     Promote,
     /// Delete expired finished tasks.
     Retention,
+    /// Give up an identity whose lease ran out (see `identity`).
+    Retire,
 }
 
 /// Which [`Job`]s run now and which are wanted (again).
@@ -185,7 +188,8 @@ pub struct ExecutorActor {
     /// The node this executor belongs to; a new id after being declared
     /// dead keeps it.
     node: String,
-    /// When the store last confirmed that this executor is alive.
+    /// When the last heartbeat the store confirmed was sent: the lease
+    /// runs from here (see `identity`).
     last_heartbeat: std::time::Instant,
     /// Where the executor is in its life.
     phase: Phase,
@@ -293,7 +297,7 @@ impl ExecutorActor {
     /// frees until the writes catch up, so a slow database slows the
     /// claims rather than growing memory.
     fn room(&self) -> u32 {
-        if self.is_stopping() {
+        if self.phase != Phase::Serving {
             return 0;
         }
         room(
@@ -424,6 +428,16 @@ impl Actor for ExecutorActor {
         ctx.run_interval(self.config.heartbeat_interval, |act, ctx| {
             act.heartbeat(ctx)
         });
+        // The lease is checked on its own timer, so a heartbeat that hangs
+        // (a cut link) cannot keep runs going past it: at least eight
+        // times per `dead_after`, the margin between the lease and the
+        // takeover being a quarter of it.
+        let every = self
+            .config
+            .heartbeat_interval
+            .min(self.config.dead_after / 8)
+            .max(std::time::Duration::from_millis(10));
+        ctx.run_interval(every, |act, ctx| act.check_lease(ctx));
         ctx.run_interval(self.config.sweep_interval, |act, ctx| act.sweep(ctx));
         self.schedule_retention(ctx);
         // The recovery pass: whatever a previous run left behind.

@@ -39,6 +39,15 @@ pub struct StoreOptions {
     /// locks are gone before anyone declares the process dead. `None`
     /// leaves the server's setting.
     pub pg_idle_in_transaction_timeout: Option<Duration>,
+    /// The deadline of every database call, waiting for a connection
+    /// included: a call that has not answered by then fails (a transient
+    /// error, retried where giving up would strand a task) instead of
+    /// hanging for as long as TCP retries on a dead link. On PostgreSQL it
+    /// is also the server's `statement_timeout` (migrations excepted), and
+    /// the server drops a session whose client stopped answering within
+    /// about 10 s (`tcp_user_timeout`, TCP keepalives), releasing its
+    /// locks. Default 30 s.
+    pub call_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -46,8 +55,9 @@ impl Default for StoreOptions {
         StoreOptions {
             max_connections: None,
             pg_schema: None,
-            acquire_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(10),
             pg_idle_in_transaction_timeout: Some(Duration::from_secs(2)),
+            call_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -110,7 +120,9 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<Store> {
         .connect_with(co)
         .await?;
     let migrate_lock = sqlite_lock_path(url);
-    Ok(Store::new(Db::Sqlite(pool), migrate_lock))
+    let mut store = Store::new(Db::Sqlite(pool), migrate_lock);
+    store.deadline = opts.call_timeout;
+    Ok(store)
 }
 
 #[cfg(not(feature = "sqlite"))]
@@ -132,12 +144,28 @@ async fn connect_postgres(url: &str, opts: &StoreOptions) -> Result<Store> {
             format!("{}ms", t.as_millis().max(1)),
         )]);
     }
+    // Server side of the deadlines: no statement runs longer than a call
+    // may wait for it, and a client that stops answering (a cut link, a
+    // host gone) loses its session within about 10 s, so its locks do not
+    // hold up the takeover of its tasks.
+    co = co.options([
+        (
+            "statement_timeout",
+            format!("{}ms", opts.call_timeout.as_millis().max(1)),
+        ),
+        ("tcp_keepalives_idle", "5".to_string()),
+        ("tcp_keepalives_interval", "2".to_string()),
+        ("tcp_keepalives_count", "3".to_string()),
+        ("tcp_user_timeout", "10000".to_string()),
+    ]);
     let pool = PgPoolOptions::new()
         .max_connections(opts.max_connections.unwrap_or(10))
         .acquire_timeout(opts.acquire_timeout)
         .connect_with(co)
         .await?;
-    Ok(Store::new(Db::Postgres(pool), None))
+    let mut store = Store::new(Db::Postgres(pool), None);
+    store.deadline = opts.call_timeout;
+    Ok(store)
 }
 
 #[cfg(not(feature = "postgres"))]

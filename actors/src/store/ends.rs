@@ -234,7 +234,8 @@ impl Store {
             let mut out: Vec<Option<Finished>> = vec![None; ends.len()];
             if done.is_empty() {
                 tx.rollback().await?;
-                return Ok(ends.iter().map(|(f, _)| Err(Error::Fenced(f.task_id))).collect());
+                // Every end fenced: each `None` below becomes its `Fenced`.
+                return Ok(vec![None; ends.len()]);
             }
             // Each row to the first end that names its task (a second end
             // for the same task in one flush is refused, as it would be

@@ -81,6 +81,9 @@ pub struct Store {
     /// Reads take no turn: in WAL mode they do not block writes.
     #[cfg(feature = "sqlite")]
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// How long one database call may take, waiting for a connection
+    /// included (`StoreOptions::call_timeout`).
+    deadline: std::time::Duration,
 }
 
 /// A single create: the task and who waits for it.
@@ -104,14 +107,27 @@ enum Db {
 }
 
 /// Runs `$body` with `$pool` bound to whichever pool this store has. The body
-/// is compiled once per dialect, so the same SQL text serves both.
+/// is compiled once per dialect, so the same SQL text serves both. It runs
+/// within the store's deadline ([`within`]); inside it, `?` and `return`
+/// leave the body with a [`crate::Error`], which the caller's function
+/// returns.
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.db {
             #[cfg(feature = "sqlite")]
-            Db::Sqlite($pool) => $body,
+            Db::Sqlite($pool) => {
+                $crate::store::within($store.deadline, async {
+                    Ok::<_, $crate::error::Error>($body)
+                })
+                .await?
+            }
             #[cfg(feature = "postgres")]
-            Db::Postgres($pool) => $body,
+            Db::Postgres($pool) => {
+                $crate::store::within($store.deadline, async {
+                    Ok::<_, $crate::error::Error>($body)
+                })
+                .await?
+            }
         }
     };
 }
@@ -123,11 +139,19 @@ macro_rules! on_pool_write {
         match &$store.db {
             #[cfg(feature = "sqlite")]
             Db::Sqlite($pool) => {
-                let _turn = $store.writer.lock().await;
-                $body
+                $crate::store::within($store.deadline, async {
+                    let _turn = $store.writer.lock().await;
+                    Ok::<_, $crate::error::Error>($body)
+                })
+                .await?
             }
             #[cfg(feature = "postgres")]
-            Db::Postgres($pool) => $body,
+            Db::Postgres($pool) => {
+                $crate::store::within($store.deadline, async {
+                    Ok::<_, $crate::error::Error>($body)
+                })
+                .await?
+            }
         }
     };
 }
@@ -141,17 +165,44 @@ macro_rules! on_pool_tx {
         match &$store.db {
             #[cfg(feature = "sqlite")]
             Db::Sqlite($pool) => {
-                let $begin = "BEGIN IMMEDIATE";
-                let _turn = $store.writer.lock().await;
-                $body
+                $crate::store::within($store.deadline, async {
+                    let $begin = "BEGIN IMMEDIATE";
+                    let _turn = $store.writer.lock().await;
+                    Ok::<_, $crate::error::Error>($body)
+                })
+                .await?
             }
             #[cfg(feature = "postgres")]
             Db::Postgres($pool) => {
-                let $begin = "BEGIN";
-                $body
+                $crate::store::within($store.deadline, async {
+                    let $begin = "BEGIN";
+                    Ok::<_, $crate::error::Error>($body)
+                })
+                .await?
             }
         }
     };
+}
+
+/// Runs one database call (`on_pool!` and its kin) within `deadline`: a call
+/// on a dead link, or one stuck behind a lock, fails with a transient
+/// error when it passes instead of hanging for as long as TCP keeps
+/// retrying (minutes). The future is dropped, and with it the connection
+/// (sqlx tests it before it goes back to the pool).
+pub(crate) async fn within<T, E: From<sqlx::Error>>(
+    deadline: std::time::Duration,
+    call: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<T, E> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(r) => r,
+        Err(_) => Err(E::from(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the database did not answer within {} ms (the call's deadline)",
+                deadline.as_millis()
+            ),
+        )))),
+    }
 }
 
 // The tables, one file each; declared after the macros so they can use them.
@@ -307,6 +358,7 @@ impl Store {
 
     fn new(db: Db, migrate_lock: Option<std::path::PathBuf>) -> Store {
         Store {
+            deadline: StoreOptions::default().call_timeout,
             db,
             migrate_lock,
             finishes: std::sync::Arc::new(group::Group::new(GROUP_MAX, GROUP_BOUND)),
@@ -331,7 +383,23 @@ impl Store {
             #[cfg(feature = "sqlite")]
             Db::Sqlite(p) => MIGRATOR_SQLITE.run(p).await?,
             #[cfg(feature = "postgres")]
-            Db::Postgres(p) => MIGRATOR_POSTGRES.run(p).await?,
+            Db::Postgres(p) => {
+                // A migration may rewrite a large table: no statement
+                // timeout on the connection that applies them.
+                let mut conn = p.acquire().await?;
+                sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut *conn)
+                    .await?;
+                let res = MIGRATOR_POSTGRES.run(&mut *conn).await;
+                if res.is_ok() {
+                    sqlx::query("RESET statement_timeout")
+                        .execute(&mut *conn)
+                        .await?;
+                } else {
+                    conn.close_on_drop();
+                }
+                res?
+            }
         }
         Ok(())
     }
@@ -410,7 +478,12 @@ impl Store {
 
     /// Connections open and, of those, idle in the pool: for diagnostics.
     pub fn pool_status(&self) -> (u32, usize) {
-        on_pool!(self, p => (p.size(), p.num_idle()))
+        match &self.db {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(p) => (p.size(), p.num_idle()),
+            #[cfg(feature = "postgres")]
+            Db::Postgres(p) => (p.size(), p.num_idle()),
+        }
     }
 
     /// Writes held by each group-commit lane now (queued or being written),
@@ -449,7 +522,12 @@ impl Store {
 
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
-        on_pool!(self, p => p.close().await)
+        match &self.db {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(p) => p.close().await,
+            #[cfg(feature = "postgres")]
+            Db::Postgres(p) => p.close().await,
+        }
     }
 
     /// A trivial query, for health checks.
