@@ -9,7 +9,8 @@
 //!
 //! What JSON Schema can say and utoipa's derive cannot is added to the
 //! generated JSON here: the answers every API operation may give (401, 500,
-//! 503), said once; that `run_at` and `delay_ms` are not both given;
+//! 503), said once; that `run_at` and `delay_ms` are not both given (in a
+//! task's body and in a batch's entry);
 //! the cron expressions a schedule takes, as a pattern built from the
 //! fields' ranges ([`cron_pattern`]); and, at serve time, this server's
 //! cap on `wait_ms` and the kinds this deployment runs, as the `enum` of
@@ -114,10 +115,13 @@ fn generated() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
-        doc["components"]["schemas"]["CreateTask"]["not"] = json!({
-            "description": "run_at and delay_ms are not both given (422 invalid_field, field delay_ms).",
-            "required": ["run_at", "delay_ms"],
-        });
+        // A batch's entry (spelled out in full, see `BatchEntry`) too.
+        for body in ["CreateTask", "BatchEntry"] {
+            doc["components"]["schemas"][body]["not"] = json!({
+                "description": "run_at and delay_ms are not both given (422 invalid_field, field delay_ms).",
+                "required": ["run_at", "delay_ms"],
+            });
+        }
         doc["components"]["schemas"]["PutSchedule"]["properties"]["cron"]["pattern"] =
             json!(cron_pattern());
         // What every API operation may answer, said once: 401 (a token is
@@ -179,7 +183,7 @@ pub fn document(kinds: &[String], max_wait_ms: u64) -> Value {
         schemas["Kind"]["examples"] = json!([first]);
         // The bodies' examples name kinds of their own: here they name one
         // this deployment runs, so that each example is a request it takes.
-        for body in ["CreateTask", "PutSchedule"] {
+        for body in ["CreateTask", "BatchEntry", "PutSchedule"] {
             if let Some(examples) = schemas[body]["examples"].as_array_mut() {
                 for e in examples {
                     e["kind"] = json!(first);

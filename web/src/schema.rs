@@ -5,7 +5,7 @@
 //! [`crate::openapi`]) says what the server sends.
 
 use serde::Serialize;
-use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
@@ -41,23 +41,40 @@ impl ToSchema for Kind {}
 
 /// An entry of a batch: the body of createTask without `wait_ms` (given
 /// and not null, it is refused with 422 invalid_field).
+///
+/// Spelled out as createTask's own object schema with `wait_ms` narrowed to
+/// null, not as an `allOf` of `CreateTask` and `{"wait_ms": null}`: the two
+/// say the same, but generators that merge the members of an `allOf` into
+/// one model cannot merge `integer | null` with `null` (openapi-python-client
+/// dropped `POST /api/v1/tasks/batch` from its client for it).
 pub struct BatchEntry;
 
 impl PartialSchema for BatchEntry {
     fn schema() -> RefOr<Schema> {
-        AllOfBuilder::new()
-            .item(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-                "CreateTask",
-            )))
-            .item(
-                ObjectBuilder::new()
-                    .property("wait_ms", ObjectBuilder::new().schema_type(Type::Null)),
-            )
-            .description(Some(
-                "An entry of a batch: the body of createTask without wait_ms \
-                 (given and not null, it is refused with 422 invalid_field).",
-            ))
-            .into()
+        let RefOr::T(Schema::Object(mut entry)) = crate::api::CreateTask::schema() else {
+            unreachable!("CreateTask's schema is an object");
+        };
+        entry.properties.insert(
+            "wait_ms".to_string(),
+            ObjectBuilder::new()
+                .schema_type(Type::Null)
+                .description(Some(
+                    "Not taken in a batch, which answers at once: left out or null \
+                     (any other value is refused with 422 invalid_field).",
+                ))
+                .into(),
+        );
+        entry.description = Some(
+            "An entry of a batch: the body of createTask without wait_ms \
+             (given and not null, it is refused with 422 invalid_field)."
+                .to_string(),
+        );
+        for example in &mut entry.examples {
+            if let Some(fields) = example.as_object_mut() {
+                fields.remove("wait_ms");
+            }
+        }
+        RefOr::T(Schema::Object(entry))
     }
 }
 
