@@ -16,7 +16,15 @@
 //!
 //! No demo kind sets a default `max_attempts`: a task is retried only when
 //! its request asks for it.
+//!
+//! The demo kinds are for trying courier out, never for callers one does
+//! not trust: a `log` is a file only under the directory the operator names
+//! ([`DemoOptions::log_dir`], `--demo-log-dir`; without one a task that
+//! gives `log` fails), and `demo.fanout` refuses to spawn `demo.fanout`
+//! (nested, one request could make 10,000² tasks and more).
 
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -35,17 +43,36 @@ pub const MAX_STEPS: u64 = 10_000;
 /// `demo.provision`'s wait for `booted` when its input sets none: an hour.
 pub const BOOT_TIMEOUT_MS: u64 = 3600 * 1000;
 
-/// Every demo kind, ready to register.
+/// What the operator allows the demo kinds.
+#[derive(Clone, Debug, Default)]
+pub struct DemoOptions {
+    /// The directory a task's `log` is written in (`--demo-log-dir`): a
+    /// relative `log` is a path under it, an absolute one must lie in it,
+    /// and `..` is refused. `None`: a task that gives `log` fails.
+    pub log_dir: Option<PathBuf>,
+}
+
+/// Every demo kind, ready to register, with no log directory (a `log`
+/// fails the task).
 pub fn registry() -> Registry {
+    registry_with(DemoOptions::default())
+}
+
+/// Every demo kind, ready to register, with the operator's `options`.
+pub fn registry_with(options: DemoOptions) -> Registry {
+    let logs = Logs(Arc::new(options.log_dir));
     let mut r = Registry::new();
+    let (for_steps, for_provision) = (logs.clone(), logs);
     r.register("demo.echo", echo)
         .register("demo.sleep", sleep)
         .register("demo.fail", fail)
         .register("demo.await_event", await_event)
         .register("demo.fanout", fanout)
-        .register("demo.provision", provision)
+        .register("demo.provision", move |ctx| {
+            provision(ctx, for_provision.clone())
+        })
         .register("demo.flaky", flaky)
-        .register("demo.steps", steps)
+        .register("demo.steps", move |ctx| steps(ctx, for_steps.clone()))
         .register("demo.timer", timer)
         .register("demo.provision.dns", provision_dns)
         .register("demo.provision.dhcp", provision_dhcp)
@@ -107,6 +134,11 @@ async fn fanout(ctx: TaskContext) -> Result<Value, TaskError> {
     if n > MAX_FANOUT {
         return Err(TaskError::failed(format!("n must be at most {MAX_FANOUT}")));
     }
+    if kind == "demo.fanout" {
+        return Err(TaskError::failed(
+            "demo.fanout does not spawn demo.fanout (nested fan-outs multiply: one request could make 10,000² tasks)",
+        ));
+    }
     let children = ctx.spawn_all(&kind, (0..n).map(|_| input.clone())).await?;
     let outputs = ctx.join_all(&children).await?;
     Ok(json!({ "children": n, "outputs": outputs }))
@@ -137,6 +169,44 @@ struct StepsInput {
     log: Option<std::path::PathBuf>,
 }
 
+/// The operator's log directory, shared by the kinds that write a `log`.
+#[derive(Clone, Debug)]
+struct Logs(Arc<Option<PathBuf>>);
+
+impl Logs {
+    /// Where a task's `log` goes: under the log directory, or an error
+    /// that says why not.
+    fn confine(&self, log: &Path) -> Result<PathBuf, TaskError> {
+        let Some(dir) = self.0.as_ref() else {
+            return Err(TaskError::failed(
+                "`log` needs an executor started with --demo-log-dir DIR: the demo kinds write files only there",
+            ));
+        };
+        if log
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+        {
+            return Err(TaskError::failed("`log` may not contain `..`"));
+        }
+        let path = if log.is_absolute() {
+            log.to_path_buf()
+        } else {
+            dir.join(log)
+        };
+        if !path.starts_with(dir) {
+            return Err(TaskError::failed(format!(
+                "`log` must lie in the demo log directory {}",
+                dir.display()
+            )));
+        }
+        // A link placed in the directory could point anywhere.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(TaskError::failed("`log` may not be a symbolic link"));
+        }
+        Ok(path)
+    }
+}
+
 /// Appends `line` to the file at `path` (a side effect a test or a person
 /// can count).
 fn append_line(path: &std::path::Path, line: &str) -> Result<(), TaskError> {
@@ -151,8 +221,9 @@ fn append_line(path: &std::path::Path, line: &str) -> Result<(), TaskError> {
 
 /// N journaled steps: a run resumed after a crash replays the steps that
 /// completed (their lines are not written again) and runs the rest.
-async fn steps(ctx: TaskContext) -> Result<Value, TaskError> {
+async fn steps(ctx: TaskContext, logs: Logs) -> Result<Value, TaskError> {
     let StepsInput { n, ms, log } = ctx.input_as()?;
+    let log = log.map(|l| logs.confine(&l)).transpose()?;
     if n > MAX_STEPS || ms > MAX_SLEEP_MS {
         return Err(TaskError::failed(format!(
             "n must be at most {MAX_STEPS} and ms at most {MAX_SLEEP_MS}"
@@ -207,12 +278,13 @@ struct ProvisionInput {
 /// `boot_timeout_ms`) and registers it (a journaled step). Killed anywhere,
 /// a replay repeats none of the completed steps (with `log`, each writes
 /// its line once).
-async fn provision(ctx: TaskContext) -> Result<Value, TaskError> {
+async fn provision(ctx: TaskContext, logs: Logs) -> Result<Value, TaskError> {
     let ProvisionInput {
         host,
         boot_timeout_ms,
         log,
     } = ctx.input_as()?;
+    let log = log.map(|l| logs.confine(&l)).transpose()?;
     if host.is_empty() || host.len() > 253 {
         return Err(TaskError::failed("host must be 1 to 253 characters"));
     }

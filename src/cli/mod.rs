@@ -116,9 +116,12 @@ pub struct NodeArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ExecArgs {
-    /// Register the demo task kinds (demo.echo, demo.sleep, demo.fail, demo.await_event, demo.fanout, demo.provision).
+    /// Register the demo task kinds (demo.echo, demo.sleep, demo.fail, demo.await_event, demo.fanout, demo.provision, …): for trying courier out, not for untrusted callers.
     #[arg(long, env = "COURIER_DEMO")]
     pub demo: bool,
+    /// The directory the demo kinds may write a task's `log` in (off by default: a `log` fails the task).
+    #[arg(long, env = "COURIER_DEMO_LOG_DIR", value_name = "DIR")]
+    pub demo_log_dir: Option<std::path::PathBuf>,
     /// Tasks this executor runs at once.
     #[arg(long, env = "COURIER_CAPACITY", default_value_t = 256)]
     pub capacity: u32,
@@ -202,9 +205,14 @@ pub struct HttpArgs {
     /// Require `Authorization: Bearer TOKEN` on the API.
     #[arg(long, env = "COURIER_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// A file of accepted tokens, one per line (`#` starts a comment).
+    /// A file of accepted tokens, one per line (`#` starts a comment); one
+    /// that holds no token is an error.
     #[arg(long, env = "COURIER_API_TOKEN_FILE")]
     pub api_token_file: Option<std::path::PathBuf>,
+    /// Serve the API without a token on an address that is not loopback
+    /// (refused otherwise: anyone who reaches the port could run tasks).
+    #[arg(long, env = "COURIER_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
     /// Largest request body in bytes.
     #[arg(long, env = "COURIER_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,

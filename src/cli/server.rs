@@ -46,7 +46,9 @@ fn builder(node: &NodeArgs, exec: Option<&ExecArgs>) -> anyhow::Result<RuntimeBu
     match exec {
         Some(e) => {
             let mut registry = if e.demo {
-                courier::demo::registry()
+                courier::demo::registry_with(courier::demo::DemoOptions {
+                    log_dir: e.demo_log_dir.clone(),
+                })
             } else {
                 Registry::new()
             };
@@ -131,12 +133,21 @@ fn web_config(h: &HttpArgs) -> anyhow::Result<WebConfig> {
     if let Some(path) = &h.api_token_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the token file {}", path.display()))?;
+        let before = tokens.len();
         tokens.extend(
             text.lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
                 .map(String::from),
         );
+        if tokens.len() == before {
+            // Read as "no authentication" it would open the API to anyone,
+            // without a word, because of a file left empty by mistake.
+            bail!(
+                "the token file {} holds no token (one token per line; `#` starts a comment)",
+                path.display()
+            );
+        }
     }
     if tokens.iter().any(|t| t.is_empty()) {
         bail!("an API token must not be empty");
@@ -153,7 +164,26 @@ fn web_config(h: &HttpArgs) -> anyhow::Result<WebConfig> {
 fn prepare_http(h: &HttpArgs) -> anyhow::Result<(WebConfig, TcpListener)> {
     let config = web_config(h)?;
     let listener = TcpListener::bind(&h.listen).with_context(|| format!("binding {}", h.listen))?;
+    let addr = listener.local_addr()?;
+    protected_mode(&addr, !config.tokens.is_empty(), h.insecure_no_auth)?;
     Ok((config, listener))
+}
+
+/// Closed by default: an API reachable from other machines needs a token,
+/// unless the operator says, by name, that it may run open.
+fn protected_mode(addr: &std::net::SocketAddr, tokens: bool, insecure: bool) -> anyhow::Result<()> {
+    if tokens || addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if insecure {
+        tracing::warn!(%addr, "serving the API with no token on a non-loopback address (--insecure-no-auth): anyone who reaches it can create, cancel and read tasks");
+        return Ok(());
+    }
+    bail!(
+        "refusing to serve the API on {addr} without a token: anyone who reaches that address could run tasks. \
+         Give --api-token or --api-token-file (COURIER_API_TOKEN, COURIER_API_TOKEN_FILE), listen on a loopback \
+         address (127.0.0.1), or pass --insecure-no-auth to run it open on purpose"
+    )
 }
 
 async fn run_http(

@@ -157,11 +157,14 @@ impl Fleet {
     }
 
     /// An executor process running the demo kinds on simulated host
-    /// `host`.
+    /// `host` (their `log` confined to the system's temporary directory,
+    /// where the tests' own temporary directories are, unless `extra`
+    /// names a `--demo-log-dir`).
     pub fn executor_on(&self, host: &str, node: &str, extra: &[&str]) -> Proc {
         assert!(self.hosts, "a fleet made with Fleet::on_hosts");
         let mut args = self.args("executor", node, Some(host));
         args.push("--demo".into());
+        args.extend(demo_log_dir(extra));
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::start_under(node, &["ip", "netns", "exec", &netns(host)], &args)
@@ -172,7 +175,12 @@ impl Fleet {
     pub fn web_on_host(&self, node: &str) -> Proc {
         assert!(self.hosts, "a fleet made with Fleet::on_hosts");
         let mut args = self.args("web", node, Some("web"));
-        args.extend(["--listen".into(), format!("{}:0", host_ip("web"))]);
+        // Open on purpose: the bridge is this machine's own test network.
+        args.extend([
+            "--listen".into(),
+            format!("{}:0", host_ip("web")),
+            "--insecure-no-auth".into(),
+        ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::start_under(node, &["ip", "netns", "exec", &netns("web")], &args)
     }
@@ -186,6 +194,7 @@ impl Fleet {
     pub fn executor_under(&self, wrapper: &[&str], node: &str, extra: &[&str]) -> Proc {
         let mut args = self.args("executor", node, None);
         args.push("--demo".into());
+        args.extend(demo_log_dir(extra));
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::start_under(node, wrapper, &args)
@@ -467,4 +476,16 @@ pub fn assert_nothing_written_after_death(web: &Proc, ids: &[String], zombie: &s
 pub fn secs_after(t0: SystemTime, t: DateTime<Utc>) -> f64 {
     let t0: DateTime<Utc> = t0.into();
     (t - t0).num_microseconds().unwrap_or(0) as f64 / 1e6
+}
+
+/// `--demo-log-dir` with the system's temporary directory, unless `extra`
+/// gives one: the tests write their logs in temporary directories.
+fn demo_log_dir(extra: &[&str]) -> Vec<String> {
+    if extra.contains(&"--demo-log-dir") {
+        return Vec::new();
+    }
+    vec![
+        "--demo-log-dir".into(),
+        std::env::temp_dir().display().to_string(),
+    ]
 }

@@ -1042,27 +1042,31 @@ pub async fn kinds(state: web::Data<WebState>) -> Result<HttpResponse, ApiError>
     Ok(HttpResponse::Ok().json(KindList { kinds }))
 }
 
-/// `GET /healthz`: 200 when the database answers, 503 when it does not;
-/// either way the body says how the database and each transport stand.
+/// `GET /healthz`: 200 when the database answers, 503 when it does not.
+/// The body says how the database and each transport stand; why the
+/// database does not answer (its error, which may name hosts and users)
+/// only to a caller with a valid token, and in the log.
 #[utoipa::path(
     get,
     path = "/healthz",
     operation_id = "healthz",
     tag = "meta",
     summary = "Health check",
-    description = "Whether the server and its database answer. Never needs a token.",
+    description = "Whether the server and its database answer. Never needs a token; the database's error text is shown only to a caller that sends a valid one.",
     responses(
         (status = 200, description = "Healthy.", body = Health),
-        (status = 503, description = "Degraded: the database does not answer (its error in `database`).", body = Health),
+        (status = 503, description = "Degraded: the database does not answer (`database` is `down`, or its error for a caller with a valid token).", body = Health),
     )
 )]
-pub async fn healthz(state: web::Data<WebState>) -> HttpResponse {
+pub async fn healthz(req: HttpRequest, state: web::Data<WebState>) -> HttpResponse {
+    let trusted = crate::auth::bears_token(req.headers(), &state.config.tokens);
     let bus = match state.client.bus().stats().await {
         Ok(s) => json!({
             "node": state.client.bus().node(),
             "transports": s.peers.iter().map(|(t, p)| (t.to_string(), json!({"peers": p}))).collect::<serde_json::Map<_, _>>(),
         }),
-        Err(e) => json!({"error": e.to_string()}),
+        Err(e) if trusted => json!({"error": e.to_string()}),
+        Err(_) => json!({"error": "down"}),
     };
     match state.client.store().ping().await {
         Ok(()) => HttpResponse::Ok().json(Health {
@@ -1070,10 +1074,17 @@ pub async fn healthz(state: web::Data<WebState>) -> HttpResponse {
             database: "ok".into(),
             bus,
         }),
-        Err(e) => HttpResponse::ServiceUnavailable().json(Health {
-            status: "degraded",
-            database: e.to_string(),
-            bus,
-        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: the database does not answer");
+            HttpResponse::ServiceUnavailable().json(Health {
+                status: "degraded",
+                database: if trusted {
+                    e.to_string()
+                } else {
+                    "down".into()
+                },
+                bus,
+            })
+        }
     }
 }
