@@ -331,3 +331,304 @@ fn postgres_a_killed_executors_suspended_task_gets_its_event() {
     let (url, _db) = pg_db();
     a_killed_executors_suspended_task_gets_its_event(&Mesh::new(Some(url)));
 }
+
+// Trust: only processes of the same user form a mesh (the socket directory
+// is the process's own and closed to others; sockets and peers of another
+// uid are skipped). These tests run as root and give files to `nobody`.
+
+const NOBODY: u32 = 65534;
+/// Set for the copy of this test binary that plays a peer of another user.
+const INTRUDER: &str = "COURIER_TEST_SOCKET_INTRUDER";
+
+impl Mesh {
+    fn dir(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(self.bus.trim_start_matches("socket:"))
+    }
+}
+
+/// Whether files can be given to another user here (the tests run as root);
+/// if not, the test is skipped with a word on stderr.
+fn can_chown(path: &std::path::Path) -> bool {
+    match std::os::unix::fs::chown(path, Some(NOBODY), None) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("skipped: cannot give a file to uid {NOBODY} (not root)");
+            false
+        }
+        Err(e) => panic!("chown {}: {e}", path.display()),
+    }
+}
+
+/// Makes `dir` with `mode`, as the socket directory someone prepared.
+fn make_dir(dir: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Starts an executor on the mesh's socket directory that must refuse to
+/// start; returns what it wrote on stderr.
+fn refused_start(mesh: &Mesh) -> String {
+    use std::io::Read;
+    let child = std::process::Command::new(common::procs::BIN)
+        .args([
+            "executor",
+            "--demo",
+            "--db",
+            &mesh.db,
+            "--bus",
+            &mesh.bus,
+            "--node",
+            "exec-a",
+            "--kinds",
+            "demo.echo",
+        ])
+        .env("COURIER_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed when dropped, should it start after all.
+    let mut p = Proc {
+        child,
+        name: "exec-a".into(),
+        http: None,
+    };
+    let status = wait_for("the executor to refuse to start", T, || {
+        p.child.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    p.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "started: {err}");
+    err
+}
+
+#[test]
+fn a_socket_directory_others_can_write_to_is_refused() {
+    let mesh = Mesh::new(None);
+    make_dir(&mesh.dir(), 0o777);
+    let err = refused_start(&mesh);
+    assert!(
+        err.contains(&mesh.dir().display().to_string())
+            && err.contains("writable by group or others (mode 777)"),
+        "{err}"
+    );
+    make_dir(&mesh.dir(), 0o770);
+    let err = refused_start(&mesh);
+    assert!(err.contains("writable by group or others"), "{err}");
+}
+
+#[test]
+fn a_socket_directory_of_another_user_is_refused() {
+    let mesh = Mesh::new(None);
+    make_dir(&mesh.dir(), 0o700);
+    if !can_chown(&mesh.dir()) {
+        return;
+    }
+    let err = refused_start(&mesh);
+    assert!(
+        err.contains(&mesh.dir().display().to_string())
+            && err.contains(&format!("owned by uid {NOBODY}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_socket_directory_that_is_a_symlink_is_refused() {
+    let mesh = Mesh::new(None);
+    let real = mesh.dir().with_file_name("real");
+    make_dir(&real, 0o700);
+    std::os::unix::fs::symlink(&real, mesh.dir()).unwrap();
+    let err = refused_start(&mesh);
+    assert!(
+        err.contains(&mesh.dir().display().to_string()) && err.contains("symbolic link"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_socket_directory_is_created_0700() {
+    use std::os::unix::fs::PermissionsExt;
+    let mesh = Mesh::new(None);
+    assert!(!mesh.dir().exists());
+    let _a = mesh.executor("exec-a", "demo.echo");
+    wait_for("exec-a's socket", T, || {
+        mesh.socket("exec-a").exists().then_some(())
+    });
+    let mode = std::fs::metadata(mesh.dir()).unwrap().permissions().mode();
+    assert_eq!(format!("{:o}", mode & 0o7777), "700");
+}
+
+/// Fails if `listener` gets a connection within `within`.
+fn never_dialled(name: &str, listener: &std::os::unix::net::UnixListener, within: Duration) {
+    listener.set_nonblocking(true).unwrap();
+    let until = std::time::Instant::now() + within;
+    while std::time::Instant::now() < until {
+        match listener.accept() {
+            Ok(_) => panic!("{name}, a socket of another user, was dialled"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("accept on {name}: {e}"),
+        }
+    }
+}
+
+/// `aaa.sock` and `zzz.sock`, owned by `nobody`, sort before and after every
+/// node: neither the dialling path nor the check that a peer still exists
+/// connects to them, nor removes them; the two nodes of the user still mesh.
+#[test]
+fn a_socket_of_another_user_is_not_dialled() {
+    let mesh = Mesh::new(None);
+    make_dir(&mesh.dir(), 0o700);
+    let foreign: Vec<_> = ["aaa", "zzz"]
+        .into_iter()
+        .map(|n| {
+            let l = std::os::unix::net::UnixListener::bind(mesh.socket(n)).unwrap();
+            (n, l)
+        })
+        .collect();
+    if !can_chown(&mesh.socket("aaa")) || !can_chown(&mesh.socket("zzz")) {
+        return;
+    }
+    let a = mesh.executor("exec-a", "demo.echo");
+    let web = mesh.web("web-1");
+    connected(&web, &["exec-a"]);
+    let (st, t) = web.post(
+        "/api/v1/tasks",
+        json!({"kind": "demo.echo", "input": "mine", "wait_ms": 10000}),
+    );
+    assert_eq!((st, &t["output"]), (200, &json!("mine")), "{t}");
+    // Both nodes have scanned the directory by now (they found each
+    // other); a dial would wait in the backlog. Four more scans.
+    for (name, l) in &foreign {
+        never_dialled(name, l, Duration::from_secs(2));
+        assert!(mesh.socket(name).exists(), "{name} was removed");
+    }
+    let (_, h) = web.get("/healthz");
+    assert_eq!(
+        h["bus"]["transports"]["socket"]["peers"],
+        json!(["exec-a"]),
+        "{h}"
+    );
+    drop((a, web));
+}
+
+/// Runs this test binary again as `nobody`, in the role `role`
+/// (`connect:PATH` or `listen:PATH`, see `intruder`); returns the child.
+fn intruder_as_nobody(role: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "intruder", "--nocapture", "--test-threads", "1"])
+        .env(INTRUDER, role)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// What the intruder saw: `closed` (the courier process hung up without a
+/// byte), `answered` (it sent its hello) or why it saw nothing.
+fn intruder_saw(child: std::process::Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    out.lines()
+        .find_map(|l| l.split_once("INTRUDER ").map(|(_, saw)| saw))
+        .unwrap_or_else(|| panic!("the intruder said nothing: {out}"))
+        .to_string()
+}
+
+/// A process of another user that connects to a node's socket (by a hard
+/// link in a directory it can reach: the socket directory is closed to
+/// it) is hung up on before the node says hello.
+#[test]
+fn a_peer_process_of_another_user_is_hung_up_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let mesh = Mesh::new(None);
+    let other = tempfile::tempdir().unwrap();
+    if !can_chown(other.path()) {
+        return;
+    }
+    let _a = mesh.executor("exec-a", "demo.echo");
+    wait_for("exec-a's socket", T, || {
+        mesh.socket("exec-a").exists().then_some(())
+    });
+    let link = other.path().join("in.sock");
+    std::fs::hard_link(mesh.socket("exec-a"), &link).unwrap();
+    std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let saw = intruder_saw(intruder_as_nobody(&format!("connect:{}", link.display())));
+    assert_eq!(saw, "closed");
+}
+
+/// A socket file of the user whose listening process is of another user
+/// (`SO_PEERCRED` of the dialled connection) is hung up on before hello.
+#[test]
+fn a_dialled_peer_process_of_another_user_is_hung_up_on() {
+    let mesh = Mesh::new(None);
+    let other = tempfile::tempdir().unwrap();
+    if !can_chown(other.path()) {
+        return;
+    }
+    let _a = mesh.executor("exec-a", "demo.echo");
+    wait_for("exec-a's socket", T, || {
+        mesh.socket("exec-a").exists().then_some(())
+    });
+    let bound = other.path().join("zzz.sock");
+    let child = intruder_as_nobody(&format!("listen:{}", bound.display()));
+    wait_for("the intruder to listen", T, || bound.exists().then_some(()));
+    // Moved into the directory and given to the user: the file passes the
+    // owner check; the process behind it does not.
+    std::fs::rename(&bound, mesh.socket("zzz")).unwrap();
+    std::os::unix::fs::chown(mesh.socket("zzz"), Some(0), Some(0)).unwrap();
+    assert_eq!(intruder_saw(child), "closed");
+}
+
+/// Not a test of its own: the peer of another user that the two tests
+/// above start (as `nobody`) with `COURIER_TEST_SOCKET_INTRUDER` set. It
+/// connects or listens, then says on stdout whether the courier process
+/// hung up (`closed`) or sent its hello (`answered`).
+#[test]
+fn intruder() {
+    use std::io::Read;
+    let Ok(role) = std::env::var(INTRUDER) else {
+        return;
+    };
+    let (how, path) = role.split_once(':').unwrap();
+    let mut stream = match how {
+        "connect" => UnixStream::connect(path).unwrap(),
+        "listen" => {
+            let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+            l.set_nonblocking(true).unwrap();
+            let until = std::time::Instant::now() + T;
+            loop {
+                match l.accept() {
+                    Ok((s, _)) => break s,
+                    Err(_) if std::time::Instant::now() < until => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => {
+                        println!("INTRUDER not dialled: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+        _ => panic!("{role}"),
+    };
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(T)).unwrap();
+    let mut buf = [0u8; 1024];
+    let saw = match stream.read(&mut buf) {
+        Ok(0) => "closed".to_string(),
+        Ok(_) => "answered".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "closed".to_string(),
+        Err(e) => format!("nothing: {e}"),
+    };
+    println!("INTRUDER {saw}");
+}

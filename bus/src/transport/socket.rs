@@ -32,10 +32,21 @@
 //! refuses connections twice, a second apart) is removed; a process binds
 //! under a temporary name and renames the socket into place once it
 //! listens, so a live socket is never taken for a dead one.
+//!
+//! # Trust
+//!
+//! Only processes of the same user form a mesh. The directory is created
+//! 0700 when missing; an existing one is refused at start when it is a
+//! symlink, not a directory, owned by another user than the process's
+//! effective uid, or writable by group or others. A `*.sock` is dialled only
+//! when it is a socket (not a symlink) owned by that uid, and a connection,
+//! dialled or accepted, is kept only when the peer's credentials
+//! (`SO_PEERCRED`) carry that uid; the others are skipped with a warning.
 
 use std::collections::HashMap;
 use std::io;
 use std::marker::PhantomData;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -114,6 +125,9 @@ struct Table {
 struct Shared {
     node: String,
     dir: PathBuf,
+    /// The effective uid of this process: the only owner of sockets and
+    /// peers it trusts.
+    euid: u32,
     table: Mutex<Table>,
     next_conn: AtomicU64,
 }
@@ -156,31 +170,104 @@ pub fn socket_path(dir: &Path, node: &str) -> PathBuf {
     dir.join(format!("{node}.sock"))
 }
 
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Creates `dir` (mode 0700) when it is missing, then checks that it is a
+/// directory of this user that nobody else can write to: anyone who can put
+/// a socket there is dialled as a peer.
+fn secure_dir(dir: &Path, euid: u32) -> Result<(), TransportError> {
+    let refuse = |why: String| {
+        TransportError::Other(format!("socket directory {} refused: {why}", dir.display()))
+    };
+    if let Err(e) = std::fs::symlink_metadata(dir) {
+        if e.kind() != io::ErrorKind::NotFound {
+            return Err(refuse(format!("cannot read it: {e}")));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| refuse(format!("cannot create it: {e}")))?;
+    }
+    // Checked again when just created: another process may have made it.
+    let m = std::fs::symlink_metadata(dir).map_err(|e| refuse(format!("cannot read it: {e}")))?;
+    if m.file_type().is_symlink() {
+        return Err(refuse(
+            "it is a symbolic link; give the real directory".into(),
+        ));
+    }
+    if !m.is_dir() {
+        return Err(refuse("it is not a directory".into()));
+    }
+    if m.uid() != euid {
+        return Err(refuse(format!(
+            "it is owned by uid {}, not by this process's uid {euid}",
+            m.uid()
+        )));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "it is writable by group or others (mode {:o}); make it 0700",
+            m.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Why the socket file at `path` must not be dialled, if it must not: it is
+/// not a socket (a symlink, say) or another user owns it.
+fn untrusted_file(path: &Path, euid: u32) -> Option<String> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) => Some(format!("cannot read it: {e}")),
+        Ok(m) if !m.file_type().is_socket() => Some("it is not a socket".into()),
+        Ok(m) if m.uid() != euid => Some(format!("it is owned by uid {}, not {euid}", m.uid())),
+        Ok(_) => None,
+    }
+}
+
+/// Why the process at the other end of `stream` is not trusted, if it is
+/// not: its credentials (`SO_PEERCRED`) carry another uid than ours.
+fn untrusted_peer(stream: &UnixStream, euid: u32) -> Option<String> {
+    match stream.peer_cred() {
+        Ok(c) if c.uid() == euid => None,
+        Ok(c) => Some(match c.pid() {
+            Some(pid) => format!("its process {pid} runs as uid {}, not {euid}", c.uid()),
+            None => format!("its process runs as uid {}, not {euid}", c.uid()),
+        }),
+        Err(e) => Some(format!("cannot read its credentials: {e}")),
+    }
+}
+
 impl<B> SocketTransport<B>
 where
     B: Serialize + DeserializeOwned + Send + 'static,
 {
     /// Binds `DIR/<node>.sock` (removing a stale file of a dead process with
     /// the same node name), starts accepting peers and scanning `dir` for
-    /// more. Must run inside an actix or tokio runtime. Fails when a live
-    /// process already holds this node's socket.
+    /// more. Must run inside an actix or tokio runtime. Creates `dir` 0700
+    /// when missing; fails when it is not a directory of this user closed to
+    /// others (see the module's "Trust"), or when a live process already
+    /// holds this node's socket.
     pub async fn start(
         dir: impl AsRef<Path>,
         node: &str,
         bus: BusHandle<B>,
-    ) -> io::Result<SocketTransport<B>> {
+    ) -> Result<SocketTransport<B>, TransportError> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)?;
+        let euid = euid();
+        secure_dir(&dir, euid)?;
         let path = socket_path(&dir, node);
-        if path.exists() {
+        let io_error = |what: &str, e: io::Error| {
+            TransportError::Other(format!("{what} {}: {e}", path.display()))
+        };
+        if std::fs::symlink_metadata(&path).is_ok() {
             if UnixStream::connect(&path).await.is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "{} belongs to a live process: node names must be unique",
-                        path.display()
-                    ),
-                ));
+                return Err(TransportError::Other(format!(
+                    "{} belongs to a live process: node names must be unique",
+                    path.display()
+                )));
             }
             tracing::info!(path = %path.display(), "removing a stale socket of this node name");
             let _ = std::fs::remove_file(&path);
@@ -190,11 +277,12 @@ where
         // (it would take it for the socket of a dead process and remove it).
         let tmp = dir.join(format!(".{node}.{}.binding", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        let listener = UnixListener::bind(&tmp)?;
-        std::fs::rename(&tmp, &path)?;
+        let listener = UnixListener::bind(&tmp).map_err(|e| io_error("cannot bind", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io_error("cannot move the socket to", e))?;
         let shared = Arc::new(Shared {
             node: node.to_string(),
             dir,
+            euid,
             table: Mutex::new(Table::default()),
             next_conn: AtomicU64::new(1),
         });
@@ -204,6 +292,10 @@ where
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
+                        if let Some(why) = untrusted_peer(&stream, accept_shared.euid) {
+                            tracing::warn!(reason = %why, "socket connection from another user refused");
+                            continue;
+                        }
                         tokio::task::spawn_local(connection(
                             stream,
                             accept_shared.clone(),
@@ -241,6 +333,9 @@ where
     // Sockets that refused a connection, and when: one is removed only when
     // it refuses again at least a second later.
     let mut refused: HashMap<String, Instant> = HashMap::new();
+    // Peers skipped as not of this user, and why: warned about once for
+    // each reason, not at every scan.
+    let mut distrusted: HashMap<String, String> = HashMap::new();
     loop {
         let entries = match std::fs::read_dir(&shared.dir) {
             Ok(e) => e,
@@ -259,6 +354,11 @@ where
                 continue;
             }
             if not_before.get(peer).is_some_and(|at| Instant::now() < *at) {
+                continue;
+            }
+            // Never connect to (nor remove) a socket another user put here.
+            if let Some(why) = untrusted_file(&entry.path(), shared.euid) {
+                distrust(&mut distrusted, peer, why);
                 continue;
             }
             if peer < shared.node.as_str() {
@@ -281,9 +381,15 @@ where
             }
             match UnixStream::connect(entry.path()).await {
                 Ok(stream) => {
+                    refused.remove(peer);
+                    if let Some(why) = untrusted_peer(&stream, shared.euid) {
+                        distrust(&mut distrusted, peer, why);
+                        not_before.insert(peer.to_string(), Instant::now() + LIVENESS_EVERY);
+                        continue;
+                    }
+                    distrusted.remove(peer);
                     not_before.remove(peer);
                     backoff.remove(peer);
-                    refused.remove(peer);
                     tokio::task::spawn_local(connection(
                         stream,
                         shared.clone(),
@@ -313,6 +419,14 @@ where
             }
         }
         tokio::time::sleep(SCAN_EVERY).await;
+    }
+}
+
+/// Records that `peer` is skipped because of `why`; warns when that is new.
+fn distrust(distrusted: &mut HashMap<String, String>, peer: &str, why: String) {
+    if distrusted.get(peer) != Some(&why) {
+        tracing::warn!(peer, reason = %why, "socket peer is not of this user; not connecting");
+        distrusted.insert(peer.to_string(), why);
     }
 }
 
