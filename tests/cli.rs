@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::procs::{http, Proc, BIN};
+use common::procs::{http, wait_for, Proc, BIN};
 
 struct Serve {
     proc: Proc,
@@ -70,6 +70,21 @@ impl Serve {
 
 fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A count read from a SQLite database (`sqlite://…`) beside the server
+/// that uses it, read-only.
+fn sqlite_count(db: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    let url = format!("{db}?mode=ro");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        })
 }
 
 #[test]
@@ -234,7 +249,9 @@ fn the_client_commands_drive_a_running_server() {
     // SIGTERM: a clean exit, and the running task handed back at once.
     let running = s.json(&["submit", "demo.sleep", r#"{"ms":60000}"#]);
     let rid = running["id"].as_str().unwrap().to_string();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the sleeping task to run", Duration::from_secs(20), || {
+        (s.json(&["show", &rid])["task"]["state"] == "running").then_some(())
+    });
     assert!(
         s.terminate(),
         "courier serve did not stop cleanly on SIGTERM"
@@ -616,7 +633,12 @@ fn connections_past_the_limit_wait_and_lose_nothing() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // Both are served once both their tasks exist: read from the database
+    // itself, since every connection the server serves is held.
+    wait_for("both holders' tasks", Duration::from_secs(20), || {
+        (sqlite_count(&db, "SELECT COUNT(*) FROM tasks WHERE kind = 'demo.sleep'") == 2)
+            .then_some(())
+    });
     let (st, _) = http(&addr, "GET", "/healthz", None);
     let third_done = Instant::now();
     assert_eq!(st, 200);

@@ -7,8 +7,13 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, TestDb};
-use courier::{ExecutorConfig, NewTask, TaskState};
+use courier::bus::Route;
+use courier::{Address, Envelope, ExecutorConfig, Msg, NewTask, TaskState};
 use serde_json::json;
+
+/// A queue only the big executor serves: what the small node can route to
+/// once it knows the big one's pools.
+const PROBE: &str = "probe";
 
 /// How the two nodes are joined.
 #[derive(Clone, Copy)]
@@ -39,8 +44,12 @@ async fn a_full_executor_lets_work_go_to_another(db: &TestDb, join: Join) {
         .start()
         .await
         .unwrap();
+    // The big one also serves a queue of its own, the probe's (below).
     let big = transport(db.builder().node("big"))
-        .executor(config(8))
+        .executor(ExecutorConfig {
+            queues: vec!["default".into(), PROBE.into()],
+            ..config(8)
+        })
         .start()
         .await
         .unwrap();
@@ -55,8 +64,31 @@ async fn a_full_executor_lets_work_go_to_another(db: &TestDb, join: Join) {
         },
     )
     .await;
-    // Let the advertisements of both settle.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The advertisements have settled when the small node routes to a pool
+    // of the big one: a `queue_changed` for the probe's queue, which only
+    // the big executor serves (an empty queue: its pull finds nothing), goes
+    // by a transport and arrives there. The big executor joins `default`
+    // before the probe's pool and a socket peer's advertisement is whole, so
+    // a small node that knows the one knows the other; over AMQP, the
+    // arrival says that the big node consumes its pools.
+    let arrived = big.bus().stats().await.unwrap().inbound;
+    eventually(
+        "the small node to route to the big one's pools",
+        Duration::from_secs(20),
+        || async {
+            let probe = Envelope::new(
+                Address::pool("routing-test").unwrap(),
+                Address::pool(PROBE).unwrap(),
+                Msg::QueueChanged {
+                    queue: PROBE.into(),
+                },
+            );
+            let routed = small.bus().send(probe).await;
+            let inbound = big.bus().stats().await.unwrap().inbound;
+            (matches!(routed, Ok(Route::Transport(_))) && inbound > arrived).then_some(())
+        },
+    )
+    .await;
 
     let c = small.client();
     let mut ids = Vec::new();
@@ -87,7 +119,7 @@ async fn a_full_executor_lets_work_go_to_another(db: &TestDb, join: Join) {
     small.shutdown().await;
     big.shutdown().await;
     if let Join::Amqp = join {
-        common::amqp_cleanup(&prefix, &[]).await;
+        common::amqp_cleanup(&prefix, &[PROBE.to_string()]).await;
     }
 }
 
