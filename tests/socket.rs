@@ -280,7 +280,18 @@ fn garbage_on_a_socket_closes_only_that_connection(mesh: &Mesh) {
     let junk = json!({"t": "env", "env": {"v": 99}}).to_string();
     let _ = hello_then_junk.write_all(&(junk.len() as u32).to_be_bytes());
     let _ = hello_then_junk.write_all(junk.as_bytes());
-    std::thread::sleep(Duration::from_millis(300));
+    for (what, conn) in [
+        ("the connection that sent garbage", &mut g),
+        ("the connection that sent an oversized frame", &mut big),
+        (
+            "the connection that sent a bad envelope after its hello",
+            &mut hello_then_junk,
+        ),
+    ] {
+        wait_for(&format!("exec-a to close {what}"), T, || {
+            closed_by_peer(conn).then_some(())
+        });
+    }
     assert!(
         a.alive(),
         "garbage on the socket must not crash the executor"
@@ -293,6 +304,22 @@ fn garbage_on_a_socket_closes_only_that_connection(mesh: &Mesh) {
     );
     assert_eq!((st, &t["output"]), (200, &json!("still here")), "{t}");
     drop((a, web, g, big, hello_then_junk));
+}
+
+/// Whether the other end has closed `conn`: what it sent (its hello) is
+/// read and dropped, then the end of the stream, or an error, says so.
+fn closed_by_peer(conn: &mut UnixStream) -> bool {
+    use std::io::Read;
+    conn.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
 }
 
 #[test]
