@@ -130,4 +130,19 @@ impl Store {
                AND t.state IN {HELD} ORDER BY e.seq LIMIT 1000"))
             .bind(executor).bind(before).fetch_all(p).await)?)
     }
+
+    /// The task's events with a `seq` above `seq`, in order: what a task's
+    /// actor that holds every event up to `seq` has not read yet. An event
+    /// hint (`task_event`) makes the actor read them: what a run is handed
+    /// is what the store committed, never an envelope's payload.
+    ///
+    /// Nothing is missed by reading past the highest `seq` held: an event's
+    /// insert locks its task's row first (`add_event`), so one task's events
+    /// are numbered in the order they commit (SQLite writes one at a time).
+    pub async fn events_after(&self, task: Uuid, seq: i64) -> Result<Vec<TaskEvent>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT seq, task_id, name, payload, created_at, delivered_at FROM task_events \
+             WHERE task_id = $1 AND seq > $2 ORDER BY seq")
+            .bind(task).bind(seq).fetch_all(p).await)?)
+    }
 }

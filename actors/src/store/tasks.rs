@@ -274,4 +274,19 @@ impl Store {
         });
         Ok(out)
     }
+
+    /// The tasks of `ids` that exist, in no particular order: one statement
+    /// for many (a task's actor reads the sub-tasks said to have ended).
+    pub async fn tasks_by_id(&self, ids: &[Uuid]) -> Result<Vec<Task>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE id IN {}",
+            self.id_set(1)
+        );
+        let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(super::ids_json(ids)).fetch_all(p).await)?;
+        Ok(rows)
+    }
 }

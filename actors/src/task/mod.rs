@@ -5,7 +5,14 @@
 //! run can wait on, runs the kind's code, and records how the run ended —
 //! fenced, so that a task taken over by another executor is never written by
 //! this one. When it stops, it tells the executor its slot is free.
+//!
+//! Facts come from the store: a bus message is only a hint that makes the
+//! actor read what was committed (the inbox past what it holds, a sub-task's
+//! row, the task's `cancel_requested`). Any participant of the bus can send
+//! an envelope; none can hand a run an event, a sub-task's end or a cancel
+//! the store does not hold.
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +59,11 @@ pub struct TaskActor {
     /// When the attempt times out: from the database for a replayed
     /// attempt, else `timeout_ms` from the run's first start here.
     deadline: Option<chrono::DateTime<chrono::Utc>>,
-    /// Highest event `seq` known to be in the mailbox.
+    /// Every event of the task up to this `seq` is in the mailbox (each
+    /// came from the store: the inbox loaded at the start, or read past it).
     max_seq: i64,
+    /// Store reads asked for by hints on the bus.
+    reads: Reads,
     /// Whether this actor holds the address `task/<id>`.
     registered: bool,
     /// When the run in progress started here (for its duration metric).
@@ -98,6 +108,7 @@ impl TaskActor {
             timeout: None,
             deadline: None,
             max_seq: 0,
+            reads: Reads::default(),
             registered: false,
             run_started: None,
             ending: false,
@@ -182,7 +193,7 @@ impl TaskActor {
                 });
                 if let Some(seq) = last {
                     act.max_seq = act.max_seq.max(seq);
-                    act.mark_delivered(seq, true, ctx);
+                    act.mark_delivered(seq, ctx);
                 }
                 act.start_run(ctx);
             }
@@ -264,26 +275,149 @@ impl TaskActor {
         }
     }
 
-    /// Marks event `seq` (with `up_to`: every event up to it) as held here.
-    fn mark_delivered(&self, seq: i64, up_to: bool, ctx: &mut Context<Self>) {
+    /// Marks every event up to `seq` as held here (they are all in the
+    /// mailbox: loaded, or read from the store past the last held).
+    fn mark_delivered(&self, seq: i64, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let id = self.task.id;
         // Tied to the actor: if the run ends first, the finish marks the
         // whole inbox delivered in its transaction.
         ctx.spawn(
             detached(async move {
-                let r = if up_to {
-                    store.mark_delivered_up_to(id, seq).await
-                } else {
-                    store.mark_delivered(id, seq).await
-                };
-                if let Err(e) = r {
-                    // Harmless: the sweep will send the event again and the
-                    // mailbox drops the duplicate.
+                if let Err(e) = store.mark_delivered_up_to(id, seq).await {
+                    // Harmless: the sweep will send the event's hint again,
+                    // and a `seq` already held needs no read.
                     tracing::debug!(error = %e, "could not mark events delivered");
                 }
             })
             .into_actor(self),
+        );
+    }
+
+    /// An event hint: reads the inbox past `max_seq` and adds what the store
+    /// holds to the mailbox. One read at a time: hints that come during a
+    /// read make one more read when it ends.
+    fn read_events(&mut self, ctx: &mut Context<Self>) {
+        if self.reads.events {
+            self.reads.events_again = true;
+            return;
+        }
+        self.reads.events = true;
+        let store = self.store.clone();
+        let id = self.task.id;
+        let after = self.max_seq;
+        ctx.spawn(
+            detached(async move { store.events_after(id, after).await })
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.reads.events = false;
+                    match res {
+                        Ok(events) => act.add_events(events, ctx),
+                        // The event stays undelivered: the sweep sends its
+                        // hint again.
+                        Err(e) => {
+                            tracing::debug!(parent: &act.span(), error = %e, "could not read the task's new events")
+                        }
+                    }
+                    if std::mem::take(&mut act.reads.events_again) {
+                        act.read_events(ctx);
+                    }
+                }),
+        );
+    }
+
+    /// Adds events read from the store, in `seq` order, and marks them held.
+    fn add_events(&mut self, events: Vec<crate::model::TaskEvent>, ctx: &mut Context<Self>) {
+        let Some(last) = events.last().map(|e| e.seq) else {
+            return;
+        };
+        self.shared.update(|mb| {
+            for e in events {
+                mb.add_event(e.seq, e.name, e.payload.0);
+            }
+        });
+        if last > self.max_seq {
+            self.max_seq = last;
+            // Every event up to `last` is in the mailbox now.
+            self.mark_delivered(last, ctx);
+        }
+    }
+
+    /// A sub-task's end hint: reads the sub-tasks said to have ended (those
+    /// hinted during a read in flight, in the next read) and gives the run
+    /// the ones the store holds as this task's sub-tasks in a final state.
+    fn read_children(&mut self, ctx: &mut Context<Self>) {
+        if self.reads.children || self.reads.children_hinted.is_empty() {
+            return;
+        }
+        self.reads.children = true;
+        let ids: Vec<uuid::Uuid> = self.reads.children_hinted.drain().collect();
+        let store = self.store.clone();
+        ctx.spawn(
+            detached(async move { store.tasks_by_id(&ids).await })
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.reads.children = false;
+                    match res {
+                        Ok(tasks) => {
+                            let me = act.task.id;
+                            let ended: Vec<Task> = tasks
+                                .into_iter()
+                                .filter(|t| t.parent_id == Some(me) && t.state.is_final())
+                                .collect();
+                            if !ended.is_empty() {
+                                act.shared.update(|mb| {
+                                    for t in ended {
+                                        mb.add_child(t);
+                                    }
+                                });
+                            }
+                        }
+                        // The run reads its sub-tasks itself before it
+                        // waits, and a suspension checks them in the store.
+                        Err(e) => {
+                            tracing::debug!(parent: &act.span(), error = %e, "could not read the sub-tasks said to have ended")
+                        }
+                    }
+                    act.read_children(ctx);
+                }),
+        );
+    }
+
+    /// A cancel hint: cancels the run only if the store holds the request.
+    fn read_cancel(&mut self, ctx: &mut Context<Self>) {
+        if self.shared.is_cancelled() {
+            return;
+        }
+        if self.reads.cancel {
+            self.reads.cancel_again = true;
+            return;
+        }
+        self.reads.cancel = true;
+        let store = self.store.clone();
+        let id = self.task.id;
+        ctx.spawn(
+            detached(async move { store.get_task(id).await })
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.reads.cancel = false;
+                    match res {
+                        Ok(Some(t)) if t.cancel_requested => {
+                            tracing::info!(parent: &act.span(), "cancellation requested");
+                            act.shared.update(|mb| mb.cancel());
+                        }
+                        Ok(_) => {
+                            tracing::debug!(parent: &act.span(), "a cancel the store does not hold; ignored")
+                        }
+                        // The owner's sweep sends the cancel again.
+                        Err(e) => {
+                            tracing::debug!(parent: &act.span(), error = %e, "could not read the task's cancel request")
+                        }
+                    }
+                    if std::mem::take(&mut act.reads.cancel_again) {
+                        act.read_cancel(ctx);
+                    }
+                }),
         );
     }
 
@@ -506,6 +640,24 @@ impl TaskActor {
     }
 }
 
+/// The store reads that hints on the bus asked for: at most one of each
+/// kind in flight, and what came during it read next.
+#[derive(Default)]
+struct Reads {
+    /// The inbox is being read past `max_seq`.
+    events: bool,
+    /// An event hint came during that read.
+    events_again: bool,
+    /// Sub-tasks are being read.
+    children: bool,
+    /// Sub-tasks said to have ended, to read next.
+    children_hinted: HashSet<uuid::Uuid>,
+    /// The task's cancel request is being read.
+    cancel: bool,
+    /// A cancel hint came during that read.
+    cancel_again: bool,
+}
+
 /// How a run ended, before anything is recorded.
 #[derive(Debug)]
 enum RunEnd {
@@ -560,29 +712,24 @@ impl Handler<Deliver<Msg>> for TaskActor {
     type Result = ();
 
     fn handle(&mut self, Deliver(env): Deliver<Msg>, ctx: &mut Self::Context) {
+        // An envelope is a hint, never a fact: each kind makes the actor
+        // read the store, and only what the store holds reaches the run.
         match env.body {
-            Msg::TaskEvent {
-                task_id,
-                seq,
-                name,
-                payload,
-            } if task_id == self.task.id => {
-                let mut new = false;
-                self.shared
-                    .update(|mb| new = mb.add_event(seq, name, payload));
-                if new {
-                    // Exactly this one: an event with a lower seq may still
-                    // be on its way (or lost, for the sweep to send again).
-                    self.max_seq = self.max_seq.max(seq);
-                    self.mark_delivered(seq, false, ctx);
+            // Its name and payload are not used. A `seq` this actor holds
+            // already needs no read (every event up to `max_seq` is here).
+            Msg::TaskEvent { task_id, seq, .. } if task_id == self.task.id => {
+                if seq > self.max_seq {
+                    self.read_events(ctx);
                 }
             }
             Msg::CancelTask { task_id } if task_id == self.task.id => {
-                tracing::info!(parent: &self.span(), "cancellation requested");
-                self.shared.update(|mb| mb.cancel());
+                self.read_cancel(ctx);
             }
+            // Only the sub-task's id is used: its row says whether it is
+            // this task's and final.
             Msg::TaskFinished { task } if task.parent_id == Some(self.task.id) => {
-                self.shared.update(|mb| mb.add_child(*task));
+                self.reads.children_hinted.insert(task.id);
+                self.read_children(ctx);
             }
             Msg::WatchTask { task_id, watcher } if task_id == self.task.id => {
                 let mut f = self.shared.followers();
