@@ -155,6 +155,23 @@ async fn bad_schedules_are_refused(db: &TestDb) {
             "priority",
         ),
         ("Not A Name", ok.clone(), "name"),
+        (
+            "nightly",
+            ScheduleSpec {
+                // The 30th of February: no slot, ever.
+                cron: "0 0 30 2 *".into(),
+                ..ok.clone()
+            },
+            "cron",
+        ),
+        (
+            "nightly",
+            ScheduleSpec {
+                input: json!({"a": "x\u{0}y"}),
+                ..ok.clone()
+            },
+            "input",
+        ),
     ];
     for (name, spec, expected) in cases {
         let (f, message) = field(c.put_schedule(name, &spec).await);
@@ -164,7 +181,81 @@ async fn bad_schedules_are_refused(db: &TestDb) {
     rt.shutdown().await;
 }
 
+/// Clients that send the keys a schedule's slots used to be kept unique by
+/// (`schedule:<name>:<slot>`), before and while processes fire it: every
+/// slot still makes its task, and every client gets its own.
+async fn clients_cannot_take_a_slot(db: &TestDb) {
+    let rt = db.cluster(common::Via::Local, |b| b).await;
+    let c = rt.client();
+    let store = db.store().await;
+    let spec = ScheduleSpec::new("*/10 * * * * *", "demo.echo", json!(1)).catch_up(CatchUp::All);
+    let from = now().duration_trunc(TimeDelta::seconds(10)).unwrap() - TimeDelta::minutes(2);
+    let slots: Vec<_> = (0..16).map(|i| from + TimeDelta::seconds(10 * i)).collect();
+    let key = |slot| courier::actors::schedule::slot_key("taken", slot);
+    // Half the slots' keys taken before the schedule exists…
+    for slot in slots.iter().step_by(2) {
+        let s = c
+            .submit(courier::NewTask::new("demo.echo", json!("client")).idempotency_key(key(*slot)))
+            .await
+            .unwrap();
+        assert!(s.created);
+    }
+    store
+        .put_schedule("taken", &spec, Some(from))
+        .await
+        .unwrap();
+    // …and the other half raced against five firing processes.
+    let mut racers = Vec::new();
+    for slot in slots.iter().skip(1).step_by(2) {
+        let c = c.clone();
+        let k = key(*slot);
+        racers.push(tokio::spawn(async move {
+            let s = c
+                .submit(courier::NewTask::new("demo.echo", json!("client")).idempotency_key(k))
+                .await
+                .unwrap();
+            assert!(s.created, "a client key was answered with another task");
+            Vec::new()
+        }));
+    }
+    for i in 0..5 {
+        let store = store.clone();
+        racers.push(tokio::spawn(async move {
+            fire_due(&store, &kinds(), &format!("racer-{i}"))
+                .await
+                .unwrap()
+                .0
+        }));
+    }
+    let mut fired = Vec::new();
+    for r in racers {
+        fired.extend(r.await.unwrap());
+    }
+    let mut fired: Vec<_> = fired
+        .into_iter()
+        .map(|t| t.idempotency_key.unwrap())
+        .collect();
+    fired.sort();
+    let n = fired.len();
+    fired.dedup();
+    assert_eq!(fired.len(), n, "a slot made two tasks");
+    // Two minutes of slots every 10 s, plus this one: 13 (14 if the clock
+    // crossed a slot meanwhile), however many keys clients took.
+    assert!((13..=14).contains(&n), "{n} slot tasks");
+    let mine = store
+        .list_tasks(&courier::TaskFilter {
+            schedule: Some("taken".into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), n);
+    rt.shutdown().await;
+}
+
 on_both_databases!(
+    clients_cannot_take_a_slot,
     catch_up_after_downtime,
     racing_processes_make_one_task_per_slot,
     bad_schedules_are_refused,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::model::{now, validate_kind_name};
+use crate::model::{now, refuse_nul, refuse_nul_text, validate_kind_name};
 use crate::options::TaskOptions;
 use crate::store::{Store, TaskInsert};
 
@@ -39,7 +39,9 @@ pub(crate) async fn prepare(
     r: Request<'_>,
 ) -> Result<TaskInsert> {
     validate_kind_name(r.kind)?;
+    refuse_nul("input", &r.input)?;
     if let Some(k) = &r.idempotency_key {
+        refuse_nul_text("idempotency_key", k)?;
         if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
             return Err(Error::invalid_field(
                 "idempotency_key",

@@ -499,10 +499,7 @@ pub struct QueueInfo {
     pub concurrency: Option<i32>,
     /// At most this many starts per second in the whole deployment (bursts
     /// up to max(1, rate_per_s)); null: no limit.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(exclusive_minimum = 0, maximum = 1_000_000)
-    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.001, maximum = 1_000_000))]
     pub rate_per_s: Option<f64>,
     /// No task of the queue starts while it is paused (running ones go on).
     pub paused: bool,
@@ -518,6 +515,10 @@ pub struct QueueInfo {
     /// Its tasks suspended.
     #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub suspended: i64,
+    /// Live executors (and workers) that serve it: with 0, its tasks wait
+    /// until one starts.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
+    pub executors: i64,
 }
 
 /// A change to a queue's settings: `None` keeps a setting, `Some(None)`
@@ -531,11 +532,11 @@ pub struct QueueUpdate {
     #[serde(default, deserialize_with = "present")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000))]
     pub concurrency: Option<Option<i64>>,
-    /// At most this many starts per second in the whole deployment, more
-    /// than 0 and at most 1000000 (0.5 is one start every 2 s); null lifts
-    /// the limit.
+    /// At most this many starts per second in the whole deployment, from
+    /// 0.001 (one start every 1000 s) to 1000000 (0.5 is one start every
+    /// 2 s); null lifts the limit.
     #[serde(default, deserialize_with = "present")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 1_000_000))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, minimum = 0.001, maximum = 1_000_000))]
     pub rate_per_s: Option<Option<f64>>,
     /// true: none of its tasks start (running ones go on); false: they
     /// start again; null or left out: keep the value.
@@ -576,6 +577,10 @@ impl QueueUpdate {
     pub const MAX_CONCURRENCY: i64 = 1_000_000;
     /// The largest rate limit accepted (starts per second).
     pub const MAX_RATE: f64 = 1_000_000.0;
+    /// The lowest `rate_per_s`: one start every 1000 s. Lower is no rate a
+    /// person means (1e-300 is a start after the universe), and a bucket
+    /// refilled that slowly rounds to never.
+    pub const MIN_RATE: f64 = 0.001;
 
     /// Checks the values; a bad one is [`Error::InvalidField`](crate::Error::InvalidField).
     pub fn validate(&self) -> Result<(), crate::error::Error> {
@@ -592,11 +597,13 @@ impl QueueUpdate {
             }
         }
         if let Some(Some(r)) = self.rate_per_s {
-            if !(r.is_finite() && r > 0.0 && r <= Self::MAX_RATE) {
+            if !(r.is_finite() && (Self::MIN_RATE..=Self::MAX_RATE).contains(&r)) {
                 return Err(Error::invalid_field(
                     "rate_per_s",
                     format!(
-                        "rate_per_s must be more than 0 and at most {} starts per second, or null",
+                        "rate_per_s must be from {} (one start every {} s) to {} starts per second, or null",
+                        Self::MIN_RATE,
+                        1.0 / Self::MIN_RATE,
                         Self::MAX_RATE
                     ),
                 ));
@@ -604,6 +611,39 @@ impl QueueUpdate {
         }
         Ok(())
     }
+}
+
+/// Refuses a string with U+0000 (NUL) as the value of `field`: PostgreSQL
+/// cannot store one (not in `text`, not in `jsonb`), so SQLite refuses it
+/// too and both databases take the same requests.
+pub fn refuse_nul_text(field: &str, s: &str) -> Result<(), crate::error::Error> {
+    if s.contains('\0') {
+        return Err(crate::error::Error::invalid_field(
+            field,
+            format!("{field} holds the character U+0000 (NUL), which cannot be stored"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a JSON value with U+0000 (NUL) in any string or object key
+/// inside it, as `field` (see [`refuse_nul_text`]).
+pub fn refuse_nul(field: &str, v: &Value) -> Result<(), crate::error::Error> {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) => refuse_nul_text(field, s)?,
+            Value::Array(a) => stack.extend(a),
+            Value::Object(o) => {
+                for (k, v) in o {
+                    refuse_nul_text(field, k)?;
+                    stack.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks that a kind name can be used in addresses (`pool/<kind>`): 1 to

@@ -29,6 +29,16 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// ones are almost certainly a unit mistake (seconds given as ms × 1000).
 pub const MAX_DURATION_MS: u64 = 366 * 24 * 3600 * 1000;
 
+/// The latest `run_at` accepted, exclusive: 2100-01-01T00:00:00Z. A fixed
+/// bound, not "a year from now", so the OpenAPI document can say it (a
+/// pattern on the year) and a request valid by the document is one the
+/// server takes; later than that is a mistake (a year 9999), not a plan.
+pub fn run_at_limit() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2100-01-01T00:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Options of one task; `None` means "not set here" (the kind's default or
 /// the global one applies). The JSON field names are those of the HTTP API.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -154,6 +164,17 @@ impl TaskOptions {
                         "priority must be a whole number from {} to {}",
                         PRIORITIES.start(),
                         PRIORITIES.end()
+                    ),
+                ));
+            }
+        }
+        if let Some(at) = self.run_at {
+            if at >= run_at_limit() {
+                return Err(Error::invalid_field(
+                    "run_at",
+                    format!(
+                        "run_at must be before {} (a time in the past starts now)",
+                        run_at_limit().to_rfc3339()
                     ),
                 ));
             }

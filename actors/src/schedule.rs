@@ -59,6 +59,21 @@ impl Cron {
             .map_err(|e| bad(e.to_string()))
     }
 
+    /// Refuses an expression that has no slot in the next 100 years (`0 0
+    /// 30 2 *`, the 30th of February): a schedule that never fires is a
+    /// mistake, not a plan. `expr` is the text, for the message.
+    pub fn fires(&self, expr: &str) -> Result<()> {
+        let now = crate::model::now();
+        let horizon = now + chrono::Duration::days(100 * 366);
+        match self.after(now) {
+            Some(t) if t < horizon => Ok(()),
+            _ => Err(Error::invalid_field(
+                "cron",
+                format!("cron {expr:?} has no slot in the next 100 years: it would never fire"),
+            )),
+        }
+    }
+
     /// The first slot strictly after `t`.
     pub fn after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.0.find_next_occurrence(&t, false).ok()
@@ -159,7 +174,9 @@ pub fn validate(name: &str, spec: &ScheduleSpec) -> Result<Cron> {
         )
     })?;
     let cron = Cron::parse(&spec.cron)?;
+    cron.fires(&spec.cron)?;
     validate_kind_name(&spec.kind)?;
+    crate::model::refuse_nul("input", &spec.input)?;
     if spec.options.run_at.is_some() {
         return Err(Error::invalid_field(
             "run_at",

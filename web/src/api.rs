@@ -73,7 +73,8 @@ pub struct CreateTask {
     #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i32>,
     /// Not before this time (RFC 3339): the task is scheduled until then. A
-    /// time already past starts at once. Not with delay_ms.
+    /// time already past starts at once; one in 2100 or later is refused.
+    /// Not with delay_ms.
     #[serde(default)]
     pub run_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Not before this many milliseconds from now (at most 31622400000, a

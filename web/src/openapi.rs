@@ -10,7 +10,8 @@
 //! What JSON Schema can say and utoipa's derive cannot is added to the
 //! generated JSON here: the answers every API operation may give (401, 500,
 //! 503), said once; that `run_at` and `delay_ms` are not both given (in a
-//! task's body and in a batch's entry);
+//! task's body and in a batch's entry), and that `run_at` is before 2100
+//! (a pattern on its year);
 //! the cron expressions a schedule takes, as a pattern built from the
 //! fields' ranges ([`cron_pattern`]); and, at serve time, this server's
 //! cap on `wait_ms` and the kinds this deployment runs, as the `enum` of
@@ -121,6 +122,9 @@ fn generated() -> &'static Value {
                 "description": "run_at and delay_ms are not both given (422 invalid_field, field delay_ms).",
                 "required": ["run_at", "delay_ms"],
             });
+            // Before 2100 (`courier_actors::options::run_at_limit`).
+            doc["components"]["schemas"][body]["properties"]["run_at"]["pattern"] =
+                json!("^(?:[01][0-9]{3}|20[0-9]{2})-");
         }
         doc["components"]["schemas"]["PutSchedule"]["properties"]["cron"]["pattern"] =
             json!(cron_pattern());

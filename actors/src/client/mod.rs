@@ -321,6 +321,8 @@ impl Client {
                 "event name must be 1 to 128 bytes",
             ));
         }
+        crate::model::refuse_nul_text("name", name)?;
+        crate::model::refuse_nul("payload", &payload)?;
         let (ev, woken) = self.store.add_event(id, name, &payload).await?;
         if let Some(task) = woken {
             // It was suspended, in no executor's memory: an executor of its

@@ -192,7 +192,7 @@ impl Store {
             self.recordset(1, "w", &[("w_id", "uuid"), ("w_address", "text")])
         );
         let by_key = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 {}",
+            "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 AND schedule IS NULL {}",
             self.share_lock()
         );
         let rows: Vec<Value> = items.iter().map(|(t, _)| self.insert_row(t)).collect();
@@ -344,7 +344,7 @@ impl Store {
              ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
         );
         let by_key = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 {}",
+            "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 AND schedule IS NULL {}",
             self.share_lock()
         );
         let ts_now = now();

@@ -330,6 +330,7 @@ impl Store {
         }
         for name in served.iter().filter(|n| only.is_none_or(|o| o == *n)) {
             entry(&mut out, name);
+            out.get_mut(name).expect("just added").executors += 1;
         }
         Ok(out.into_values().collect())
     }
