@@ -343,6 +343,8 @@ enum Lost {
     Amqp(#[from] lapin::Error),
     #[error("the connection is no longer open")]
     Closed,
+    #[error("{0}")]
+    Url(String),
 }
 
 async fn session<B>(
@@ -353,7 +355,11 @@ async fn session<B>(
 where
     B: Serialize + DeserializeOwned + Send + 'static,
 {
-    let conn = Connection::connect(&shared.config.url, ConnectionProperties::default()).await?;
+    let conn = Connection::connect_uri(
+        broker_uri(&shared.config.url)?,
+        ConnectionProperties::default(),
+    )
+    .await?;
     let publish = conn.create_channel().await?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
@@ -564,4 +570,18 @@ where
             Vec::new()
         }
     }
+}
+
+/// The broker's URI with deadlines: a heartbeat every 5 s (RabbitMQ's
+/// default is 60 s: a cut link would go unnoticed for two minutes, while
+/// messages published meanwhile are lost) and a connection attempt given
+/// up after 10 s, unless the URL sets them (`?heartbeat=…`,
+/// `?connection_timeout=…`).
+fn broker_uri(url: &str) -> Result<lapin::uri::AMQPUri, Lost> {
+    let mut uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e: String| Lost::Url(format!("bad AMQP URL: {e}")))?;
+    uri.query.heartbeat.get_or_insert(5);
+    uri.query.connection_timeout.get_or_insert(10_000);
+    Ok(uri)
 }

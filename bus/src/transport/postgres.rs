@@ -170,7 +170,19 @@ where
                 // for the disk. (A crash of PostgreSQL may lose the last
                 // fraction of a second of rows; a restart loses none.) This
                 // halves a hop: each one is two commits.
-                config.connect.options([("synchronous_commit", "off")]),
+                // Deadlines, as the store's (ARCHITECTURE.md, "Every
+                // database call has a deadline"): no statement runs for
+                // more than 30 s, and the server drops a session whose
+                // client stopped answering within about 10 s.
+                config.connect.options([
+                    ("synchronous_commit", "off"),
+                    ("statement_timeout", "30000"),
+                    ("idle_in_transaction_session_timeout", "2000"),
+                    ("tcp_keepalives_idle", "5"),
+                    ("tcp_keepalives_interval", "2"),
+                    ("tcp_keepalives_count", "3"),
+                    ("tcp_user_timeout", "10000"),
+                ]),
             );
         let (tx, rx) = mpsc::channel(OUTBOX);
         let (pools_tx, pools_rx) = mpsc::unbounded_channel();
