@@ -175,3 +175,61 @@ fn arbitrary_json_never_breaks_the_api_on_postgres() {
     arbitrary_json_never_breaks_the_api(&db.process_url());
     drop(db);
 }
+
+/// Numbers in a task's input and an event's payload come back exactly as
+/// sent, digits included: integers past 2^64, decimals longer than a
+/// double holds, trailing zeros (DESIGN, "HTTP API").
+fn numbers_are_kept_exactly(db: &str) {
+    let server = Proc::start("numbers", &["serve", "--demo", "--db", db]);
+    let addr = server.http.clone().unwrap();
+    let exact = r#"{"big":1180591620717411303424,"neg":-1180591620717411303424,"pi":3.141592653589793238462643383279,"cents":0.10,"max":18446744073709551616,"list":[100000000000000000000000000000001,0.30000000000000000000000000000004]}"#;
+    let body = format!(r#"{{"kind": "demo.echo", "queue": "nobody-serves", "input": {exact}}}"#);
+    // Compared as values whose numbers are their digits (serde_json's
+    // arbitrary_precision is on in this build): keys may come back in
+    // another order, digits may not.
+    let sent: Value = serde_json::from_str(exact).unwrap();
+    assert_eq!(sent["big"].to_string(), "1180591620717411303424");
+    let (st, t) = http(&addr, "POST", "/api/v1/tasks", Some(&body));
+    assert_eq!(st, 201, "{t}");
+    assert_eq!(t["input"], sent, "the create's answer");
+    let id = t["id"].as_str().unwrap();
+    let (_, read) = http(&addr, "GET", &format!("/api/v1/tasks/{id}"), None);
+    assert_eq!(read["input"], sent, "read back");
+    let ev = format!(r#"{{"name": "n", "payload": {exact}}}"#);
+    let (st, e) = http(
+        &addr,
+        "POST",
+        &format!("/api/v1/tasks/{id}/events"),
+        Some(&ev),
+    );
+    assert_eq!(st, 202, "{e}");
+    let (_, events) = http(&addr, "GET", &format!("/api/v1/tasks/{id}/events"), None);
+    assert_eq!(events["events"][0]["payload"], sent);
+    // The API's own fields still read floats however they are written.
+    let (st, q) = http(
+        &addr,
+        "PUT",
+        "/api/v1/queues/nobody-serves",
+        Some(r#"{"rate_per_s": 25e-1, "concurrency": 3.0}"#),
+    );
+    assert_eq!(st, 200, "{q}");
+    assert_eq!(q["rate_per_s"].as_f64(), Some(2.5));
+    assert_eq!(q["concurrency"].as_i64(), Some(3));
+}
+
+#[test]
+fn numbers_are_kept_exactly_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    numbers_are_kept_exactly(&format!("sqlite://{}", dir.path().join("n.db").display()));
+}
+
+#[test]
+fn numbers_are_kept_exactly_on_postgres() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(common::TestDb::postgres());
+    numbers_are_kept_exactly(&db.process_url());
+    drop(db);
+}

@@ -141,7 +141,7 @@ fn object(body: &Value) -> Result<(), ApiError> {
 /// (422).
 fn parse_body<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiError> {
     object(&body)?;
-    integral_fields(&mut body);
+    numbers(&mut body);
     serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
@@ -159,11 +159,15 @@ fn parse_body<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiE
     })
 }
 
-/// JSON (and JSON Schema) count `3.0` as the integer 3; serde's integers
-/// refuse it. The API's own fields take an integral number written with a
-/// fraction (schemathesis found `"concurrency": 3369.0` refused); a task's
-/// `input` and an event's `payload` are the caller's data and stay as sent.
-fn integral_fields(body: &mut Value) {
+/// The API's own fields' numbers, read as serde reads numbers. JSON (and
+/// JSON Schema) count `3.0` as the integer 3; serde's integers refuse it,
+/// so an integral number written with a fraction becomes that integer
+/// (schemathesis found `"concurrency": 3369.0` refused). Numbers are kept
+/// as their text (serde_json's `arbitrary_precision`, see Cargo.toml), and a
+/// float read as a double must be written as the double prints (`1e-3` is
+/// `0.001`), so any other float is written so. A task's `input` and an
+/// event's `payload` are the caller's data and stay exactly as sent.
+fn numbers(body: &mut Value) {
     let Value::Object(fields) = body else {
         return;
     };
@@ -181,6 +185,8 @@ fn integral_fields(body: &mut Value) {
             } else {
                 Value::from(f as u64)
             };
+        } else if f.is_finite() {
+            *v = Value::from(f);
         }
     }
 }

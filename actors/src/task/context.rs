@@ -226,7 +226,10 @@ impl TaskContext {
 
     /// The input, deserialized; a mismatch fails the task with a clear message.
     pub fn input_as<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
-        serde_json::from_value(self.inner.task.input.clone()).map_err(|e| {
+        // From the text, not the value: with serde_json's
+        // `arbitrary_precision` (courier-web turns it on) a float inside a
+        // `Value` reads as a double only if written as the double prints.
+        serde_json::from_str(&self.inner.task.input.to_string()).map_err(|e| {
             TaskError::failed(format!("invalid input for {}: {e}", self.inner.task.kind))
         })
     }
@@ -350,7 +353,9 @@ impl TaskContext {
             .await?;
         if let Some(done) = journal.get(name).filter(|s| s.succeeded()) {
             let out = done.output.clone().unwrap_or(Value::Null);
-            return serde_json::from_value(out).map_err(|e| {
+            // From the text, as `input_as` (PostgreSQL writes `1e-7` back
+            // as `0.0000001`).
+            return serde_json::from_str(&out.to_string()).map_err(|e| {
                 TaskError::failed(format!(
                     "step {name:?}: the journaled result does not fit the step's type ({e}); was the task's code changed?"
                 ))
