@@ -1234,7 +1234,187 @@ async fn retry_now_over_http(db: &TestDb) {
     s.stop().await;
 }
 
+/// Every list pages with `limit` and `after`, its rows a page at a time
+/// (DESIGN, "HTTP API"): a fan-out's sub-tasks, an inbox, a history, the
+/// executors; task rows without `input` and `output` unless `fields` asks;
+/// a page that stops before 8 MiB; dead executors pruned by retention.
+async fn paging_over_http(db: &TestDb) {
+    let s = Server::start(db, WebConfig::default()).await;
+    let collect = |path: String, key: &'static str, limit: u32| {
+        let s = &s;
+        async move {
+            let mut rows: Vec<Value> = Vec::new();
+            let mut pages = 0;
+            let mut after: Option<String> = None;
+            loop {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                let url = match &after {
+                    Some(a) => format!("{path}{sep}limit={limit}&after={a}"),
+                    None => format!("{path}{sep}limit={limit}"),
+                };
+                let (st, page) = s.get(&url).await;
+                assert_eq!(st, 200, "{url}: {page}");
+                let got = page[key].as_array().unwrap().clone();
+                assert!(got.len() as u32 <= limit);
+                rows.extend(got);
+                pages += 1;
+                match &page["next"] {
+                    Value::String(n) => after = Some(n.clone()),
+                    Value::Number(n) => after = Some(n.to_string()),
+                    _ => return (rows, pages),
+                }
+                assert!(pages < 1000, "paging does not end");
+            }
+        }
+    };
+
+    // A fan-out of 250: its sub-tasks in three pages, in spawn order.
+    let (st, parent) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.fanout", "input": {"n": 250, "kind": "demo.echo", "input": {"big": "x"}}, "wait_ms": 30000}),
+        )
+        .await;
+    assert_eq!(st, 200, "{parent}");
+    let pid = parent["id"].as_str().unwrap().to_string();
+    let (kids, pages) = collect(format!("/api/v1/tasks/{pid}/children"), "tasks", 100).await;
+    assert_eq!((kids.len(), pages), (250, 3));
+    let mut ids: Vec<&str> = kids.iter().map(|k| k["id"].as_str().unwrap()).collect();
+    assert!(
+        kids.iter().all(|k| k.get("input").is_none()
+            && k.get("output").is_none()
+            && k["state"] == "succeeded"),
+        "{}",
+        kids[0]
+    );
+    let (st, all) = s
+        .get(&format!(
+            "/api/v1/tasks/{pid}/children?limit=1000&fields=all"
+        ))
+        .await;
+    assert_eq!(st, 200);
+    let in_order: Vec<&str> = all["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, in_order, "pages follow spawn order");
+    assert_eq!(all["tasks"][0]["input"], json!({"big": "x"}));
+    assert_eq!(all["next"], Value::Null);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 250, "no sub-task twice");
+    let (st, some) = s
+        .get(&format!(
+            "/api/v1/tasks/{pid}/children?limit=2&fields=state,output"
+        ))
+        .await;
+    assert_eq!(st, 200);
+    let row = some["tasks"][0].as_object().unwrap();
+    let mut keys: Vec<&str> = row.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["id", "output", "state"]);
+    for bad in [
+        "fields=bogus",
+        "limit=0",
+        "limit=1001",
+        "after=nope",
+        "after=",
+    ] {
+        let (st, e) = s.get(&format!("/api/v1/tasks/{pid}/children?{bad}")).await;
+        assert_eq!((st, code(&e)), (400, "invalid_query"), "{bad}: {e}");
+    }
+    let (st, e) = s.get(&format!("/api/v1/tasks/{pid}/history?after=x")).await;
+    assert_eq!((st, code(&e)), (400, "invalid_query"), "{e}");
+    // The task list: rows without bodies by default, the default page 100.
+    let (st, l) = s.get("/api/v1/tasks").await;
+    assert_eq!(st, 200);
+    assert_eq!(l["tasks"].as_array().unwrap().len(), 100);
+    assert!(l["tasks"][0].get("input").is_none(), "{}", l["tasks"][0]);
+    assert!(l["next"].is_string());
+
+    // An inbox of 150 events, in two pages, in order.
+    let (_, waiting) = s
+        .post(
+            "/api/v1/tasks",
+            json!({"kind": "demo.echo", "input": 1, "queue": "nobody-serves"}),
+        )
+        .await;
+    let wid = waiting["id"].as_str().unwrap().to_string();
+    for i in 0..150 {
+        let (st, _) = s
+            .post(
+                &format!("/api/v1/tasks/{wid}/events"),
+                json!({"name": "e", "payload": i}),
+            )
+            .await;
+        assert_eq!(st, 202);
+    }
+    let (events, pages) = collect(format!("/api/v1/tasks/{wid}/events"), "events", 100).await;
+    assert_eq!((events.len(), pages), (150, 2));
+    let payloads: Vec<i64> = events
+        .iter()
+        .map(|e| e["payload"].as_i64().unwrap())
+        .collect();
+    assert_eq!(payloads, (0..150).collect::<Vec<_>>());
+    // A history, a line a page.
+    let (whole, _) = collect(format!("/api/v1/tasks/{pid}/history"), "history", 1000).await;
+    let (lines, pages) = collect(format!("/api/v1/tasks/{pid}/history"), "history", 1).await;
+    assert_eq!(lines, whole);
+    assert_eq!(pages, whole.len());
+
+    // A page stops before 8 MiB: twelve tasks of 900 kB inputs.
+    let big = "y".repeat(900_000);
+    for _ in 0..12 {
+        let (st, t) = s
+            .post(
+                "/api/v1/tasks",
+                json!({"kind": "demo.echo", "input": big, "queue": "big"}),
+            )
+            .await;
+        assert_eq!(st, 201, "{t}");
+    }
+    let (st, p1) = s.get("/api/v1/tasks?queue=big&fields=all&limit=1000").await;
+    assert_eq!(st, 200);
+    let n1 = p1["tasks"].as_array().unwrap().len();
+    assert!((1..12).contains(&n1), "{n1} rows of 900 kB in one page");
+    assert!(p1.to_string().len() <= 8 << 20);
+    let (rows, _) = collect("/api/v1/tasks?queue=big&fields=all".into(), "tasks", 1000).await;
+    assert_eq!(rows.len(), 12);
+
+    // Executors: paged, newest first; dead ones pruned by retention.
+    let store = db.store().await;
+    for i in 0..3 {
+        let reg = courier::actors::store::ExecutorRegistration {
+            id: format!("gone-{i}"),
+            node: "gone".into(),
+            host: "h".into(),
+            pid: 1,
+            process: None,
+            offer: Default::default(),
+            capacity: 1,
+        };
+        store.register_executor(&reg).await.unwrap();
+        store.declare_dead(&reg.id, "test").await.unwrap();
+    }
+    let (execs, pages) = collect("/api/v1/executors".into(), "executors", 2).await;
+    assert_eq!((execs.len(), pages), (4, 2));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let pruned = store
+        .delete_expired_executors(Duration::from_millis(10), 1000)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 3);
+    let (st, e) = s.get("/api/v1/executors").await;
+    assert_eq!(st, 200);
+    assert_eq!(e["executors"].as_array().unwrap().len(), 1, "{e}");
+    assert_eq!(e["executors"][0]["state"], "alive");
+    s.stop().await;
+}
+
 on_both_databases!(
+    paging_over_http,
     retry_now_over_http,
     stats_over_http,
     the_api_end_to_end,

@@ -159,7 +159,7 @@ impl RuntimeBuilder {
     }
 
     /// How long this process's executor keeps finished tasks before
-    /// deleting them (default `succeeded=7d,cancelled=7d,failed=30d`).
+    /// deleting them (default `succeeded=7d,cancelled=7d,failed=30d,executors=7d`).
     pub fn retention(mut self, r: crate::store::Retention) -> Self {
         let cfg = self.executor.get_or_insert_with(ExecutorConfig::default);
         cfg.retention = r;

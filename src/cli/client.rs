@@ -234,30 +234,47 @@ pub async fn tasks(a: TasksArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The most pages `all_pages` reads (of 1000 rows each).
+const MAX_PAGES: usize = 100;
+
+/// Every row of a paged list, following its `next` cursors.
+async fn all_pages(api: &Api, path: &str, key: &str) -> anyhow::Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut q = vec![("limit", "1000")];
+        if let Some(a) = &after {
+            q.push(("after", a.as_str()));
+        }
+        let (_, page) = api.call_with("GET", path, &q, None).await?;
+        rows.extend(page[key].as_array().cloned().unwrap_or_default());
+        match &page["next"] {
+            Value::String(n) => after = Some(n.clone()),
+            Value::Number(n) => after = Some(n.to_string()),
+            _ => break,
+        }
+    }
+    Ok(rows)
+}
+
 pub async fn show(a: IdArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.client, Duration::from_secs(30));
     let (_, task) = api
         .call("GET", &format!("/api/v1/tasks/{}", a.id), None)
         .await?;
-    let (_, history) = api
-        .call("GET", &format!("/api/v1/tasks/{}/history", a.id), None)
-        .await?;
-    let (_, events) = api
-        .call("GET", &format!("/api/v1/tasks/{}/events", a.id), None)
-        .await?;
-    let (_, children) = api
-        .call("GET", &format!("/api/v1/tasks/{}/children", a.id), None)
-        .await?;
+    let history = all_pages(&api, &format!("/api/v1/tasks/{}/history", a.id), "history").await?;
+    let events = all_pages(&api, &format!("/api/v1/tasks/{}/events", a.id), "events").await?;
+    let children = all_pages(&api, &format!("/api/v1/tasks/{}/children", a.id), "tasks").await?;
     if a.client.json {
         outln!(
             "{}",
-            serde_json::json!({"task": task, "history": history["history"], "events": events["events"], "children": children["tasks"]})
+            serde_json::json!({"task": task, "history": history, "events": events, "children": children})
         );
         return Ok(());
     }
     print_task(&task);
     outln!("history");
-    for h in history["history"].as_array().into_iter().flatten() {
+    for h in &history {
         outln!(
             "  {}  {:>9} → {:<9}  by {}  (attempt {})",
             h["at"].as_str().unwrap_or(""),
@@ -285,7 +302,7 @@ pub async fn show(a: IdArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let evs = events["events"].as_array().cloned().unwrap_or_default();
+    let evs = events;
     if !evs.is_empty() {
         outln!("events");
         for e in &evs {
@@ -297,7 +314,7 @@ pub async fn show(a: IdArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let ch = children["tasks"].as_array().cloned().unwrap_or_default();
+    let ch = children;
     if !ch.is_empty() {
         outln!("sub-tasks");
         for c in &ch {

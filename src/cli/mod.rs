@@ -145,11 +145,11 @@ pub struct ExecArgs {
         value_delimiter = ','
     )]
     pub queues: Vec<String>,
-    /// How long finished tasks are kept, per final state (units s, m, h, d; 0 keeps forever).
+    /// How long finished tasks are kept, per final state, and the row of a dead or stopped executor (units s, m, h, d; 0 keeps forever).
     #[arg(
         long,
         env = "COURIER_RETAIN",
-        default_value = "succeeded=7d,cancelled=7d,failed=30d"
+        default_value = "succeeded=7d,cancelled=7d,failed=30d,executors=7d"
     )]
     pub retain: courier::Retention,
 }

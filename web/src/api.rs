@@ -51,10 +51,11 @@ pub struct CreateTask {
     #[serde(default)]
     #[schema(examples(5000))]
     pub wait_ms: Option<u64>,
-    /// 1 to 256 bytes. A later request with the same key returns the task
-    /// the first request created, as it stands, whatever its own body says.
+    /// 1 to 256 bytes, no U+0000. A later request with the same key
+    /// returns the task the first request created, as it stands, whatever
+    /// its own body says.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00]*$")]
     pub idempotency_key: Option<String>,
     /// The queue to wait in and run from: 1 to 64 characters of
     /// `[a-z0-9_.-]`. Default: the kind's, else `default`. Executors serve
@@ -214,9 +215,9 @@ pub struct CreateBatch {
 pub struct SendEvent {
     /// 1 to 128 bytes (UTF-8): a name of 128 characters or fewer may still
     /// be refused (422 invalid_field) if it is longer than 128 bytes.
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00]*$")]
     pub name: String,
-    /// Any JSON value.
+    /// Any JSON value with no U+0000 in its strings.
     #[serde(default)]
     pub payload: Value,
 }
@@ -243,15 +244,195 @@ pub struct ListQuery {
     /// Only sub-tasks of this task.
     #[param(value_type = Option<Uuid>)]
     pub parent: Option<String>,
-    /// Page size, 1 to 1000 (default 50).
+    /// Page size, 1 to 1000 (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// The `next` of the previous page.
     #[param(value_type = Option<Uuid>)]
     pub after: Option<String>,
+    /// Which fields each row has: `all`, or a comma-separated list of a
+    /// task's fields (`id` always); by default every field but `input`
+    /// and `output`.
+    pub fields: Option<String>,
 }
 
-pub const DEFAULT_PAGE: u32 = 50;
+/// The paging of the executors.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+}
+
+/// The paging of a task's events and history: the cursor is a number (an
+/// event's `seq`, a history line's `id`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct NumberedPageQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// The `next` of the previous page.
+    #[param(value_type = Option<i64>)]
+    pub after: Option<String>,
+}
+
+/// The paging of a task's sub-tasks: as [`PageQuery`], and `fields`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ChildrenQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// The `next` of the previous page.
+    #[param(value_type = Option<Uuid>)]
+    pub after: Option<String>,
+    /// Which fields each row has, as for the task list.
+    pub fields: Option<String>,
+}
+
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// The most a page's rows take, serialized: a page stops early (with
+/// `next` set) before its body passes 8 MiB, so no answer holds more,
+/// whatever the inputs and outputs in it (DESIGN, "HTTP API").
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
+
+/// What a task row of a list holds (`fields`).
+#[derive(Clone, Debug)]
+enum Fields {
+    /// Every field but `input` and `output`.
+    Default,
+    All,
+    /// These (and `id`).
+    Only(Vec<String>),
+}
+
+impl Fields {
+    fn parse(given: Option<&str>) -> Result<Fields, ApiError> {
+        match given.map(str::trim) {
+            None | Some("") => Ok(Fields::Default),
+            Some("all") => Ok(Fields::All),
+            Some(list) => {
+                let known = task_fields();
+                let names: Vec<String> = list.split(',').map(|f| f.trim().to_string()).collect();
+                if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
+                    return Err(ApiError::InvalidQuery(format!(
+                        "fields: {bad:?} is not a field of a task (all, or some of: {})",
+                        known.join(", ")
+                    )));
+                }
+                Ok(Fields::Only(names))
+            }
+        }
+    }
+
+    /// Whether rows need the tasks' `input` or `output`.
+    fn bodies(&self) -> bool {
+        match self {
+            Fields::Default => false,
+            Fields::All => true,
+            Fields::Only(f) => f.iter().any(|n| n == "input" || n == "output"),
+        }
+    }
+
+    fn project(&self, mut row: Value) -> Value {
+        if let Value::Object(m) = &mut row {
+            match self {
+                Fields::All => {}
+                Fields::Default => {
+                    m.remove("input");
+                    m.remove("output");
+                }
+                Fields::Only(keep) => m.retain(|k, _| k == "id" || keep.iter().any(|f| f == k)),
+            }
+        }
+        row
+    }
+}
+
+/// A query parameter given with a value (`after=` is as good as none).
+fn given(p: &Option<String>) -> Option<&str> {
+    p.as_deref().filter(|s| !s.is_empty())
+}
+
+/// The rows to read for a page of `limit`: one more, which tells whether
+/// another page follows (and is not shown).
+fn one_more(limit: u32) -> u32 {
+    limit + 1
+}
+
+/// The fields of a task as JSON, for `fields`.
+pub(crate) fn task_fields() -> &'static [&'static str] {
+    &[
+        "id",
+        "kind",
+        "state",
+        "input",
+        "output",
+        "error",
+        "progress",
+        "parent_id",
+        "parent_attempt",
+        "executor_id",
+        "attempts",
+        "cancel_requested",
+        "idempotency_key",
+        "trace_id",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "updated_at",
+        "queue",
+        "priority",
+        "run_at",
+        "max_attempts",
+        "backoff_ms",
+        "timeout_ms",
+        "errors",
+        "schedule",
+        "waiting",
+        "timeout_at",
+    ]
+}
+
+/// Rows of a page as JSON, until `limit` of them or [`MAX_PAGE_BYTES`]:
+/// the rows kept and the cursor of the next page (`cursor` of the last row
+/// kept), `None` when this is the last. `rows` were read with one more
+/// than `limit` (see [`one_more`]), so a full last page says so.
+fn page<T: serde::Serialize, C>(
+    mut rows: Vec<T>,
+    limit: u32,
+    project: impl Fn(Value) -> Value,
+    cursor: impl Fn(&T) -> C,
+) -> Result<(Vec<Value>, Option<C>), ApiError> {
+    let full = rows.len() as u32 > limit;
+    rows.truncate(limit as usize);
+    let mut out = Vec::with_capacity(rows.len());
+    let mut bytes = 0;
+    let mut last = None;
+    for row in rows {
+        let v = project(serde_json::to_value(&row).map_err(|e| {
+            tracing::error!(error = %e, "a row did not serialize");
+            ApiError::Internal
+        })?);
+        let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0) + 1;
+        // Always one row, so that a page makes progress.
+        if !out.is_empty() && bytes + size > MAX_PAGE_BYTES {
+            return Ok((out, last));
+        }
+        bytes += size;
+        last = Some(cursor(&row));
+        out.push(v);
+    }
+    Ok((out, if full { last } else { None }))
+}
 pub const MAX_PAGE: u32 = 1000;
 
 /// The query parameter `name`: a whole number from 1 to `max`, or
@@ -459,6 +640,7 @@ pub async fn list_tasks(
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let limit = query_number(q.limit.as_deref(), "limit", DEFAULT_PAGE, MAX_PAGE)?;
+    let fields = Fields::parse(q.fields.as_deref())?;
     let filter = TaskFilter {
         state: q
             .state
@@ -485,12 +667,11 @@ pub async fn list_tasks(
             .as_deref()
             .map(|a| parse_id(a, "after"))
             .transpose()?,
-        limit,
+        limit: one_more(limit),
+        without_bodies: !fields.bodies(),
     };
     let tasks = state.client.list(&filter).await?;
-    let next = (tasks.len() as u32 == limit)
-        .then(|| tasks.last().map(|t| t.id))
-        .flatten();
+    let (tasks, next) = page(tasks, limit, |v| fields.project(v), |t| t.id)?;
     Ok(HttpResponse::Ok().json(TaskPage { tasks, next }))
 }
 
@@ -500,8 +681,8 @@ pub async fn list_tasks(
     operation_id = "listChildren",
     tag = "tasks",
     summary = "List a task's sub-tasks",
-    description = "The tasks this task spawned, in spawn order.",
-    params(TaskId),
+    description = "The tasks this task spawned, in spawn order, a page at a time (rows as in the task list: `fields`). Pass the previous page's `next` as `after` for the next page.",
+    params(TaskId, ChildrenQuery),
     responses(
         (status = 200, description = "The sub-tasks.", body = TaskPage),
         (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
@@ -511,10 +692,22 @@ pub async fn list_tasks(
 pub async fn children(
     state: web::Data<WebState>,
     id: web::Path<String>,
+    q: web::Query<ChildrenQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "task id")?;
-    let tasks = state.client.children(id).await?;
-    Ok(HttpResponse::Ok().json(TaskPage { tasks, next: None }))
+    let limit = query_number(q.limit.as_deref(), "limit", DEFAULT_PAGE, MAX_PAGE)?;
+    let fields = Fields::parse(q.fields.as_deref())?;
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| parse_id(a, "after"))
+        .transpose()?;
+    let tasks = state
+        .client
+        .children_page(id, after, one_more(limit), fields.bodies())
+        .await?;
+    let (tasks, next) = page(tasks, limit, |v| fields.project(v), |t| t.id)?;
+    Ok(HttpResponse::Ok().json(TaskPage { tasks, next }))
 }
 
 #[utoipa::path(
@@ -555,8 +748,8 @@ pub async fn post_event(
     operation_id = "listEvents",
     tag = "events",
     summary = "List a task's events",
-    description = "The task's inbox, in order.",
-    params(TaskId),
+    description = "The task's inbox, in order, a page at a time. Pass the previous page's `next` as `after` for the next page.",
+    params(TaskId, NumberedPageQuery),
     responses(
         (status = 200, description = "The events.", body = EventList),
         (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
@@ -566,10 +759,13 @@ pub async fn post_event(
 pub async fn events(
     state: web::Data<WebState>,
     id: web::Path<String>,
+    q: web::Query<NumberedPageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "task id")?;
-    let events = state.client.events(id).await?;
-    Ok(HttpResponse::Ok().json(EventList { events }))
+    let (limit, after) = number_page(&q)?;
+    let events = state.client.events_page(id, after, one_more(limit)).await?;
+    let (events, next) = page(events, limit, |v| v, |e| e.seq)?;
+    Ok(HttpResponse::Ok().json(EventList { events, next }))
 }
 
 #[utoipa::path(
@@ -578,8 +774,8 @@ pub async fn events(
     operation_id = "getHistory",
     tag = "tasks",
     summary = "Get a task's state history",
-    description = "Every state change of the task, oldest first.",
-    params(TaskId),
+    description = "Every state change of the task, oldest first, a page at a time. Pass the previous page's `next` as `after` for the next page.",
+    params(TaskId, NumberedPageQuery),
     responses(
         (status = 200, description = "The history.", body = History),
         (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
@@ -589,10 +785,32 @@ pub async fn events(
 pub async fn history(
     state: web::Data<WebState>,
     id: web::Path<String>,
+    q: web::Query<NumberedPageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id, "task id")?;
-    let history = state.client.history(id).await?;
-    Ok(HttpResponse::Ok().json(History { history }))
+    let (limit, after) = number_page(&q)?;
+    let history = state
+        .client
+        .history_page(id, after, one_more(limit))
+        .await?;
+    let (history, next) = page(history, limit, |v| v, |h| h.id)?;
+    Ok(HttpResponse::Ok().json(History { history, next }))
+}
+
+/// `limit` and a numbered cursor (`after`: an event's `seq`, a history
+/// line's `id`); `fields` has no place here.
+fn number_page(q: &NumberedPageQuery) -> Result<(u32, Option<i64>), ApiError> {
+    let limit = query_number(q.limit.as_deref(), "limit", DEFAULT_PAGE, MAX_PAGE)?;
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| {
+            a.parse::<i64>().map_err(|_| {
+                ApiError::InvalidQuery("after must be the `next` of the previous page".into())
+            })
+        })
+        .transpose()?;
+    Ok((limit, after))
 }
 
 #[utoipa::path(
@@ -710,14 +928,24 @@ pub async fn watch(
     operation_id = "listExecutors",
     tag = "executors",
     summary = "List executors",
-    description = "Every executor known, newest first, with the kinds it runs and the queues it serves.",
+    description = "Every executor known (a dead or stopped one until its retention, `--retain executors=`), newest first, with the kinds it runs and the queues it serves, a page at a time. Pass the previous page's `next` as `after` for the next page.",
+    params(PageQuery),
     responses(
         (status = 200, description = "The executors.", body = ExecutorList),
+        (status = 400, description = "invalid_query: a query parameter is invalid.", body = ErrorBody),
     )
 )]
-pub async fn executors(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
-    let executors = state.client.executors().await?;
-    Ok(HttpResponse::Ok().json(ExecutorList { executors }))
+pub async fn executors(
+    state: web::Data<WebState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query_number(q.limit.as_deref(), "limit", DEFAULT_PAGE, MAX_PAGE)?;
+    let executors = state
+        .client
+        .executors_page(given(&q.after), one_more(limit))
+        .await?;
+    let (executors, next) = page(executors, limit, |v| v, |e| e.id.clone())?;
+    Ok(HttpResponse::Ok().json(ExecutorList { executors, next }))
 }
 
 #[utoipa::path(

@@ -11,7 +11,8 @@
 //! generated JSON here: the answers every API operation may give (401, 500,
 //! 503), said once; that `run_at` and `delay_ms` are not both given (in a
 //! task's body and in a batch's entry), and that `run_at` is before 2100
-//! (a pattern on its year);
+//! (a pattern on its year); a list's task rows (`TaskRow`: `Task` with
+//! only `id` required, the rest as `fields` asks);
 //! the cron expressions a schedule takes, as a pattern built from the
 //! fields' ranges ([`cron_pattern`]); and, at serve time, this server's
 //! cap on `wait_ms` and the kinds this deployment runs, as the `enum` of
@@ -128,6 +129,24 @@ fn generated() -> &'static Value {
         }
         doc["components"]["schemas"]["PutSchedule"]["properties"]["cron"]["pattern"] =
             json!(cron_pattern());
+        // `fields` names a task's fields: the pattern lists them.
+        let name = crate::api::task_fields().join("|");
+        let fields = format!("^(all|({name})(,({name}))*)?$");
+        for path in ["/api/v1/tasks", "/api/v1/tasks/{id}/children"] {
+            if let Some(params) = doc["paths"][path]["get"]["parameters"].as_array_mut() {
+                for p in params.iter_mut().filter(|p| p["name"] == "fields") {
+                    p["schema"]["pattern"] = json!(fields);
+                }
+            }
+        }
+        // A list's task rows hold the fields asked for (`fields`): `id`
+        // always, by default all but `input` and `output`.
+        let mut row = doc["components"]["schemas"]["Task"].clone();
+        row["required"] = json!(["id"]);
+        row["description"] = json!("A task in a list: the fields the request's `fields` asks for (by default every field but `input` and `output`), `id` always.");
+        doc["components"]["schemas"]["TaskRow"] = row;
+        doc["components"]["schemas"]["TaskPage"]["properties"]["tasks"]["items"] =
+            json!({"$ref": "#/components/schemas/TaskRow"});
         // What every API operation may answer, said once: 401 (a token is
         // configured and missing), 500 and 503 (the database away).
         let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});

@@ -5,6 +5,7 @@
 //! [`crate::openapi`]) says what the server sends.
 
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
@@ -146,7 +147,10 @@ pub struct TaskWithSteps {
 /// A page of tasks, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskPage {
-    pub tasks: Vec<Task>,
+    /// The page's tasks: every field but `input` and `output`, unless the
+    /// request's `fields` asks for them (`fields=all`, or a list).
+    #[schema(value_type = Vec<Task>)]
+    pub tasks: Vec<Value>,
     /// Cursor for the next page (pass it as `after`); null on the last page.
     pub next: Option<Uuid>,
 }
@@ -160,18 +164,28 @@ pub struct TaskBatch {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventList {
     /// In inbox order.
-    pub events: Vec<TaskEvent>,
+    #[schema(value_type = Vec<TaskEvent>)]
+    pub events: Vec<Value>,
+    /// Cursor for the next page (pass it as `after`); null on the last page.
+    pub next: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct History {
-    /// Every state change, oldest first.
-    pub history: Vec<HistoryEntry>,
+    /// The state changes, oldest first.
+    #[schema(value_type = Vec<HistoryEntry>)]
+    pub history: Vec<Value>,
+    /// Cursor for the next page (pass it as `after`); null on the last page.
+    pub next: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExecutorList {
-    pub executors: Vec<ExecutorInfo>,
+    /// Newest first.
+    #[schema(value_type = Vec<ExecutorInfo>)]
+    pub executors: Vec<Value>,
+    /// Cursor for the next page (pass it as `after`); null on the last page.
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -311,6 +311,50 @@ impl Client {
         self.store.executors().await
     }
 
+    /// A page of the task's sub-tasks in spawn order, after the sub-task
+    /// `after`; `bodies: false` leaves their `input` and `output` out.
+    pub async fn children_page(
+        &self,
+        id: Uuid,
+        after: Option<Uuid>,
+        limit: u32,
+        bodies: bool,
+    ) -> Result<Vec<Task>> {
+        self.store.task(id).await?;
+        self.store.children_page(id, after, limit, bodies).await
+    }
+
+    /// A page of the task's inbox, after the event numbered `after`.
+    pub async fn events_page(
+        &self,
+        id: Uuid,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TaskEvent>> {
+        self.store.task(id).await?;
+        self.store.events_page(id, after, limit).await
+    }
+
+    /// A page of the task's state history, after the line `after`.
+    pub async fn history_page(
+        &self,
+        id: Uuid,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<HistoryEntry>> {
+        self.store.task(id).await?;
+        self.store.history_page(id, after, limit).await
+    }
+
+    /// A page of the executors, newest first, after the executor `after`.
+    pub async fn executors_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ExecutorInfo>> {
+        self.store.executors_page(after, limit).await
+    }
+
     /// Flow 3: commits an event to the task's inbox, then sends it to the
     /// task wherever it runs. Refused for an unknown task ([`Error::NotFound`])
     /// and for a finished one ([`Error::Conflict`]).

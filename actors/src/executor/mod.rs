@@ -67,7 +67,7 @@ pub struct ExecutorConfig {
     /// The queues this executor serves (default: `default`).
     pub queues: Vec<String>,
     /// How long finished tasks are kept (default
-    /// `succeeded=7d,cancelled=7d,failed=30d`).
+    /// `succeeded=7d,cancelled=7d,failed=30d,executors=7d`).
     pub retention: Retention,
     /// How often retention looks for expired tasks (with a random tenth
     /// added, so executors started together do not all go at once).

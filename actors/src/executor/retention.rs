@@ -63,6 +63,7 @@ impl ExecutorActor {
                             act.retained = 0;
                         }
                         act.tidy_counts(ctx);
+                        act.prune_executors(ctx);
                         act.schedule_retention(ctx)
                     }
                     Err(e) => {
@@ -71,6 +72,24 @@ impl ExecutorActor {
                     }
                 }
             }),
+        );
+    }
+
+    /// Deletes the rows of executors dead or stopped past their retention
+    /// (`--retain executors=…`), a batch a pass.
+    fn prune_executors(&mut self, ctx: &mut Context<Self>) {
+        let Some(keep) = self.config.retention.executors else {
+            return;
+        };
+        let store = self.store.clone();
+        ctx.spawn(
+            detached(async move { store.delete_expired_executors(keep, 1000).await })
+                .into_actor(self)
+                .map(|res, _, _| match res {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(executors = n, "retention deleted the rows of long-gone executors"),
+                    Err(e) => tracing::warn!(error = %e, "deleting long-gone executors failed; trying again later"),
+                }),
         );
     }
 

@@ -145,4 +145,19 @@ impl Store {
              WHERE task_id = $1 AND seq > $2 ORDER BY seq")
             .bind(task).bind(seq).fetch_all(p).await)?)
     }
+
+    /// A page of `task`'s inbox, in order, after the event `after` (its
+    /// `seq`), at most `limit`.
+    pub async fn events_page(
+        &self,
+        task: Uuid,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TaskEvent>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT seq, task_id, name, payload, created_at, delivered_at FROM task_events \
+             WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+            .bind(task).bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit.clamp(1, 1001)))
+            .fetch_all(p).await)?)
+    }
 }

@@ -162,6 +162,23 @@ impl Store {
         Ok(rows)
     }
 
+    /// A page of the executors, newest first, after the executor `after`,
+    /// at most `limit`.
+    pub async fn executors_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ExecutorInfo>> {
+        let sql = format!(
+            "SELECT {EXECUTOR_COLS} FROM executors WHERE $1 IS NULL OR \
+               (started_at, id) < (SELECT started_at, id FROM executors WHERE id = $1) \
+             ORDER BY started_at DESC, id DESC LIMIT $2"
+        );
+        let rows: Vec<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(after).bind(i64::from(limit.clamp(1, 1001))).fetch_all(p).await)?;
+        Ok(rows)
+    }
+
     /// One executor.
     pub async fn executor(&self, id: &str) -> Result<Option<ExecutorInfo>> {
         let row: Option<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(

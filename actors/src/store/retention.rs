@@ -15,16 +15,20 @@ pub struct Retention {
     pub succeeded: Option<Duration>,
     pub failed: Option<Duration>,
     pub cancelled: Option<Duration>,
+    /// How long a dead or stopped executor's row is kept (every start and
+    /// every re-registration adds one).
+    pub executors: Option<Duration>,
 }
 
 impl Default for Retention {
-    /// `succeeded=7d,cancelled=7d,failed=30d`.
+    /// `succeeded=7d,cancelled=7d,failed=30d,executors=7d`.
     fn default() -> Self {
         const DAY: u64 = 24 * 3600;
         Retention {
             succeeded: Some(Duration::from_secs(7 * DAY)),
             failed: Some(Duration::from_secs(30 * DAY)),
             cancelled: Some(Duration::from_secs(7 * DAY)),
+            executors: Some(Duration::from_secs(7 * DAY)),
         }
     }
 }
@@ -36,6 +40,7 @@ impl Retention {
             succeeded: None,
             failed: None,
             cancelled: None,
+            executors: None,
         }
     }
 
@@ -49,7 +54,7 @@ impl Retention {
         }
     }
 
-    /// True when nothing is ever deleted.
+    /// True when no task is ever deleted.
     pub fn keeps_all(&self) -> bool {
         self.succeeded.is_none() && self.failed.is_none() && self.cancelled.is_none()
     }
@@ -57,7 +62,7 @@ impl Retention {
 
 /// Why a retention text was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid retention {text:?}: {why} (expected e.g. succeeded=7d,cancelled=7d,failed=30d; units s, m, h, d; 0 keeps forever)")]
+#[error("invalid retention {text:?}: {why} (expected e.g. succeeded=7d,cancelled=7d,failed=30d,executors=7d; units s, m, h, d; 0 keeps forever)")]
 pub struct BadRetention {
     text: String,
     why: String,
@@ -82,9 +87,10 @@ impl FromStr for Retention {
                 "succeeded" => r.succeeded = keep,
                 "failed" => r.failed = keep,
                 "cancelled" => r.cancelled = keep,
+                "executors" => r.executors = keep,
                 other => {
                     return Err(bad(format!(
-                        "{other:?} is not a final state (succeeded, failed, cancelled)"
+                        "{other:?} is neither a final state (succeeded, failed, cancelled) nor executors"
                     )))
                 }
             }
@@ -123,6 +129,18 @@ fn parse_span(v: &str) -> std::result::Result<Option<Duration>, String> {
 const CHUNK: usize = 500;
 
 impl Store {
+    /// Deletes the rows of executors dead or stopped for longer than
+    /// `keep` (at most `limit` a call): how many. Nothing refers to them
+    /// by key (a task's history names its executors as text).
+    pub async fn delete_expired_executors(&self, keep: Duration, limit: u32) -> Result<u64> {
+        let before = now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        let n = on_pool_write!(self, p => sqlx::query(
+            "DELETE FROM executors WHERE id IN (SELECT id FROM executors \
+             WHERE state IN ('dead', 'stopped') AND ended_at < $1 LIMIT $2)")
+            .bind(before).bind(i64::from(limit)).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n)
+    }
+
     /// Deletes up to `roots` expired task trees (per final state, the
     /// longest finished first) and returns how many tasks of each state
     /// went. One transaction per call: call it again while it deletes
@@ -228,6 +246,9 @@ mod tests {
     fn retention_texts_parse_or_say_why_not() {
         let r: Retention = "succeeded=7d,cancelled=7d,failed=30d".parse().unwrap();
         assert_eq!(r, Retention::default());
+        let r: Retention = "executors=1h".parse().unwrap();
+        assert_eq!(r.executors, Some(Duration::from_secs(3600)));
+        assert_eq!(r.succeeded, Retention::default().succeeded);
         let r: Retention = "succeeded=90s, failed=0".parse().unwrap();
         assert_eq!(r.succeeded, Some(Duration::from_secs(90)));
         assert_eq!(r.failed, None);

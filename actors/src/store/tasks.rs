@@ -19,7 +19,8 @@ impl Store {
         self.get_task(id).await?.ok_or(Error::NotFound(id))
     }
 
-    /// Tasks matching `f`, newest first, at most `f.limit` (1 to 1000).
+    /// Tasks matching `f`, newest first, at most `f.limit` (1 to 1001: a
+    /// page of 1000 and one more, which tells whether another follows).
     pub async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
         let mut conds: Vec<String> = Vec::new();
         let mut n = 0;
@@ -55,8 +56,13 @@ impl Store {
         } else {
             format!("WHERE {}", conds.join(" AND "))
         };
-        let sql = format!("SELECT {TASK_COLS} FROM tasks {filter} ORDER BY id DESC LIMIT {limit}");
-        let lim = i64::from(f.limit.clamp(1, 1000));
+        let cols = if f.without_bodies {
+            self.cols_without_bodies()
+        } else {
+            TASK_COLS.to_string()
+        };
+        let sql = format!("SELECT {cols} FROM tasks {filter} ORDER BY id DESC LIMIT {limit}");
+        let lim = i64::from(f.limit.clamp(1, 1001));
         let rows: Vec<Task> = on_pool!(self, p => {
             let mut q = sqlx::query_as(&sql);
             if let Some(s) = f.state { q = q.bind(s.as_str()); }
@@ -69,6 +75,65 @@ impl Store {
             q.bind(lim).fetch_all(p).await
         })?;
         Ok(rows)
+    }
+
+    /// [`TASK_COLS`] with `input` and `output` left unread (JSON `null`
+    /// in their place).
+    fn cols_without_bodies(&self) -> String {
+        let (input, output) = match self.dialect() {
+            Dialect::Sqlite => ("'null' AS input", "NULL AS output"),
+            Dialect::Postgres => ("'null'::jsonb AS input", "NULL::jsonb AS output"),
+        };
+        TASK_COLS
+            .split(", ")
+            .map(|c| match c.trim() {
+                "input" => input.to_string(),
+                "output" => output.to_string(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// A page of the direct sub-tasks of `parent` in spawn order (by the
+    /// parent's attempt that spawned them, then their spawn number), after
+    /// the sub-task `after`, at most `limit`; `bodies: false` leaves
+    /// `input` and `output` unread. One index range (the spawn key), so a
+    /// page of a fan-out of 10,000 costs what a page of ten does.
+    pub async fn children_page(
+        &self,
+        parent: Uuid,
+        after: Option<Uuid>,
+        limit: u32,
+        bodies: bool,
+    ) -> Result<Vec<Task>> {
+        let cols = if bodies {
+            TASK_COLS.to_string()
+        } else {
+            self.cols_without_bodies()
+        };
+        let sql = format!(
+            "SELECT {cols} FROM tasks WHERE parent_id = $1 AND ($2 IS NULL OR \
+               (parent_attempt, spawn_seq) > (SELECT parent_attempt, spawn_seq FROM tasks WHERE id = $2)) \
+             ORDER BY parent_attempt, spawn_seq LIMIT $3"
+        );
+        let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
+            .bind(parent).bind(after).bind(i64::from(limit.clamp(1, 1001))).fetch_all(p).await)?;
+        Ok(rows)
+    }
+
+    /// A page of `task`'s history, oldest first, after the line `after`.
+    pub async fn history_page(
+        &self,
+        task: Uuid,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<HistoryEntry>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT id, task_id, from_state, to_state, changed_by, owner, attempt, at \
+             FROM task_history WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+            .bind(task).bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit.clamp(1, 1001)))
+            .fetch_all(p).await)?)
     }
 
     /// The direct sub-tasks of `parent`, by the parent's attempt that
