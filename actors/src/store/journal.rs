@@ -41,23 +41,33 @@ pub enum Suspension {
 /// Wakes the suspended parent `$parent` of `$child` (just made final in
 /// this transaction) when `$child` was awaited and no awaited sibling is
 /// still open. Expands to the statements, for either dialect's transaction.
+///
+/// O(1) a sub-task: the parent keeps `awaiting`, the awaited sub-tasks not
+/// yet final when it suspended, and each awaited end takes one off under
+/// the parent's row lock. Only when that reaches zero are the siblings
+/// looked at, once, to be sure (a sub-task awaited by an earlier
+/// suspension that ended only now counts too, so the count may reach zero
+/// early; the look then finds the open one and the parent sleeps on).
 macro_rules! wake_parent {
     ($store:expr, $tx:expr, $child:expr, $parent:expr, $by:expr) => {{
-        let lock = format!(
-            "SELECT id FROM tasks WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL {}",
-            $store.row_lock()
+        let count = format!(
+            "UPDATE tasks SET awaiting = awaiting - 1 \
+             WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL \
+               AND EXISTS (SELECT 1 FROM tasks c WHERE c.id = $2 AND c.awaited) \
+             RETURNING awaiting"
         );
-        let suspended: Option<(Uuid,)> = sqlx::query_as(&lock).bind($parent).fetch_optional(&mut *$tx).await?;
-        if suspended.is_some() {
+        let left: Option<(i32,)> = sqlx::query_as(&count)
+            .bind($parent).bind($child)
+            .fetch_optional(&mut *$tx).await?;
+        if left.is_some_and(|(n,)| n <= 0) {
             let sql = format!(
-                "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $3, changed_by = $4 \
+                "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $2, changed_by = $3 \
                  WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL \
-                   AND EXISTS (SELECT 1 FROM tasks c WHERE c.id = $2 AND c.awaited) \
                    AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_id = $1 AND c.awaited AND c.state NOT IN {FINAL}) \
                  RETURNING {TASK_COLS}"
             );
             let woken: Option<Task> = sqlx::query_as(&sql)
-                .bind($parent).bind($child).bind(now()).bind($by)
+                .bind($parent).bind(now()).bind($by)
                 .fetch_optional(&mut *$tx).await?;
             woken
         } else {
@@ -120,7 +130,8 @@ impl Store {
         );
         let park = format!(
             "UPDATE tasks SET state = {SUSPENDED}, executor_id = NULL, resume = TRUE, run_at = $2, \
-                 waiting = $3, updated_at = $4, changed_by = $5, wake_event = $6, timeout_at = $7 \
+                 waiting = $3, updated_at = $4, changed_by = $5, wake_event = $6, timeout_at = $7, \
+                 awaiting = $8 \
              WHERE id = $1 RETURNING {TASK_COLS}"
         );
         let children = placeholders(2, wait.children.len());
@@ -159,6 +170,9 @@ impl Store {
                     .bind(fence.task_id).bind(event).fetch_one(&mut *tx).await?;
                 woken = n > wait.events_seen;
             }
+            // The awaited sub-tasks still open: each one's end takes one
+            // off (see `wake_parent!`).
+            let mut awaiting = 0;
             if !woken && !wait.children.is_empty() {
                 let mut q = sqlx::query_as(&open).bind(fence.task_id);
                 for c in &wait.children {
@@ -166,6 +180,7 @@ impl Store {
                 }
                 let (n,): (i64,) = q.fetch_one(&mut *tx).await?;
                 woken = n == 0;
+                awaiting = n;
             }
             if woken {
                 tx.commit().await?;
@@ -175,6 +190,7 @@ impl Store {
                     .bind(fence.task_id).bind(due.map(|t| t.trunc_subsecs(6)))
                     .bind(&wait.label).bind(ts).bind(&fence.executor_id).bind(&wait.event)
                     .bind(wait.timeout_at.map(|t| t.trunc_subsecs(6)))
+                    .bind(i32::try_from(awaiting).unwrap_or(i32::MAX))
                     .fetch_one(&mut *tx).await?;
                 tx.commit().await?;
                 Suspension::Suspended(Box::new(task))
