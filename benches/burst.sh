@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# A burst after a quiet spell (issue 24): on PostgreSQL, run 5,000 tasks,
+# let the table be analyzed (as autovacuum does on a deployment that sat
+# idle), then create N tasks through the batch endpoint and time how fast
+# they drain. Each binary named on the command line runs the same script,
+# alternated ROUNDS times, in a schema of its own; the median of every
+# round is reported with its spread.
+#
+#   benches/burst.sh [N] [ROUNDS] BIN...    e.g. benches/burst.sh 20000 3 old/courier target/release/courier
+set -euo pipefail
+n=${1:-20000}
+rounds=${2:-3}
+shift 2
+bins=("$@")
+pg=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+api="http://127.0.0.1:$port/api/v1"
+
+batch() { # count
+  python3 - "$api" "$1" <<'EOF'
+import json, sys, urllib.request
+api, n = sys.argv[1], int(sys.argv[2])
+body = json.dumps({"tasks": [{"kind": "demo.echo", "input": i} for i in range(1000)]}).encode()
+for _ in range(n // 1000):
+    req = urllib.request.Request(api + "/tasks/batch", data=body, headers={"content-type": "application/json"})
+    urllib.request.urlopen(req).read()
+EOF
+}
+pending() {
+  curl -s "$api/queues" | python3 -c 'import json,sys; q=[q for q in json.load(sys.stdin)["queues"] if q["name"]=="default"]; print((q[0]["pending"]+q[0]["running"]) if q else 0)'
+}
+
+declare -A rates=()
+for r in $(seq 1 "$rounds"); do
+  for bin in "${bins[@]}"; do
+    schema="courier_bench_burst_$$_$r"
+    psql "$pg" -qc "CREATE SCHEMA $schema"
+    url="$pg?options=-c%20search_path%3D$schema"
+    COURIER_LOG=warn "$bin" serve --demo --db "$url" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+    batch 5000
+    while [ "$(pending)" != 0 ]; do sleep 0.2; done
+    psql "$url" -qc "ANALYZE tasks"
+    sleep 1
+    t0=$(date +%s.%N)
+    batch "$n"
+    while [ "$(pending)" != 0 ]; do sleep 0.1; done
+    t1=$(date +%s.%N)
+    rate=$(python3 -c "print(round($n / ($t1 - $t0)))")
+    echo "round $r $bin: $n tasks after a quiet ANALYZE in $(python3 -c "print(round($t1 - $t0, 2))") s: $rate tasks/s"
+    rates[$bin]="${rates[$bin]:-} $rate"
+    kill -TERM $pid; wait $pid 2>/dev/null || true
+    psql "$pg" -qc "DROP SCHEMA $schema CASCADE" 2>/dev/null
+  done
+done
+for bin in "${bins[@]}"; do
+  python3 - "$bin" ${rates[$bin]} <<'EOF'
+import statistics, sys
+bin, xs = sys.argv[1], [int(x) for x in sys.argv[2:]]
+print(f"{bin}: median {statistics.median(xs)} tasks/s, spread {min(xs)}-{max(xs)}, rounds {xs}")
+EOF
+done
