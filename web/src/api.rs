@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use courier_actors::client::MAX_BATCH;
 use courier_actors::{
@@ -23,9 +25,9 @@ use courier_actors::{
 use crate::error::ApiError;
 #[allow(unused_imports)] // named in the `utoipa::path` annotations
 use crate::schema::{
-    BatchEntry, ErrorBody, EventList, ExecutorList, Health, History, Kind, KindList, MinuteCounts,
-    QueueCounts, QueueList, QueueName, ScheduleList, ScheduleName, StateCounts, Stats, TaskBatch,
-    TaskId, TaskPage, TaskWithSteps, WatchEvent,
+    ErrorBody, EventList, ExecutorList, Health, History, Kind, KindList, MinuteCounts, QueueCounts,
+    QueueList, QueueName, ScheduleList, ScheduleName, StateCounts, Stats, TaskBatch, TaskId,
+    TaskPage, TaskWithSteps, WatchEvent,
 };
 use crate::WebState;
 
@@ -198,6 +200,47 @@ fn unknown_field(message: &str) -> Option<String> {
     let len = message[start..].find('`')?;
     Some(message[start..start + len].to_string())
 }
+
+/// An entry of a batch: the body of createTask without `wait_ms` (given
+/// and not null, it is refused with 422 invalid_field).
+///
+/// Spelled out as createTask's own object schema with `wait_ms` narrowed to
+/// null, not as an `allOf` of `CreateTask` and `{"wait_ms": null}`: the two
+/// say the same, but generators that merge the members of an `allOf` into
+/// one model cannot merge `integer | null` with `null` (openapi-python-client
+/// dropped `POST /api/v1/tasks/batch` from its client for it).
+pub struct BatchEntry;
+
+impl PartialSchema for BatchEntry {
+    fn schema() -> RefOr<Schema> {
+        let RefOr::T(Schema::Object(mut entry)) = CreateTask::schema() else {
+            unreachable!("CreateTask's schema is an object");
+        };
+        entry.properties.insert(
+            "wait_ms".to_string(),
+            ObjectBuilder::new()
+                .schema_type(Type::Null)
+                .description(Some(
+                    "Not taken in a batch, which answers at once: left out or null \
+                     (any other value is refused with 422 invalid_field).",
+                ))
+                .into(),
+        );
+        entry.description = Some(
+            "An entry of a batch: the body of createTask without wait_ms \
+             (given and not null, it is refused with 422 invalid_field)."
+                .to_string(),
+        );
+        for example in &mut entry.examples {
+            if let Some(fields) = example.as_object_mut() {
+                fields.remove("wait_ms");
+            }
+        }
+        RefOr::T(Schema::Object(entry))
+    }
+}
+
+impl ToSchema for BatchEntry {}
 
 /// The body of createTasks. Unknown fields are refused.
 #[derive(Debug, Deserialize, ToSchema)]

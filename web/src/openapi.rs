@@ -26,12 +26,11 @@ use serde_json::{json, Value};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{CreateBatch, CreateTask, PutSchedule, SendEvent};
+use crate::api::{BatchEntry, CreateBatch, CreateTask, PutSchedule, SendEvent};
 use crate::error::ApiError;
 use crate::schema::{
-    BatchEntry, ErrorBody, ErrorDetail, EventList, ExecutorList, Health, History, Kind, KindList,
-    MinuteCounts, QueueCounts, QueueList, ScheduleList, StateCounts, Stats, TaskBatch, TaskPage,
-    TaskWithSteps,
+    ErrorBody, ErrorDetail, EventList, ExecutorList, Health, History, Kind, KindList, MinuteCounts,
+    QueueCounts, QueueList, ScheduleList, StateCounts, Stats, TaskBatch, TaskPage, TaskWithSteps,
 };
 use crate::WebState;
 use courier_actors::{

@@ -40,47 +40,6 @@ impl PartialSchema for Kind {
 
 impl ToSchema for Kind {}
 
-/// An entry of a batch: the body of createTask without `wait_ms` (given
-/// and not null, it is refused with 422 invalid_field).
-///
-/// Spelled out as createTask's own object schema with `wait_ms` narrowed to
-/// null, not as an `allOf` of `CreateTask` and `{"wait_ms": null}`: the two
-/// say the same, but generators that merge the members of an `allOf` into
-/// one model cannot merge `integer | null` with `null` (openapi-python-client
-/// dropped `POST /api/v1/tasks/batch` from its client for it).
-pub struct BatchEntry;
-
-impl PartialSchema for BatchEntry {
-    fn schema() -> RefOr<Schema> {
-        let RefOr::T(Schema::Object(mut entry)) = crate::api::CreateTask::schema() else {
-            unreachable!("CreateTask's schema is an object");
-        };
-        entry.properties.insert(
-            "wait_ms".to_string(),
-            ObjectBuilder::new()
-                .schema_type(Type::Null)
-                .description(Some(
-                    "Not taken in a batch, which answers at once: left out or null \
-                     (any other value is refused with 422 invalid_field).",
-                ))
-                .into(),
-        );
-        entry.description = Some(
-            "An entry of a batch: the body of createTask without wait_ms \
-             (given and not null, it is refused with 422 invalid_field)."
-                .to_string(),
-        );
-        for example in &mut entry.examples {
-            if let Some(fields) = example.as_object_mut() {
-                fields.remove("wait_ms");
-            }
-        }
-        RefOr::T(Schema::Object(entry))
-    }
-}
-
-impl ToSchema for BatchEntry {}
-
 /// One server-sent event of a watch stream: `event: state` with the task
 /// (JSON) as its data, as often as it changes; then `event: end` with data
 /// `{}`. (Comments, `: keep-alive` every 15 s when idle, are no events.)
