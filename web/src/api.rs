@@ -400,6 +400,23 @@ impl Fields {
     }
 }
 
+/// How many bytes `v` takes as JSON, counted without keeping them.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 /// A query parameter given with a value (`after=` is as good as none).
 fn given(p: &Option<String>) -> Option<&str> {
     p.as_deref().filter(|s| !s.is_empty())
@@ -465,7 +482,7 @@ fn page<T: serde::Serialize, C>(
             tracing::error!(error = %e, "a row did not serialize");
             ApiError::Internal
         })?);
-        let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0) + 1;
+        let size = json_len(&v) + 1;
         // Always one row, so that a page makes progress.
         if !out.is_empty() && bytes + size > MAX_PAGE_BYTES {
             return Ok((out, last));
@@ -1337,7 +1354,7 @@ pub async fn kinds(state: web::Data<WebState>) -> Result<HttpResponse, ApiError>
     )
 )]
 pub async fn healthz(req: HttpRequest, state: web::Data<WebState>) -> HttpResponse {
-    let trusted = crate::auth::bears_token(req.headers(), &state.config.tokens);
+    let trusted = state.tokens.borne_by(req.headers());
     let bus = match state.client.bus().stats().await {
         Ok(s) => json!({
             "node": state.client.bus().node(),

@@ -64,6 +64,8 @@ impl Default for WebConfig {
 pub struct WebState {
     pub client: Client,
     pub config: Arc<WebConfig>,
+    /// The accepted tokens' digests, computed once (`auth`).
+    tokens: Arc<auth::Tokens>,
     /// Becomes `true` when the server begins to stop: waiting requests
     /// answer at once and watch streams end, so a graceful stop is quick.
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -78,6 +80,7 @@ impl WebState {
         let (stop, stopping) = tokio::sync::watch::channel(false);
         WebState {
             client,
+            tokens: Arc::new(auth::Tokens::new(&config.tokens)),
             config: Arc::new(config),
             stopping,
             stop: Arc::new(stop),
