@@ -167,12 +167,18 @@ fn arbitrary_json_never_breaks_the_api_on_sqlite() {
 
 #[test]
 fn arbitrary_json_never_breaks_the_api_on_postgres() {
+    on_postgres(arbitrary_json_never_breaks_the_api);
+}
+
+/// Runs `test` with the URL of a PostgreSQL schema of its own (dropped
+/// after).
+fn on_postgres(test: impl FnOnce(&str)) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let db = rt.block_on(common::TestDb::postgres());
-    arbitrary_json_never_breaks_the_api(&db.process_url());
+    test(&db.process_url());
     drop(db);
 }
 
@@ -225,11 +231,5 @@ fn numbers_are_kept_exactly_on_sqlite() {
 
 #[test]
 fn numbers_are_kept_exactly_on_postgres() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt.block_on(common::TestDb::postgres());
-    numbers_are_kept_exactly(&db.process_url());
-    drop(db);
+    on_postgres(numbers_are_kept_exactly);
 }

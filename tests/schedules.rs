@@ -22,6 +22,34 @@ fn kinds() -> courier::actors::creation::LocalKinds {
     )]))
 }
 
+/// Five processes firing what is due at once.
+fn five_firers(store: &courier::Store) -> Vec<tokio::task::JoinHandle<Vec<courier::Task>>> {
+    (0..5)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                fire_due(&store, &kinds(), &format!("racer-{i}"))
+                    .await
+                    .unwrap()
+                    .0
+            })
+        })
+        .collect()
+}
+
+/// How many slot tasks `tasks` holds, failing if a slot made two.
+fn one_task_per_slot(tasks: &[courier::Task]) -> usize {
+    let mut keys: Vec<_> = tasks
+        .iter()
+        .map(|t| t.idempotency_key.clone().unwrap())
+        .collect();
+    keys.sort();
+    let n = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "a slot made two tasks: {keys:?}");
+    n
+}
+
 /// A schedule every minute, whose processes were all down for ten minutes:
 /// its `next_run_at` is ten minutes back. The slot of this minute is on
 /// time and always makes its task; the ten missed ones make none (`skip`),
@@ -76,28 +104,11 @@ async fn racing_processes_make_one_task_per_slot(db: &TestDb) {
         .put_schedule("raced", &spec, Some(from))
         .await
         .unwrap();
-    let mut racers = Vec::new();
-    for i in 0..5 {
-        let store = store.clone();
-        racers.push(tokio::spawn(async move {
-            fire_due(&store, &kinds(), &format!("racer-{i}"))
-                .await
-                .unwrap()
-                .0
-        }));
-    }
     let mut all = Vec::new();
-    for r in racers {
+    for r in five_firers(&store) {
         all.extend(r.await.unwrap());
     }
-    let mut keys: Vec<_> = all
-        .iter()
-        .map(|t| t.idempotency_key.clone().unwrap())
-        .collect();
-    keys.sort();
-    let n = keys.len();
-    keys.dedup();
-    assert_eq!(keys.len(), n, "a slot made two tasks: {keys:?}");
+    let n = one_task_per_slot(&all);
     // Two minutes of slots every 10 s, plus this one: 13 (14 if the clock
     // crossed a slot meanwhile).
     assert!((13..=14).contains(&n), "{n} tasks");
@@ -218,27 +229,12 @@ async fn clients_cannot_take_a_slot(db: &TestDb) {
             Vec::new()
         }));
     }
-    for i in 0..5 {
-        let store = store.clone();
-        racers.push(tokio::spawn(async move {
-            fire_due(&store, &kinds(), &format!("racer-{i}"))
-                .await
-                .unwrap()
-                .0
-        }));
-    }
+    racers.extend(five_firers(&store));
     let mut fired = Vec::new();
     for r in racers {
         fired.extend(r.await.unwrap());
     }
-    let mut fired: Vec<_> = fired
-        .into_iter()
-        .map(|t| t.idempotency_key.unwrap())
-        .collect();
-    fired.sort();
-    let n = fired.len();
-    fired.dedup();
-    assert_eq!(fired.len(), n, "a slot made two tasks");
+    let n = one_task_per_slot(&fired);
     // Two minutes of slots every 10 s, plus this one: 13 (14 if the clock
     // crossed a slot meanwhile), however many keys clients took.
     assert!((13..=14).contains(&n), "{n} slot tasks");
