@@ -1322,6 +1322,74 @@ async fn counters_agree_with_the_tasks(db: &TestDb) {
     assert_eq!(finished(s.clone()).await, (0, 0, 0));
 }
 
+/// Inbox reads past a `seq`, several at once (one statement for all, the
+/// same task asked past two places included), each answered with its own
+/// task's events past its own `seq`; ranged delivery marks touch only
+/// their range; the rows read are counted. A suspension looks only past
+/// the `seq` its run has seen.
+async fn inboxes_are_read_past_what_is_held(db: &TestDb) {
+    let s = db.store().await;
+    let (a, _) = s.create_task(&insert("k")).await.unwrap();
+    let (b, _) = s.create_task(&insert("k")).await.unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..4 {
+        let (e, _) = s.add_event(a.id, "go", &json!(i)).await.unwrap();
+        seqs.push(e.seq);
+        s.add_event(b.id, "other", &json!(i)).await.unwrap();
+    }
+    let before = s.replay_reads();
+    let asks = [(a.id, seqs[1]), (b.id, 0), (a.id, seqs[3]), (a.id, 0)];
+    let got =
+        futures_util::future::join_all(asks.iter().map(|(id, after)| s.inbox_after(*id, *after)))
+            .await;
+    let payloads = |r: &courier::Result<Vec<courier::TaskEvent>>| -> Vec<serde_json::Value> {
+        r.as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.payload.0.clone())
+            .collect()
+    };
+    assert_eq!(payloads(&got[0]), [json!(2), json!(3)]);
+    assert_eq!(payloads(&got[1]), [0, 1, 2, 3].map(|i| json!(i)));
+    assert!(got[1].as_ref().unwrap().iter().all(|e| e.task_id == b.id));
+    assert!(payloads(&got[2]).is_empty());
+    assert_eq!(payloads(&got[3]), [0, 1, 2, 3].map(|i| json!(i)));
+    let read = s.replay_reads().inbox_rows - before.inbox_rows;
+    assert!((8..=14).contains(&read), "{read} rows");
+
+    s.mark_delivered_between(a.id, seqs[0], seqs[2])
+        .await
+        .unwrap();
+    let marked: Vec<bool> = s
+        .events(a.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.delivered_at.is_some())
+        .collect();
+    assert_eq!(marked, [false, true, true, false]);
+
+    // A run that has seen up to the second event and waits for `go` is
+    // woken by the two after it; one that has seen them all suspends.
+    executor(&s, "e1").await;
+    let t = claim_one(&s, "e1").await.unwrap();
+    let wait = |seen_seq| courier::actors::store::Wait {
+        event: Some("go".into()),
+        seen_seq,
+        label: "event go".into(),
+        ..Default::default()
+    };
+    assert_eq!(t.id, a.id, "the older task first");
+    assert_eq!(
+        s.suspend(&fence(&t), &wait(seqs[1])).await.unwrap(),
+        courier::actors::store::Suspension::Woken
+    );
+    assert!(matches!(
+        s.suspend(&fence(&t), &wait(seqs[3])).await.unwrap(),
+        courier::actors::store::Suspension::Suspended(_)
+    ));
+}
+
 /// A task woken from a suspension is still marked to resume; cancelled
 /// before its claim and retried now, its next claim is a new attempt (one
 /// more, no old deadline), not a replay of the suspended one.
@@ -1357,6 +1425,7 @@ async fn a_retry_now_is_a_new_attempt_even_after_a_suspension(db: &TestDb) {
 }
 
 on_both_databases!(
+    inboxes_are_read_past_what_is_held,
     a_retry_now_is_a_new_attempt_even_after_a_suspension,
     counters_agree_with_the_tasks,
     a_prefix_of_an_id_finds_its_tasks,

@@ -67,35 +67,77 @@ impl Store {
     }
 
     /// The task's inbox, in order.
+    pub async fn events(&self, task: Uuid) -> Result<Vec<TaskEvent>> {
+        // `seq` starts at 1 (a `BIGSERIAL`, an `AUTOINCREMENT` key).
+        self.inbox_after(task, 0).await
+    }
+
+    /// The task's events with a `seq` above `seq`, in order: what a task's
+    /// actor starting a run reads, past the events it holds already (all
+    /// of them on a first run, none of the kept ones on a run that found
+    /// the task in the executor's replay cache). See
+    /// [`events_after`](Self::events_after) for why nothing is missed.
     ///
     /// Reads that arrive together (the tasks of one claim starting) are
     /// answered by one statement (see `group.rs`).
-    pub async fn events(&self, task: Uuid) -> Result<Vec<TaskEvent>> {
+    pub async fn inbox_after(&self, task: Uuid, seq: i64) -> Result<Vec<TaskEvent>> {
         let store = self.clone();
         self.inboxes
-            .submit(task, move |ids| {
+            .submit((task, seq), move |reqs| {
                 let store = store.clone();
-                Box::pin(async move { store.events_of(ids).await })
+                Box::pin(async move { store.inboxes_after(reqs).await })
             })
             .await
     }
 
-    /// The events of each task of `ids`, in order.
-    async fn events_of(&self, ids: &[Uuid]) -> Result<Vec<Result<Vec<TaskEvent>>>> {
-        let sql = format!(
-            "SELECT seq, task_id, name, payload, created_at, delivered_at FROM task_events \
-             WHERE task_id IN {} ORDER BY seq",
-            self.id_set(1)
-        );
+    /// The events of each task of `reqs` past its `seq`, in order.
+    async fn inboxes_after(&self, reqs: &[(Uuid, i64)]) -> Result<Vec<Result<Vec<TaskEvent>>>> {
+        // One row per task, from the lowest `seq` any request asks past.
+        let mut from: std::collections::HashMap<Uuid, i64> = Default::default();
+        for (id, seq) in reqs {
+            let f = from.entry(*id).or_insert(*seq);
+            *f = (*f).min(*seq);
+        }
+        let rows: Vec<Value> = from
+            .iter()
+            .map(|(id, seq)| serde_json::json!({"r_id": id, "r_after": seq}))
+            .collect();
+        // The requests are the outer side, each an index range of its
+        // task's inbox past its `seq`: SQLite keeps a `CROSS JOIN`'s order;
+        // PostgreSQL is made to by a `LATERAL` subquery it cannot flatten
+        // (its `ORDER BY`), since it guesses 100 rows for the recordset and,
+        // on an inbox table of few tasks, would hash it against a scan of
+        // the whole table (as it did for `task_id IN (…)`).
+        let requests = self.recordset(1, "r", &[("r_id", "uuid"), ("r_after", "bigint")]);
+        let sql = match self.dialect() {
+            Dialect::Sqlite => format!(
+                "SELECT e.seq, e.task_id, e.name, e.payload, e.created_at, e.delivered_at \
+                 FROM {requests} CROSS JOIN task_events e \
+                 WHERE e.task_id = r.r_id AND e.seq > r.r_after ORDER BY e.seq"
+            ),
+            Dialect::Postgres => format!(
+                "SELECT e.seq, e.task_id, e.name, e.payload, e.created_at, e.delivered_at \
+                 FROM {requests} CROSS JOIN LATERAL (\
+                     SELECT seq, task_id, name, payload, created_at, delivered_at FROM task_events \
+                     WHERE task_id = r.r_id AND seq > r.r_after ORDER BY seq) AS e \
+                 ORDER BY e.seq"
+            ),
+        };
         let rows: Vec<TaskEvent> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(super::ids_json(ids)).fetch_all(p).await)?;
+            .bind(Value::Array(rows).to_string()).fetch_all(p).await)?;
+        self.reads.count_inbox(rows.len());
         let mut by: std::collections::HashMap<Uuid, Vec<TaskEvent>> = Default::default();
         for e in rows {
             by.entry(e.task_id).or_default().push(e);
         }
-        Ok(ids
+        Ok(reqs
             .iter()
-            .map(|id| Ok(by.remove(id).unwrap_or_default()))
+            .map(|(id, seq)| {
+                Ok(by
+                    .get(id)
+                    .map(|es| es.iter().filter(|e| e.seq > *seq).cloned().collect())
+                    .unwrap_or_default())
+            })
             .collect())
     }
 
@@ -110,9 +152,16 @@ impl Store {
     /// Marks every event up to `seq` as held by the task's actor (after it
     /// loaded the whole inbox).
     pub async fn mark_delivered_up_to(&self, task: Uuid, seq: i64) -> Result<()> {
+        self.mark_delivered_between(task, i64::MIN, seq).await
+    }
+
+    /// Marks the events past `after` and up to `seq` as held by the task's
+    /// actor: those it read since it marked the ones up to `after`. (An
+    /// index range of the new events, not the whole inbox again.)
+    pub async fn mark_delivered_between(&self, task: Uuid, after: i64, seq: i64) -> Result<()> {
         on_pool_write!(self, p => sqlx::query(
-            "UPDATE task_events SET delivered_at = $3 WHERE task_id = $1 AND seq <= $2 AND delivered_at IS NULL")
-            .bind(task).bind(seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
+            "UPDATE task_events SET delivered_at = $4 WHERE task_id = $1 AND seq > $2 AND seq <= $3 AND delivered_at IS NULL")
+            .bind(task).bind(after).bind(seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -140,10 +189,12 @@ impl Store {
     /// insert locks its task's row first (`add_event`), so one task's events
     /// are numbered in the order they commit (SQLite writes one at a time).
     pub async fn events_after(&self, task: Uuid, seq: i64) -> Result<Vec<TaskEvent>> {
-        Ok(on_pool!(self, p => sqlx::query_as(
+        let rows: Vec<TaskEvent> = on_pool!(self, p => sqlx::query_as(
             "SELECT seq, task_id, name, payload, created_at, delivered_at FROM task_events \
              WHERE task_id = $1 AND seq > $2 ORDER BY seq")
-            .bind(task).bind(seq).fetch_all(p).await)?)
+            .bind(task).bind(seq).fetch_all(p).await)?;
+        self.reads.count_inbox(rows.len());
+        Ok(rows)
     }
 
     /// A page of `task`'s inbox, in order, after the event `after` (its

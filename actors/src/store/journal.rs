@@ -15,10 +15,11 @@ use crate::model::Step;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Wait {
     /// The event the run waits for: one of this name it has not seen
-    /// (there are more than `events_seen` of them in the inbox) wakes it.
+    /// (one past `seen_seq` in the inbox) wakes it.
     pub event: Option<String>,
-    /// How many events named `event` the run has seen.
-    pub events_seen: i64,
+    /// The run has seen every event of the task up to this `seq` (its
+    /// mailbox holds them all), and none past it.
+    pub seen_seq: i64,
     /// Sub-tasks it waits for, all of them (none final when it decided).
     pub children: Vec<Uuid>,
     /// A durable timer: woken at this time.
@@ -90,10 +91,12 @@ impl Store {
 
     /// The task's journal, in the order its steps ended.
     pub async fn steps(&self, task: Uuid) -> Result<Vec<Step>> {
-        Ok(on_pool!(self, p => sqlx::query_as(
+        let steps: Vec<Step> = on_pool!(self, p => sqlx::query_as(
             "SELECT name, attempt, state, output, error, started_at, finished_at FROM task_steps \
              WHERE task_id = $1 ORDER BY finished_at, name")
-            .bind(task).fetch_all(p).await)?)
+            .bind(task).fetch_all(p).await)?;
+        self.reads.count_journal(steps.len());
+        Ok(steps)
     }
 
     /// Journals a step of the run `fence` owns (a later run of the same
@@ -164,11 +167,14 @@ impl Store {
                 (a, b) => a.or(b),
             };
             let mut woken = cancelled || due.is_some_and(|t| t <= ts);
+            // Only the events past what the run has seen are looked at (an
+            // index range, usually empty), not the whole inbox: a task that
+            // waits k times would otherwise count O(k²) rows.
             if let (false, Some(event)) = (woken, &wait.event) {
                 let (n,): (i64,) = sqlx::query_as(
-                    "SELECT COUNT(*) FROM task_events WHERE task_id = $1 AND name = $2")
-                    .bind(fence.task_id).bind(event).fetch_one(&mut *tx).await?;
-                woken = n > wait.events_seen;
+                    "SELECT COUNT(*) FROM task_events WHERE task_id = $1 AND seq > $2 AND name = $3")
+                    .bind(fence.task_id).bind(wait.seen_seq).bind(event).fetch_one(&mut *tx).await?;
+                woken = n > 0;
             }
             // The awaited sub-tasks still open: each one's end takes one
             // off (see `wake_parent!`).

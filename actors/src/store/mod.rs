@@ -67,7 +67,10 @@ pub struct Store {
     finishes: std::sync::Arc<group::Group<(Fence, ends::Outcome), ends::Finished>>,
     /// Batched reads of tasks' inboxes: the tasks of one claim start
     /// together, and read theirs in one statement.
-    inboxes: std::sync::Arc<group::Group<Uuid, Vec<TaskEvent>>>,
+    /// Each request is a task and the `seq` past which its inbox is read.
+    inboxes: std::sync::Arc<group::Group<(Uuid, i64), Vec<TaskEvent>>>,
+    /// Rows read from journals and inboxes (see [`Store::replay_reads`]).
+    reads: std::sync::Arc<ReadCounts>,
     /// Group commit of single creates (a batch is one transaction of its
     /// own, all or nothing).
     creates: std::sync::Arc<group::Group<Create, (Task, bool)>>,
@@ -84,6 +87,34 @@ pub struct Store {
     /// How long one database call may take, waiting for a connection
     /// included (`StoreOptions::call_timeout`).
     deadline: std::time::Duration,
+}
+
+/// How many journal and inbox rows a [`Store`] (and every clone of it) has
+/// read, by [`Store::steps`], [`Store::events`], [`Store::inbox_after`]
+/// and [`Store::events_after`]: what the replays of runs cost, for tests
+/// and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayReads {
+    pub journal_rows: u64,
+    pub inbox_rows: u64,
+}
+
+#[derive(Debug, Default)]
+struct ReadCounts {
+    journal: std::sync::atomic::AtomicU64,
+    inbox: std::sync::atomic::AtomicU64,
+}
+
+impl ReadCounts {
+    fn count_journal(&self, rows: usize) {
+        self.journal
+            .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn count_inbox(&self, rows: usize) {
+        self.inbox
+            .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A single create: the task and who waits for it.
@@ -363,6 +394,7 @@ impl Store {
             migrate_lock,
             finishes: std::sync::Arc::new(group::Group::new(GROUP_MAX, GROUP_BOUND)),
             inboxes: std::sync::Arc::new(group::Group::new(GROUP_MAX, GROUP_BOUND)),
+            reads: std::sync::Arc::default(),
             creates: std::sync::Arc::new(group::Group::new(GROUP_MAX, GROUP_BOUND)),
             #[cfg(feature = "sqlite")]
             writer: std::sync::Arc::default(),
@@ -498,6 +530,15 @@ impl Store {
             Db::Sqlite(p) => (p.size(), p.num_idle()),
             #[cfg(feature = "postgres")]
             Db::Postgres(p) => (p.size(), p.num_idle()),
+        }
+    }
+
+    /// Journal and inbox rows read through this store so far.
+    pub fn replay_reads(&self) -> ReplayReads {
+        use std::sync::atomic::Ordering::Relaxed;
+        ReplayReads {
+            journal_rows: self.reads.journal.load(Relaxed),
+            inbox_rows: self.reads.inbox.load(Relaxed),
         }
     }
 

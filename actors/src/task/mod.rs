@@ -62,6 +62,8 @@ pub struct TaskActor {
     /// Every event of the task up to this `seq` is in the mailbox (each
     /// came from the store: the inbox loaded at the start, or read past it).
     max_seq: i64,
+    /// Every event up to this `seq` is marked delivered in the store.
+    delivered: i64,
     /// Store reads asked for by hints on the bus.
     reads: Reads,
     /// Whether this actor holds the address `task/<id>`.
@@ -108,6 +110,7 @@ impl TaskActor {
             timeout: None,
             deadline: None,
             max_seq: 0,
+            delivered: 0,
             reads: Reads::default(),
             registered: false,
             run_started: None,
@@ -154,16 +157,17 @@ impl TaskActor {
         self.span.clone()
     }
 
-    /// Loads the inbox (and, for a watched task, who follows
-    /// it), then starts the run. Also how a run starts again after a
-    /// suspension that found what it waited for already there.
+    /// Reads the inbox past the events held (all of it on a first run; the
+    /// new ones after a suspension that found what it waited for already
+    /// there) and, for a watched task, who follows it; then starts the run.
     fn begin(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let id = self.task.id;
         let watched = self.task.watched;
+        let after = self.max_seq;
         let load = detached(async move {
             let events = retry("loading events", Duration::from_secs(30), || {
-                store.events(id)
+                store.inbox_after(id, after)
             })
             .await?;
             let watchers = if watched {
@@ -181,20 +185,10 @@ impl TaskActor {
                 act.shared.followers().watchers =
                     watchers.iter().filter_map(|w| w.parse().ok()).collect();
                 act.shared.publish(&act.bus, &act.me, act.task.clone());
-                let last = events.last().map(|e| e.seq);
-                let cancelled = act.task.cancel_requested;
-                act.shared.update(|mb| {
-                    for e in events {
-                        mb.add_event(e.seq, e.name, e.payload.0);
-                    }
-                    if cancelled {
-                        mb.cancel();
-                    }
-                });
-                if let Some(seq) = last {
-                    act.max_seq = act.max_seq.max(seq);
-                    act.mark_delivered(seq, ctx);
+                if act.task.cancel_requested {
+                    act.shared.update(|mb| mb.cancel());
                 }
+                act.add_events(events, ctx);
                 act.start_run(ctx);
             }
             Err(e) => {
@@ -276,21 +270,27 @@ impl TaskActor {
     }
 
     /// Marks every event up to `seq` as held here (they are all in the
-    /// mailbox: loaded, or read from the store past the last held).
+    /// mailbox: loaded, or read from the store past the last held); those
+    /// up to `delivered` are marked already.
     fn mark_delivered(&self, seq: i64, ctx: &mut Context<Self>) {
+        let after = self.delivered;
+        if seq <= after {
+            return;
+        }
         let store = self.store.clone();
         let id = self.task.id;
         // Tied to the actor: if the run ends first, the finish marks the
         // whole inbox delivered in its transaction.
         ctx.spawn(
-            detached(async move {
-                if let Err(e) = store.mark_delivered_up_to(id, seq).await {
+            detached(async move { store.mark_delivered_between(id, after, seq).await })
+                .into_actor(self)
+                .map(move |res, act, _| match res {
+                    Ok(()) => act.delivered = act.delivered.max(seq),
                     // Harmless: the sweep will send the event's hint again,
-                    // and a `seq` already held needs no read.
-                    tracing::debug!(error = %e, "could not mark events delivered");
-                }
-            })
-            .into_actor(self),
+                    // a `seq` already held needs no read, and the next
+                    // mark covers these events too.
+                    Err(e) => tracing::debug!(error = %e, "could not mark events delivered"),
+                }),
         );
     }
 
