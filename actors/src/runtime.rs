@@ -248,6 +248,8 @@ impl RuntimeBuilder {
                         cfg.capacity,
                     ))
                     .await?;
+                let replay =
+                    std::sync::Arc::new(crate::task::replay::ReplayCache::new(cfg.replay_cache));
                 let addr = ExecutorActor::new(
                     id.clone(),
                     node.clone(),
@@ -256,9 +258,10 @@ impl RuntimeBuilder {
                     self.registry.clone(),
                     store.clone(),
                     bus.clone(),
+                    replay.clone(),
                 )
                 .start();
-                Some(ExecutorHandle { id, addr })
+                Some(ExecutorHandle { id, addr, replay })
             }
             _ => None,
         };
@@ -296,6 +299,12 @@ impl Runtime {
     /// The id of this process's executor, if it runs one.
     pub fn executor_id(&self) -> Option<&str> {
         self.executor.as_ref().map(|e| e.id.as_str())
+    }
+
+    /// How this process's executor's replay cache has fared, if it runs
+    /// an executor.
+    pub fn replay_cache_stats(&self) -> Option<crate::task::replay::ReplayCacheStats> {
+        self.executor.as_ref().map(|e| e.replay.stats())
     }
 
     /// The store.

@@ -38,6 +38,8 @@ use crate::model::Task;
 use crate::protocol::{Bus, Msg};
 use crate::store::{detached, Offer, Retention, Store};
 use crate::task::kind::Registry;
+use crate::task::replay::ReplayCache;
+pub use crate::task::replay::ReplayCacheConfig;
 use crate::task::signals::{Abort, Stage, TaskDone};
 use crate::task::TaskActor;
 
@@ -72,6 +74,10 @@ pub struct ExecutorConfig {
     /// How often retention looks for expired tasks (with a random tenth
     /// added, so executors started together do not all go at once).
     pub retention_interval: Duration,
+    /// The bounds of the replay cache: what runs of suspended tasks read,
+    /// kept so that their next run here reads only what is new
+    /// ([`crate::task::replay`]; default 10,000 tasks, 64 MiB).
+    pub replay_cache: ReplayCacheConfig,
 }
 
 impl Default for ExecutorConfig {
@@ -86,6 +92,7 @@ impl Default for ExecutorConfig {
             queues: vec![crate::options::DEFAULT_QUEUE.to_string()],
             retention: Retention::default(),
             retention_interval: Duration::from_secs(60),
+            replay_cache: ReplayCacheConfig::default(),
         }
     }
 }
@@ -203,6 +210,8 @@ pub struct ExecutorActor {
     store: Store,
     bus: Bus,
     running: HashMap<Uuid, Addr<TaskActor>>,
+    /// What runs of suspended tasks read, for their next run here.
+    replay: std::sync::Arc<ReplayCache>,
     /// Of `running`, the actors whose run has returned and whose end is
     /// being written.
     ending: HashSet<Uuid>,
@@ -232,6 +241,7 @@ pub struct ExecutorActor {
 }
 
 impl ExecutorActor {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: String,
         node: String,
@@ -240,6 +250,7 @@ impl ExecutorActor {
         registry: Registry,
         store: Store,
         bus: Bus,
+        replay: std::sync::Arc<ReplayCache>,
     ) -> Self {
         let kinds = registry.names();
         let local_kinds = std::sync::Arc::new(registry.all_defaults());
@@ -257,6 +268,7 @@ impl ExecutorActor {
             store,
             bus,
             running: HashMap::new(),
+            replay,
             ending: HashSet::new(),
             claiming: 0,
             // Work may be waiting from before this executor started.
@@ -387,6 +399,7 @@ impl ExecutorActor {
             self.store.clone(),
             self.bus.clone(),
             self.local_kinds.clone(),
+            self.replay.clone(),
             ctx.address().recipient(),
         )
         .start();
@@ -584,6 +597,7 @@ impl ExecutorActor {
 pub(crate) struct ExecutorHandle {
     pub id: String,
     pub addr: Addr<ExecutorActor>,
+    pub replay: std::sync::Arc<ReplayCache>,
 }
 
 impl ExecutorHandle {

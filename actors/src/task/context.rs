@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use courier_bus::Address;
 
+use super::replay::{Event, Journal};
 use super::signals::Suspend;
 use crate::creation::{prepare, LocalKinds, Request};
 use crate::error::TaskError;
@@ -31,7 +32,9 @@ const WRITE_RETRY: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub(crate) struct Mailbox {
     /// Every event of the task up to the last one's `seq`, in `seq` order.
-    events: Vec<(i64, String, Value)>,
+    events: Vec<Event>,
+    /// About the bytes of `events` (for the replay cache's bound).
+    bytes: usize,
     /// The `seq`s this run has consumed.
     consumed: HashSet<i64>,
     /// Per event name, where this run's search for the next one starts:
@@ -46,6 +49,7 @@ pub(crate) struct Mailbox {
 impl Mailbox {
     /// Adds an event unless it is known; true when it was new.
     pub(crate) fn add_event(&mut self, seq: i64, name: String, payload: Value) -> bool {
+        let size = name.len() + super::replay::json_size(&payload) + 64;
         match self.events.last() {
             Some(last) if last.0 >= seq => {
                 match self.events.binary_search_by_key(&seq, |e| e.0) {
@@ -59,6 +63,7 @@ impl Mailbox {
             }
             _ => self.events.push((seq, name, payload)),
         }
+        self.bytes += size;
         true
     }
 
@@ -92,6 +97,24 @@ impl Mailbox {
         self.events.last().map_or(0, |e| e.0)
     }
 
+    /// Hands the events over (to the replay cache), with their size.
+    pub(crate) fn take_events(&mut self) -> (Vec<Event>, usize) {
+        self.new_run();
+        (
+            std::mem::take(&mut self.events),
+            std::mem::take(&mut self.bytes),
+        )
+    }
+
+    /// Takes events kept from an earlier run (the replay cache's): every
+    /// event up to the last one's `seq`, in order, on an empty mailbox.
+    pub(crate) fn restore_events(&mut self, events: Vec<Event>, bytes: usize) {
+        debug_assert!(self.events.is_empty());
+        self.events = events;
+        self.bytes = bytes;
+        self.new_run();
+    }
+
     pub(crate) fn add_child(&mut self, child: Task) {
         self.children.insert(child.id, child);
     }
@@ -111,6 +134,10 @@ pub(crate) struct Followers {
 /// The state a task actor and its run share.
 pub(crate) struct Shared {
     mailbox: Mutex<Mailbox>,
+    /// The journal as this actor knows it: read once (from the store, or
+    /// from the replay cache), then kept with the actor's own writes for
+    /// every run it makes.
+    journal: Mutex<Journal>,
     /// Bumped after every change of the mailbox; a parked run wakes on it.
     changed: watch::Sender<u64>,
     followers: Mutex<Followers>,
@@ -120,6 +147,7 @@ impl Shared {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Shared {
             mailbox: Mutex::new(Mailbox::default()),
+            journal: Mutex::new(Journal::default()),
             changed: watch::channel(0).0,
             followers: Mutex::new(Followers::default()),
         })
@@ -156,6 +184,10 @@ impl Shared {
         self.mailbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(crate) fn journal(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Changes the mailbox and wakes the run.
     pub(crate) fn update(&self, f: impl FnOnce(&mut Mailbox)) {
         f(&mut self.lock());
@@ -173,9 +205,6 @@ struct Inner {
     local_kinds: LocalKinds,
     shared: Arc<Shared>,
     next_spawn: AtomicI32,
-    /// The journal of completed steps, read once per run at its first step
-    /// (a run that uses none costs no query).
-    journal: tokio::sync::OnceCell<HashMap<String, Step>>,
     /// Step names used by this run so far: each may be used once.
     step_names: Mutex<HashSet<String>>,
     /// Durable sleeps and deadlines of this run so far (they name their
@@ -183,6 +212,47 @@ struct Inner {
     next_timer: AtomicI32,
     /// The run's own task actor, told when the run must suspend.
     suspend: actix::Recipient<Suspend>,
+}
+
+/// A step write in flight: the journal counts it until it ends, and learns
+/// the step once the store confirmed it. Dropped before that (the run was
+/// dropped during the write, or the write failed), it leaves the journal
+/// *torn*: the step may have landed without the journal knowing, so the
+/// journal is read from the store again rather than trusted (see
+/// [`super::replay`]).
+struct JournalWrite<'a> {
+    shared: &'a Shared,
+    landed: bool,
+}
+
+impl<'a> JournalWrite<'a> {
+    fn begin(shared: &'a Shared) -> Self {
+        shared.journal().writing += 1;
+        JournalWrite {
+            shared,
+            landed: false,
+        }
+    }
+
+    fn landed(mut self, step: &Step) {
+        let output = step
+            .succeeded()
+            .then(|| step.output.as_ref().unwrap_or(&Value::Null));
+        let mut j = self.shared.journal();
+        j.steps.record(&step.name, output);
+        drop(j);
+        self.landed = true;
+    }
+}
+
+impl Drop for JournalWrite<'_> {
+    fn drop(&mut self) {
+        let mut j = self.shared.journal();
+        j.writing = j.writing.saturating_sub(1);
+        if !self.landed {
+            j.torn = true;
+        }
+    }
 }
 
 /// The handle a run uses to read its input and talk to the world. Cheap to
@@ -222,7 +292,6 @@ impl TaskContext {
                 local_kinds,
                 shared,
                 next_spawn: AtomicI32::new(0),
-                journal: tokio::sync::OnceCell::new(),
                 step_names: Mutex::new(HashSet::new()),
                 next_timer: AtomicI32::new(0),
                 suspend,
@@ -362,21 +431,32 @@ impl TaskContext {
                 "step name {name:?} is used twice in this run: each step needs a name of its own (a loop puts its index in the name)"
             )));
         }
-        let journal = i
-            .journal
-            .get_or_try_init(|| async {
-                let steps = retry("loading the journal", WRITE_RETRY, || {
-                    i.store.steps(i.task.id)
-                })
-                .await?;
-                Ok::<_, TaskError>(steps.into_iter().map(|s| (s.name.clone(), s)).collect())
+        // The journal is read at the first step that needs it (a run that
+        // uses none costs no query), and only when this actor does not hold
+        // it already (from an earlier run here, or the replay cache).
+        if !i.shared.journal().loaded {
+            let steps = retry("loading the journal", WRITE_RETRY, || {
+                i.store.steps(i.task.id)
             })
             .await?;
-        if let Some(done) = journal.get(name).filter(|s| s.succeeded()) {
-            let out = done.output.clone().unwrap_or(Value::Null);
+            let mut j = i.shared.journal();
+            if !j.loaded {
+                j.steps.fill(steps);
+                j.loaded = true;
+            }
+        }
+        // The text, from under the lock: no copy of the value.
+        let done = i
+            .shared
+            .journal()
+            .steps
+            .done
+            .get(name)
+            .map(Value::to_string);
+        if let Some(out) = done {
             // From the text, as `input_as` (PostgreSQL writes `1e-7` back
             // as `0.0000001`).
-            return serde_json::from_str(&out.to_string()).map_err(|e| {
+            return serde_json::from_str(&out).map_err(|e| {
                 TaskError::failed(format!(
                     "step {name:?}: the journaled result does not fit the step's type ({e}); was the task's code changed?"
                 ))
@@ -406,10 +486,12 @@ impl TaskContext {
             started_at,
             finished_at: now(),
         };
+        let write = JournalWrite::begin(&i.shared);
         retry("journaling a step", WRITE_RETRY, || {
             i.store.record_step(&i.fence, &step)
         })
         .await?;
+        write.landed(&step);
         result
     }
 
@@ -791,5 +873,28 @@ mod tests {
         let all: Vec<_> = std::iter::from_fn(|| mb.take_event("a")).collect();
         assert_eq!(all, [1, 3, 4, 6, 9].map(Value::from));
         assert_eq!(mb.take_event("b"), Some(Value::from(2)));
+    }
+
+    #[test]
+    fn events_handed_to_the_replay_cache_come_back_whole() {
+        let mut mb = Mailbox::default();
+        for seq in 1..=3 {
+            mb.add_event(seq, "go".into(), Value::from(seq));
+        }
+        mb.take_event("go");
+        let (events, bytes) = mb.take_events();
+        assert!(bytes > 0);
+        assert_eq!(mb.last_seq(), 0, "handed over");
+        let mut next = Mailbox::default();
+        next.restore_events(events, bytes);
+        assert_eq!(next.last_seq(), 3);
+        assert!(!next.add_event(2, "go".into(), Value::from(2)), "known");
+        assert!(next.add_event(4, "go".into(), Value::from(4)));
+        let all: Vec<_> = std::iter::from_fn(|| next.take_event("go")).collect();
+        assert_eq!(
+            all,
+            [1, 2, 3, 4].map(Value::from),
+            "a new run sees them all"
+        );
     }
 }

@@ -25,11 +25,13 @@ use courier_bus::{Address, Deliver};
 
 pub mod context;
 pub mod kind;
+pub mod replay;
 mod runs;
 pub mod signals;
 
 use self::context::{Shared, TaskContext};
 use self::kind::TaskKind;
+use self::replay::{Inbox, Replay, ReplayCache};
 use self::signals::{Abort, Stage, Suspend, TaskDone};
 use crate::error::{Error, TaskError};
 use crate::model::{now, AttemptError, Task, TaskState};
@@ -60,10 +62,15 @@ pub struct TaskActor {
     /// attempt, else `timeout_ms` from the run's first start here.
     deadline: Option<chrono::DateTime<chrono::Utc>>,
     /// Every event of the task up to this `seq` is in the mailbox (each
-    /// came from the store: the inbox loaded at the start, or read past it).
+    /// came from the store: the inbox loaded at the start, or read past it,
+    /// or kept in the replay cache by an earlier run here).
     max_seq: i64,
     /// Every event up to this `seq` is marked delivered in the store.
     delivered: i64,
+    /// The executor's replay cache: what this task's last run here read
+    /// is taken from it at the start, and what this run read is left in
+    /// it when the task suspends.
+    cache: Arc<ReplayCache>,
     /// Store reads asked for by hints on the bus.
     reads: Reads,
     /// Whether this actor holds the address `task/<id>`.
@@ -86,6 +93,7 @@ impl TaskActor {
         store: Store,
         bus: Bus,
         local_kinds: crate::creation::LocalKinds,
+        cache: Arc<ReplayCache>,
         executor: Recipient<TaskDone>,
     ) -> Self {
         let fence = Fence {
@@ -111,6 +119,7 @@ impl TaskActor {
             deadline: None,
             max_seq: 0,
             delivered: 0,
+            cache,
             reads: Reads::default(),
             registered: false,
             run_started: None,
@@ -139,6 +148,7 @@ impl TaskActor {
                 .map(move |res, act, ctx| match res {
                     Ok(()) => {
                         act.registered = true;
+                        act.restore();
                         act.begin(ctx);
                     }
                     Err(e) if tries < TRIES => {
@@ -157,9 +167,54 @@ impl TaskActor {
         self.span.clone()
     }
 
+    /// Takes what the last run of this task here read, if the executor's
+    /// replay cache kept it: its inbox, and its journal if nobody else
+    /// owned the task since (see [`replay`]).
+    fn restore(&mut self) {
+        let Some(Replay { inbox, journal }) = self.cache.take(self.task.id, self.task.epoch) else {
+            return;
+        };
+        tracing::debug!(parent: &self.span(), events = inbox.events.len(), max_seq = inbox.max_seq,
+            journal = journal.is_some(), "replaying from the replay cache");
+        self.max_seq = inbox.max_seq;
+        self.delivered = inbox.delivered;
+        self.shared
+            .update(|mb| mb.restore_events(inbox.events, inbox.bytes));
+        if let Some((_, steps)) = journal {
+            let mut j = self.shared.journal();
+            j.steps = steps;
+            j.loaded = true;
+        }
+    }
+
+    /// Leaves what this task's runs read in the executor's replay cache,
+    /// for its next run here. Only as the actor stops with the task still
+    /// to run (suspended, or retried later).
+    fn keep_for_replay(&mut self) {
+        let (events, bytes) = self.shared.lock().take_events();
+        let journal = self
+            .shared
+            .journal()
+            .take_whole()
+            .map(|steps| (self.fence.epoch, steps));
+        self.cache.put(
+            self.task.id,
+            Replay {
+                inbox: Inbox {
+                    events,
+                    bytes,
+                    max_seq: self.max_seq,
+                    delivered: self.delivered,
+                },
+                journal,
+            },
+        );
+    }
+
     /// Reads the inbox past the events held (all of it on a first run; the
-    /// new ones after a suspension that found what it waited for already
-    /// there) and, for a watched task, who follows it; then starts the run.
+    /// new ones after the replay cache, or a suspension that found what it
+    /// waited for already there) and, for a watched task, who follows it;
+    /// then starts the run.
     fn begin(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let id = self.task.id;
@@ -226,6 +281,7 @@ impl TaskActor {
             ctx.address().recipient(),
         );
         self.shared.update(|mb| mb.new_run());
+        self.shared.journal().new_run();
         self.run_started = Some(std::time::Instant::now());
         let span = self.span();
         tracing::debug!(parent: &span, "run started");
@@ -579,6 +635,7 @@ impl TaskActor {
             .map(|res, act, ctx| {
                 match res {
                     Ok(task) => {
+                        act.keep_for_replay();
                         crate::metrics::metrics().retried(&task.queue);
                         act.shared.publish(&act.bus, &act.me, task.clone());
                         if let Some(env) = announce(act.me.clone(), &task) {
@@ -801,6 +858,7 @@ impl Handler<Suspend> for TaskActor {
                         }
                     }
                     act.shared.publish(&act.bus, &act.me, (*task).clone());
+                    act.keep_for_replay();
                     if let Some(env) = announce(act.me.clone(), &task) {
                         act.bus.tell(env);
                     }
