@@ -25,7 +25,8 @@
 //! when a wake costs the same however many came before it and grows with
 //! k when it does not. One runtime per mode and round (default executor,
 //! the replay cache's default bounds when on), warmed up by a task of 3
-//! rounds, on a fresh database per database kind.
+//! rounds, on a fresh database per database kind; the modes alternate
+//! within each round, in turn first.
 
 mod support;
 
@@ -179,10 +180,16 @@ fn main() {
             let t = target(&db, &mut schemas).await;
             for &k in &ks {
                 let mut samples: Vec<Vec<Sample>> = modes.iter().map(|_| Vec::new()).collect();
-                // Rounds interleave the modes, so drift (the tables growing,
-                // the machine warming) falls on both alike.
+                // Rounds interleave the modes, each round in the other
+                // order, so drift (the tables growing, the machine warming,
+                // other work on it) falls on both alike.
                 for round in 0..reps {
-                    for (m, (mode, cache)) in modes.iter().enumerate() {
+                    let mut order: Vec<usize> = (0..modes.len()).collect();
+                    if round % 2 == 1 {
+                        order.reverse();
+                    }
+                    for m in order {
+                        let (mode, cache) = &modes[m];
                         let rt = Runtime::builder()
                             .database(t.url.clone())
                             .store_options(t.options.clone())
