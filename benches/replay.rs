@@ -23,13 +23,17 @@
 //! rows read per wake (`Store::replay_reads`); and the median wake of the
 //! last tenth of the wakes ÷ that of the second tenth, which stays near 1
 //! when a wake costs the same however many came before it and grows with
-//! k when it does not. One runtime per mode and round (default executor,
-//! the replay cache's default bounds when on), warmed up by a task of 3
-//! rounds, on a fresh database per database kind; the modes alternate
-//! within each round, in turn first.
+//! k when it does not; and, for the rounds of the second and the last
+//! tenth, how long a run took from its start to its round's new step (its
+//! replay of the rounds before, in memory, plus the journal's read when
+//! it reads one): the O(k) that stays. One runtime per mode and round
+//! (default executor, the replay cache's default bounds when on), warmed
+//! up by a task of 3 rounds, on a fresh database per database kind; the
+//! modes alternate within each round, in turn first.
 
 mod support;
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use courier::actors::executor::ReplayCacheConfig;
@@ -38,13 +42,25 @@ use courier::{Client, ExecutorConfig, NewTask, Runtime, Task, TaskContext, TaskE
 use serde_json::{json, Value};
 use support::{dbs_from_env, drop_schemas, env_usize, log_from_env, median, pg_url, target};
 
+/// For each round's new step, how long its run took to get there: the
+/// replay of the rounds before it (the journal's read included, when the
+/// run reads it). One task runs at a time.
+static REPLAYS: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
+
 /// k rounds of a journaled step and a wait for `go`; returns the sums of
 /// the steps' outputs and the events' payloads.
 async fn rounds(ctx: TaskContext) -> Result<Value, TaskError> {
+    let started = Instant::now();
     let k = ctx.input()["k"].as_u64().unwrap_or(0);
     let (mut steps, mut events) = (0, 0);
     for i in 0..k {
-        steps += ctx.step(&format!("s{i}"), async { Ok(i) }).await?;
+        steps += ctx
+            .step(&format!("s{i}"), async {
+                // Runs once, in the run that replayed rounds 0..i first.
+                REPLAYS.lock().unwrap().push(started.elapsed());
+                Ok(i)
+            })
+            .await?;
         events += ctx.wait_event("go").await?.as_u64().unwrap_or(0);
     }
     Ok(json!({"steps": steps, "events": events}))
@@ -54,12 +70,15 @@ async fn rounds(ctx: TaskContext) -> Result<Value, TaskError> {
 struct Sample {
     total: Duration,
     wakes: Vec<Duration>,
+    /// Per round, its run's time from its start to the round's new step.
+    replays: Vec<Duration>,
     journal_rows: u64,
     inbox_rows: u64,
 }
 
 async fn one_task(c: &Client, k: u64) -> Sample {
     let before = c.store().replay_reads();
+    REPLAYS.lock().unwrap().clear();
     let t0 = Instant::now();
     let t = c
         .submit(NewTask::new("bench.rounds", json!({"k": k})))
@@ -114,6 +133,7 @@ async fn one_task(c: &Client, k: u64) -> Sample {
     Sample {
         total,
         wakes,
+        replays: std::mem::take(&mut *REPLAYS.lock().unwrap()),
         journal_rows: after.journal_rows - before.journal_rows,
         inbox_rows: after.inbox_rows - before.inbox_rows,
     }
@@ -145,6 +165,16 @@ fn drift(wakes: &[Duration]) -> f64 {
     med(&wakes[wakes.len() - n..]) / med(&wakes[n.min(wakes.len() - 1)..(2 * n).min(wakes.len())])
 }
 
+/// The median of the second tenth of `v` and of its last tenth, in µs.
+fn tenths_us(v: &[Duration]) -> (f64, f64) {
+    let n = (v.len() / 10).max(1);
+    let med = |w: &[Duration]| median(&w.iter().map(|d| d.as_secs_f64() * 1e6).collect::<Vec<_>>());
+    (
+        med(&v[n.min(v.len() - 1)..(2 * n).min(v.len())]),
+        med(&v[v.len() - n..]),
+    )
+}
+
 fn spread(v: &[f64], fmt: impl Fn(f64) -> String) -> String {
     let min = v.iter().copied().fold(f64::INFINITY, f64::min);
     let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -170,8 +200,8 @@ fn main() {
     let mut out = format!(
         "### A task of k rounds (step, then wait for an event) woken by k events, one after another \
          ({reps} rounds each; median (min–max))\n\n\
-         | database | k | replay cache | total, s | per wake, ms | journal rows read / wake | inbox rows read / wake | last tenth's wake ÷ second tenth's |\n\
-         |---|---|---|---|---|---|---|---|\n"
+         | database | k | replay cache | total, s | per wake, ms | journal rows read / wake | inbox rows read / wake | last tenth's wake ÷ second tenth's | run's start → its new step, µs: second tenth → last tenth |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
     );
     let mut ratios = String::new();
     actix::System::new().block_on(async {
@@ -205,8 +235,9 @@ fn main() {
                         // and statements are ready before the measured one.
                         one_task(&rt.client(), 3).await;
                         let s = one_task(&rt.client(), k).await;
+                        let (early, late) = tenths_us(&s.replays);
                         eprintln!(
-                            "{db} k={k} cache {mode} round {round}: {:.3} s, {:.2} ms/wake, {} journal + {} inbox rows, drift {:.2}",
+                            "{db} k={k} cache {mode} round {round}: {:.3} s, {:.2} ms/wake, {} journal + {} inbox rows, drift {:.2}, replay {early:.0} -> {late:.0} us",
                             s.total.as_secs_f64(),
                             s.total.as_secs_f64() * 1e3 / k as f64,
                             s.journal_rows,
@@ -225,14 +256,18 @@ fn main() {
                     let journal: Vec<f64> = s.iter().map(|s| per_wake(s.journal_rows)).collect();
                     let inbox: Vec<f64> = s.iter().map(|s| per_wake(s.inbox_rows)).collect();
                     let drifts: Vec<f64> = s.iter().map(|s| drift(&s.wakes)).collect();
+                    let early: Vec<f64> = s.iter().map(|s| tenths_us(&s.replays).0).collect();
+                    let late: Vec<f64> = s.iter().map(|s| tenths_us(&s.replays).1).collect();
                     out += &format!(
-                        "| {} | {k} | {mode} | {} | {} | {:.1} | {:.1} | {} |\n",
+                        "| {} | {k} | {mode} | {} | {} | {:.1} | {:.1} | {} | {:.0} → {:.0} |\n",
                         t.label,
                         spread(&total, |v| format!("{v:.3}")),
                         spread(&per, |v| format!("{v:.2}")),
                         median(&journal),
                         median(&inbox),
                         spread(&drifts, |v| format!("{v:.2}")),
+                        median(&early),
+                        median(&late),
                     );
                     totals.push(median(&total));
                 }
