@@ -148,7 +148,7 @@ impl Store {
             let tasks: Vec<Task> = if plan.shares.is_empty() {
                 Vec::new()
             } else {
-                let sql = plan.statement(kinds.len(), skip, &self.in_set("id", "picked"));
+                let sql = plan.statement(kinds.len(), skip, &self.in_set("id", "picked"), &self.unindexed("state"));
                 let mut q = sqlx::query_as(&sql)
                     .bind(executor)
                     .bind(now())
@@ -212,7 +212,12 @@ impl Store {
             Dialect::Sqlite => "",
         };
         let plan = Plan::new(queues, &[], &[], limit, now());
-        let sql = plan.statement(kinds.len(), skip, &self.in_set("id", "picked"));
+        let sql = plan.statement(
+            kinds.len(),
+            skip,
+            &self.in_set("id", "picked"),
+            &self.unindexed("state"),
+        );
         let mut tasks: Vec<Task> = on_pool_write!(self, p => {
             let mut q = sqlx::query_as(&sql)
                 .bind(executor)
@@ -470,7 +475,15 @@ impl Plan {
     /// a limit or a pause have been committed since, the statement (whose
     /// snapshot is newer) takes nothing from it, and the next claim takes
     /// the limited way.
-    fn statement(&self, kinds: usize, skip: &str, keyed: &str) -> String {
+    ///
+    /// `keyed` finds the picked rows by key; `state` is the state column as
+    /// the update's own check spells it: unindexed (`Store::unindexed`), so
+    /// that the check cannot make the pending tasks' partial index a way to
+    /// the picked ids. Spelled plainly, it did: statistics taken while
+    /// nothing was pending make that index look empty, and a generic plan
+    /// looked each claim's ids up by walking all of it (a backlog of
+    /// 100,000: 21 ms of a claim's 40, drain 5,611 → 1,550 tasks/s).
+    fn statement(&self, kinds: usize, skip: &str, keyed: &str, state: &str) -> String {
         let kinds_in = placeholders(4, kinds);
         let mut n = 4 + kinds;
         let picks: Vec<String> = self
@@ -509,7 +522,7 @@ impl Plan {
                  attempts = attempts + CASE WHEN resume THEN 0 ELSE 1 END, \
                  timeout_at = CASE WHEN resume THEN timeout_at ELSE NULL END, resume = FALSE, started_at = COALESCE(started_at, {at}), pending_since = updated_at, updated_at = {at}, changed_by = $1 \
              WHERE {keyed} \
-               AND state = {PENDING} \
+               AND {state} = {PENDING} \
                AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $1 AND e.state = 'alive') \
              RETURNING {TASK_COLS}, pending_since",
             picks.join(" UNION ALL ")
@@ -571,6 +584,7 @@ mod tests {
             2,
             "",
             "id IN (SELECT id FROM picked)",
+            "+state",
         );
         assert!(
             sql.contains("queue = $6") && sql.contains("LIMIT $11"),

@@ -3,14 +3,16 @@
 //! database's triggers keep (migration `task_counts`) rather than by
 //! counting `tasks` (a scan of every task retention keeps).
 //!
-//! On PostgreSQL the counters hold every state. On SQLite a finished task
-//! adds one to its minute only, the final states' counts are the minutes
-//! added to what older minutes left in `task_counts` (see
-//! [`Store::tidy_counts`]), and the unfinished states are counted from
-//! `tasks` when read: SQLite's one writer pays every trigger statement
-//! for every row, so its triggers do the least that keeps the counts
-//! exact (migration `sqlite/0010_task_counts.sql`; the write cost measured
-//! in BENCHMARKS.md, "Counters").
+//! On PostgreSQL the counters hold every state. On SQLite they hold the
+//! unfinished states, and a finished task adds one to its minute only: the
+//! final states' counts are the minutes added to what older minutes left
+//! in `task_counts` (see [`Store::tidy_counts`]). SQLite's one writer pays
+//! every trigger statement for every row, so each state change there is
+//! one upsert (migrations `sqlite/0010_task_counts.sql`,
+//! `sqlite/0013_unfinished_counts.sql`; the write cost measured in
+//! BENCHMARKS.md, "Counters"). Until 0013 SQLite counted the unfinished
+//! states from `tasks` when read: a second of CPU a read with a million
+//! tasks waiting.
 
 use super::*;
 
@@ -67,25 +69,15 @@ impl Store {
         };
         let unfinished = format!("state IN ({SCHEDULED}, {PENDING}, {RUNNING}, {SUSPENDED})");
         match (self.dialect(), active) {
-            (Dialect::Postgres, true) => from_counters(&format!("{unfinished} AND")),
+            (_, true) => from_counters(&format!("{unfinished} AND")),
             (Dialect::Postgres, false) => from_counters(""),
-            (Dialect::Sqlite, _) => {
-                let counted = format!(
-                    "SELECT queue, state, COUNT(*) AS n FROM tasks \
-                     WHERE {unfinished} AND ($1 IS NULL OR queue = $1) GROUP BY queue, state"
-                );
-                if active {
-                    return counted;
-                }
-                format!(
-                    "SELECT queue, state, SUM(n) AS n FROM ( \
-                         SELECT queue, state, n FROM task_counts UNION ALL {}) f \
-                     WHERE $1 IS NULL OR queue = $1 \
-                     GROUP BY queue, state HAVING SUM(n) <> 0 \
-                     UNION ALL {counted}",
-                    finished_in_minutes("")
-                )
-            }
+            (Dialect::Sqlite, false) => format!(
+                "SELECT queue, state, SUM(n) AS n FROM ( \
+                     SELECT queue, state, n FROM task_counts UNION ALL {}) f \
+                 WHERE $1 IS NULL OR queue = $1 \
+                 GROUP BY queue, state HAVING SUM(n) <> 0",
+                finished_in_minutes("")
+            ),
         }
     }
 
