@@ -16,19 +16,7 @@ pg=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 api="http://127.0.0.1:$port/api/v1"
 
-batch() { # count
-  python3 - "$api" "$1" <<'EOF'
-import json, sys, urllib.request
-api, n = sys.argv[1], int(sys.argv[2])
-body = json.dumps({"tasks": [{"kind": "demo.echo", "input": i} for i in range(1000)]}).encode()
-for _ in range(n // 1000):
-    req = urllib.request.Request(api + "/tasks/batch", data=body, headers={"content-type": "application/json"})
-    urllib.request.urlopen(req).read()
-EOF
-}
-pending() {
-  curl -s "$api/queues" | python3 -c 'import json,sys; q=[q for q in json.load(sys.stdin)["queues"] if q["name"]=="default"]; print((q[0]["pending"]+q[0]["running"]) if q else 0)'
-}
+. "$(dirname "$0")/http.sh.inc" # batch, left
 
 declare -A rates=()
 for r in $(seq 1 "$rounds"); do
@@ -40,12 +28,12 @@ for r in $(seq 1 "$rounds"); do
     pid=$!
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
     batch 5000
-    while [ "$(pending)" != 0 ]; do sleep 0.2; done
+    while [ "$(left)" != 0 ]; do sleep 0.2; done
     psql "$url" -qc "ANALYZE tasks"
     sleep 1
     t0=$(date +%s.%N)
     batch "$n"
-    while [ "$(pending)" != 0 ]; do sleep 0.1; done
+    while [ "$(left)" != 0 ]; do sleep 0.1; done
     t1=$(date +%s.%N)
     rate=$(python3 -c "print(round($n / ($t1 - $t0)))")
     echo "round $r $bin: $n tasks after a quiet ANALYZE in $(python3 -c "print(round($t1 - $t0, 2))") s: $rate tasks/s"

@@ -73,19 +73,7 @@ stats = q("select (select wal_bytes from pg_stat_wal), (select coalesce(sum(call
 print(cpu * 1_000_000 // tick, *stats.split("|"))
 EOF
 }
-batch() { # count
-  python3 - "$api" "$1" <<'EOF'
-import json, sys, urllib.request
-api, n = sys.argv[1], int(sys.argv[2])
-body = json.dumps({"tasks": [{"kind": "demo.echo", "input": i} for i in range(1000)]}).encode()
-for _ in range(n // 1000):
-    req = urllib.request.Request(api + "/tasks/batch", data=body, headers={"content-type": "application/json"})
-    urllib.request.urlopen(req).read()
-EOF
-}
-left() {
-  curl -s "$api/queues" | python3 -c 'import json,sys; q=[q for q in json.load(sys.stdin)["queues"] if q["name"]=="default"]; print((q[0]["pending"]+q[0]["running"]) if q else 0)'
-}
+. benches/http.sh.inc # batch, left
 per_task() { # label tasks before after
   python3 - "$@" <<'EOF'
 import sys

@@ -43,19 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-batch() { # count
-  python3 - "$api" "$1" <<'EOF'
-import json, sys, urllib.request
-api, n = sys.argv[1], int(sys.argv[2])
-body = json.dumps({"tasks": [{"kind": "demo.echo", "input": i} for i in range(1000)]}).encode()
-for _ in range(n // 1000):
-    req = urllib.request.Request(api + "/tasks/batch", data=body, headers={"content-type": "application/json"})
-    urllib.request.urlopen(req).read()
-EOF
-}
-left() {
-  curl -s "$api/queues" | python3 -c 'import json,sys; q=[q for q in json.load(sys.stdin)["queues"] if q["name"]=="default"]; print((q[0]["pending"]+q[0]["running"]) if q else 0)'
-}
+. benches/http.sh.inc # batch, left
 up() { for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.1; done; echo "no server" >&2; exit 1; }
 stop() { kill -TERM "$1"; wait "$1" 2>/dev/null || true; }
 sql() { # db url statement
