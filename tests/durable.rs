@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{eventually, until_state, TestDb, Via};
@@ -19,25 +17,14 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Side effects by test key: what the steps' bodies did, in order.
-static EFFECTS: Mutex<Option<HashMap<String, Vec<String>>>> = Mutex::new(None);
+static EFFECTS: common::Effects<String> = common::Effects::new();
 
 fn effect(key: &str, what: String) {
-    EFFECTS
-        .lock()
-        .unwrap()
-        .get_or_insert_with(HashMap::new)
-        .entry(key.to_string())
-        .or_default()
-        .push(what);
+    EFFECTS.push(key, what);
 }
 
 fn effects(key: &str) -> Vec<String> {
-    EFFECTS
-        .lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|m| m.get(key).cloned())
-        .unwrap_or_default()
+    EFFECTS.of(key)
 }
 
 fn key() -> String {

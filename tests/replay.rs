@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{eventually, fast_executor, TestDb};
@@ -22,25 +20,14 @@ const WAIT: Duration = Duration::from_secs(30);
 const K: u64 = 25;
 
 /// Side effects by test key: the steps that ran, in order.
-static EFFECTS: Mutex<Option<HashMap<String, Vec<u64>>>> = Mutex::new(None);
+static EFFECTS: common::Effects<u64> = common::Effects::new();
 
 fn effect(key: &str, i: u64) {
-    EFFECTS
-        .lock()
-        .unwrap()
-        .get_or_insert_with(HashMap::new)
-        .entry(key.to_string())
-        .or_default()
-        .push(i);
+    EFFECTS.push(key, i);
 }
 
 fn effects(key: &str) -> Vec<u64> {
-    EFFECTS
-        .lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|m| m.get(key).cloned())
-        .unwrap_or_default()
+    EFFECTS.of(key)
 }
 
 /// `k` rounds of a journaled step `s{i}` and a wait for event `go`: the

@@ -475,3 +475,35 @@ macro_rules! transport_cases {
         }
     };
 }
+
+/// What task bodies did, by test key, in order: a task kind registered in a
+/// test records its side effects here and the test reads them back (the
+/// kinds run in this process, so a static is the channel).
+pub struct Effects<T>(std::sync::Mutex<Option<std::collections::HashMap<String, Vec<T>>>>);
+
+impl<T: Clone> Effects<T> {
+    pub const fn new() -> Self {
+        Effects(std::sync::Mutex::new(None))
+    }
+
+    /// Records `what` for `key`.
+    pub fn push(&self, key: &str, what: T) {
+        self.0
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Default::default)
+            .entry(key.to_string())
+            .or_default()
+            .push(what);
+    }
+
+    /// What was recorded for `key`, in order.
+    pub fn of(&self, key: &str) -> Vec<T> {
+        self.0
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|m| m.get(key).cloned())
+            .unwrap_or_default()
+    }
+}
