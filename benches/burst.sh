@@ -26,7 +26,7 @@ for r in $(seq 1 "$rounds"); do
     url="$pg?options=-c%20search_path%3D$schema"
     COURIER_LOG=warn "$bin" serve --demo --db "$url" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
     pid=$!
-    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+    up
     batch 5000
     while [ "$(left)" != 0 ]; do sleep 0.2; done
     psql "$url" -qc "ANALYZE tasks"

@@ -44,7 +44,6 @@ cleanup() {
 trap cleanup EXIT
 
 . benches/http.sh.inc # batch, left
-up() { for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.1; done; echo "no server" >&2; exit 1; }
 stop() { kill -TERM "$1"; wait "$1" 2>/dev/null || true; }
 sql() { # db url statement
   if [ "$1" = postgres ]; then psql "$2" -qc "$3"; else python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()' "${2#sqlite://}" "$3"; fi
