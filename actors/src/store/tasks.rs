@@ -2,7 +2,7 @@
 //! state changes that are not a create or a run's end (progress, cancel,
 //! orphans released). Creates are in `creates.rs`, ends in `ends.rs`.
 
-use super::journal::wake_parent;
+use super::journal::wake_parents;
 use super::*;
 
 impl Store {
@@ -257,7 +257,10 @@ impl Store {
             let out = match row {
                 Some(task) => {
                     let woken = match task.parent_id {
-                        Some(parent) => wake_parent!(self, tx, task.id, parent, by),
+                        Some(_) => {
+                            let ids = super::ids_json([&task.id]);
+                            wake_parents!(self, tx, &ids, |_: &Uuid| by).into_iter().next()
+                        }
                         None => None,
                     };
                     Some((task, woken))
@@ -328,12 +331,13 @@ impl Store {
                 .bind(by).bind(now()).bind(max_takeovers).bind(&msg).fetch_all(&mut *tx).await?;
             // A poisoned sub-task is final: its suspended parent wakes in
             // the same transaction, as for every other end.
-            let mut woken = Vec::new();
-            for t in rows.iter().filter(|t| t.state.is_final()) {
-                if let Some(parent) = t.parent_id {
-                    woken.extend(wake_parent!(self, tx, t.id, parent, by));
-                }
-            }
+            let ended = rows.iter().filter(|t| t.state.is_final() && t.parent_id.is_some());
+            let woken = if ended.clone().next().is_some() {
+                let ids = super::ids_json(ended.map(|t| &t.id));
+                wake_parents!(self, tx, &ids, |_: &Uuid| by)
+            } else {
+                Vec::new()
+            };
             tx.commit().await?;
             (rows, woken)
         });
