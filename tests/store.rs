@@ -1390,7 +1390,7 @@ async fn inboxes_are_read_past_what_is_held(db: &TestDb) {
     );
     assert!(matches!(
         s.suspend(&fence(&t), &wait(seqs[3])).await.unwrap(),
-        courier::actors::store::Suspension::Suspended(_)
+        courier::actors::store::Suspension::Suspended { .. }
     ));
 }
 
@@ -1410,7 +1410,7 @@ async fn a_retry_now_is_a_new_attempt_even_after_a_suspension(db: &TestDb) {
     };
     let parked = s.suspend(&fence(&t), &wait).await.unwrap();
     assert!(
-        matches!(parked, courier::actors::store::Suspension::Suspended(_)),
+        matches!(parked, courier::actors::store::Suspension::Suspended { .. }),
         "{parked:?}"
     );
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -7,7 +7,7 @@
 //! |-----------------|-----------------------------|--------------------------------------------------|
 //! | `start_task`    | `pool/<queue>`              | a task of this queue is pending; claim from the queue |
 //! | `task_scheduled`| `pool/<queue>`              | a task of this queue waits until `run_at`          |
-//! | `queue_changed` | `pool/<queue>`              | the queue may start more now (resumed, a limit raised) |
+//! | `queue_changed` | `pool/<queue>`              | the queue may start more now (resumed, a limit raised, sub-tasks a suspension held locked) |
 //! | `task_finished` | a waiter, `task/<parent>`   | the task reached a final state (the whole task)    |
 //! | `task_event`    | `task/<id>`                 | an event was committed to the task's inbox        |
 //! | `cancel_task`   | `task/<id>`                 | cancellation was requested and committed          |
@@ -42,8 +42,10 @@ pub enum Msg {
         #[serde(default = "default_queue")]
         queue: String,
     },
-    /// A queue's settings changed so that more of its tasks may start
-    /// (resumed, a limit raised): the executor that gets it pulls.
+    /// More of a queue's tasks may start: its settings changed (resumed,
+    /// a limit raised), or a suspension that held its awaited sub-tasks'
+    /// rows locked (so claims skipped them) committed. The executor that
+    /// gets it pulls, and looks at the queue's limits again.
     QueueChanged { queue: String },
     /// This task waits in `queue` until `run_at` (a delayed start, or a
     /// retry's backoff): the executor that gets it keeps a timer for it.

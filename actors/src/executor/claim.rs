@@ -10,6 +10,7 @@
 //! are passed on to the pool: by then this executor has left it, so they
 //! reach an executor with room instead of waiting for a slot here.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -19,6 +20,12 @@ use courier_bus::Envelope;
 use super::{ExecutorActor, Job, Limits};
 use crate::protocol::Msg;
 use crate::store::detached;
+use uuid::Uuid;
+
+/// The first and the last wait before a missed hint is pulled for again
+/// (see [`ExecutorActor::look_again`]).
+const LOOK_AGAIN_FIRST: Duration = Duration::from_millis(10);
+const LOOK_AGAIN_LAST: Duration = Duration::from_millis(640);
 
 /// A `start_task` or `queue_changed` waiting for the pull that answers it.
 pub(super) type Hint = Envelope<Msg>;
@@ -130,6 +137,7 @@ impl ExecutorActor {
                             };
                         }
                         let full = claimed.tasks.len() as u32 == free;
+                        let taken: HashSet<Uuid> = claimed.tasks.iter().map(|t| t.id).collect();
                         if !claimed.tasks.is_empty() {
                             tracing::debug!(n = claimed.tasks.len(), "claimed tasks");
                             crate::metrics::metrics().claimed(claimed.tasks.len());
@@ -154,8 +162,13 @@ impl ExecutorActor {
                                 act.hints.extend(hints);
                             }
                         } else {
-                            for h in hints {
+                            let (missed, answered): (Vec<Hint>, Vec<Hint>) =
+                                hints.into_iter().partition(|h| act.missed(h, &taken));
+                            for h in answered {
                                 act.bus.settle(h.id, true);
+                            }
+                            if !missed.is_empty() {
+                                act.look_again(missed, ctx);
                             }
                         }
                     }
@@ -202,6 +215,54 @@ impl ExecutorActor {
 
     /// Pulls again in `wait` (a rate limit's next token), unless a pull is
     /// set for sooner already.
+    /// Whether `hint` named a task of a kind run here that the pull did
+    /// not take.
+    fn missed(&self, hint: &Hint, taken: &HashSet<Uuid>) -> bool {
+        matches!(&hint.body, Msg::StartTask { task_id, kind, .. }
+            if !taken.contains(task_id) && self.kinds.contains(kind))
+    }
+
+    /// Hinted tasks that a pull which had room for them did not take. Some
+    /// other executor took them, or the claim skipped them because another
+    /// transaction held their rows (`SKIP LOCKED` on PostgreSQL): a
+    /// suspension marking its 10,000 sub-tasks awaited, a watch being
+    /// registered. Those still `pending` are pulled for again a little
+    /// later, at 10, 20, 40 … 640 ms, rather than left for the sweep:
+    /// fan-outs and sync waits waited 1 to 2 s for it (issue 24). Past that
+    /// the sweep has them, as before.
+    fn look_again(&mut self, missed: Vec<Hint>, ctx: &mut Context<Self>) {
+        let ids: Vec<Uuid> = missed
+            .iter()
+            .filter_map(|h| match &h.body {
+                Msg::StartTask { task_id, .. } => Some(*task_id),
+                _ => None,
+            })
+            .collect();
+        let store = self.store.clone();
+        ctx.spawn(
+            detached(async move { store.pending_of(&ids).await })
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    let pending: HashSet<Uuid> =
+                        res.unwrap_or_default().iter().map(|t| t.id).collect();
+                    let wait = (act.look_again * 2).max(LOOK_AGAIN_FIRST);
+                    let again = !pending.is_empty() && wait <= LOOK_AGAIN_LAST;
+                    act.look_again = if again { wait } else { Duration::ZERO };
+                    for h in missed {
+                        let named = matches!(&h.body, Msg::StartTask { task_id, .. } if pending.contains(task_id));
+                        if again && named {
+                            act.hints.push(h);
+                        } else {
+                            act.bus.settle(h.id, true);
+                        }
+                    }
+                    if again {
+                        act.pull_after(wait, ctx);
+                    }
+                }),
+        );
+    }
+
     fn pull_after(&mut self, wait: Duration, ctx: &mut Context<Self>) {
         let at = Instant::now() + wait;
         if let Some((when, handle)) = self.pull_later {

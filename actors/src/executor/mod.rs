@@ -233,6 +233,9 @@ pub struct ExecutorActor {
     retained: u64,
     /// A pull asked for later (a rate limit's next token), and when.
     pull_later: Option<(std::time::Instant, SpawnHandle)>,
+    /// How long until a hinted task the last pull did not take is pulled
+    /// for again (see `claim`); zero while none is missed.
+    look_again: std::time::Duration,
     /// Set once a stop was asked for.
     stop: Option<StopMode>,
     /// Told this executor's id (which may have changed since it started)
@@ -279,6 +282,7 @@ impl ExecutorActor {
             limits: Limits::Unknown,
             retained: 0,
             pull_later: None,
+            look_again: std::time::Duration::ZERO,
             stop: None,
             drained: Vec::new(),
         }

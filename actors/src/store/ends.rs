@@ -165,10 +165,15 @@ impl Store {
                         RETURNING address) \
              SELECT u.*, (SELECT COALESCE(json_agg(address), '[]')::text FROM w) AS watchers FROM u"
         );
-        // Built only for a flush of several ends.
+        // Built only for a flush of several ends. In the order of their
+        // tasks' ids, which is the order the update locks them in (a
+        // nested loop over the recordset, `KEYED_BEGIN`), as a suspension
+        // locks the sub-tasks it awaits: see `journal.rs`.
         let rows = || -> String {
-            let rows: Vec<Value> = ends
-                .iter()
+            let mut sorted: Vec<&(Fence, Outcome)> = ends.iter().collect();
+            sorted.sort_by_key(|(fence, _)| fence.task_id);
+            let rows: Vec<Value> = sorted
+                .into_iter()
                 .map(|(fence, outcome)| {
                     let (output, error, errors) = outcome.columns();
                     serde_json::json!({

@@ -6,7 +6,8 @@
 //! cancel) and the suspension itself take the task's row lock before they
 //! look at the other's work, so a wake is never lost between a run deciding
 //! to wait and its suspension committing. Lock order is sub-task rows
-//! first, then the parent's, in every transaction that takes both.
+//! first, in the order of their ids, then the parents', in the order of
+//! theirs, in every transaction that takes both.
 
 use super::*;
 use crate::model::Step;
@@ -33,8 +34,14 @@ pub struct Wait {
 /// How a suspension went.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Suspension {
-    /// The task is `suspended`, held by nobody.
-    Suspended(Box<Task>),
+    /// The task is `suspended`, held by nobody. `pending_in`: the queues
+    /// of awaited sub-tasks still `pending`, whose rows the suspension
+    /// held locked: a claim meanwhile skipped them (`SKIP LOCKED`), so
+    /// their executors are to be told to look again.
+    Suspended {
+        task: Box<Task>,
+        pending_in: Vec<String>,
+    },
     /// What it waits for came as it decided to wait: run it again now.
     Woken,
 }
@@ -57,12 +64,12 @@ pub enum Suspension {
 /// already made of it (fan-out of 10,000 on PostgreSQL: issue 24).
 macro_rules! wake_parents {
     ($store:expr, $tx:expr, $children:expr, $by:expr) => {{
-        let ids = $store.id_set(1);
+        let ids = $store.key_in("t.id", 1);
         let count = format!(
             "UPDATE tasks SET awaiting = tasks.awaiting - c.n \
              FROM (SELECT t.parent_id AS pid, count(*) AS n FROM tasks t \
-                   WHERE t.id IN {ids} AND t.awaited AND t.parent_id IS NOT NULL \
-                   GROUP BY t.parent_id) c \
+                   WHERE {ids} AND t.awaited AND t.parent_id IS NOT NULL \
+                   GROUP BY t.parent_id ORDER BY t.parent_id) c \
              WHERE tasks.id = c.pid AND tasks.state = {SUSPENDED} AND tasks.executor_id IS NULL \
              RETURNING tasks.id, tasks.awaiting"
         );
@@ -153,11 +160,25 @@ impl Store {
         // The sub-tasks as one JSON array parameter, not a placeholder
         // each: PostgreSQL took 480 ms to run the mark of 10,000 listed
         // one by one (issue 24), and SQLite allows at most 32,766.
-        let children = self.id_set(2);
-        let mark =
-            format!("UPDATE tasks SET awaited = TRUE WHERE parent_id = $1 AND id IN {children}");
+        let children = self.key_in("id", 2);
+        // Locked in the order of their ids, as a flush of ends locks them
+        // (`ends.rs`): in any other order the two deadlocked on PostgreSQL,
+        // which broke the tie after its `deadlock_timeout`, a second lost
+        // in every fan-out (issue 24).
+        let locked = format!(
+            "SELECT id FROM tasks WHERE {children} AND parent_id = $1 ORDER BY id {lock}",
+            lock = self.row_lock()
+        );
+        let mark = match self.dialect() {
+            Dialect::Postgres => {
+                format!("UPDATE tasks SET awaited = TRUE WHERE id = ANY(ARRAY({locked}))")
+            }
+            Dialect::Sqlite => format!("UPDATE tasks SET awaited = TRUE WHERE id IN ({locked})"),
+        };
         let open = format!(
-            "SELECT COUNT(*) FROM tasks WHERE parent_id = $1 AND id IN {children} AND state NOT IN {FINAL}"
+            "SELECT queue, COUNT(*), SUM(CASE WHEN state = {PENDING} THEN 1 ELSE 0 END) FROM tasks \
+             WHERE {children} AND parent_id = $1 AND {state} NOT IN {FINAL} GROUP BY queue",
+            state = self.unindexed("state")
         );
         let children = super::ids_json(&wait.children);
         let ts = now();
@@ -191,12 +212,13 @@ impl Store {
             }
             // The awaited sub-tasks still open: each one's end takes one
             // off (see `wake_parent!`).
-            let mut awaiting = 0;
+            let (mut awaiting, mut pending_in) = (0, Vec::new());
             if !woken && !wait.children.is_empty() {
-                let (n,): (i64,) = sqlx::query_as(&open)
-                    .bind(fence.task_id).bind(&children).fetch_one(&mut *tx).await?;
-                woken = n == 0;
-                awaiting = n;
+                let queues: Vec<(String, i64, i64)> = sqlx::query_as(&open)
+                    .bind(fence.task_id).bind(&children).fetch_all(&mut *tx).await?;
+                awaiting = queues.iter().map(|(_, n, _)| n).sum();
+                woken = awaiting == 0;
+                pending_in = queues.into_iter().filter(|(_, _, p)| *p > 0).map(|(q, _, _)| q).collect();
             }
             if woken {
                 tx.commit().await?;
@@ -209,7 +231,7 @@ impl Store {
                     .bind(i32::try_from(awaiting).unwrap_or(i32::MAX))
                     .fetch_one(&mut *tx).await?;
                 tx.commit().await?;
-                Suspension::Suspended(Box::new(task))
+                Suspension::Suspended { task: Box::new(task), pending_in }
             }
         });
         Ok(out)

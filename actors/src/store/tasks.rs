@@ -347,11 +347,23 @@ impl Store {
     /// The tasks of `ids` that exist, in no particular order: one statement
     /// for many (a task's actor reads the sub-tasks said to have ended).
     pub async fn tasks_by_id(&self, ids: &[Uuid]) -> Result<Vec<Task>> {
+        self.tasks_where(ids, "").await
+    }
+
+    /// The tasks of `ids` still `pending`: what a claim that named them
+    /// did not take (see the executor's `claim`).
+    pub async fn pending_of(&self, ids: &[Uuid]) -> Result<Vec<Task>> {
+        self.tasks_where(ids, &format!("AND state = {PENDING}"))
+            .await
+    }
+
+    /// The tasks of `ids` that exist and meet `and` (empty, or `AND …`).
+    async fn tasks_where(&self, ids: &[Uuid], and: &str) -> Result<Vec<Task>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE id IN {}",
+            "SELECT {TASK_COLS} FROM tasks WHERE id IN {} {and}",
             self.id_set(1)
         );
         let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)

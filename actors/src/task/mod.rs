@@ -35,7 +35,7 @@ use self::replay::{Inbox, Replay, ReplayCache};
 use self::signals::{Abort, Stage, Suspend, TaskDone};
 use crate::error::{Error, TaskError};
 use crate::model::{now, AttemptError, Task, TaskState};
-use crate::protocol::{announce, envelope, start_task, Bus, Msg};
+use crate::protocol::{announce, envelope, pool_of, start_task, Bus, Msg};
 use crate::store::{detached, retry, Fence, Outcome, Store, Suspension};
 
 /// How long the end of a run is retried through a database outage. Past it
@@ -836,7 +836,7 @@ impl Handler<Suspend> for TaskActor {
                 // A watch opened while the run went on may have missed
                 // this actor (it stops now): the store knows every watcher.
                 let watchers = match &s {
-                    Suspension::Suspended(t) if t.watched => {
+                    Suspension::Suspended { task: t, .. } if t.watched => {
                         store.stream_watchers(t.id).await.unwrap_or_default()
                     }
                     _ => Vec::new(),
@@ -845,7 +845,7 @@ impl Handler<Suspend> for TaskActor {
             })
             .into_actor(self)
             .map(|res, act, ctx| match res {
-                Ok((Suspension::Suspended(task), watchers)) => {
+                Ok((Suspension::Suspended { task, pending_in }, watchers)) => {
                     tracing::debug!(parent: &act.span(), waiting = task.waiting.as_deref().unwrap_or(""), "suspended");
                     act.ending = true;
                     crate::metrics::metrics().suspended(&task.queue);
@@ -861,6 +861,14 @@ impl Handler<Suspend> for TaskActor {
                     act.keep_for_replay();
                     if let Some(env) = announce(act.me.clone(), &task) {
                         act.bus.tell(env);
+                    }
+                    for queue in pending_in {
+                        act.bus.tell(envelope(
+                            act.me.clone(),
+                            pool_of(&queue),
+                            &task.trace_id,
+                            Msg::QueueChanged { queue },
+                        ));
                     }
                     ctx.stop();
                 }
