@@ -1,9 +1,16 @@
 //! Creating tasks: single creates (group-committed), batches, and a
 //! parent's sub-tasks; the columns a new task sets.
 
-use std::collections::{HashMap, HashSet};
+use super::{qualified, Dialect, Fence, Store, HELD, TASK_COLS};
+use crate::error::{Error, Result};
+use crate::model::{now, Task, TaskState};
+use crate::options::Resolved;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
 
-use super::*;
+use std::collections::{HashMap, HashSet};
 
 /// A task to insert; built by the client (or a parent's run) from a
 /// [`NewTask`](crate::NewTask) whose options are resolved.

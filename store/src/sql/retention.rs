@@ -3,9 +3,13 @@
 //! retention. A tree goes as a whole, and only when every task in it is
 //! final, so nothing still running loses its parent.
 
-use std::str::FromStr;
+use super::{placeholders, Store};
+use crate::error::Result;
+use crate::model::{now, TaskState};
+use std::time::Duration;
+use uuid::Uuid;
 
-use super::*;
+use std::str::FromStr;
 
 /// How long finished tasks are kept, per final state; `None` keeps them
 /// forever. Written `succeeded=7d,cancelled=7d,failed=30d` (units `s`, `m`,

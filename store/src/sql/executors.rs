@@ -1,6 +1,11 @@
 //! The `executors` table: registration, heartbeats, death.
 
-use super::*;
+use super::{Db, Dialect, Store};
+use crate::error::Result;
+use crate::model::{now, ExecutorInfo, ExecutorState};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use std::time::Duration;
 
 /// The columns of an [`ExecutorInfo`].
 const EXECUTOR_COLS: &str = "id, node, host, pid, state, kinds, queues, capacity, running, \

@@ -14,7 +14,12 @@
 //! all. Then one statement claims up to the executor's free slots across
 //! all its queues, each queue's share capped by what its limits allow.
 
-use super::*;
+use super::{placeholders, Dialect, Store, PENDING, RUNNING, SCHEDULED, SUSPENDED, TASK_COLS};
+use crate::error::Result;
+use crate::model::{now, ExecutorState, Task, TaskState};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
 use crate::model::{QueueInfo, QueueUpdate};
 
 /// What a claim took, and when it is worth trying again for work that a

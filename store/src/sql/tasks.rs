@@ -2,8 +2,17 @@
 //! state changes that are not a create or a run's end (progress, cancel,
 //! orphans released). Creates are in `creates.rs`, ends in `ends.rs`.
 
+use super::{
+    Dialect, Fence, Store, CANCELLED, FAILED, FINAL, HELD, OWNED, PENDING, SCHEDULED, SUSPENDED,
+    TASK_COLS,
+};
+use crate::error::{Error, Result};
+use crate::model::{now, HistoryEntry, IdPrefix, Task, TaskFilter, TaskState};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
 use super::journal::wake_parent;
-use super::*;
 
 impl Store {
     /// The task, if it exists.

@@ -2,10 +2,19 @@
 //! its inbox closed, its watchers taken and a waiting parent woken), a
 //! retry later, or the task handed back.
 
+use chrono::SubsecRound;
+
+use super::{Dialect, Fence, Store, HELD, OWNED, PENDING, SCHEDULED, TASK_COLS};
+use crate::error::{Error, Result};
+use crate::model::{now, AttemptError, Task, TaskState};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
 use std::collections::{HashMap, HashSet};
 
 use super::journal::wake_parent;
-use super::*;
 
 /// A run's end as recorded, with what it set off.
 #[derive(Clone, Debug)]

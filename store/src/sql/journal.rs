@@ -8,7 +8,14 @@
 //! to wait and its suspension committing. Lock order is sub-task rows
 //! first, then the parent's, in every transaction that takes both.
 
-use super::*;
+use super::{placeholders, Dialect, Fence, Store, FINAL, OWNED, PENDING, SUSPENDED, TASK_COLS};
+use crate::error::{Error, Result};
+use crate::model::{now, Task};
+use chrono::SubsecRound;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
 use crate::model::Step;
 
 /// What a run waits for when it suspends.
@@ -51,25 +58,20 @@ pub enum Suspension {
 /// early; the look then finds the open one and the parent sleeps on).
 macro_rules! wake_parent {
     ($store:expr, $tx:expr, $child:expr, $parent:expr, $by:expr) => {{
-        let count = format!(
-            "UPDATE tasks SET awaiting = awaiting - 1 \
-             WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL \
-               AND EXISTS (SELECT 1 FROM tasks c WHERE c.id = $2 AND c.awaited) \
-             RETURNING awaiting"
-        );
+        let count = $crate::sql::journal::wake_count_sql();
         let left: Option<(i32,)> = sqlx::query_as(&count)
-            .bind($parent).bind($child)
-            .fetch_optional(&mut *$tx).await?;
+            .bind($parent)
+            .bind($child)
+            .fetch_optional(&mut *$tx)
+            .await?;
         if left.is_some_and(|(n,)| n <= 0) {
-            let sql = format!(
-                "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $2, changed_by = $3 \
-                 WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL \
-                   AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_id = $1 AND c.awaited AND c.state NOT IN {FINAL}) \
-                 RETURNING {TASK_COLS}"
-            );
-            let woken: Option<Task> = sqlx::query_as(&sql)
-                .bind($parent).bind(now()).bind($by)
-                .fetch_optional(&mut *$tx).await?;
+            let sql = $crate::sql::journal::wake_parent_sql();
+            let woken: Option<$crate::model::Task> = sqlx::query_as(&sql)
+                .bind($parent)
+                .bind($crate::model::now())
+                .bind($by)
+                .fetch_optional(&mut *$tx)
+                .await?;
             woken
         } else {
             None
@@ -77,6 +79,27 @@ macro_rules! wake_parent {
     }};
 }
 pub(super) use wake_parent;
+
+/// `wake_parent!`'s first statement: one awaited sub-task fewer.
+pub(super) fn wake_count_sql() -> String {
+    format!(
+        "UPDATE tasks SET awaiting = awaiting - 1 \
+         WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL \
+           AND EXISTS (SELECT 1 FROM tasks c WHERE c.id = $2 AND c.awaited) \
+         RETURNING awaiting"
+    )
+}
+
+/// `wake_parent!`'s second statement: the parent made `pending` when no
+/// awaited sub-task is open.
+pub(super) fn wake_parent_sql() -> String {
+    format!(
+        "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $2, changed_by = $3 \
+         WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_id = $1 AND c.awaited AND c.state NOT IN {FINAL}) \
+         RETURNING {TASK_COLS}"
+    )
+}
 
 impl Store {
     /// The lock a transaction takes on a task row it may change after it
