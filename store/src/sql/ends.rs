@@ -4,7 +4,7 @@
 
 use chrono::SubsecRound;
 
-use super::{Dialect, Fence, Store, HELD, OWNED, PENDING, SCHEDULED, TASK_COLS};
+use super::{Dialect, Fence, NotDead, Store, HELD, OWNED, PENDING, SCHEDULED, TASK_COLS};
 use crate::error::{Error, Result};
 use crate::model::{now, AttemptError, Task, TaskState};
 use chrono::{DateTime, Utc};
@@ -147,8 +147,9 @@ impl Store {
              FROM {ends_sql} \
              WHERE tasks.id = u.u_id AND {owner} = u.u_exec AND tasks.epoch = u.u_epoch \
                AND {state} IN {HELD} \
-               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = u.u_exec AND e.state = 'dead') \
-             RETURNING id, parent_id"
+               AND {alive} \
+             RETURNING id, parent_id",
+            alive = NotDead("u.u_exec")
         );
         let one = format!(
             "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2, \

@@ -31,7 +31,7 @@ use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::model::{Task, TaskEvent, TaskState};
+use crate::model::{ExecutorState, Task, TaskEvent, TaskState};
 
 pub use connect::StoreOptions;
 #[cfg(feature = "postgres")]
@@ -308,6 +308,39 @@ const FINAL: States = States(TaskState::is_final);
 /// `running`, `suspended`: held by an executor.
 const HELD: States = States(TaskState::is_owned);
 
+/// An executor state as an SQL literal (`'alive'`): statements name
+/// executor states through [`ExecutorState`], as task states through
+/// [`TaskState`], never by spelling them out.
+#[derive(Clone, Copy)]
+struct Ex(ExecutorState);
+
+impl std::fmt::Display for Ex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "'{}'", self.0.as_str())
+    }
+}
+
+const ALIVE: Ex = Ex(ExecutorState::Alive);
+const STOPPED: Ex = Ex(ExecutorState::Stopped);
+const DEAD: Ex = Ex(ExecutorState::Dead);
+
+/// The fence of a declared death, the one spelling of it: true while the
+/// executor whose id is the SQL expression `.0` (`$2`, `u.u_exec`,
+/// `tasks.executor_id`) has not been declared dead. The declaration is
+/// the fence: nothing an executor writes under an id declared dead lands.
+#[derive(Clone, Copy)]
+struct NotDead(&'static str);
+
+impl std::fmt::Display for NotDead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = {} AND e.state = {DEAD})",
+            self.0
+        )
+    }
+}
+
 /// The `WHERE` clause of a fenced write, with `$2` the executor and `$3` the
 /// epoch of the [`Fence`].
 struct Owned;
@@ -316,8 +349,8 @@ impl std::fmt::Display for Owned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "executor_id = $2 AND epoch = $3 AND state IN {HELD} \
-             AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $2 AND e.state = 'dead')"
+            "executor_id = $2 AND epoch = $3 AND state IN {HELD} AND {}",
+            NotDead("$2")
         )
     }
 }
