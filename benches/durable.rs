@@ -21,7 +21,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use courier::actors::model::now;
+use courier::actors::now;
 use courier::{
     ExecutorConfig, NewTask, Retention, Runtime, RuntimeBuilder, ScheduleSpec, Store, TaskContext,
     TaskError, TaskFilter, TaskState,
@@ -339,7 +339,7 @@ async fn steps(t: &Target, samples: usize) {
         }};
     }
     match rt.store().dialect() {
-        courier::actors::store::Dialect::Sqlite => {
+        courier_store::Dialect::Sqlite => {
             let mut conn = sqlx::SqliteConnection::connect(&t.url).await.unwrap();
             sqlx::query("PRAGMA synchronous = FULL")
                 .execute(&mut conn)
@@ -350,7 +350,7 @@ async fn steps(t: &Target, samples: usize) {
                 "CREATE TABLE raw_steps (id INTEGER PRIMARY KEY, name TEXT, output TEXT)"
             );
         }
-        courier::actors::store::Dialect::Postgres => {
+        courier_store::Dialect::Postgres => {
             let mut conn = sqlx::PgConnection::connect(&t.url).await.unwrap();
             let schema = t.options.pg_schema.clone().unwrap();
             sqlx::query(&format!("SET search_path TO {schema}"))

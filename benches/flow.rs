@@ -35,8 +35,8 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use courier::actors::store::{ExecutorRegistration, Fence, Outcome, TaskInsert};
 use courier::{ExecutorConfig, NewTask, Runtime, StoreOptions, TaskContext, TaskError};
+use courier_store::{ExecutorRegistration, Fence, Outcome, TaskInsert};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use support::{calls_per_second, create_schema, drop_schemas, env_usize, hist, pg_url};
@@ -200,7 +200,7 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
             host: "bench".into(),
             pid: 0,
             process: None,
-            offer: courier::actors::store::Offer {
+            offer: courier_store::Offer {
                 kinds: vec!["bench.baseline".into()],
                 queues: vec!["bench-baseline".into()],
                 kind_options: Default::default(),
@@ -279,7 +279,7 @@ async fn bench_db(db: Db, samples: usize, tasks: usize) -> String {
             // A queue of its own: the real executor never claims these.
             options: courier::TaskOptions::new()
                 .queue("bench-baseline")
-                .resolve(courier::actors::model::now()),
+                .resolve(courier::actors::now()),
             schedule: None,
             created_at: chrono::Utc::now(),
         };

@@ -92,7 +92,7 @@ fn main() {
         )
         .await
         .unwrap();
-        let connect = store.pg_connect_options().unwrap();
+        let connect = store.postgres_bus().unwrap().connect;
         let mut conn = sqlx::PgConnection::connect_with(&connect).await.unwrap();
         let a = BusActor::<Msg>::start_bus("bench-a");
         let b = BusActor::<Msg>::start_bus("bench-b");

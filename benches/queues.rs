@@ -22,12 +22,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use courier::actors::model::now;
-use courier::actors::store::{ExecutorRegistration, Fence, Offer, Outcome, TaskInsert};
+use courier::actors::now;
 use courier::{
     ExecutorConfig, NewTask, QueueUpdate, Retention, Runtime, Store, StoreOptions, TaskContext,
     TaskError, TaskOptions, TaskState,
 };
+use courier_store::{ExecutorRegistration, Fence, Offer, Outcome, TaskInsert};
 use serde_json::{json, Value};
 use support::{
     dbs_from_env, drop_schemas, env_usize, hist, log_from_env, ms, pg_url, target, Target,

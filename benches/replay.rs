@@ -36,7 +36,7 @@ mod support;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use courier::actors::executor::ReplayCacheConfig;
+use courier::actors::ReplayCacheConfig;
 use courier::actors::TaskWatch;
 use courier::{Client, ExecutorConfig, NewTask, Runtime, Task, TaskContext, TaskError, TaskState};
 use serde_json::{json, Value};
@@ -76,8 +76,9 @@ struct Sample {
     inbox_rows: u64,
 }
 
-async fn one_task(c: &Client, k: u64) -> Sample {
-    let before = c.store().replay_reads();
+async fn one_task(rt: &Runtime, k: u64) -> Sample {
+    let c = &rt.client();
+    let before = rt.store().replay_reads();
     REPLAYS.lock().unwrap().clear();
     let t0 = Instant::now();
     let t = c
@@ -129,7 +130,7 @@ async fn one_task(c: &Client, k: u64) -> Sample {
     assert!(done.state == TaskState::Succeeded, "{done:?}");
     let sum = k * k.saturating_sub(1) / 2;
     assert_eq!(done.output, Some(json!({"steps": sum, "events": sum})));
-    let after = c.store().replay_reads();
+    let after = rt.store().replay_reads();
     Sample {
         total,
         wakes,
@@ -233,8 +234,8 @@ fn main() {
                             .unwrap();
                         // A warm-up task first: the runtime's connections
                         // and statements are ready before the measured one.
-                        one_task(&rt.client(), 3).await;
-                        let s = one_task(&rt.client(), k).await;
+                        one_task(&rt, 3).await;
+                        let s = one_task(&rt, k).await;
                         let (early, late) = tenths_us(&s.replays);
                         eprintln!(
                             "{db} k={k} cache {mode} round {round}: {:.3} s, {:.2} ms/wake, {} journal + {} inbox rows, drift {:.2}, replay {early:.0} -> {late:.0} us",

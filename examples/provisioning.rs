@@ -172,7 +172,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Vec<_>>()
             .join(" → ")
     );
-    let store = client.store().clone();
+    let store = rt.store().clone();
     rt.shutdown().await;
     // Let the last database work finish before the actor system goes away.
     store.close().await;

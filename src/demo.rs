@@ -328,7 +328,7 @@ async fn provision(ctx: TaskContext, logs: Logs) -> Result<Value, TaskError> {
         .step("power on", async {
             ctx.pause(Duration::from_millis(50)).await?;
             note("powered on".into())?;
-            Ok(courier_actors::model::now().to_rfc3339())
+            Ok(courier_actors::now().to_rfc3339())
         })
         .await?;
     ctx.progress(json!({ "step": "waiting for booted" }))

@@ -40,7 +40,7 @@ pub use courier_actors as actors;
 pub use courier_bus as bus;
 pub use courier_web as web;
 
-pub use courier_actors::store::Retention;
+pub use courier_actors::Retention;
 pub use courier_actors::{
     AttemptError, CatchUp, Child, Client, Error, ExecutorConfig, ExecutorInfo, ExecutorState,
     HistoryEntry, IdPrefix, Msg, NewTask, QueueInfo, QueueUpdate, Registry, Result, Runtime,

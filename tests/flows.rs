@@ -39,7 +39,12 @@ async fn submit_and_wait_returns_the_finished_task(db: &TestDb, via: Via) {
     assert_eq!(states, ["pending", "running", "succeeded"]);
     assert_eq!(h[1].changed_by.as_deref(), rt.executor_id());
     // The waiter's registration was consumed.
-    assert!(c.store().take_watchers(w.task.id).await.unwrap().is_empty());
+    assert!(rt
+        .store()
+        .take_watchers(w.task.id)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Failures come back the same way.
     let w = c

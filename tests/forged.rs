@@ -165,7 +165,7 @@ async fn a_forged_event_reaches_no_run(db: &TestDb) {
         ["pending", "running", "succeeded"],
         "the real event reached the run in memory"
     );
-    let inbox = c.store().events(t.id).await.unwrap();
+    let inbox = rt.store().events(t.id).await.unwrap();
     assert_eq!(inbox.len(), 1, "only the real event is in the inbox");
     assert!(inbox[0].delivered_at.is_some(), "{inbox:?}");
     rt.shutdown().await;
@@ -184,7 +184,7 @@ async fn a_forged_child_end_reaches_no_parent(db: &TestDb) {
         .unwrap()
         .task;
     until_napping(p.id).await;
-    let children = c.store().children(p.id).await.unwrap();
+    let children = rt.store().children(p.id).await.unwrap();
     assert_eq!(children.len(), 1);
     let real = &children[0];
     assert!(!real.state.is_final(), "{real:?}");
@@ -205,7 +205,7 @@ async fn a_forged_child_end_reaches_no_parent(db: &TestDb) {
     assert_eq!(done.output, Some(json!("the real child's output")));
     let child = c.get(real.id).await.unwrap();
     assert_eq!(child.output, Some(json!("the real child's output")));
-    assert_eq!(c.store().children(p.id).await.unwrap().len(), 1);
+    assert_eq!(rt.store().children(p.id).await.unwrap().len(), 1);
     rt.shutdown().await;
 }
 

@@ -1386,7 +1386,7 @@ async fn paging_over_http(db: &TestDb) {
     // Executors: paged, newest first; dead ones pruned by retention.
     let store = db.store().await;
     for i in 0..3 {
-        let reg = courier::actors::store::ExecutorRegistration {
+        let reg = courier_store::ExecutorRegistration {
             id: format!("gone-{i}"),
             node: "gone".into(),
             host: "h".into(),

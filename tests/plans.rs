@@ -382,10 +382,9 @@ async fn workload(rt: &Runtime) {
     c.queues().await.unwrap();
     c.queue("backlog").await.unwrap();
     c.steps(others[2]).await.unwrap();
-    let store = c.store();
-    store.count_by_state().await.unwrap();
-    store.count_by_queue().await.unwrap();
-    store.throughput(60).await.unwrap();
+    c.count_by_state().await.unwrap();
+    c.count_by_queue().await.unwrap();
+    c.throughput(60).await.unwrap();
 }
 
 /// Runs the workload against a quiet-then-burst table with every
@@ -420,7 +419,7 @@ async fn run(db: &TestDb) -> Captured {
         .unwrap();
     workload(&rt).await;
     // The retention sweep has been deleting the quiet spell's tasks.
-    let gone = rt.client().store().count_by_state().await.unwrap();
+    let gone = rt.client().count_by_state().await.unwrap();
     rt.shutdown().await;
     let c = std::mem::take(&mut *captured().lock().unwrap());
     eprintln!(

@@ -152,7 +152,7 @@ async fn a_delayed_task_does_not_start_early(db: &TestDb, via: Via) {
     assert_eq!(t.state, TaskState::Scheduled);
     let due = t.run_at.unwrap();
     assert!(ms(due - t.created_at) >= 399, "{t:?}");
-    let at = courier::actors::model::now() + chrono::Duration::milliseconds(300);
+    let at = courier::actors::now() + chrono::Duration::milliseconds(300);
     let u = c
         .submit(NewTask::new("demo.echo", json!("at")).run_at(at))
         .await

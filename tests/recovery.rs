@@ -13,8 +13,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{eventually, until_state, TestDb};
-use courier::actors::store::TaskInsert;
 use courier::{ExecutorConfig, ExecutorState, NewTask, Registry, Runtime, TaskState};
+use courier_store::TaskInsert;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -196,6 +196,7 @@ fn process_counter(name: &str) -> f64 {
 async fn a_clean_stop_hands_work_back_at_once(db: &TestDb) {
     let rt1 = db.builder().start().await.unwrap();
     let c = rt1.client();
+    let store = rt1.store().clone();
     let t = suspended_awaiting(&c, "go").await;
     let busy = c
         .submit(NewTask::new("demo.sleep", json!({"ms": 300})))
@@ -210,7 +211,7 @@ async fn a_clean_stop_hands_work_back_at_once(db: &TestDb) {
     let left = c.get(t.id).await.unwrap();
     assert_eq!((left.state, left.executor_id), (TaskState::Suspended, None));
     assert_eq!(
-        c.store().executor(&first).await.unwrap().unwrap().state,
+        store.executor(&first).await.unwrap().unwrap().state,
         ExecutorState::Stopped
     );
 
@@ -250,7 +251,7 @@ async fn tasks_committed_before_start_are_recovered(db: &TestDb) {
                 idempotency_key: None,
                 trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
                 created_by: "a-process-that-died".into(),
-                options: courier::TaskOptions::new().resolve(courier::actors::model::now()),
+                options: courier::TaskOptions::new().resolve(courier::actors::now()),
                 schedule: None,
                 created_at: chrono::Utc::now(),
             })
@@ -398,9 +399,10 @@ async fn with_every_message_lost_the_database_still_completes_the_work(db: &Test
 async fn an_executor_declared_dead_comes_back_as_a_new_one(db: &TestDb) {
     let rt = db.builder().start().await.unwrap();
     let c = rt.client();
+    let store = rt.store().clone();
     let old = rt.executor_id().unwrap().to_string();
     let t = suspended_awaiting(&c, "go").await;
-    assert!(c.store().declare_dead(&old, "an-operator").await.unwrap());
+    assert!(store.declare_dead(&old, "an-operator").await.unwrap());
 
     let new = eventually("a new executor of the same node", WAIT, || async {
         let all = c.executors().await.unwrap();
@@ -429,11 +431,11 @@ async fn an_executor_declared_dead_comes_back_as_a_new_one(db: &TestDb) {
     rt.shutdown().await;
     // The clean stop records the identity the executor had at the end.
     assert_eq!(
-        c.store().executor(&new).await.unwrap().unwrap().state,
+        store.executor(&new).await.unwrap().unwrap().state,
         ExecutorState::Stopped
     );
     assert_eq!(
-        c.store().executor(&old).await.unwrap().unwrap().state,
+        store.executor(&old).await.unwrap().unwrap().state,
         ExecutorState::Dead
     );
 }

@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, fast_executor, TestDb};
-use courier::actors::executor::ReplayCacheConfig;
+use courier::actors::ReplayCacheConfig;
 use courier::{Client, NewTask, TaskContext, TaskError, TaskState};
 use serde_json::{json, Value};
 
@@ -98,9 +98,9 @@ async fn a_woken_task_reads_only_what_it_has_not_seen(db: &TestDb) {
 
     let rt = runtime(db, ReplayCacheConfig::OFF).start().await.unwrap();
     let c = rt.client();
-    let before = c.store().replay_reads();
+    let before = rt.store().replay_reads();
     run_rounds(&c, |_| &c).await;
-    let off = c.store().replay_reads();
+    let off = rt.store().replay_reads();
     rt.shutdown().await;
     assert_eq!(off.journal_rows - before.journal_rows, quadratic);
     // At least: an event hint that finds the actor still stopping makes it
@@ -112,9 +112,9 @@ async fn a_woken_task_reads_only_what_it_has_not_seen(db: &TestDb) {
         .await
         .unwrap();
     let c = rt.client();
-    let before = c.store().replay_reads();
+    let before = rt.store().replay_reads();
     run_rounds(&c, |_| &c).await;
-    let on = c.store().replay_reads();
+    let on = rt.store().replay_reads();
     let stats = rt.replay_cache_stats().unwrap();
     rt.shutdown().await;
     eprintln!("cache off: {off:?} since {before:?}; on: {on:?}, {stats:?}");
@@ -158,7 +158,7 @@ async fn an_executor_that_did_not_run_the_task_last_reads_its_journal(db: &TestD
         "events are kept whoever ran the task in between: {sa:?} {sb:?}"
     );
     assert!(
-        ca.store().replay_reads().journal_rows + cb.store().replay_reads().journal_rows > 0,
+        a.store().replay_reads().journal_rows + b.store().replay_reads().journal_rows > 0,
         "the journal was read again"
     );
     eprintln!("a: {sa:?}; b: {sb:?}");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DurationRound, TimeDelta};
 use common::TestDb;
-use courier::actors::model::now;
+use courier::actors::now;
 use courier::actors::schedule::fire_due;
 use courier::{CatchUp, Error, ScheduleSpec, TaskOptions};
 use serde_json::json;

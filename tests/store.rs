@@ -9,9 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{max_running, TestDb};
-use courier::actors::model::now;
-use courier::actors::store::{ExecutorRegistration, Fence, Offer, Outcome, TaskInsert};
-use courier::{Error, QueueUpdate, Retention, Store, Task, TaskOptions, TaskState};
+use courier::actors::now;
+use courier::{QueueUpdate, Retention, Store, Task, TaskOptions, TaskState};
+use courier_store::{Error, ExecutorRegistration, Fence, Offer, Outcome, TaskInsert};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -880,7 +880,7 @@ async fn large_batches_keep_one_history_line_a_change(db: &TestDb) {
 async fn futures_ends(
     s: &Store,
     tasks: &[Task],
-) -> Vec<courier::actors::Result<courier::actors::store::Finished>> {
+) -> Vec<courier_store::Result<courier_store::Finished>> {
     let local = tokio::task::LocalSet::new();
     let handles: Vec<_> = tasks
         .iter()
@@ -1346,7 +1346,7 @@ async fn inboxes_are_read_past_what_is_held(db: &TestDb) {
     let got =
         futures_util::future::join_all(asks.iter().map(|(id, after)| s.inbox_after(*id, *after)))
             .await;
-    let payloads = |r: &courier::Result<Vec<courier::TaskEvent>>| -> Vec<serde_json::Value> {
+    let payloads = |r: &courier_store::Result<Vec<courier::TaskEvent>>| -> Vec<serde_json::Value> {
         r.as_ref()
             .unwrap()
             .iter()
@@ -1377,7 +1377,7 @@ async fn inboxes_are_read_past_what_is_held(db: &TestDb) {
     // woken by the two after it; one that has seen them all suspends.
     executor(&s, "e1").await;
     let t = claim_one(&s, "e1").await.unwrap();
-    let wait = |seen_seq| courier::actors::store::Wait {
+    let wait = |seen_seq| courier_store::Wait {
         event: Some("go".into()),
         seen_seq,
         label: "event go".into(),
@@ -1386,11 +1386,11 @@ async fn inboxes_are_read_past_what_is_held(db: &TestDb) {
     assert_eq!(t.id, a.id);
     assert_eq!(
         s.suspend(&fence(&t), &wait(seqs[1])).await.unwrap(),
-        courier::actors::store::Suspension::Woken
+        courier_store::Suspension::Woken
     );
     assert!(matches!(
         s.suspend(&fence(&t), &wait(seqs[3])).await.unwrap(),
-        courier::actors::store::Suspension::Suspended { .. }
+        courier_store::Suspension::Suspended { .. }
     ));
 }
 
@@ -1403,14 +1403,14 @@ async fn a_retry_now_is_a_new_attempt_even_after_a_suspension(db: &TestDb) {
     s.create_task(&insert("k")).await.unwrap();
     let t = claim_one(&s, "e1").await.unwrap();
     assert_eq!(t.attempts, 1);
-    let wait = courier::actors::store::Wait {
+    let wait = courier_store::Wait {
         until: Some(now() + chrono::Duration::milliseconds(50)),
         timeout_at: Some(now() + chrono::Duration::milliseconds(60)),
         ..Default::default()
     };
     let parked = s.suspend(&fence(&t), &wait).await.unwrap();
     assert!(
-        matches!(parked, courier::actors::store::Suspension::Suspended { .. }),
+        matches!(parked, courier_store::Suspension::Suspended { .. }),
         "{parked:?}"
     );
     tokio::time::sleep(Duration::from_millis(100)).await;

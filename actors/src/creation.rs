@@ -8,9 +8,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::model::{now, refuse_nul, refuse_nul_text, validate_kind_name};
-use crate::options::TaskOptions;
-use crate::store::{Store, TaskInsert};
+use courier_store::TaskOptions;
+use courier_store::{now, refuse_nul, refuse_nul_text, validate_kind_name};
+use courier_store::{Store, TaskInsert};
 
 /// The longest `idempotency_key` accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;

@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use courier_bus::BusError;
+use courier_store::DbError;
 
 /// What can go wrong when using the runtime, its client or its store.
 #[derive(Debug, thiserror::Error)]
@@ -11,10 +12,10 @@ use courier_bus::BusError;
 pub enum Error {
     /// The database refused or failed a statement, or could not be reached.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(DbError),
     /// Applying the migrations failed.
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(DbError),
     /// The database URL names no supported database.
     #[error(
         "unsupported database URL {0:?}: expected sqlite://PATH or postgres://USER@HOST:PORT/DB"
@@ -75,30 +76,30 @@ impl Error {
     /// busy database, a server restarting): worth retrying with backoff.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Database(e) => is_transient_sqlx(e),
+            Error::Database(e) => e.is_transient(),
             _ => false,
         }
     }
 }
 
-pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // SQLite: BUSY (5) and its extended codes, LOCKED (6).
-            // PostgreSQL: connection exceptions (08…), serialization failure,
-            // deadlock, and the server shutting down (57P01..57P03).
-            code == "5"
-                || code == "6"
-                || code == "517"
-                || code == "261"
-                || code.starts_with("08")
-                || code == "40001"
-                || code == "40P01"
-                || code.starts_with("57P0")
+impl From<courier_store::Error> for Error {
+    /// The store's error as the same variant of this one.
+    fn from(e: courier_store::Error) -> Self {
+        use courier_store::Error as S;
+        match e {
+            S::Database(e) => Error::Database(e),
+            S::Migrate(e) => Error::Migrate(e),
+            S::UnsupportedUrl(url) => Error::UnsupportedUrl(url),
+            S::NotFound(id) => Error::NotFound(id),
+            S::NoSchedule(name) => Error::NoSchedule(name),
+            S::Conflict(m) => Error::Conflict(m),
+            S::InvalidField { field, message } => Error::InvalidField { field, message },
+            S::Corrupt(m) => Error::Corrupt(m),
+            S::Fenced(id) => Error::Fenced(id),
+            // The store's error is non-exhaustive: a variant added there
+            // and not yet here is shown as it is.
+            other => Error::Corrupt(other.to_string()),
         }
-        _ => false,
     }
 }
 

@@ -10,10 +10,11 @@ use courier_bus::Address;
 
 use uuid::Uuid;
 
+use crate::calls::retry;
 use crate::error::Result;
-use crate::model::{Task, TaskState};
 use crate::protocol::{envelope, start_task, Bus, Msg};
-use crate::store::{retry, Store};
+use courier_store::Store;
+use courier_store::{Task, TaskState};
 
 /// Tells `task`'s stream watchers (an SSE `watch`, a
 /// [`TaskWatch`](crate::runtime::TaskWatch)) its new state, for a change

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use courier_bus::{Address, BusHandle, Envelope, TraceParent};
 
-use crate::model::Task;
+use courier_store::Task;
 
 /// A message of the task protocol.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ pub fn new_trace_id() -> String {
 }
 
 fn default_queue() -> String {
-    crate::options::DEFAULT_QUEUE.to_string()
+    courier_store::DEFAULT_QUEUE.to_string()
 }
 
 /// The pool address of a queue: where `start_task` for its tasks goes, and
@@ -137,19 +137,20 @@ pub fn start_task(from: Address, task: &Task) -> Envelope<Msg> {
 /// task in any other state.
 pub fn announce(from: Address, task: &Task) -> Option<Envelope<Msg>> {
     match (task.state, task.run_at) {
-        (crate::model::TaskState::Pending, _) => Some(start_task(from, task)),
-        (crate::model::TaskState::Scheduled | crate::model::TaskState::Suspended, Some(run_at)) => {
-            Some(envelope(
-                from,
-                pool_of(&task.queue),
-                &task.trace_id,
-                Msg::TaskScheduled {
-                    task_id: task.id,
-                    queue: task.queue.clone(),
-                    run_at,
-                },
-            ))
-        }
+        (courier_store::TaskState::Pending, _) => Some(start_task(from, task)),
+        (
+            courier_store::TaskState::Scheduled | courier_store::TaskState::Suspended,
+            Some(run_at),
+        ) => Some(envelope(
+            from,
+            pool_of(&task.queue),
+            &task.trace_id,
+            Msg::TaskScheduled {
+                task_id: task.id,
+                queue: task.queue.clone(),
+                run_at,
+            },
+        )),
         _ => None,
     }
 }

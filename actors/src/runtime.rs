@@ -32,8 +32,8 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::executor::{offer_of, ExecutorActor, ExecutorConfig, ExecutorHandle};
 use crate::protocol::Bus;
-use crate::store::{ExecutorRegistration, Store, StoreOptions};
 use crate::task::kind::{Registry, TaskKind};
+use courier_store::{ExecutorRegistration, Store, StoreOptions};
 
 /// Builds a [`Runtime`].
 pub struct RuntimeBuilder {
@@ -133,7 +133,7 @@ impl RuntimeBuilder {
         mut self,
         name: impl Into<String>,
         kind: impl TaskKind,
-        defaults: crate::options::TaskOptions,
+        defaults: courier_store::TaskOptions,
     ) -> Self {
         self.registry.register_with(name, kind, defaults);
         self
@@ -160,7 +160,7 @@ impl RuntimeBuilder {
 
     /// How long this process's executor keeps finished tasks before
     /// deleting them (default `succeeded=7d,cancelled=7d,failed=30d,executors=7d`).
-    pub fn retention(mut self, r: crate::store::Retention) -> Self {
+    pub fn retention(mut self, r: courier_store::Retention) -> Self {
         let cfg = self.executor.get_or_insert_with(ExecutorConfig::default);
         cfg.retention = r;
         self
@@ -214,13 +214,13 @@ impl RuntimeBuilder {
         }
         #[cfg(feature = "postgres")]
         if self.postgres {
-            let connect = store.pg_connect_options().ok_or_else(|| Error::Transport {
+            let config = store.postgres_bus().ok_or_else(|| Error::Transport {
                 transport: "postgres",
                 message: "the postgres transport goes through the database: give --db postgres://…"
                     .into(),
             })?;
             let t = courier_bus::transport::postgres::PostgresTransport::start(
-                courier_bus::transport::postgres::PostgresConfig { connect },
+                config,
                 &node,
                 bus.clone(),
             );
@@ -234,7 +234,7 @@ impl RuntimeBuilder {
                     ));
                 }
                 for q in &cfg.queues {
-                    crate::options::validate_queue_name(q)
+                    courier_store::validate_queue_name(q)
                         .map_err(|e| Error::Invalid(format!("executor queues: {e}")))?;
                 }
                 let suffix = Uuid::now_v7().simple().to_string();

@@ -11,9 +11,9 @@ use croner::parser::{CronParser, Seconds, Year};
 
 use crate::creation::LocalKinds;
 use crate::error::{Error, Result};
-use crate::model::{now, validate_kind_name, CatchUp, Schedule, ScheduleSpec, Task};
-use crate::options::validate_queue_name;
-use crate::store::{Store, TaskInsert};
+use courier_store::validate_queue_name;
+use courier_store::{now, validate_kind_name, CatchUp, Schedule, ScheduleSpec, Task};
+use courier_store::{Store, TaskInsert};
 
 /// A slot due longer ago than this was missed (no process ran then): its
 /// schedule's `catch_up` decides. A slot less late is on time and always
@@ -63,7 +63,7 @@ impl Cron {
     /// 30 2 *`, the 30th of February): a schedule that never fires is a
     /// mistake, not a plan. `expr` is the text, for the message.
     pub fn fires(&self, expr: &str) -> Result<()> {
-        let now = crate::model::now();
+        let now = courier_store::now();
         let horizon = now + chrono::Duration::days(100 * 366);
         match self.after(now) {
             Some(t) if t < horizon => Ok(()),
@@ -176,7 +176,7 @@ pub fn validate(name: &str, spec: &ScheduleSpec) -> Result<Cron> {
     let cron = Cron::parse(&spec.cron)?;
     cron.fires(&spec.cron)?;
     validate_kind_name(&spec.kind)?;
-    crate::model::refuse_nul("input", &spec.input)?;
+    courier_store::refuse_nul("input", &spec.input)?;
     if spec.options.run_at.is_some() {
         return Err(Error::invalid_field(
             "run_at",

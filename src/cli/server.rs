@@ -110,8 +110,7 @@ fn executor_config(e: &ExecArgs) -> anyhow::Result<ExecutorConfig> {
         bail!("--queues names no queue: an executor serves at least one");
     }
     for q in &queues {
-        courier::actors::options::validate_queue_name(q)
-            .map_err(|e| anyhow::anyhow!("--queues: {e}"))?;
+        courier::actors::validate_queue_name(q).map_err(|e| anyhow::anyhow!("--queues: {e}"))?;
     }
     Ok(ExecutorConfig {
         capacity: e.capacity,

@@ -327,6 +327,11 @@ impl Cluster {
         self.exec.executor_id()
     }
 
+    /// The store, for what a test checks below the client.
+    pub fn store(&self) -> &courier::Store {
+        self.exec.store()
+    }
+
     pub async fn shutdown(self) {
         // The pools declared: one per queue the test used.
         let queues: Vec<String> = match &self.amqp {

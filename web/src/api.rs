@@ -16,7 +16,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use courier_actors::client::MAX_BATCH;
+use courier_actors::MAX_BATCH;
 use courier_actors::{
     CatchUp, NewTask, QueueInfo, QueueUpdate, Schedule, ScheduleSpec, Task, TaskEvent, TaskFilter,
     TaskOptions, TaskState,
@@ -1055,10 +1055,10 @@ pub async fn stats(
     q: web::Query<StatsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let minutes = query_number(q.minutes.as_deref(), "minutes", 60, MAX_STATS_MINUTES)?;
-    let store = state.client.store();
+    let client = &state.client;
     let mut states = StateCounts::default();
     let mut queues: Vec<QueueCounts> = Vec::new();
-    for (queue, st, n) in store.count_by_queue().await? {
+    for (queue, st, n) in client.count_by_queue().await? {
         states.add(st, n);
         match queues.last_mut() {
             Some(q) if q.queue == queue => q.states.add(st, n),
@@ -1072,7 +1072,7 @@ pub async fn stats(
             }
         }
     }
-    let minutes = store
+    let minutes = client
         .throughput(minutes)
         .await?
         .into_iter()
@@ -1333,7 +1333,7 @@ pub async fn delete_schedule(
     )
 )]
 pub async fn kinds(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
-    let kinds = state.client.store().known_kinds().await?;
+    let kinds = state.client.known_kinds().await?;
     Ok(HttpResponse::Ok().json(KindList { kinds }))
 }
 
@@ -1363,7 +1363,7 @@ pub async fn healthz(req: HttpRequest, state: web::Data<WebState>) -> HttpRespon
         Err(e) if trusted => json!({"error": e.to_string()}),
         Err(_) => json!({"error": "down"}),
     };
-    match state.client.store().ping().await {
+    match state.client.ping().await {
         Ok(()) => HttpResponse::Ok().json(Health {
             status: "ok",
             database: "ok".into(),

@@ -143,6 +143,13 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<courier_actors::StoreError> for ApiError {
+    /// A model's check refused a value: as the runtime's error would be.
+    fn from(e: courier_actors::StoreError) -> Self {
+        ApiError::from(CoreError::from(e))
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         match e {

@@ -61,7 +61,7 @@ pub async fn metrics(state: web::Data<WebState>) -> HttpResponse {
     courier_actors::metrics::metrics().register(&mut registry);
 
     let store_up = Gauge::<i64>::default();
-    match state.client.store().count_by_state().await {
+    match state.client.count_by_state().await {
         Ok(counts) => {
             let tasks = Family::<StateLabel, Gauge>::default();
             for s in TaskState::ALL {
@@ -128,7 +128,7 @@ pub async fn metrics(state: web::Data<WebState>) -> HttpResponse {
         Err(e) => tracing::warn!(error = %e, "metrics: could not read the queues"),
     }
 
-    let (lanes, bound) = state.client.store().write_queues();
+    let (lanes, bound) = state.client.write_queues();
     let held = Family::<LaneLabel, Gauge>::default();
     for (lane, n) in lanes {
         held.get_or_create(&LaneLabel { lane }).set(n as i64);

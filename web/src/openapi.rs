@@ -188,7 +188,7 @@ fn generated() -> &'static Value {
     )
 )]
 pub async fn serve(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
-    let kinds = state.client.store().known_kinds().await?;
+    let kinds = state.client.known_kinds().await?;
     let max_wait = state.config.max_wait.as_millis() as u64;
     Ok(HttpResponse::Ok().json(document(&kinds, max_wait)))
 }

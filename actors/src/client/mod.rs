@@ -19,15 +19,13 @@ use self::wait::WaitSession;
 use self::watch::TaskWatch;
 use crate::creation::{prepare, LocalKinds, Request};
 use crate::error::{Error, Result};
-use crate::model::{
-    ExecutorInfo, HistoryEntry, NewTask, QueueInfo, QueueUpdate, Schedule, ScheduleSpec, Step,
-    Task, TaskEvent, TaskFilter,
-};
 use crate::notify::cancel_tree;
 use crate::protocol::{announce, envelope, new_trace_id, pool_of, Bus, Msg};
-use crate::store::{Store, TaskInsert};
-
-pub use crate::creation::MAX_IDEMPOTENCY_KEY;
+use courier_store::{
+    ExecutorInfo, HistoryEntry, Minute, NewTask, QueueInfo, QueueUpdate, Schedule, ScheduleSpec,
+    Step, Task, TaskEvent, TaskFilter, TaskState,
+};
+use courier_store::{Store, TaskInsert};
 
 /// The most tasks one batch creates.
 pub const MAX_BATCH: usize = 1000;
@@ -69,9 +67,43 @@ impl Client {
         }
     }
 
-    /// The store behind this client.
-    pub fn store(&self) -> &Store {
+    /// The store behind this client: for the runtime (and, through
+    /// [`Runtime::store`](crate::Runtime::store), tests). Callers above the
+    /// actors use the narrow methods below.
+    pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The task kinds the deployment's executors run (live or not).
+    pub async fn known_kinds(&self) -> Result<Vec<String>> {
+        Ok(self.store.known_kinds().await?)
+    }
+
+    /// A trivial query: whether the database answers (health checks).
+    pub async fn ping(&self) -> Result<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// The number of tasks in each state, deployment-wide.
+    pub async fn count_by_state(&self) -> Result<Vec<(TaskState, i64)>> {
+        Ok(self.store.count_by_state().await?)
+    }
+
+    /// The number of tasks in each state of each queue, by queue then
+    /// state, deployment-wide.
+    pub async fn count_by_queue(&self) -> Result<Vec<(String, TaskState, i64)>> {
+        Ok(self.store.count_by_queue().await?)
+    }
+
+    /// Tasks finished in each of the last `minutes` minutes, by outcome.
+    pub async fn throughput(&self, minutes: u32) -> Result<Vec<Minute>> {
+        Ok(self.store.throughput(minutes).await?)
+    }
+
+    /// Writes held by each group-commit lane of this process's store now,
+    /// and the most a lane holds (see `Store::write_queues`).
+    pub fn write_queues(&self) -> ([(&'static str, usize); 3], usize) {
+        self.store.write_queues()
     }
 
     /// The bus this client sends through.
@@ -280,35 +312,35 @@ impl Client {
 
     /// The task.
     pub async fn get(&self, id: Uuid) -> Result<Task> {
-        self.store.task(id).await
+        Ok(self.store.task(id).await?)
     }
 
     /// Tasks matching the filter, newest first.
     pub async fn list(&self, f: &TaskFilter) -> Result<Vec<Task>> {
-        self.store.list_tasks(f).await
+        Ok(self.store.list_tasks(f).await?)
     }
 
     /// The task's sub-tasks in spawn order.
     pub async fn children(&self, id: Uuid) -> Result<Vec<Task>> {
         self.store.task(id).await?;
-        self.store.children(id).await
+        Ok(self.store.children(id).await?)
     }
 
     /// The task's event inbox.
     pub async fn events(&self, id: Uuid) -> Result<Vec<TaskEvent>> {
         self.store.task(id).await?;
-        self.store.events(id).await
+        Ok(self.store.events(id).await?)
     }
 
     /// The task's state history.
     pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
         self.store.task(id).await?;
-        self.store.history(id).await
+        Ok(self.store.history(id).await?)
     }
 
     /// Every executor the store knows.
     pub async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
-        self.store.executors().await
+        Ok(self.store.executors().await?)
     }
 
     /// A page of the task's sub-tasks in spawn order, after the sub-task
@@ -321,7 +353,7 @@ impl Client {
         bodies: bool,
     ) -> Result<Vec<Task>> {
         self.store.task(id).await?;
-        self.store.children_page(id, after, limit, bodies).await
+        Ok(self.store.children_page(id, after, limit, bodies).await?)
     }
 
     /// A page of the task's inbox, after the event numbered `after`.
@@ -332,7 +364,7 @@ impl Client {
         limit: u32,
     ) -> Result<Vec<TaskEvent>> {
         self.store.task(id).await?;
-        self.store.events_page(id, after, limit).await
+        Ok(self.store.events_page(id, after, limit).await?)
     }
 
     /// A page of the task's state history, after the line `after`.
@@ -343,7 +375,7 @@ impl Client {
         limit: u32,
     ) -> Result<Vec<HistoryEntry>> {
         self.store.task(id).await?;
-        self.store.history_page(id, after, limit).await
+        Ok(self.store.history_page(id, after, limit).await?)
     }
 
     /// A page of the executors, newest first, after the executor `after`.
@@ -352,7 +384,7 @@ impl Client {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ExecutorInfo>> {
-        self.store.executors_page(after, limit).await
+        Ok(self.store.executors_page(after, limit).await?)
     }
 
     /// Flow 3: commits an event to the task's inbox, then sends it to the
@@ -365,8 +397,8 @@ impl Client {
                 "event name must be 1 to 128 bytes",
             ));
         }
-        crate::model::refuse_nul_text("name", name)?;
-        crate::model::refuse_nul("payload", &payload)?;
+        courier_store::refuse_nul_text("name", name)?;
+        courier_store::refuse_nul("payload", &payload)?;
         let (ev, woken) = self.store.add_event(id, name, &payload).await?;
         if let Some(task) = woken {
             // It was suspended, in no executor's memory: an executor of its
@@ -408,7 +440,7 @@ impl Client {
             return Ok(root);
         }
         cancel_tree(&self.store, &self.bus, self.me(), &self.node, id, true).await?;
-        self.store.task(id).await
+        Ok(self.store.task(id).await?)
     }
 
     /// Retry now: a task waiting for its start time or a retry's backoff
@@ -439,13 +471,13 @@ impl Client {
     /// Every queue that has a setting, a task waiting or running, or an
     /// executor serving it.
     pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
-        self.store.queues().await
+        Ok(self.store.queues().await?)
     }
 
     /// One queue.
     pub async fn queue(&self, name: &str) -> Result<QueueInfo> {
-        crate::options::validate_queue_name(name)?;
-        self.store.queue(name).await
+        courier_store::validate_queue_name(name)?;
+        Ok(self.store.queue(name).await?)
     }
 
     /// Changes a queue's deployment-wide settings and returns the queue. A
@@ -471,7 +503,7 @@ impl Client {
 
     /// The journal of task `id`: its steps, in the order they ended.
     pub async fn steps(&self, id: Uuid) -> Result<Vec<Step>> {
-        self.store.steps(id).await
+        Ok(self.store.steps(id).await?)
     }
 
     /// Creates (`true`) or replaces (`false`) schedule `name`. Refused with
@@ -486,7 +518,7 @@ impl Client {
             return Err(Error::UnknownKind(spec.kind.clone()));
         }
         let next = if spec.enabled {
-            cron.after(crate::model::now())
+            cron.after(courier_store::now())
         } else {
             None
         };

@@ -16,9 +16,9 @@ use std::time::Duration;
 use courier_bus::{Address, Deliver};
 
 use crate::error::{Error, Result};
-use crate::model::Task;
 use crate::protocol::{Bus, Msg};
-use crate::store::Store;
+use courier_store::Store;
+use courier_store::Task;
 
 pub(super) struct Waiter {
     /// The task waited for; `None` until [`WaitFor`] names it (a waiter is

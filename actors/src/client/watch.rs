@@ -8,9 +8,9 @@ use courier_bus::{Address, Deliver};
 
 use super::wait::Dismiss;
 use crate::error::Result;
-use crate::model::Task;
 use crate::protocol::{envelope, Bus, Msg};
-use crate::store::Store;
+use courier_store::Store;
+use courier_store::Task;
 
 /// A stream of one task's states; see [`Client::watch`](super::Client::watch). Dropping it ends
 /// the watch.
@@ -23,7 +23,7 @@ pub struct TaskWatch {
     rx: tokio::sync::mpsc::UnboundedReceiver<Task>,
     first: Option<Task>,
     /// What was yielded last, to drop repeats.
-    last: Option<(crate::model::TaskState, chrono::DateTime<chrono::Utc>)>,
+    last: Option<(courier_store::TaskState, chrono::DateTime<chrono::Utc>)>,
     done: bool,
 }
 

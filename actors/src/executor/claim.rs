@@ -18,8 +18,8 @@ use actix::prelude::*;
 use courier_bus::Envelope;
 
 use super::{ExecutorActor, Job, Limits};
+use crate::calls::detached;
 use crate::protocol::Msg;
-use crate::store::detached;
 use uuid::Uuid;
 
 /// The first and the last wait before a missed hint is pulled for again
@@ -98,7 +98,7 @@ impl ExecutorActor {
             detached(async move {
                 if unlimited {
                     let tasks = store.claim_unlimited(&me, &queues, &kinds, free).await?;
-                    Ok(crate::store::Claimed {
+                    Ok(courier_store::Claimed {
                         tasks,
                         retry_in: None,
                         limited: false,
@@ -189,13 +189,13 @@ impl ExecutorActor {
 
     /// Hands back what a claim took as a stop began, then goes on with the
     /// stop: the claim's slots count as taken until then.
-    fn give_back(&mut self, tasks: Vec<crate::model::Task>, slots: u32, ctx: &mut Context<Self>) {
+    fn give_back(&mut self, tasks: Vec<courier_store::Task>, slots: u32, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let me = self.id.clone();
         ctx.spawn(
             detached(async move {
                 for t in tasks {
-                    let fence = crate::store::Fence {
+                    let fence = courier_store::Fence {
                         task_id: t.id,
                         executor_id: me.clone(),
                         epoch: t.epoch,

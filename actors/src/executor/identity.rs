@@ -8,9 +8,9 @@ use uuid::Uuid;
 use courier_bus::{Address, Deliver};
 
 use super::{ExecutorActor, Job, Phase};
-use crate::error::Result;
+use crate::calls::detached;
+use crate::error::{Error, Result};
 use crate::protocol::Msg;
-use crate::store::detached;
 use crate::task::signals::Abort;
 
 impl ExecutorActor {
@@ -38,9 +38,11 @@ impl ExecutorActor {
         let deadline = self.lease();
         let running = (self.running.len() - self.ending.len()) as i32;
         ctx.spawn(
-            detached(
-                async move { crate::store::within(deadline, store.heartbeat(&me, running)).await },
-            )
+            detached(async move {
+                courier_store::within(deadline, store.heartbeat(&me, running))
+                    .await
+                    .map_err(Error::from)
+            })
             .into_actor(self)
             .map(move |res, act, ctx| {
                 act.jobs.end(Job::Heartbeat);
@@ -152,7 +154,7 @@ impl ExecutorActor {
     fn reincarnate(&mut self, ctx: &mut Context<Self>) {
         let suffix = Uuid::now_v7().simple().to_string();
         let new_id = format!("{}-{}", self.node, &suffix[20..]);
-        let reg = crate::store::ExecutorRegistration::this_process(
+        let reg = courier_store::ExecutorRegistration::this_process(
             new_id.clone(),
             self.node.clone(),
             self.host.clone(),

@@ -34,14 +34,15 @@ use uuid::Uuid;
 
 use courier_bus::{Address, Deliver};
 
-use crate::model::Task;
+use crate::calls::detached;
 use crate::protocol::{Bus, Msg};
-use crate::store::{detached, Offer, Retention, Store};
 use crate::task::kind::Registry;
 use crate::task::replay::ReplayCache;
 pub use crate::task::replay::ReplayCacheConfig;
 use crate::task::signals::{Abort, Stage, TaskDone};
 use crate::task::TaskActor;
+use courier_store::Task;
+use courier_store::{Offer, Retention, Store};
 
 mod claim;
 mod identity;
@@ -89,7 +90,7 @@ impl Default for ExecutorConfig {
             sweep_interval: Duration::from_secs(2),
             redeliver_after: Duration::from_secs(2),
             max_takeovers: 5,
-            queues: vec![crate::options::DEFAULT_QUEUE.to_string()],
+            queues: vec![courier_store::DEFAULT_QUEUE.to_string()],
             retention: Retention::default(),
             retention_interval: Duration::from_secs(60),
             replay_cache: ReplayCacheConfig::default(),
@@ -366,7 +367,7 @@ impl ExecutorActor {
             // handed back and claimed again at once): give this claim back
             // rather than run the task twice in one process.
             let store = self.store.clone();
-            let fence = crate::store::Fence {
+            let fence = courier_store::Fence {
                 task_id: id,
                 executor_id: self.id.clone(),
                 epoch: task.epoch,
@@ -462,7 +463,7 @@ impl Actor for ExecutorActor {
         for (kind, defaults) in self.registry.all_defaults() {
             let queue = defaults
                 .queue
-                .unwrap_or_else(|| crate::options::DEFAULT_QUEUE.to_string());
+                .unwrap_or_else(|| courier_store::DEFAULT_QUEUE.to_string());
             if !self.config.queues.contains(&queue) {
                 tracing::warn!(%kind, %queue, queues = ?self.config.queues, "this executor runs a kind whose default queue it does not serve: its tasks wait for an executor that serves it");
             }

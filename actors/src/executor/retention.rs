@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::{ExecutorActor, Job};
-use crate::store::detached;
+use crate::calls::detached;
 
 /// Root tasks (with their trees) one batch deletes.
 const BATCH_ROOTS: u32 = 200;

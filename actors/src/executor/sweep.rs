@@ -6,10 +6,11 @@ use actix::prelude::*;
 use courier_bus::Address;
 
 use super::{ExecutorActor, ExecutorConfig, Job};
+use crate::calls::detached;
 use crate::error::Result;
-use crate::model::now;
 use crate::protocol::{envelope, start_task, Bus, Msg};
-use crate::store::{detached, Store};
+use courier_store::now;
+use courier_store::Store;
 
 impl ExecutorActor {
     pub(super) fn sweep(&mut self, ctx: &mut Context<Self>) {
@@ -62,7 +63,7 @@ async fn sweep_once(
         .into_iter()
         .map(|e| e.id)
         .collect();
-    if let Some(space) = crate::process::current_space() {
+    if let Some(space) = courier_store::current_space() {
         for (id, process) in store.alive_executors_in_space(me, &space).await? {
             if process.alive() == Some(false) && !dead.contains(&id) {
                 dead.push(id);

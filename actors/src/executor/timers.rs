@@ -19,10 +19,11 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use super::{ExecutorActor, Job};
+use crate::calls::detached;
 use crate::error::Result;
-use crate::model::now;
 use crate::protocol::{announce, start_task};
-use crate::store::{detached, Store};
+use courier_store::now;
+use courier_store::Store;
 
 /// How many tasks one promotion makes pending; more are promoted at once
 /// after.

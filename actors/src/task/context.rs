@@ -17,12 +17,13 @@ use courier_bus::Address;
 
 use super::replay::{Event, Journal};
 use super::signals::Suspend;
+use crate::calls::retry;
 use crate::creation::{prepare, LocalKinds, Request};
 use crate::error::TaskError;
-use crate::model::{now, Step, Task, TaskState};
-use crate::options::TaskOptions;
 use crate::protocol::{announce, envelope, Bus, Msg};
-use crate::store::{retry, Fence, Store, Wait};
+use courier_store::TaskOptions;
+use courier_store::{now, Step, Task, TaskState};
+use courier_store::{Fence, Store, Wait};
 
 /// How long a run's own writes are retried through a database outage before
 /// the run is interrupted (and the task handed back).
@@ -694,7 +695,7 @@ impl TaskContext {
         kind: &str,
         input: Value,
         options: &TaskOptions,
-    ) -> Result<crate::store::TaskInsert, TaskError> {
+    ) -> Result<courier_store::TaskInsert, TaskError> {
         let i = &self.inner;
         let request = || Request {
             kind,

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::context::TaskContext;
 use crate::error::TaskError;
-use crate::model::validate_kind_name;
-use crate::options::TaskOptions;
+use courier_store::validate_kind_name;
+use courier_store::TaskOptions;
 
 /// What a run returns: its output, or why it did not produce one.
 pub type TaskResult = Result<Value, TaskError>;

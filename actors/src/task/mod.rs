@@ -33,10 +33,11 @@ use self::context::{Shared, TaskContext};
 use self::kind::TaskKind;
 use self::replay::{Inbox, Replay, ReplayCache};
 use self::signals::{Abort, Stage, Suspend, TaskDone};
+use crate::calls::{detached, retry};
 use crate::error::{Error, TaskError};
-use crate::model::{now, AttemptError, Task, TaskState};
 use crate::protocol::{announce, envelope, pool_of, start_task, Bus, Msg};
-use crate::store::{detached, retry, Fence, Outcome, Store, Suspension};
+use courier_store::{now, AttemptError, Task, TaskState};
+use courier_store::{Fence, Outcome, Store, Suspension};
 
 /// How long the end of a run is retried through a database outage. Past it
 /// the task stays owned by this executor until a restart or takeover.
@@ -383,7 +384,7 @@ impl TaskActor {
     }
 
     /// Adds events read from the store, in `seq` order, and marks them held.
-    fn add_events(&mut self, events: Vec<crate::model::TaskEvent>, ctx: &mut Context<Self>) {
+    fn add_events(&mut self, events: Vec<courier_store::TaskEvent>, ctx: &mut Context<Self>) {
         let Some(last) = events.last().map(|e| e.seq) else {
             return;
         };
@@ -617,7 +618,7 @@ impl TaskActor {
     /// A failed attempt with attempts left: `scheduled` for the next one,
     /// after a backoff, and its queue's executors told when.
     fn retry_later(&mut self, error: String, errors: Vec<AttemptError>, ctx: &mut Context<Self>) {
-        let delay = crate::options::retry_delay(self.task.backoff_ms, self.task.attempts);
+        let delay = courier_store::retry_delay(self.task.backoff_ms, self.task.attempts);
         let run_at = now() + chrono::Duration::from_std(delay).unwrap_or_default();
         let span = self.span();
         tracing::info!(parent: &span, attempt = self.task.attempts, max_attempts = self.task.max_attempts,

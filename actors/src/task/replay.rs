@@ -15,7 +15,7 @@
 //! **Only committed, append-only facts are kept, and each is validated:**
 //!
 //! - *Events* are immutable rows numbered in commit order (see
-//!   [`Store::events_after`](crate::store::Store::events_after)), and every
+//!   [`Store::events_after`](courier_store::Store::events_after)), and every
 //!   run of every attempt sees all of them: the events up to `max_seq` are
 //!   valid whoever ran the task since, and the next run reads past it.
 //! - *The journal* (succeeded steps; a failed step is run again, so the run
@@ -47,7 +47,7 @@ use std::sync::Mutex;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::model::Step;
+use courier_store::Step;
 
 /// The replay cache's bounds (`entries: 0` turns it off).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -494,8 +494,8 @@ mod tests {
             state: state.into(),
             output: Some(out),
             error: None,
-            started_at: crate::model::now(),
-            finished_at: crate::model::now(),
+            started_at: courier_store::now(),
+            finished_at: courier_store::now(),
         };
         s.fill(vec![
             read("a", Step::SUCCEEDED, json!("old")),

@@ -39,4 +39,4 @@ pub struct Abort {
 /// database, not in memory) or, if it came meanwhile, run it again.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct Suspend(pub crate::store::Wait);
+pub struct Suspend(pub courier_store::Wait);

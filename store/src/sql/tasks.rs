@@ -2,8 +2,17 @@
 //! state changes that are not a create or a run's end (progress, cancel,
 //! orphans released). Creates are in `creates.rs`, ends in `ends.rs`.
 
+use super::{
+    Dialect, Fence, NotDead, Store, ALIVE, CANCELLED, FAILED, FINAL, HELD, OWNED, PENDING,
+    SCHEDULED, SUSPENDED, TASK_COLS,
+};
+use crate::error::{Error, Result};
+use crate::model::{now, HistoryEntry, IdPrefix, Task, TaskFilter, TaskState};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
 use super::journal::wake_parents;
-use super::*;
 
 impl Store {
     /// The task, if it exists.
@@ -307,7 +316,10 @@ impl Store {
         by: &str,
         max_takeovers: i32,
     ) -> Result<(Vec<Task>, Vec<Task>)> {
-        let died = "(CASE WHEN EXISTS (SELECT 1 FROM executors d WHERE d.id = tasks.executor_id AND d.state = 'dead') THEN 1 ELSE 0 END)";
+        let died = format!(
+            "(CASE WHEN {} THEN 0 ELSE 1 END)",
+            NotDead("tasks.executor_id")
+        );
         let poison = format!("(takeovers + {died} >= $3)");
         let sql = format!(
             "UPDATE tasks SET \
@@ -319,7 +331,7 @@ impl Store {
                  attempts = CASE WHEN {poison} THEN attempts ELSE attempts - 1 END, \
                  updated_at = $2, changed_by = $1 \
              WHERE state IN {HELD} AND executor_id IS NOT NULL \
-               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = tasks.executor_id AND e.state = 'alive') \
+               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = tasks.executor_id AND e.state = {ALIVE}) \
              RETURNING {TASK_COLS}"
         );
         let msg = format!(

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-pub use crate::options::{validate_queue_name, TaskOptions};
+use crate::options::TaskOptions;
 
 /// The current time as the store keeps it (UTC, microsecond precision, which
 /// is what PostgreSQL stores; SQLite gets the same value).
@@ -750,7 +750,7 @@ impl Step {
 }
 
 /// What a schedule does with slots missed while no process ran (a slot is
-/// missed once it is more than [`crate::schedule::MISSED_AFTER`] late).
+/// missed once it is more than `schedule::MISSED_AFTER` (courier-actors) late).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
@@ -761,7 +761,7 @@ pub enum CatchUp {
     /// Creates one task for all of them.
     One,
     /// Creates one task per missed slot (at most
-    /// [`crate::schedule::MAX_CATCH_UP`], the latest).
+    /// `schedule::MAX_CATCH_UP` (courier-actors), the latest).
     All,
 }
 

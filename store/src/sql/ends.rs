@@ -2,10 +2,19 @@
 //! its inbox closed, its watchers taken and a waiting parent woken), a
 //! retry later, or the task handed back.
 
+use chrono::SubsecRound;
+
+use super::{Dialect, Fence, NotDead, Store, HELD, OWNED, PENDING, SCHEDULED, TASK_COLS};
+use crate::error::{Error, Result};
+use crate::model::{now, AttemptError, Task, TaskState};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
 use std::collections::{HashMap, HashSet};
 
 use super::journal::wake_parents;
-use super::*;
 
 /// A run's end as recorded, with what it set off.
 #[derive(Clone, Debug)]
@@ -148,8 +157,9 @@ impl Store {
              FROM {ends_sql} \
              WHERE tasks.id = u.u_id AND {owner} = u.u_exec AND tasks.epoch = u.u_epoch \
                AND {state} IN {HELD} \
-               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = u.u_exec AND e.state = 'dead') \
-             RETURNING id, parent_id"
+               AND {alive} \
+             RETURNING id, parent_id",
+            alive = NotDead("u.u_exec")
         );
         let one = format!(
             "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2, \

@@ -12,12 +12,21 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use super::{Db, Store};
 use crate::error::{Error, Result};
 
+// The two sequences are numbered independently: a file goes into one
+// dialect's folder when only that dialect needs it (PostgreSQL has 15,
+// SQLite 13), so equal version numbers do not mean equal schemas, and
+// `sqlite/0007_bus.sql`'s comment that it "keeps the two migration
+// sequences in step" is no longer true. The comment stays: sqlx checks
+// each applied migration's checksum, and editing a file that databases
+// have applied would make them refuse to migrate. What is kept in step is
+// the tables and columns (the store's tests run on both databases).
+
 /// The SQLite migrations (`migrations/sqlite`), embedded in the binary.
 #[cfg(feature = "sqlite")]
-pub static MIGRATOR_SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
+pub(super) static MIGRATOR_SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 /// The PostgreSQL migrations (`migrations/postgres`), embedded in the binary.
 #[cfg(feature = "postgres")]
-pub static MIGRATOR_POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");
+pub(super) static MIGRATOR_POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Connection settings beyond the URL.
 #[derive(Clone, Debug)]
@@ -192,7 +201,7 @@ pub(super) async fn lock_file(path: std::path::PathBuf) -> Result<FileLock> {
     })
     .await
     .map_err(|e| Error::Corrupt(format!("migration lock task failed: {e}")))?
-    .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+    .map_err(|e| Error::from(sqlx::Error::Io(e)))?;
     Ok(FileLock(file))
 }
 

@@ -24,12 +24,6 @@
 mod connect;
 mod group;
 
-use std::time::Duration;
-
-use chrono::{DateTime, SubsecRound, Utc};
-use courier_bus::backoff::Backoff;
-use serde_json::Value;
-use sqlx::types::Json;
 #[cfg(feature = "postgres")]
 use sqlx::PgPool;
 #[cfg(feature = "sqlite")]
@@ -37,21 +31,17 @@ use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::model::{
-    now, AttemptError, ExecutorInfo, ExecutorState, HistoryEntry, IdPrefix, Task, TaskEvent,
-    TaskFilter, TaskState,
-};
-use crate::options::Resolved;
+use crate::model::{ExecutorState, Task, TaskEvent, TaskState};
 
 pub use connect::StoreOptions;
 #[cfg(feature = "postgres")]
-pub use connect::MIGRATOR_POSTGRES;
+use connect::MIGRATOR_POSTGRES;
 #[cfg(feature = "sqlite")]
-pub use connect::MIGRATOR_SQLITE;
+use connect::MIGRATOR_SQLITE;
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 compile_error!(
-    "courier-actors needs a store: enable the `sqlite` or the `postgres` feature (or both)"
+    "courier-store needs a database: enable the `sqlite` or the `postgres` feature (or both)"
 );
 
 /// Handle to the database; cheap to clone (it is a connection pool).
@@ -146,15 +136,15 @@ macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.db {
             #[cfg(feature = "sqlite")]
-            Db::Sqlite($pool) => {
-                $crate::store::within($store.deadline, async {
+            $crate::sql::Db::Sqlite($pool) => {
+                $crate::sql::within($store.deadline, async {
                     Ok::<_, $crate::error::Error>($body)
                 })
                 .await?
             }
             #[cfg(feature = "postgres")]
-            Db::Postgres($pool) => {
-                $crate::store::within($store.deadline, async {
+            $crate::sql::Db::Postgres($pool) => {
+                $crate::sql::within($store.deadline, async {
                     Ok::<_, $crate::error::Error>($body)
                 })
                 .await?
@@ -169,16 +159,16 @@ macro_rules! on_pool_write {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.db {
             #[cfg(feature = "sqlite")]
-            Db::Sqlite($pool) => {
-                $crate::store::within($store.deadline, async {
+            $crate::sql::Db::Sqlite($pool) => {
+                $crate::sql::within($store.deadline, async {
                     let _turn = $store.writer.lock().await;
                     Ok::<_, $crate::error::Error>($body)
                 })
                 .await?
             }
             #[cfg(feature = "postgres")]
-            Db::Postgres($pool) => {
-                $crate::store::within($store.deadline, async {
+            $crate::sql::Db::Postgres($pool) => {
+                $crate::sql::within($store.deadline, async {
                     Ok::<_, $crate::error::Error>($body)
                 })
                 .await?
@@ -195,8 +185,8 @@ macro_rules! on_pool_tx {
     ($store:expr, $pool:ident, $begin:ident => $body:expr) => {
         match &$store.db {
             #[cfg(feature = "sqlite")]
-            Db::Sqlite($pool) => {
-                $crate::store::within($store.deadline, async {
+            $crate::sql::Db::Sqlite($pool) => {
+                $crate::sql::within($store.deadline, async {
                     let $begin = "BEGIN IMMEDIATE";
                     let _turn = $store.writer.lock().await;
                     Ok::<_, $crate::error::Error>($body)
@@ -204,8 +194,8 @@ macro_rules! on_pool_tx {
                 .await?
             }
             #[cfg(feature = "postgres")]
-            Db::Postgres($pool) => {
-                $crate::store::within($store.deadline, async {
+            $crate::sql::Db::Postgres($pool) => {
+                $crate::sql::within($store.deadline, async {
                     let $begin = "BEGIN";
                     Ok::<_, $crate::error::Error>($body)
                 })
@@ -220,13 +210,13 @@ macro_rules! on_pool_tx {
 /// error when it passes instead of hanging for as long as TCP keeps
 /// retrying (minutes). The future is dropped, and with it the connection
 /// (sqlx tests it before it goes back to the pool).
-pub(crate) async fn within<T, E: From<sqlx::Error>>(
+pub async fn within<T>(
     deadline: std::time::Duration,
-    call: impl std::future::Future<Output = std::result::Result<T, E>>,
-) -> std::result::Result<T, E> {
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     match tokio::time::timeout(deadline, call).await {
         Ok(r) => r,
-        Err(_) => Err(E::from(sqlx::Error::Io(std::io::Error::new(
+        Err(_) => Err(Error::from(sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!(
                 "the database did not answer within {} ms (the call's deadline)",
@@ -255,7 +245,7 @@ pub use events::UndeliveredEvent;
 pub use executors::{ExecutorRegistration, Offer};
 pub use journal::{Suspension, Wait};
 pub use queues::Claimed;
-pub use retention::Retention;
+pub use retention::{BadRetention, Retention};
 pub use schedules::Fired;
 pub use stats::{Minute, THROUGHPUT_KEPT};
 
@@ -318,6 +308,39 @@ const FINAL: States = States(TaskState::is_final);
 /// `running`, `suspended`: held by an executor.
 const HELD: States = States(TaskState::is_owned);
 
+/// An executor state as an SQL literal (`'alive'`): statements name
+/// executor states through [`ExecutorState`], as task states through
+/// [`TaskState`], never by spelling them out.
+#[derive(Clone, Copy)]
+struct Ex(ExecutorState);
+
+impl std::fmt::Display for Ex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "'{}'", self.0.as_str())
+    }
+}
+
+const ALIVE: Ex = Ex(ExecutorState::Alive);
+const STOPPED: Ex = Ex(ExecutorState::Stopped);
+const DEAD: Ex = Ex(ExecutorState::Dead);
+
+/// The fence of a declared death, the one spelling of it: true while the
+/// executor whose id is the SQL expression `.0` (`$2`, `u.u_exec`,
+/// `tasks.executor_id`) has not been declared dead. The declaration is
+/// the fence: nothing an executor writes under an id declared dead lands.
+#[derive(Clone, Copy)]
+struct NotDead(&'static str);
+
+impl std::fmt::Display for NotDead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = {} AND e.state = {DEAD})",
+            self.0
+        )
+    }
+}
+
 /// The `WHERE` clause of a fenced write, with `$2` the executor and `$3` the
 /// epoch of the [`Fence`].
 struct Owned;
@@ -326,8 +349,8 @@ impl std::fmt::Display for Owned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "executor_id = $2 AND epoch = $3 AND state IN {HELD} \
-             AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $2 AND e.state = 'dead')"
+            "executor_id = $2 AND epoch = $3 AND state IN {HELD} AND {}",
+            NotDead("$2")
         )
     }
 }
@@ -373,18 +396,6 @@ impl Store {
         let store = connect::connect(url, &opts).await?;
         store.migrate_unlocked().await?;
         Ok(store)
-    }
-
-    /// Wraps an existing SQLite pool (migrations are not applied).
-    #[cfg(feature = "sqlite")]
-    pub fn from_sqlite(pool: SqlitePool) -> Store {
-        Store::new(Db::Sqlite(pool), None)
-    }
-
-    /// Wraps an existing PostgreSQL pool (migrations are not applied).
-    #[cfg(feature = "postgres")]
-    pub fn from_postgres(pool: PgPool) -> Store {
-        Store::new(Db::Postgres(pool), None)
     }
 
     fn new(db: Db, migrate_lock: Option<std::path::PathBuf>) -> Store {
@@ -570,12 +581,14 @@ impl Store {
         )
     }
 
-    /// How this store reaches its PostgreSQL database (schema included):
-    /// for the PostgreSQL transport. `None` on SQLite.
+    /// The settings of the PostgreSQL transport of the bus, which goes
+    /// through this store's database (schema included). `None` on SQLite.
     #[cfg(feature = "postgres")]
-    pub fn pg_connect_options(&self) -> Option<sqlx::postgres::PgConnectOptions> {
+    pub fn postgres_bus(&self) -> Option<courier_bus::transport::postgres::PostgresConfig> {
         match &self.db {
-            Db::Postgres(p) => Some((*p.connect_options()).clone()),
+            Db::Postgres(p) => Some(courier_bus::transport::postgres::PostgresConfig {
+                connect: (*p.connect_options()).clone(),
+            }),
             #[cfg(feature = "sqlite")]
             Db::Sqlite(_) => None,
         }
@@ -605,54 +618,5 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
-    }
-}
-
-/// Runs `fut` as a task of its own, started at once, and returns a future
-/// of its result.
-///
-/// Actors use it for every database call they make from their context. An
-/// actor that waits on one future (`ctx.wait`) stops polling its others; one
-/// of those that is queued for a pooled connection keeps its place in the
-/// pool's fair queue without being polled, so the connection handed to it
-/// sits unused and the pool stalls until the acquire timeout. (Seen after
-/// SIGSTOP/SIGCONT: a burst of heartbeats queued ahead of a re-registration
-/// that the executor waited on.) A task of its own is always polled.
-pub fn detached<T: 'static>(
-    fut: impl std::future::Future<Output = T> + 'static,
-) -> impl std::future::Future<Output = T> {
-    let handle = tokio::task::spawn_local(fut);
-    async move {
-        match handle.await {
-            Ok(v) => v,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Cancelled: the runtime is shutting down and nobody waits.
-            Err(_) => std::future::pending().await,
-        }
-    }
-}
-
-/// Retries `op` while it fails with a transient error, backing off in steps
-/// doubling from 50 ms to 2 s (each wait up to twice its step: the jitter),
-/// for at most `budget`. Used where giving up would strand a task.
-pub async fn retry<T, F, Fut>(what: &str, budget: Duration, mut op: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let start = std::time::Instant::now();
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-    loop {
-        match op().await {
-            Err(e) if e.is_transient() => {
-                let delay = backoff.next_delay();
-                if start.elapsed() + delay >= budget {
-                    return Err(e);
-                }
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
-                tokio::time::sleep(delay).await;
-            }
-            other => return other,
-        }
     }
 }

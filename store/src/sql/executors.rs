@@ -1,6 +1,11 @@
 //! The `executors` table: registration, heartbeats, death.
 
-use super::*;
+use super::{Db, Dialect, Store, ALIVE, DEAD, STOPPED};
+use crate::error::Result;
+use crate::model::{now, ExecutorInfo, ExecutorState};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use std::time::Duration;
 
 /// The columns of an [`ExecutorInfo`].
 const EXECUTOR_COLS: &str = "id, node, host, pid, state, kinds, queues, capacity, running, \
@@ -54,10 +59,10 @@ impl ExecutorRegistration {
 impl Store {
     /// Registers an executor as alive.
     pub async fn register_executor(&self, r: &ExecutorRegistration) -> Result<()> {
-        on_pool_write!(self, p => sqlx::query(
+        on_pool_write!(self, p => sqlx::query(&format!(
             "INSERT INTO executors (id, node, host, pid, pid_space, pid_start, state, kinds, capacity, running, started_at, last_seen_at, \
                  queues, kind_options) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'alive', $7, $8, 0, $9, COALESCE($10, CURRENT_TIMESTAMP), $11, $12)")
+             VALUES ($1, $2, $3, $4, $5, $6, {ALIVE}, $7, $8, 0, $9, COALESCE($10, CURRENT_TIMESTAMP), $11, $12)"))
             .bind(&r.id).bind(&r.node).bind(&r.host).bind(r.pid)
             .bind(r.process.as_ref().map(|p| p.space.clone()))
             .bind(r.process.as_ref().map(|p| p.start))
@@ -82,16 +87,16 @@ impl Store {
     /// Records a heartbeat. `false` when the executor is no longer alive in
     /// the store (declared dead or stopped): it must stop touching its tasks.
     pub async fn heartbeat(&self, id: &str, running: i32) -> Result<bool> {
-        let res = on_pool_write!(self, p => sqlx::query(
-            "UPDATE executors SET last_seen_at = COALESCE($2, CURRENT_TIMESTAMP), running = $3 WHERE id = $1 AND state = 'alive'")
+        let res = on_pool_write!(self, p => sqlx::query(&format!(
+            "UPDATE executors SET last_seen_at = COALESCE($2, CURRENT_TIMESTAMP), running = $3 WHERE id = $1 AND state = {ALIVE}"))
             .bind(id).bind(self.seen_now()).bind(running).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(res == 1)
     }
 
     /// Marks an executor cleanly stopped.
     pub async fn stop_executor(&self, id: &str) -> Result<()> {
-        on_pool_write!(self, p => sqlx::query(
-            "UPDATE executors SET state = 'stopped', running = 0, ended_at = $2 WHERE id = $1 AND state = 'alive'")
+        on_pool_write!(self, p => sqlx::query(&format!(
+            "UPDATE executors SET state = {STOPPED}, running = 0, ended_at = $2 WHERE id = $1 AND state = {ALIVE}"))
             .bind(id).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
@@ -108,12 +113,12 @@ impl Store {
         let rows: Vec<ExecutorInfo> = match &self.db {
             #[cfg(feature = "postgres")]
             Db::Postgres(p) => sqlx::query_as(&format!(
-                "SELECT {cols} FROM executors WHERE state = 'alive' AND id <> $1 \
+                "SELECT {cols} FROM executors WHERE state = {ALIVE} AND id <> $1 \
                    AND last_seen_at < CURRENT_TIMESTAMP - make_interval(secs => $2)"))
                 .bind(me).bind(dead_after.as_secs_f64()).fetch_all(p).await?,
             #[cfg(feature = "sqlite")]
             Db::Sqlite(p) => sqlx::query_as(&format!(
-                "SELECT {cols} FROM executors WHERE state = 'alive' AND id <> $1 AND last_seen_at < $2"))
+                "SELECT {cols} FROM executors WHERE state = {ALIVE} AND id <> $1 AND last_seen_at < $2"))
                 .bind(me)
                 .bind(now() - chrono::Duration::from_std(dead_after).unwrap_or_default())
                 .fetch_all(p).await?,
@@ -128,9 +133,9 @@ impl Store {
         me: &str,
         space: &str,
     ) -> Result<Vec<(String, crate::process::ProcessIdentity)>> {
-        let rows: Vec<(String, i32, Option<i64>)> = on_pool!(self, p => sqlx::query_as(
+        let rows: Vec<(String, i32, Option<i64>)> = on_pool!(self, p => sqlx::query_as(&format!(
             "SELECT id, pid, pid_start FROM executors \
-             WHERE state = 'alive' AND id <> $1 AND pid_space = $2")
+             WHERE state = {ALIVE} AND id <> $1 AND pid_space = $2"))
             .bind(me).bind(space).fetch_all(p).await)?;
         Ok(rows
             .into_iter()
@@ -148,9 +153,9 @@ impl Store {
     /// Declares `dead` dead on behalf of `by`. A conditional update: when
     /// several executors try at once, exactly one gets `true`.
     pub async fn declare_dead(&self, dead: &str, by: &str) -> Result<bool> {
-        let res = on_pool_write!(self, p => sqlx::query(
-            "UPDATE executors SET state = 'dead', ended_at = $3, ended_by = $2, running = 0 \
-             WHERE id = $1 AND state = 'alive'")
+        let res = on_pool_write!(self, p => sqlx::query(&format!(
+            "UPDATE executors SET state = {DEAD}, ended_at = $3, ended_by = $2, running = 0 \
+             WHERE id = $1 AND state = {ALIVE}"))
             .bind(dead).bind(by).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(res == 1)
     }
@@ -203,8 +208,8 @@ impl Store {
     /// registered them, or `None` if none runs it.
     pub async fn kind_defaults(&self, kind: &str) -> Result<Option<crate::options::TaskOptions>> {
         type KindDefaults = std::collections::BTreeMap<String, crate::options::TaskOptions>;
-        let rows: Vec<(Json<Vec<String>>, Json<KindDefaults>)> = on_pool!(self, p => sqlx::query_as(
-                "SELECT kinds, kind_options FROM executors WHERE state = 'alive' ORDER BY started_at DESC")
+        let rows: Vec<(Json<Vec<String>>, Json<KindDefaults>)> = on_pool!(self, p => sqlx::query_as(&format!(
+                "SELECT kinds, kind_options FROM executors WHERE state = {ALIVE} ORDER BY started_at DESC"))
                 .fetch_all(p).await)?;
         Ok(rows.into_iter().find_map(|(kinds, options)| {
             kinds

@@ -219,7 +219,7 @@ impl<T, R> Group<T, R> {
 /// A transient error for a caller whose request was in a flush that failed
 /// (or was abandoned): its retry writes it again.
 fn transient(message: &str) -> Error {
-    Error::Database(sqlx::Error::Io(std::io::Error::other(message.to_string())))
+    Error::from(sqlx::Error::Io(std::io::Error::other(message.to_string())))
 }
 
 #[cfg(test)]

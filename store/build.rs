@@ -2,5 +2,5 @@
 //! are embedded by `sqlx::migrate!`, which cargo does not otherwise watch
 //! (as sqlx's `migrate!` documentation advises).
 fn main() {
-    println!("cargo:rerun-if-changed=../migrations");
+    println!("cargo:rerun-if-changed=migrations");
 }

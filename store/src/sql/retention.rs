@@ -3,9 +3,13 @@
 //! retention. A tree goes as a whole, and only when every task in it is
 //! final, so nothing still running loses its parent.
 
-use std::str::FromStr;
+use super::{placeholders, Store, DEAD, STOPPED};
+use crate::error::Result;
+use crate::model::{now, TaskState};
+use std::time::Duration;
+use uuid::Uuid;
 
-use super::*;
+use std::str::FromStr;
 
 /// How long finished tasks are kept, per final state; `None` keeps them
 /// forever. Written `succeeded=7d,cancelled=7d,failed=30d` (units `s`, `m`,
@@ -134,9 +138,9 @@ impl Store {
     /// by key (a task's history names its executors as text).
     pub async fn delete_expired_executors(&self, keep: Duration, limit: u32) -> Result<u64> {
         let before = now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-        let n = on_pool_write!(self, p => sqlx::query(
+        let n = on_pool_write!(self, p => sqlx::query(&format!(
             "DELETE FROM executors WHERE id IN (SELECT id FROM executors \
-             WHERE state IN ('dead', 'stopped') AND ended_at < $1 LIMIT $2)")
+             WHERE state IN ({DEAD}, {STOPPED}) AND ended_at < $1 LIMIT $2)"))
             .bind(before).bind(i64::from(limit)).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(n)
     }

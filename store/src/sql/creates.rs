@@ -1,9 +1,16 @@
 //! Creating tasks: single creates (group-committed), batches, and a
 //! parent's sub-tasks; the columns a new task sets.
 
-use std::collections::{HashMap, HashSet};
+use super::{qualified, Dialect, Fence, NotDead, Store, HELD, TASK_COLS};
+use crate::error::{Error, Result};
+use crate::model::{now, Task, TaskState};
+use crate::options::Resolved;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
 
-use super::*;
+use std::collections::{HashMap, HashSet};
 
 /// A task to insert; built by the client (or a parent's run) from a
 /// [`NewTask`](crate::NewTask) whose options are resolved.
@@ -416,8 +423,9 @@ impl Store {
             "INSERT INTO tasks ({INSERT_COLS}, parent_id, spawn_seq, parent_attempt) \
              SELECT {INSERT_VALUES}, p.id, $16, p.attempts FROM tasks p \
              WHERE p.id = $17 AND p.executor_id = $19 AND p.epoch = $18 AND p.state IN {HELD} \
-               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $19 AND e.state = 'dead') \
-             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
+               AND {alive} \
+             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}",
+            alive = NotDead("$19")
         );
         let row: Option<Task> = on_pool_write!(self, p => bind_insert!(sqlx::query_as(&sql), t)
             .bind(spawn_seq)
@@ -458,8 +466,9 @@ impl Store {
              SELECT {values}, p.id, u_seq, p.attempts \
              FROM {recordset} JOIN tasks p ON p.id = $2 \
              WHERE p.executor_id = $4 AND p.epoch = $3 AND p.state IN {HELD} \
-               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = $4 AND e.state = 'dead') \
-             ON CONFLICT DO NOTHING RETURNING id, parent_attempt"
+               AND {alive} \
+             ON CONFLICT DO NOTHING RETURNING id, parent_attempt",
+            alive = NotDead("$4")
         );
         let rows: Vec<Value> = ts
             .iter()

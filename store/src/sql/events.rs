@@ -1,6 +1,12 @@
 //! The `task_events` table: each task's durable inbox.
 
-use super::*;
+use super::{Dialect, Store, FINAL, HELD, PENDING, SUSPENDED, TASK_COLS};
+use crate::error::{Error, Result};
+use crate::model::{now, Task, TaskEvent};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
 
 /// An event still undelivered, with the trace of its task.
 #[derive(Clone, Debug, sqlx::FromRow)]

@@ -1,7 +1,10 @@
 //! The `task_watchers` table: who waits for a task to finish, or follows
 //! its every change.
 
-use super::*;
+use super::{Dialect, Store, TASK_COLS};
+use crate::error::{Error, Result};
+use crate::model::{now, Task};
+use uuid::Uuid;
 
 impl Store {
     /// Records that `address` waits for `task` to finish and returns the task

@@ -8,8 +8,18 @@
 //! same `next_run_at` changes no row and rolls back; a slot can never make
 //! two tasks.
 
+use chrono::SubsecRound;
+
+use super::{Store, TaskInsert, TASK_COLS};
+use crate::error::{Error, Result};
+use crate::model::{now, Task};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
 use super::creates::{bind_insert, INSERT_COLS, INSERT_VALUES};
-use super::*;
+
 use crate::model::{Schedule, ScheduleSpec};
 use crate::options::TaskOptions;
 

@@ -9,7 +9,14 @@
 //! first, in the order of their ids, then the parents', in the order of
 //! theirs, in every transaction that takes both.
 
-use super::*;
+use super::{Dialect, Fence, Store, FINAL, OWNED, PENDING, SUSPENDED, TASK_COLS};
+use crate::error::{Error, Result};
+use crate::model::{now, Task};
+use chrono::SubsecRound;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
 use crate::model::Step;
 
 /// What a run waits for when it suspends.
@@ -53,6 +60,13 @@ pub enum Suspension {
 /// from its id. Gives the parents woken.
 ///
 /// O(1) a sub-task: the parent keeps `awaiting`, the awaited sub-tasks not
+/// Wakes the suspended parents of `$children` (sub-tasks just made final in
+/// this transaction, as a JSON array of ids) whose awaited sub-tasks are
+/// now all final. Expands to the statements, for either dialect's
+/// transaction; `$by` gives the name each parent is woken on behalf of,
+/// from its id. Gives the parents woken.
+///
+/// O(1) a sub-task: the parent keeps `awaiting`, the awaited sub-tasks not
 /// yet final when it suspended, and the awaited ends of one flush take
 /// their number off it at once, in one statement for every parent. Only a
 /// parent that reaches zero has its sub-tasks looked at, once, to be sure
@@ -64,39 +78,56 @@ pub enum Suspension {
 /// already made of it (fan-out of 10,000 on PostgreSQL: issue 24).
 macro_rules! wake_parents {
     ($store:expr, $tx:expr, $children:expr, $by:expr) => {{
-        let ids = $store.key_in("t.id", 1);
-        let count = format!(
-            "UPDATE tasks SET awaiting = tasks.awaiting - c.n \
-             FROM (SELECT t.parent_id AS pid, count(*) AS n FROM tasks t \
-                   WHERE {ids} AND t.awaited AND t.parent_id IS NOT NULL \
-                   GROUP BY t.parent_id ORDER BY t.parent_id) c \
-             WHERE tasks.id = c.pid AND tasks.state = {SUSPENDED} AND tasks.executor_id IS NULL \
-             RETURNING tasks.id, tasks.awaiting"
-        );
-        let counted: Vec<(Uuid, i32)> = sqlx::query_as(&count)
+        let count = $crate::sql::journal::wake_count_sql($store);
+        let counted: Vec<(uuid::Uuid, i32)> = sqlx::query_as(&count)
             .bind($children)
-            .fetch_all(&mut *$tx).await?;
-        let mut woken: Vec<Task> = Vec::new();
+            .fetch_all(&mut *$tx)
+            .await?;
+        let mut woken: Vec<$crate::model::Task> = Vec::new();
         for (parent, left) in counted {
             if left > 0 {
                 continue;
             }
-            let sql = format!(
-                "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $2, changed_by = $3 \
-                 WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL \
-                   AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_id = $1 AND c.awaited AND c.state NOT IN {FINAL}) \
-                 RETURNING {TASK_COLS}"
-            );
+            let sql = $crate::sql::journal::wake_parent_sql();
             let by: &str = ($by)(&parent);
-            let task: Option<Task> = sqlx::query_as(&sql)
-                .bind(parent).bind(now()).bind(by)
-                .fetch_optional(&mut *$tx).await?;
+            let task: Option<$crate::model::Task> = sqlx::query_as(&sql)
+                .bind(parent)
+                .bind($crate::model::now())
+                .bind(by)
+                .fetch_optional(&mut *$tx)
+                .await?;
             woken.extend(task);
         }
         woken
     }};
 }
 pub(super) use wake_parents;
+
+/// `wake_parents!`'s first statement: the awaited sub-tasks of `$1` (a
+/// JSON array of ids) taken off their parents' counts, in the order of
+/// the parents' ids (the lock order: see the module's head).
+pub(super) fn wake_count_sql(store: &Store) -> String {
+    format!(
+        "UPDATE tasks SET awaiting = tasks.awaiting - c.n \
+         FROM (SELECT t.parent_id AS pid, count(*) AS n FROM tasks t \
+               WHERE {ids} AND t.awaited AND t.parent_id IS NOT NULL \
+               GROUP BY t.parent_id ORDER BY t.parent_id) c \
+         WHERE tasks.id = c.pid AND tasks.state = {SUSPENDED} AND tasks.executor_id IS NULL \
+         RETURNING tasks.id, tasks.awaiting",
+        ids = store.key_in("t.id", 1)
+    )
+}
+
+/// `wake_parents!`'s second statement: the parent made `pending` when no
+/// awaited sub-task is open.
+pub(super) fn wake_parent_sql() -> String {
+    format!(
+        "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $2, changed_by = $3 \
+         WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_id = $1 AND c.awaited AND c.state NOT IN {FINAL}) \
+         RETURNING {TASK_COLS}"
+    )
+}
 
 impl Store {
     /// The lock a transaction takes on a task row it may change after it

@@ -14,7 +14,10 @@
 //! states from `tasks` when read: a second of CPU a read with a million
 //! tasks waiting.
 
-use super::*;
+use super::{Db, Dialect, Store, PENDING, RUNNING, SCHEDULED, SUSPENDED};
+use crate::error::{Error, Result};
+use crate::model::TaskState;
+use std::time::Duration;
 
 /// How many tasks finished in one minute, by outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -14,7 +14,14 @@
 //! all. Then one statement claims up to the executor's free slots across
 //! all its queues, each queue's share capped by what its limits allow.
 
-use super::*;
+use super::{
+    placeholders, Dialect, Store, ALIVE, PENDING, RUNNING, SCHEDULED, SUSPENDED, TASK_COLS,
+};
+use crate::error::Result;
+use crate::model::{now, ExecutorState, Task, TaskState};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
 use crate::model::{QueueInfo, QueueUpdate};
 
 /// What a claim took, and when it is worth trying again for work that a
@@ -523,7 +530,7 @@ impl Plan {
                  timeout_at = CASE WHEN resume THEN timeout_at ELSE NULL END, resume = FALSE, started_at = COALESCE(started_at, {at}), pending_since = updated_at, updated_at = {at}, changed_by = $1 \
              WHERE {keyed} \
                AND {state} = {PENDING} \
-               AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $1 AND e.state = 'alive') \
+               AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $1 AND e.state = {ALIVE}) \
              RETURNING {TASK_COLS}, pending_since",
             picks.join(" UNION ALL ")
         )
