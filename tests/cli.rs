@@ -297,8 +297,15 @@ fn tokens_migrate_and_refusals() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(Path::new(&dir.path().join("c.db")).exists());
+    // In a schema of its own: the shared database's public schema may hold
+    // another build's migrations (a newer branch's tests migrated it).
+    let pg = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(common::TestDb::postgres());
     let out = Command::new(BIN)
-        .args(["migrate", "--db", &common::pg_url()])
+        .args(["migrate", "--db", &pg.process_url()])
         .output()
         .unwrap();
     assert!(
