@@ -75,7 +75,7 @@ impl Outcome {
 /// simple-protocol round trip, as the plain `BEGIN` was; the settings end
 /// with the transaction, and the history trigger keeps its own (migration
 /// 0010).
-const KEYED_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
+pub(super) const KEYED_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
      SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
 /// A lone end as PostgreSQL's one statement returns it: the task as it
