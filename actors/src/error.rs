@@ -60,6 +60,10 @@ pub enum Error {
     /// The runtime is shutting down.
     #[error("the runtime has stopped")]
     Stopped,
+    /// A worker (protocol) that is not alive: declared dead, stopped or
+    /// unknown. It must stop its runs and register again.
+    #[error("{0}")]
+    WorkerGone(String),
 }
 
 impl Error {

@@ -51,6 +51,7 @@ pub mod runtime;
 pub mod schedule;
 pub mod store;
 pub mod task;
+pub mod workers;
 
 pub use client::watch::TaskWatch;
 pub use client::{Client, Submitted, Waited};

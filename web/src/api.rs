@@ -142,7 +142,7 @@ fn object(body: &Value) -> Result<(), ApiError> {
 
 /// Reads a JSON object body as `T`, naming the field at fault in any error
 /// (422).
-fn parse_body<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiError> {
     object(&body)?;
     numbers(&mut body);
     serde_path_to_error::deserialize(body).map_err(|e| {
@@ -510,7 +510,7 @@ fn query_number(given: Option<&str>, name: &str, default: u32, max: u32) -> Resu
     }
 }
 
-fn parse_id(s: &str, what: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(s: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(s).map_err(|_| ApiError::InvalidQuery(format!("{what} {s:?} is not a UUID")))
 }
 

@@ -115,7 +115,9 @@ impl Modify for BearerAuth {
 fn generated() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
-        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        let mut api = ApiDoc::openapi();
+        api.merge(<crate::workers::WorkersDoc as OpenApi>::openapi());
+        let mut doc = serde_json::to_value(api).expect("the document serializes");
         // A batch's entry (spelled out in full, see `BatchEntry`) too.
         for body in ["CreateTask", "BatchEntry"] {
             doc["components"]["schemas"][body]["not"] = json!({

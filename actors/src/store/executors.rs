@@ -4,7 +4,7 @@ use super::*;
 
 /// The columns of an [`ExecutorInfo`].
 const EXECUTOR_COLS: &str = "id, node, host, pid, state, kinds, queues, capacity, running, \
-     started_at, last_seen_at, ended_at, ended_by";
+     started_at, last_seen_at, ended_at, ended_by, language, name";
 
 /// An executor registration.
 #[derive(Clone, Debug)]
@@ -191,7 +191,7 @@ impl Store {
         let all = self.executors().await?;
         let mut kinds: Vec<String> = all
             .into_iter()
-            .filter(|e| e.state == ExecutorState::Alive)
+            .filter(|e| e.state == ExecutorState::Alive || e.language.is_some())
             .flat_map(|e| e.kinds)
             .collect();
         kinds.sort();
@@ -204,7 +204,8 @@ impl Store {
     pub async fn kind_defaults(&self, kind: &str) -> Result<Option<crate::options::TaskOptions>> {
         type KindDefaults = std::collections::BTreeMap<String, crate::options::TaskOptions>;
         let rows: Vec<(Json<Vec<String>>, Json<KindDefaults>)> = on_pool!(self, p => sqlx::query_as(
-                "SELECT kinds, kind_options FROM executors WHERE state = 'alive' ORDER BY started_at DESC")
+                "SELECT kinds, kind_options FROM executors WHERE state = 'alive' OR language IS NOT NULL \
+                 ORDER BY state = 'alive' DESC, started_at DESC")
                 .fetch_all(p).await)?;
         Ok(rows.into_iter().find_map(|(kinds, options)| {
             kinds
