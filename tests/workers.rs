@@ -346,6 +346,38 @@ async fn the_protocol(db: &TestDb) {
     keep.abort();
     let (st, _) = s.call("DELETE", &format!("/workers/{w2}"), None).await;
     assert_eq!(st, 204);
+    // Known but stopped: 410; never registered: 404.
+    let (st, v) = s.call("DELETE", &format!("/workers/{w2}"), None).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (410, Some("worker_gone"))
+    );
+    for (method, op, body) in [
+        ("POST", "/claim", Some(json!({"max": 1, "wait_ms": 0}))),
+        ("POST", "/renew", Some(json!({}))),
+        ("DELETE", "", None),
+    ] {
+        let (st, v) = s
+            .call(method, &format!("/workers/worker-nobody-0{op}"), body)
+            .await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{op}"
+        );
+    }
+    // A suspension that waits for nothing is refused.
+    let (st, v) = s
+        .post(
+            &format!("/workers/{w2}/tasks/{id}/suspend"),
+            json!({"epoch": e2, "children": []}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("invalid_field")),
+        "{v}"
+    );
     // The executors view shows workers with their language and name.
     let (_, ex) = s.get("/executors").await;
     let ws: Vec<&Value> = ex["executors"]

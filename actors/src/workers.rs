@@ -282,7 +282,8 @@ impl Workers {
         Ok(id)
     }
 
-    /// The worker's row, when it is alive; [`Error::WorkerGone`] otherwise.
+    /// The worker's row, when it is alive; [`Error::WorkerGone`] when it is
+    /// dead or stopped, [`Error::NoWorker`] when no worker has this id.
     async fn alive(&self, worker: &str) -> Result<crate::model::ExecutorInfo> {
         match self.store.executor(worker).await? {
             Some(e) if e.language.is_some() && e.state == ExecutorState::Alive => Ok(e),
@@ -290,12 +291,13 @@ impl Workers {
                 "worker {worker} is {}: register again",
                 e.state.as_str()
             ))),
-            _ => Err(Error::WorkerGone(format!("no worker {worker}: register"))),
+            _ => Err(Error::NoWorker(worker.to_string())),
         }
     }
 
     /// Renews the lease; `running` are the tasks (id, epoch) the worker is
-    /// running. [`Error::WorkerGone`] when it was declared dead or stopped.
+    /// running. [`Error::WorkerGone`] when it was declared dead or stopped,
+    /// [`Error::NoWorker`] when no worker has this id.
     pub async fn renew(&self, worker: &str, running: &[(Uuid, i64)]) -> Result<Renewed> {
         let n = i32::try_from(running.len()).unwrap_or(i32::MAX);
         if !self.store.heartbeat(worker, n).await? {
@@ -416,10 +418,10 @@ impl Workers {
         output: Result<Value, String>,
         started_at: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        if name.is_empty() || name.len() > 200 || name.contains('\0') {
+        if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
             return Err(Error::invalid_field(
                 "name",
-                "a step name is 1 to 200 bytes, no U+0000",
+                "a step name is 1 to 200 characters, no U+0000",
             ));
         }
         let (state, output, error) = match output {
@@ -513,10 +515,10 @@ impl Workers {
     ) -> Result<Suspended> {
         if let Some(e) = &req.event {
             crate::model::refuse_nul_text("event", e)?;
-            if e.is_empty() || e.len() > 200 {
+            if e.is_empty() || e.chars().count() > 200 {
                 return Err(Error::invalid_field(
                     "event",
-                    "an event name is 1 to 200 bytes",
+                    "an event name is 1 to 200 characters",
                 ));
             }
         }

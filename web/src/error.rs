@@ -160,6 +160,7 @@ impl From<CoreError> for ApiError {
             CoreError::NoSchedule(name) => {
                 ApiError::NotFound(format!("no schedule named {name:?}"))
             }
+            CoreError::NoWorker(w) => ApiError::NotFound(format!("no worker {w}: register")),
             CoreError::Conflict(m) => ApiError::Conflict(m),
             CoreError::Invalid(m) => ApiError::InvalidField {
                 field: None,

@@ -58,7 +58,8 @@ pub struct WorkerTask {
 }
 
 /// Maps the protocol's errors: a lost task is 409 `fenced`, a worker that
-/// is not alive 410 `worker_gone`.
+/// is known but not alive (dead, stopped) 410 `worker_gone`, an unknown
+/// worker 404 `not_found` (by `ApiError::from`).
 fn err(e: CoreError) -> ApiError {
     match e {
         CoreError::Fenced(id) => ApiError::Fenced(format!(
@@ -80,10 +81,12 @@ pub struct RegisterWorker {
     /// Its language (`python`, …): 1 to 64 of `[A-Za-z0-9_.-]`.
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub language: String,
-    /// The kinds it runs (1 to 1000): each is known from now on.
+    /// The kinds it runs (1 to 1000), each 1 to 128 characters of
+    /// `[A-Za-z0-9._:-]`: each is known from now on.
     #[schema(min_items = 1, max_items = 1000, value_type = Vec<crate::schema::Kind>)]
     pub kinds: Vec<String>,
-    /// The queues it serves (default `["default"]`).
+    /// The queues it serves (default `["default"]`), each 1 to 64
+    /// characters of `[a-z0-9_.-]`.
     #[serde(default)]
     #[schema(min_items = 1, max_items = 100)]
     pub queues: Option<Vec<String>>,
@@ -137,6 +140,9 @@ pub async fn register(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let b: RegisterWorker = parse_body(body.into_inner())?;
+    if b.pid.is_some_and(|p| p < 0) {
+        return Err(ApiError::invalid("pid", "pid must be 0 or more"));
+    }
     let host = b.host.unwrap_or_else(|| {
         req.peer_addr()
             .map(|a| a.ip().to_string())
@@ -149,7 +155,7 @@ pub async fn register(
         queues: b.queues.unwrap_or_else(|| vec!["default".into()]),
         capacity: b.capacity.unwrap_or(16),
         host,
-        pid: b.pid.unwrap_or(0).max(0),
+        pid: b.pid.unwrap_or(0),
     };
     let id = state.workers.register(&r).await.map_err(err)?;
     let c = state.workers.config();
@@ -171,7 +177,8 @@ pub async fn register(
     params(WorkerId),
     responses(
         (status = 204, description = "Stopped."),
-        (status = 410, description = "worker_gone: no such worker alive.", body = ErrorBody),
+        (status = 404, description = "not_found: no worker has this id (never registered, or its row deleted by retention).", body = ErrorBody),
+        (status = 410, description = "worker_gone: the worker was declared dead or stopped already.", body = ErrorBody),
     )
 )]
 pub async fn stop(
@@ -242,6 +249,7 @@ fn claimed(c: courier_actors::workers::ClaimedTask) -> ClaimedTask {
         (status = 200, description = "Claimed tasks.", body = ClaimAnswer),
         (status = 204, description = "None came within `wait_ms`."),
         (status = 400, description = "malformed_json.", body = ErrorBody),
+        (status = 404, description = "not_found: no worker has this id (never registered, or its row deleted by retention): register.", body = ErrorBody),
         (status = 410, description = "worker_gone: the worker was declared dead or stopped: register again.", body = ErrorBody),
         (status = 422, description = "invalid_field.", body = ErrorBody),
     )
@@ -320,6 +328,7 @@ pub struct RenewAnswer {
     responses(
         (status = 200, description = "Renewed.", body = RenewAnswer),
         (status = 400, description = "malformed_json.", body = ErrorBody),
+        (status = 404, description = "not_found: no worker has this id (never registered, or its row deleted by retention): stop every run and register.", body = ErrorBody),
         (status = 410, description = "worker_gone: declared dead or stopped: stop every run and register again.", body = ErrorBody),
         (status = 422, description = "invalid_field.", body = ErrorBody),
     )
@@ -359,11 +368,12 @@ pub enum StepState {
 #[serde(deny_unknown_fields)]
 pub struct StepRequest {
     pub epoch: i64,
-    /// 1 to 200 bytes, unique within a run.
+    /// 1 to 200 characters, unique within a run.
     #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00]*$")]
     pub name: String,
     pub state: StepState,
-    /// A succeeded step's result (any JSON).
+    /// A succeeded step's result: any JSON with no U+0000 in its strings
+    /// (422 invalid_field).
     #[serde(default)]
     pub output: Value,
     /// A failed step's message.
@@ -387,8 +397,9 @@ pub struct StepRequest {
     responses(
         (status = 204, description = "Journaled."),
         (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
+        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
         (status = 409, description = "fenced: the worker no longer holds the task at this epoch.", body = ErrorBody),
-        (status = 422, description = "invalid_field.", body = ErrorBody),
+        (status = 422, description = "invalid_field: `output` or `error` holds U+0000 (refused on both databases: PostgreSQL cannot store it).", body = ErrorBody),
     )
 )]
 pub async fn step(
@@ -415,7 +426,8 @@ pub async fn step(
 #[serde(deny_unknown_fields)]
 pub struct ProgressRequest {
     pub epoch: i64,
-    /// Any JSON, shown with the task.
+    /// Any JSON, shown with the task, with no U+0000 in its strings (keys
+    /// included): one that holds it is refused, 422 invalid_field.
     pub value: Value,
 }
 
@@ -430,8 +442,9 @@ pub struct ProgressRequest {
     responses(
         (status = 204, description = "Recorded."),
         (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
+        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
         (status = 409, description = "fenced.", body = ErrorBody),
-        (status = 422, description = "invalid_field.", body = ErrorBody),
+        (status = 422, description = "invalid_field: `value` holds U+0000 in a string (refused on both databases: PostgreSQL cannot store it).", body = ErrorBody),
     )
 )]
 pub async fn progress(
@@ -461,6 +474,7 @@ pub struct SpawnRequest {
     pub seq: i32,
     #[schema(value_type = crate::schema::Kind)]
     pub kind: String,
+    /// Any JSON with no U+0000 in its strings (422 invalid_field).
     #[serde(default)]
     pub input: Value,
     #[serde(default)]
@@ -497,8 +511,9 @@ pub struct SpawnRequest {
     responses(
         (status = 200, description = "The sub-task.", body = Task),
         (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
+        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
         (status = 409, description = "fenced.", body = ErrorBody),
-        (status = 422, description = "invalid_field or unknown_kind.", body = ErrorBody),
+        (status = 422, description = "invalid_field (a bad queue option, U+0000 in `input`) or unknown_kind.", body = ErrorBody),
     )
 )]
 pub async fn spawn(
@@ -528,8 +543,9 @@ pub async fn spawn(
     Ok(HttpResponse::Ok().json(child))
 }
 
-/// The body of suspendTask: what the run waits for (at least one of
-/// `event`, `children`, `until`).
+/// The body of suspendTask: what the run waits for, at least one of
+/// `event`, `until` and a sub-task in `children` (the document says so
+/// with an `anyOf`; a body with none is 422 invalid_field).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuspendBody {
@@ -580,8 +596,9 @@ pub struct SuspendAnswer {
     responses(
         (status = 200, description = "Suspended, or woken at once.", body = SuspendAnswer),
         (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
+        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
         (status = 409, description = "fenced.", body = ErrorBody),
-        (status = 422, description = "invalid_field.", body = ErrorBody),
+        (status = 422, description = "invalid_field: it names none of `event`, `until` and a sub-task in `children`, or a bad field.", body = ErrorBody),
     )
 )]
 pub async fn suspend(
@@ -642,7 +659,8 @@ pub enum FailureCode {
 pub struct FinishRequest {
     pub epoch: i64,
     pub outcome: FinishOutcome,
-    /// The output of a succeeded run.
+    /// The output of a succeeded run: any JSON with no U+0000 in its
+    /// strings (422 invalid_field).
     #[serde(default)]
     pub output: Value,
     /// The message of a failed run.
@@ -667,8 +685,9 @@ pub struct FinishRequest {
     responses(
         (status = 200, description = "Recorded.", body = Task),
         (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
+        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
         (status = 409, description = "fenced.", body = ErrorBody),
-        (status = 422, description = "invalid_field.", body = ErrorBody),
+        (status = 422, description = "invalid_field: `output` or `error` holds U+0000 (refused on both databases: PostgreSQL cannot store it).", body = ErrorBody),
     )
 )]
 pub async fn finish(
@@ -716,6 +735,7 @@ pub struct ReleaseRequest {
     responses(
         (status = 204, description = "Handed back."),
         (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
+        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
         (status = 409, description = "fenced.", body = ErrorBody),
         (status = 422, description = "invalid_field.", body = ErrorBody),
     )
@@ -733,4 +753,38 @@ pub async fn release(
         .await
         .map_err(err)?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// What JSON Schema can say of the workers' bodies and utoipa's derive
+/// cannot, added to the generated document (see [`crate::openapi`]): the
+/// names a registration's `kinds` and `queues` take; that the caller's
+/// JSON (a progress `value`, an `output`, a spawn's `input`) holds no
+/// U+0000 in its strings (`NulFreeJson`, see [`crate::openapi`]); and that
+/// a suspension waits for something (an `anyOf`). So that every request
+/// the document allows is one the server takes.
+pub(crate) fn amend(doc: &mut Value) {
+    use serde_json::json;
+    let schemas = &mut doc["components"]["schemas"];
+    for (body, field) in [
+        ("ProgressRequest", "value"),
+        ("StepRequest", "output"),
+        ("FinishRequest", "output"),
+        ("SpawnRequest", "input"),
+    ] {
+        crate::openapi::nul_free(&mut schemas[body]["properties"][field]);
+    }
+    let register = &mut schemas["RegisterWorker"]["properties"];
+    register["kinds"]["items"] = json!({
+        "type": "string", "minLength": 1, "maxLength": 128,
+        "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+    });
+    register["queues"]["items"] = json!({
+        "type": "string", "minLength": 1, "maxLength": 64,
+        "pattern": "^[a-z0-9_.-]{1,64}$",
+    });
+    schemas["SuspendBody"]["anyOf"] = json!([
+        {"required": ["event"], "properties": {"event": {"type": "string"}}},
+        {"required": ["until"], "properties": {"until": {"type": "string"}}},
+        {"required": ["children"], "properties": {"children": {"minItems": 1}}},
+    ]);
 }

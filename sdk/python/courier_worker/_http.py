@@ -9,7 +9,7 @@ from typing import Any, Optional, Tuple
 
 
 class ApiError(Exception):
-    """An answer the worker cannot go on from (not 2xx, 409 or 410)."""
+    """An answer the worker cannot go on from (not 2xx, 404, 409 or 410)."""
 
     def __init__(self, status: int, body: Any) -> None:
         super().__init__(f"HTTP {status}: {body}")

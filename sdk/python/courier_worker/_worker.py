@@ -120,7 +120,8 @@ class Worker:
                 continue
             if status in (200, 201, 204):
                 return ans if ans is not None else {}
-            if status in (409, 410):
+            if status in (404, 409, 410):
+                # Fenced, this worker gone, or the task gone (retention).
                 run.lost.set()
                 raise _Lost()
             if status in (500, 503):
@@ -158,7 +159,8 @@ class Worker:
                     r = self._runs.get(tid)
                     if r is not None:
                         r.lost.set()
-        elif status == 410:
+        elif status in (404, 410):
+            # 410: declared dead or stopped; 404: its row is gone.
             log.warning("this worker was declared dead: stopping its runs and registering again")
             self._lose_all()
             if wid == self.id and not self._stop.is_set():
@@ -305,7 +307,7 @@ class Worker:
                         self._start(c)
             elif status == 204:
                 continue
-            elif status == 410:
+            elif status in (404, 410):
                 if self._stop.is_set():
                     return
                 self._lose_all()
