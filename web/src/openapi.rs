@@ -198,21 +198,20 @@ fn generated() -> &'static Value {
 }
 
 /// `NulFreeJson`: any JSON value with no U+0000 in its strings, object
-/// keys included, said recursively.
+/// keys included, said recursively. With no `type`: each keyword applies
+/// to the values of its own type only (`pattern` to strings, `items` to
+/// arrays, `propertyNames` and `additionalProperties` to objects), so
+/// every JSON value passes but one holding U+0000. Not an `anyOf` of the
+/// types: client generators (openapi-python-client) cannot take a union
+/// that refers to itself and drop every operation that uses it.
 fn nul_free_json() -> Value {
-    let text = json!({"type": "string", "pattern": "^[^\\x00]*$"});
+    let no_nul = "^[^\\x00]*$";
     json!({
         "description": "Any JSON value with no U+0000 in its strings, object keys included (the databases cannot store it: 422 invalid_field).",
-        "anyOf": [
-            {"type": ["null", "boolean", "number"]},
-            text,
-            {"type": "array", "items": {"$ref": "#/components/schemas/NulFreeJson"}},
-            {
-                "type": "object",
-                "propertyNames": text,
-                "additionalProperties": {"$ref": "#/components/schemas/NulFreeJson"},
-            },
-        ],
+        "pattern": no_nul,
+        "items": {"$ref": "#/components/schemas/NulFreeJson"},
+        "propertyNames": {"pattern": no_nul},
+        "additionalProperties": {"$ref": "#/components/schemas/NulFreeJson"},
     })
 }
 
