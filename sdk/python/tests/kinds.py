@@ -61,3 +61,14 @@ async def asynchronous(ctx, input):
     v = await ctx.step("a", lambda: input["x"] * 2)
     child = await ctx.spawn("demo.echo", {"v": v})
     return {"v": v, "child": await ctx.result(child)}
+
+
+@w.task("py.interval")
+def interval(ctx, input):
+    """Writes when it starts and ends (a queue limit's test)."""
+    with open(input["log"], "a") as f:
+        f.write(f"start {time.time():.6f}\n")
+    time.sleep(input["ms"] / 1000.0)
+    with open(input["log"], "a") as f:
+        f.write(f"end {time.time():.6f}\n")
+    return {"ms": input["ms"]}
