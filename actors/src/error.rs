@@ -61,6 +61,14 @@ pub enum Error {
     /// The runtime is shutting down.
     #[error("the runtime has stopped")]
     Stopped,
+    /// A worker (protocol) that is known but not alive: declared dead or
+    /// stopped. It must stop its runs and register again.
+    #[error("{0}")]
+    WorkerGone(String),
+    /// No worker (protocol) has this id: never registered, its row deleted
+    /// by retention, or the id of a Rust executor. It must register.
+    #[error("no worker {0}: register")]
+    NoWorker(String),
 }
 
 impl Error {

@@ -47,6 +47,7 @@ pub mod protocol;
 mod runtime;
 pub mod schedule;
 mod task;
+pub mod workers;
 
 pub use client::watch::TaskWatch;
 pub use client::{Client, Submitted, Waited, MAX_BATCH};

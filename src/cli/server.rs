@@ -190,10 +190,11 @@ async fn run_http(
     config: WebConfig,
     listener: TcpListener,
     h: &HttpArgs,
+    lease: courier::actors::workers::WorkerConfig,
 ) -> anyhow::Result<()> {
     let auth = !config.tokens.is_empty();
     let addr = listener.local_addr()?;
-    let state = WebState::new(rt.client(), config);
+    let state = WebState::new(rt.client(), config).with_worker_lease(lease);
     let srv = match server::build(
         state.clone(),
         listener,
@@ -226,14 +227,20 @@ async fn run_http(
 
 pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let (config, listener) = prepare_http(&a.http)?;
+    let exec = executor_config(&a.exec)?;
+    // Workers keep the lease this process's executor keeps.
+    let lease = courier::actors::workers::WorkerConfig {
+        renew_every: exec.heartbeat_interval,
+        dead_after: exec.dead_after,
+    };
     let rt = builder(&a.node, Some(&a.exec))?.start().await?;
-    run_http(rt, config, listener, &a.http).await
+    run_http(rt, config, listener, &a.http, lease).await
 }
 
 pub async fn web(a: WebArgs) -> anyhow::Result<()> {
     let (config, listener) = prepare_http(&a.http)?;
     let rt = builder(&a.node, None)?.start().await?;
-    run_http(rt, config, listener, &a.http).await
+    run_http(rt, config, listener, &a.http, Default::default()).await
 }
 
 pub async fn executor(a: ExecutorArgs) -> anyhow::Result<()> {

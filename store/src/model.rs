@@ -429,6 +429,10 @@ pub struct ExecutorInfo {
     pub ended_at: Option<DateTime<Utc>>,
     /// The executor that declared it dead and took its tasks over.
     pub ended_by: Option<String>,
+    /// A worker's language (`python`, ...); null for a Rust executor.
+    pub language: Option<String>,
+    /// A worker's name, as it registered; null for a Rust executor.
+    pub name: Option<String>,
 }
 
 /// Filters and paging for listing tasks. Lists are newest first; `after` is

@@ -43,7 +43,8 @@ use crate::WebState;
 pub struct CreateTask {
     #[schema(value_type = Kind)]
     pub kind: String,
-    /// The task's input: any JSON value.
+    /// The task's input: any JSON value with no U+0000 in its strings
+    /// (422 invalid_field).
     #[serde(default)]
     pub input: Value,
     /// Wait up to this many milliseconds for the task to become final
@@ -142,7 +143,7 @@ fn object(body: &Value) -> Result<(), ApiError> {
 
 /// Reads a JSON object body as `T`, naming the field at fault in any error
 /// (422).
-fn parse_body<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiError> {
     object(&body)?;
     numbers(&mut body);
     serde_path_to_error::deserialize(body).map_err(|e| {
@@ -165,31 +166,37 @@ fn parse_body<T: serde::de::DeserializeOwned>(mut body: Value) -> Result<T, ApiE
 /// The API's own fields' numbers, read as serde reads numbers. JSON (and
 /// JSON Schema) count `3.0` as the integer 3; serde's integers refuse it,
 /// so an integral number written with a fraction becomes that integer
-/// (schemathesis found `"concurrency": 3369.0` refused). Numbers are kept
+/// (schemathesis found `"concurrency": 3369.0` refused, and a worker's
+/// `running[1].epoch` of `-12599.0`: nested fields too). Numbers are kept
 /// as their text (serde_json's `arbitrary_precision`, see Cargo.toml), and a
 /// float read as a double must be written as the double prints (`1e-3` is
-/// `0.001`), so any other float is written so. A task's `input` and an
-/// event's `payload` are the caller's data and stay exactly as sent.
+/// `0.001`), so any other float is written so. The caller's data (a task's
+/// `input`, an event's `payload`, a worker's `output` and progress `value`)
+/// stays exactly as sent, at any depth.
 fn numbers(body: &mut Value) {
-    let Value::Object(fields) = body else {
-        return;
-    };
-    for (name, v) in fields.iter_mut() {
-        if name == "input" || name == "payload" {
-            continue;
+    match body {
+        Value::Object(fields) => {
+            for (name, v) in fields.iter_mut() {
+                if !matches!(name.as_str(), "input" | "payload" | "output" | "value") {
+                    numbers(v);
+                }
+            }
         }
-        let Some(f) = v.as_f64().filter(|_| v.is_f64()) else {
-            continue;
-        };
-        // Exactly integral, and within the range a double holds exactly.
-        if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
-            *v = if f < 0.0 {
-                Value::from(f as i64)
-            } else {
-                Value::from(f as u64)
+        Value::Array(items) => items.iter_mut().for_each(numbers),
+        v => {
+            let Some(f) = v.as_f64().filter(|_| v.is_f64()) else {
+                return;
             };
-        } else if f.is_finite() {
-            *v = Value::from(f);
+            // Exactly integral, and within the range a double holds exactly.
+            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                *v = if f < 0.0 {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                };
+            } else if f.is_finite() {
+                *v = Value::from(f);
+            }
         }
     }
 }
@@ -510,7 +517,7 @@ fn query_number(given: Option<&str>, name: &str, default: u32, max: u32) -> Resu
     }
 }
 
-fn parse_id(s: &str, what: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(s: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(s).map_err(|_| ApiError::InvalidQuery(format!("{what} {s:?} is not a UUID")))
 }
 
@@ -1151,7 +1158,8 @@ pub struct PutSchedule {
     pub cron: String,
     #[schema(value_type = Kind)]
     pub kind: String,
-    /// The input of every task it creates: any JSON value.
+    /// The input of every task it creates: any JSON value with no U+0000
+    /// in its strings (422 invalid_field).
     #[serde(default)]
     pub input: Value,
     /// The queue of the tasks it creates; null: the kind's, else `default`.
@@ -1327,7 +1335,7 @@ pub async fn delete_schedule(
     operation_id = "listKinds",
     tag = "executors",
     summary = "List runnable kinds",
-    description = "The kinds some alive executor runs.",
+    description = "The kinds known to creates: those some alive executor runs, and every kind a worker registered (until retention deletes its row).",
     responses(
         (status = 200, description = "The kinds.", body = KindList),
     )

@@ -38,6 +38,12 @@ pub enum ApiError {
     MethodNotAllowed { method: String, allow: &'static str },
     #[error("{0}")]
     Conflict(String),
+    /// A worker's write about a task it no longer holds at that epoch.
+    #[error("{0}")]
+    Fenced(String),
+    /// A worker that is not alive (declared dead, stopped, unknown).
+    #[error("{0}")]
+    Gone(String),
     #[error("request body over the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     /// The database does not answer (it may come back).
@@ -59,6 +65,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Fenced(_) => "fenced",
+            ApiError::Gone(_) => "worker_gone",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
@@ -119,6 +127,8 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Fenced(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -157,6 +167,7 @@ impl From<CoreError> for ApiError {
             CoreError::NoSchedule(name) => {
                 ApiError::NotFound(format!("no schedule named {name:?}"))
             }
+            CoreError::NoWorker(w) => ApiError::NotFound(format!("no worker {w}: register")),
             CoreError::Conflict(m) => ApiError::Conflict(m),
             CoreError::Invalid(m) => ApiError::InvalidField {
                 field: None,

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod schema;
 pub mod server;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,8 @@ impl Default for WebConfig {
 pub struct WebState {
     pub client: Client,
     pub config: Arc<WebConfig>,
+    /// The worker protocol's operations (`/api/v1/workers/…`).
+    pub workers: courier_actors::workers::Workers,
     /// The accepted tokens' digests, computed once (`auth`).
     tokens: Arc<auth::Tokens>,
     /// Becomes `true` when the server begins to stop: waiting requests
@@ -79,12 +82,20 @@ impl WebState {
     pub fn new(client: Client, config: WebConfig) -> Self {
         let (stop, stopping) = tokio::sync::watch::channel(false);
         WebState {
+            workers: client.workers(Default::default()),
             client,
             tokens: Arc::new(auth::Tokens::new(&config.tokens)),
             config: Arc::new(config),
             stopping,
             stop: Arc::new(stop),
         }
+    }
+
+    /// The lease workers keep: the deployment's heartbeat interval and
+    /// dead-after (the defaults, 2 s and 8 s, unless set here).
+    pub fn with_worker_lease(mut self, lease: courier_actors::workers::WorkerConfig) -> Self {
+        self.workers = self.client.workers(lease);
+        self
     }
 
     /// Tells waiting requests and watch streams that the server is stopping.
@@ -161,6 +172,43 @@ impl WebState {
                     )
                     .service(resource("/stats", "GET").route(web::get().to(api::stats)))
                     .service(resource("/kinds", "GET").route(web::get().to(api::kinds)))
+                    .service(resource("/workers", "POST").route(web::post().to(workers::register)))
+                    .service(
+                        resource("/workers/{worker}", "DELETE")
+                            .route(web::delete().to(workers::stop)),
+                    )
+                    .service(
+                        resource("/workers/{worker}/claim", "POST")
+                            .route(web::post().to(workers::claim)),
+                    )
+                    .service(
+                        resource("/workers/{worker}/renew", "POST")
+                            .route(web::post().to(workers::renew)),
+                    )
+                    .service(
+                        resource("/workers/{worker}/tasks/{task}/steps", "POST")
+                            .route(web::post().to(workers::step)),
+                    )
+                    .service(
+                        resource("/workers/{worker}/tasks/{task}/progress", "POST")
+                            .route(web::post().to(workers::progress)),
+                    )
+                    .service(
+                        resource("/workers/{worker}/tasks/{task}/spawn", "POST")
+                            .route(web::post().to(workers::spawn)),
+                    )
+                    .service(
+                        resource("/workers/{worker}/tasks/{task}/suspend", "POST")
+                            .route(web::post().to(workers::suspend)),
+                    )
+                    .service(
+                        resource("/workers/{worker}/tasks/{task}/finish", "POST")
+                            .route(web::post().to(workers::finish)),
+                    )
+                    .service(
+                        resource("/workers/{worker}/tasks/{task}/release", "POST")
+                            .route(web::post().to(workers::release)),
+                    )
                     .service(resource("/openapi.json", "GET").route(web::get().to(openapi::serve)))
                     .default_service(web::to(not_found)),
             )

@@ -14,7 +14,9 @@
 //! (a pattern on its year); a list's task rows (`TaskRow`: `Task` with
 //! only `id` required, the rest as `fields` asks);
 //! the cron expressions a schedule takes, as a pattern built from the
-//! fields' ranges ([`cron_pattern`]); and, at serve time, this server's
+//! fields' ranges ([`cron_pattern`]); the workers' bodies' names, JSON
+//! free of U+0000 and what a suspension waits for
+//! ([`crate::workers::amend`]); and, at serve time, this server's
 //! cap on `wait_ms` and the kinds this deployment runs, as the `enum` of
 //! `Kind` (a request naming another kind is refused, 422 unknown_kind, so
 //! the document says which are accepted).
@@ -115,7 +117,28 @@ impl Modify for BearerAuth {
 fn generated() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
-        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        let mut api = ApiDoc::openapi();
+        api.merge(<crate::workers::WorkersDoc as OpenApi>::openapi());
+        let mut doc = serde_json::to_value(api).expect("the document serializes");
+        // The caller's JSON holds no U+0000 (PostgreSQL cannot store it;
+        // both databases refuse it, 422 invalid_field): a recursive schema.
+        doc["components"]["schemas"]["NulFreeJson"] = nul_free_json();
+        for (body, field) in [
+            ("CreateTask", "input"),
+            ("BatchEntry", "input"),
+            ("PutSchedule", "input"),
+            ("SendEvent", "payload"),
+        ] {
+            nul_free(&mut doc["components"]["schemas"][body]["properties"][field]);
+        }
+        crate::workers::amend(&mut doc);
+        // The kinds a list answers are those known when it answers (a
+        // worker may have registered one since the document was read): no
+        // `enum` there.
+        doc["components"]["schemas"]["KindList"]["properties"]["kinds"]["items"] = json!({
+            "type": "string", "minLength": 1, "maxLength": 128,
+            "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+        });
         // A batch's entry (spelled out in full, see `BatchEntry`) too.
         for body in ["CreateTask", "BatchEntry"] {
             doc["components"]["schemas"][body]["not"] = json!({
@@ -172,6 +195,34 @@ fn generated() -> &'static Value {
         }
         doc
     })
+}
+
+/// `NulFreeJson`: any JSON value with no U+0000 in its strings, object
+/// keys included, said recursively. With no `type`: each keyword applies
+/// to the values of its own type only (`pattern` to strings, `items` to
+/// arrays, `propertyNames` and `additionalProperties` to objects), so
+/// every JSON value passes but one holding U+0000. Not an `anyOf` of the
+/// types: client generators (openapi-python-client) cannot take a union
+/// that refers to itself and drop every operation that uses it.
+fn nul_free_json() -> Value {
+    let no_nul = "^[^\\x00]*$";
+    json!({
+        "description": "Any JSON value with no U+0000 in its strings, object keys included (the databases cannot store it: 422 invalid_field).",
+        "pattern": no_nul,
+        "items": {"$ref": "#/components/schemas/NulFreeJson"},
+        "propertyNames": {"pattern": no_nul},
+        "additionalProperties": {"$ref": "#/components/schemas/NulFreeJson"},
+    })
+}
+
+/// A body's field of the caller's JSON becomes a `NulFreeJson`, keeping
+/// its description.
+pub(crate) fn nul_free(field: &mut Value) {
+    let description = field["description"].clone();
+    *field = json!({"$ref": "#/components/schemas/NulFreeJson"});
+    if !description.is_null() {
+        field["description"] = description;
+    }
 }
 
 /// `GET /api/v1/openapi.json`: the document, as this server and the

@@ -220,7 +220,8 @@ pub struct ScheduleList {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KindList {
-    /// The kinds some alive executor runs.
+    /// The kinds known: those some alive executor runs, and those workers
+    /// registered.
     #[schema(value_type = Vec<Kind>)]
     pub kinds: Vec<String>,
 }

@@ -111,6 +111,16 @@ impl Client {
         &self.bus
     }
 
+    /// What the worker protocol's operations share with this client.
+    pub(crate) fn parts(&self) -> (Store, Bus, String, LocalKinds) {
+        (
+            self.store.clone(),
+            self.bus.clone(),
+            self.node.clone(),
+            self.local_kinds.clone(),
+        )
+    }
+
     fn me(&self) -> Address {
         Address::Web {
             node: self.node.clone(),

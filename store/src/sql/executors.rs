@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// The columns of an [`ExecutorInfo`].
 const EXECUTOR_COLS: &str = "id, node, host, pid, state, kinds, queues, capacity, running, \
-     started_at, last_seen_at, ended_at, ended_by";
+     started_at, last_seen_at, ended_at, ended_by, language, name";
 
 /// An executor registration.
 #[derive(Clone, Debug)]
@@ -196,7 +196,7 @@ impl Store {
         let all = self.executors().await?;
         let mut kinds: Vec<String> = all
             .into_iter()
-            .filter(|e| e.state == ExecutorState::Alive)
+            .filter(|e| e.state == ExecutorState::Alive || e.language.is_some())
             .flat_map(|e| e.kinds)
             .collect();
         kinds.sort();
@@ -209,7 +209,8 @@ impl Store {
     pub async fn kind_defaults(&self, kind: &str) -> Result<Option<crate::options::TaskOptions>> {
         type KindDefaults = std::collections::BTreeMap<String, crate::options::TaskOptions>;
         let rows: Vec<(Json<Vec<String>>, Json<KindDefaults>)> = on_pool!(self, p => sqlx::query_as(&format!(
-                "SELECT kinds, kind_options FROM executors WHERE state = {ALIVE} ORDER BY started_at DESC"))
+                "SELECT kinds, kind_options FROM executors WHERE state = {ALIVE} OR language IS NOT NULL \
+                 ORDER BY state = {ALIVE} DESC, started_at DESC"))
                 .fetch_all(p).await)?;
         Ok(rows.into_iter().find_map(|(kinds, options)| {
             kinds

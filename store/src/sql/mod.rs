@@ -238,6 +238,7 @@ mod schedules;
 mod stats;
 mod tasks;
 mod watchers;
+mod workers;
 
 pub use creates::TaskInsert;
 pub use ends::{Finished, Outcome};

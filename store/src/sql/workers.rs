@@ -1,0 +1,17 @@
+//! What the worker protocol needs of the `executors` table beyond an
+//! executor's registration: a worker's language and name (a worker is an
+//! executor row, see `crate::workers`).
+
+use super::*;
+
+impl Store {
+    /// Records that the executor `id` is a worker in `language` named
+    /// `name` (shown by the API and the dashboard).
+    pub async fn label_worker(&self, id: &str, language: &str, name: &str) -> Result<()> {
+        on_pool_write!(self, p => sqlx::query(
+            "UPDATE executors SET language = $2, name = $3 WHERE id = $1")
+            .bind(id).bind(language).bind(name)
+            .execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+}
