@@ -37,9 +37,9 @@ use courier_bus::{Address, Deliver};
 use crate::client::Client;
 use crate::creation::{prepare, LocalKinds, Request};
 use crate::error::{Error, Result};
-use courier_store::{now, AttemptError, ExecutorState, Step, Task, TaskEvent, TaskState};
-use courier_store::TaskOptions;
 use crate::protocol::{announce, envelope, pool_of, start_task, Bus, Msg};
+use courier_store::TaskOptions;
+use courier_store::{now, AttemptError, ExecutorState, Step, Task, TaskEvent, TaskState};
 use courier_store::{ExecutorRegistration, Fence, Offer, Outcome, Store, Suspension, Wait};
 
 /// How often a waiting claim looks at the store even when no hint came: a
@@ -444,9 +444,10 @@ impl Workers {
             started_at: started_at.unwrap_or(at).min(at),
             finished_at: at,
         };
-        self.store
+        Ok(self
+            .store
             .record_step(&Self::fence(worker, task, epoch), &step)
-            .await
+            .await?)
     }
 
     /// Records a progress value of a task the worker holds.
@@ -458,9 +459,10 @@ impl Workers {
         value: &Value,
     ) -> Result<()> {
         courier_store::refuse_nul("value", value)?;
-        self.store
+        Ok(self
+            .store
             .set_progress(&Self::fence(worker, task, epoch), value)
-            .await
+            .await?)
     }
 
     /// Spawns the `seq`-th sub-task of this attempt of `task` (the same
@@ -551,7 +553,10 @@ impl Workers {
         };
         let fence = Self::fence(worker, task, epoch);
         match self.store.suspend(&fence, &wait).await? {
-            Suspension::Suspended { task: t, pending_in } => {
+            Suspension::Suspended {
+                task: t,
+                pending_in,
+            } => {
                 crate::metrics::metrics().suspended(&t.queue);
                 crate::notify::tell_followers(&self.store, &self.bus, &self.me(worker), &t).await;
                 if let Some(env) = announce(self.me(worker), &t) {
@@ -561,7 +566,12 @@ impl Workers {
                 // skipped: their queues are told to look again (as a Rust
                 // task's suspension does).
                 for queue in pending_in {
-                    let env = envelope(self.me(worker), pool_of(&queue), &t.trace_id, Msg::QueueChanged { queue });
+                    let env = envelope(
+                        self.me(worker),
+                        pool_of(&queue),
+                        &t.trace_id,
+                        Msg::QueueChanged { queue },
+                    );
                     self.bus.post(env).await;
                 }
                 Ok(Suspended::Suspended(t))
@@ -636,7 +646,7 @@ impl Workers {
             }
         };
         let f = match self.store.finish_run(&fence, &outcome).await {
-            Err(Error::Fenced(id)) => {
+            Err(courier_store::Error::Fenced(id)) => {
                 crate::metrics::metrics().fenced();
                 return Err(Error::Fenced(id));
             }
@@ -672,7 +682,7 @@ impl Workers {
     /// back to the pool at the next sweep of any executor.
     pub async fn stop(&self, worker: &str) -> Result<()> {
         self.alive(worker).await?;
-        self.store.stop_executor(worker).await
+        Ok(self.store.stop_executor(worker).await?)
     }
 }
 
