@@ -1394,6 +1394,61 @@ async fn inboxes_are_read_past_what_is_held(db: &TestDb) {
     ));
 }
 
+/// A parent that suspends on its 400 sub-tasks while they end (their ends
+/// group-committed in flushes, submitted highest id first) is woken once
+/// the last of them has ended, and no write fails: the suspension's count
+/// and the flushes' batched decrements (`wake_parents!`) agree whatever
+/// the interleaving. (The deadlock the shared lock order prevents needs
+/// the mark and a flush to overlap for milliseconds, which this does not
+/// force; the fan-out figures in BENCHMARKS.md show it gone.)
+async fn a_parent_suspending_as_its_sub_tasks_end_wakes_once_they_all_have(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    s.create_task(&insert("k")).await.unwrap();
+    let p = claim_one(&s, "e1").await.unwrap();
+    let many: Vec<TaskInsert> = (0..400).map(|_| insert("k")).collect();
+    s.spawn_children(&fence(&p), 0, &many).await.unwrap();
+    let mut children = claim(&s, "e1", 400).await;
+    assert_eq!(children.len(), 400);
+    let wait = courier_store::Wait {
+        children: children.iter().map(|c| c.id).collect(),
+        label: "400 sub-tasks".into(),
+        ..Default::default()
+    };
+    children.sort_by_key(|t| std::cmp::Reverse(t.id));
+    let local = tokio::task::LocalSet::new();
+    let parked = {
+        let (s, f) = (s.clone(), fence(&p));
+        local.spawn_local(async move { s.suspend(&f, &wait).await })
+    };
+    let ends: Vec<_> = children
+        .iter()
+        .map(|c| {
+            let (s, f) = (s.clone(), fence(c));
+            local.spawn_local(async move { s.finish_run(&f, &Outcome::Succeeded(json!(1))).await })
+        })
+        .collect();
+    let (parked, ends) = local
+        .run_until(async move {
+            let parked = parked.await.unwrap();
+            let mut out = Vec::new();
+            for e in ends {
+                out.push(e.await.unwrap());
+            }
+            (parked, out)
+        })
+        .await;
+    for e in &ends {
+        assert!(e.is_ok(), "{e:?}");
+    }
+    match parked.unwrap() {
+        courier_store::Suspension::Suspended { .. } => {
+            assert_eq!(s.task(p.id).await.unwrap().state, TaskState::Pending);
+        }
+        courier_store::Suspension::Woken => {}
+    }
+}
+
 /// A task woken from a suspension is still marked to resume; cancelled
 /// before its claim and retried now, its next claim is a new attempt (one
 /// more, no old deadline), not a replay of the suspended one.
@@ -1429,6 +1484,7 @@ async fn a_retry_now_is_a_new_attempt_even_after_a_suspension(db: &TestDb) {
 }
 
 on_both_databases!(
+    a_parent_suspending_as_its_sub_tasks_end_wakes_once_they_all_have,
     inboxes_are_read_past_what_is_held,
     a_retry_now_is_a_new_attempt_even_after_a_suspension,
     counters_agree_with_the_tasks,

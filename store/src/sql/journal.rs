@@ -193,24 +193,29 @@ impl Store {
         // one by one (issue 24), and SQLite allows at most 32,766.
         // Every statement below reads `tasks` by key, and the transaction
         // tells PostgreSQL so (`KEYED_BEGIN`, as a flush of ends does): a
-        // suspension's sub-tasks are one JSON array joined by key. With
-        // `= ANY(ARRAY(…))` a fresh table's plan scanned the parent's
-        // sub-tasks comparing each with all 10,000 ids (4.2 s); with
-        // `IN (SELECT …)` and no hint, a generic plan after a quiet spell
-        // walked 180,000 rows (`tests/plans.rs`).
-        let children = self.id_set(2);
+        // suspension's sub-tasks are one JSON array probed through the
+        // primary key (`key_in`). Without the hint a fresh table's plan
+        // scanned the parent's sub-tasks comparing each with all 10,000
+        // ids (4.2 s); with `IN (SELECT …)` a generic plan after a quiet
+        // spell walked 180,000 rows (`tests/plans.rs`).
+        let children = self.key_in("id", 2);
         // Locked in the order of their ids, as a flush of ends locks them
         // (`ends.rs`): in any other order the two deadlocked on PostgreSQL,
         // which broke the tie after its `deadlock_timeout`, a second lost
         // in every fan-out (issue 24).
-        let mark = format!(
-            "UPDATE tasks SET awaited = TRUE WHERE id IN \
-                 (SELECT id FROM tasks WHERE id IN {children} AND parent_id = $1 ORDER BY id {lock})",
+        let locked = format!(
+            "SELECT id FROM tasks WHERE {children} AND parent_id = $1 ORDER BY id {lock}",
             lock = self.row_lock()
         );
+        let mark = match self.dialect() {
+            Dialect::Postgres => {
+                format!("UPDATE tasks SET awaited = TRUE WHERE id = ANY(ARRAY({locked}))")
+            }
+            Dialect::Sqlite => format!("UPDATE tasks SET awaited = TRUE WHERE id IN ({locked})"),
+        };
         let open = format!(
             "SELECT queue, COUNT(*), SUM(CASE WHEN state = {PENDING} THEN 1 ELSE 0 END) FROM tasks \
-             WHERE id IN {children} AND parent_id = $1 AND {state} NOT IN {FINAL} GROUP BY queue",
+             WHERE {children} AND parent_id = $1 AND {state} NOT IN {FINAL} GROUP BY queue",
             state = self.unindexed("state")
         );
         let children = super::ids_json(&wait.children);
