@@ -129,7 +129,7 @@ fn generated() -> &'static Value {
             ("PutSchedule", "input"),
             ("SendEvent", "payload"),
         ] {
-            nul_free(&mut doc["components"]["schemas"][body]["properties"][field]);
+            crate::schema::nul_free(&mut doc["components"]["schemas"][body]["properties"][field]);
         }
         crate::workers::amend(&mut doc);
         // The kinds a list answers are those known when it answers (a
@@ -213,16 +213,6 @@ fn nul_free_json() -> Value {
         "propertyNames": {"pattern": no_nul},
         "additionalProperties": {"$ref": "#/components/schemas/NulFreeJson"},
     })
-}
-
-/// A body's field of the caller's JSON becomes a `NulFreeJson`, keeping
-/// its description.
-pub(crate) fn nul_free(field: &mut Value) {
-    let description = field["description"].clone();
-    *field = json!({"$ref": "#/components/schemas/NulFreeJson"});
-    if !description.is_null() {
-        field["description"] = description;
-    }
 }
 
 /// `GET /api/v1/openapi.json`: the document, as this server and the

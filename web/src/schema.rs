@@ -268,3 +268,13 @@ pub struct ScheduleName {
     #[allow(dead_code)]
     pub name: String,
 }
+
+/// A body's field of the caller's JSON becomes a `NulFreeJson`, keeping
+/// its description.
+pub(crate) fn nul_free(field: &mut Value) {
+    let description = field["description"].clone();
+    *field = serde_json::json!({"$ref": "#/components/schemas/NulFreeJson"});
+    if !description.is_null() {
+        field["description"] = description;
+    }
+}

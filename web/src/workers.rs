@@ -771,7 +771,7 @@ pub(crate) fn amend(doc: &mut Value) {
         ("FinishRequest", "output"),
         ("SpawnRequest", "input"),
     ] {
-        crate::openapi::nul_free(&mut schemas[body]["properties"][field]);
+        crate::schema::nul_free(&mut schemas[body]["properties"][field]);
     }
     let register = &mut schemas["RegisterWorker"]["properties"];
     register["kinds"]["items"] = json!({

@@ -66,18 +66,6 @@ impl Outcome {
     }
 }
 
-/// How a flush of runs' ends begins on PostgreSQL: every statement in it
-/// reads tasks, inboxes and watchers by key, and the planner is told so.
-/// Its statistics lag behind a young task table that grows by thousands a
-/// second: under `cargo bench --bench http` it joined a flush of 80 ends
-/// to a sequential scan of 13,500 tasks (9.5 of 13.5 ms), and under the
-/// throughput bench it walked an owner's held tasks for every end. One
-/// simple-protocol round trip, as the plain `BEGIN` was; the settings end
-/// with the transaction, and the history trigger keeps its own (migration
-/// 0010).
-pub(super) const KEYED_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
-     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
-
 /// A lone end as PostgreSQL's one statement returns it: the task as it
 /// ended, and its watchers taken (a JSON array of addresses, text on
 /// either driver).
@@ -220,7 +208,7 @@ impl Store {
         );
         let out: Vec<Option<Finished>> = on_pool_tx!(self, p, begin => {
             let begin = match self.dialect() {
-                Dialect::Postgres => KEYED_BEGIN,
+                Dialect::Postgres => super::KEYED_BEGIN,
                 Dialect::Sqlite => begin,
             };
             let mut tx = p.begin_with(begin).await?;

@@ -222,7 +222,7 @@ impl Store {
         let ts = now();
         let out = on_pool_tx!(self, p, begin => {
             let begin = match self.dialect() {
-                Dialect::Postgres => super::ends::KEYED_BEGIN,
+                Dialect::Postgres => super::KEYED_BEGIN,
                 Dialect::Sqlite => begin,
             };
             let mut tx = p.begin_with(begin).await?;
