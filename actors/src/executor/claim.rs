@@ -244,7 +244,7 @@ impl ExecutorActor {
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     let pending: HashSet<Uuid> =
-                        res.unwrap_or_default().iter().map(|t| t.id).collect();
+                        res.unwrap_or_default().into_iter().collect();
                     let wait = (act.look_again * 2).max(LOOK_AGAIN_FIRST);
                     let again = !pending.is_empty() && wait <= LOOK_AGAIN_LAST;
                     act.look_again = if again { wait } else { Duration::ZERO };

@@ -359,27 +359,30 @@ impl Store {
     /// The tasks of `ids` that exist, in no particular order: one statement
     /// for many (a task's actor reads the sub-tasks said to have ended).
     pub async fn tasks_by_id(&self, ids: &[Uuid]) -> Result<Vec<Task>> {
-        self.tasks_where(ids, "").await
-    }
-
-    /// The tasks of `ids` still `pending`: what a claim that named them
-    /// did not take (see the executor's `claim`).
-    pub async fn pending_of(&self, ids: &[Uuid]) -> Result<Vec<Task>> {
-        self.tasks_where(ids, &format!("AND state = {PENDING}"))
-            .await
-    }
-
-    /// The tasks of `ids` that exist and meet `and` (empty, or `AND …`).
-    async fn tasks_where(&self, ids: &[Uuid], and: &str) -> Result<Vec<Task>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE id IN {} {and}",
+            "SELECT {TASK_COLS} FROM tasks WHERE id IN {}",
             self.id_set(1)
         );
         let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(super::ids_json(ids)).fetch_all(p).await)?;
         Ok(rows)
+    }
+
+    /// The ids of `ids` still `pending`: what a claim that named them did
+    /// not take (see the executor's `claim`). Ids only: nothing else of the
+    /// rows is read.
+    pub async fn pending_of(&self, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id FROM tasks WHERE id IN {} AND state = {PENDING}",
+            self.id_set(1)
+        );
+        Ok(on_pool!(self, p => sqlx::query_scalar(&sql)
+            .bind(super::ids_json(ids)).fetch_all(p).await)?)
     }
 }
