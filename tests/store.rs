@@ -1449,6 +1449,111 @@ async fn a_parent_suspending_as_its_sub_tasks_end_wakes_once_they_all_have(db: &
     }
 }
 
+/// A parent suspending while its sub-tasks end, again and again: however
+/// the two interleave, the parent wakes (or finds them ended as it
+/// suspends). The suspension writes its awaited set under the parent's
+/// row lock, and an end takes the parent's lock before it looks at that
+/// set; without that lock an end could miss an awaited set still being
+/// written while the suspension counted the sub-task as open, and the
+/// parent would sleep forever (on PostgreSQL; SQLite's writes are serial).
+async fn no_wake_is_lost_between_a_suspension_and_its_sub_tasks_ends(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    for round in 0..60 {
+        s.create_task(&insert("k")).await.unwrap();
+        let p = claim_one(&s, "e1").await.unwrap();
+        let many: Vec<TaskInsert> = (0..3).map(|_| insert("k")).collect();
+        s.spawn_children(&fence(&p), 0, &many).await.unwrap();
+        let children = claim(&s, "e1", 3).await;
+        assert_eq!(children.len(), 3);
+        let wait = courier_store::Wait {
+            children: children.iter().map(|c| c.id).collect(),
+            label: "3 sub-tasks".into(),
+            ..Default::default()
+        };
+        let ends = children.iter().map(|c| {
+            let (s, f) = (s.clone(), fence(c));
+            async move { s.finish_run(&f, &Outcome::Succeeded(json!(1))).await }
+        });
+        let pf = fence(&p);
+        let (parked, ends) =
+            tokio::join!(s.suspend(&pf, &wait), futures_util::future::join_all(ends));
+        for e in &ends {
+            assert!(e.is_ok(), "{e:?}");
+        }
+        // The parent done with, for the next round's claims: it runs on
+        // (woken as it suspended), or it waits to be claimed again.
+        let held = match parked.unwrap() {
+            courier_store::Suspension::Suspended { .. } => {
+                assert_eq!(
+                    s.task(p.id).await.unwrap().state,
+                    TaskState::Pending,
+                    "round {round}: the parent slept on after its sub-tasks ended"
+                );
+                claim_one(&s, "e1").await.unwrap()
+            }
+            courier_store::Suspension::Woken => p,
+        };
+        s.finish_run(&fence(&held), &Outcome::Succeeded(json!(0)))
+            .await
+            .unwrap();
+    }
+}
+
+/// A parent that waited for one sub-task and gave up (its timer came) and
+/// then waits for another wakes when that one ends: a new suspension's
+/// awaited set replaces the earlier one's.
+async fn a_new_wait_replaces_the_sub_tasks_an_earlier_one_awaited(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    s.create_task(&insert("k")).await.unwrap();
+    let p = claim_one(&s, "e1").await.unwrap();
+    let two: Vec<TaskInsert> = (0..2).map(|_| insert("k")).collect();
+    s.spawn_children(&fence(&p), 0, &two).await.unwrap();
+    let (slow, quick) = (two[0].id, two[1].id);
+    let first = courier_store::Wait {
+        children: vec![slow],
+        until: Some(now() + chrono::Duration::milliseconds(20)),
+        ..Default::default()
+    };
+    let parked = s.suspend(&fence(&p), &first).await.unwrap();
+    assert!(
+        matches!(parked, courier_store::Suspension::Suspended { .. }),
+        "{parked:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(s.promote_due("test", 10).await.unwrap().len(), 1);
+    // The parent again, and both sub-tasks.
+    let held = claim(&s, "e1", 3).await;
+    let p = held.iter().find(|t| t.id == p.id).unwrap();
+    let second = courier_store::Wait {
+        children: vec![quick],
+        ..Default::default()
+    };
+    let parked = s.suspend(&fence(p), &second).await.unwrap();
+    assert!(
+        matches!(parked, courier_store::Suspension::Suspended { .. }),
+        "{parked:?}"
+    );
+    let q = held
+        .iter()
+        .find(|t| t.id == quick)
+        .expect("the quick sub-task claimed");
+    let ended = s
+        .finish_run(&fence(q), &Outcome::Succeeded(json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        ended.woken.map(|t| t.id),
+        Some(p.id),
+        "woken by the sub-task it waits for now"
+    );
+    assert!(
+        !s.task(slow).await.unwrap().state.is_final(),
+        "the sub-task no longer awaited is still open"
+    );
+}
+
 /// A task woken from a suspension is still marked to resume; cancelled
 /// before its claim and retried now, its next claim is a new attempt (one
 /// more, no old deadline), not a replay of the suspended one.
@@ -1485,6 +1590,8 @@ async fn a_retry_now_is_a_new_attempt_even_after_a_suspension(db: &TestDb) {
 
 on_both_databases!(
     a_parent_suspending_as_its_sub_tasks_end_wakes_once_they_all_have,
+    no_wake_is_lost_between_a_suspension_and_its_sub_tasks_ends,
+    a_new_wait_replaces_the_sub_tasks_an_earlier_one_awaited,
     inboxes_are_read_past_what_is_held,
     a_retry_now_is_a_new_attempt_even_after_a_suspension,
     counters_agree_with_the_tasks,

@@ -43,9 +43,8 @@ pub enum Msg {
         queue: String,
     },
     /// More of a queue's tasks may start: its settings changed (resumed,
-    /// a limit raised), or a suspension that held its awaited sub-tasks'
-    /// rows locked (so claims skipped them) committed. The executor that
-    /// gets it pulls, and looks at the queue's limits again.
+    /// a limit raised). The executor that gets it pulls, and looks at the
+    /// queue's limits again.
     QueueChanged { queue: String },
     /// This task waits in `queue` until `run_at` (a delayed start, or a
     /// retry's backoff): the executor that gets it keeps a timer for it.

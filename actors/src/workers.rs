@@ -37,7 +37,7 @@ use courier_bus::{Address, Deliver};
 use crate::client::Client;
 use crate::creation::{prepare, LocalKinds, Request};
 use crate::error::{Error, Result};
-use crate::protocol::{announce, envelope, pool_of, start_task, Bus, Msg};
+use crate::protocol::{announce, start_task, Bus, Msg};
 use courier_store::TaskOptions;
 use courier_store::{now, AttemptError, ExecutorState, Step, Task, TaskEvent, TaskState};
 use courier_store::{ExecutorRegistration, Fence, Offer, Outcome, Store, Suspension, Wait};
@@ -553,25 +553,10 @@ impl Workers {
         };
         let fence = Self::fence(worker, task, epoch);
         match self.store.suspend(&fence, &wait).await? {
-            Suspension::Suspended {
-                task: t,
-                pending_in,
-            } => {
+            Suspension::Suspended { task: t } => {
                 crate::metrics::metrics().suspended(&t.queue);
                 crate::notify::tell_followers(&self.store, &self.bus, &self.me(worker), &t).await;
                 if let Some(env) = announce(self.me(worker), &t) {
-                    self.bus.post(env).await;
-                }
-                // Sub-tasks the suspension held locked, which claims
-                // skipped: their queues are told to look again (as a Rust
-                // task's suspension does).
-                for queue in pending_in {
-                    let env = envelope(
-                        self.me(worker),
-                        pool_of(&queue),
-                        &t.trace_id,
-                        Msg::QueueChanged { queue },
-                    );
                     self.bus.post(env).await;
                 }
                 Ok(Suspended::Suspended(t))

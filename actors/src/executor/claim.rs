@@ -224,12 +224,11 @@ impl ExecutorActor {
 
     /// Hinted tasks that a pull which had room for them did not take. Some
     /// other executor took them, or the claim skipped them because another
-    /// transaction held their rows (`SKIP LOCKED` on PostgreSQL): a
-    /// suspension marking its 10,000 sub-tasks awaited, a watch being
-    /// registered. Those still `pending` are pulled for again a little
-    /// later, at 10, 20, 40 … 640 ms, rather than left for the sweep:
-    /// fan-outs and sync waits waited 1 to 2 s for it (issue 24). Past that
-    /// the sweep has them, as before.
+    /// transaction held their rows (`SKIP LOCKED` on PostgreSQL), such as
+    /// a watch being registered. Those still `pending` are pulled for
+    /// again a little later, at 10, 20, 40 … 640 ms, rather than left for
+    /// the sweep: fan-outs and sync waits waited 1 to 2 s for it (issue
+    /// 24). Past that the sweep has them, as before.
     fn look_again(&mut self, missed: Vec<Hint>, ctx: &mut Context<Self>) {
         let ids: Vec<Uuid> = missed
             .iter()

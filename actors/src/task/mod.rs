@@ -35,7 +35,7 @@ use self::replay::{Inbox, Replay, ReplayCache};
 use self::signals::{Abort, Stage, Suspend, TaskDone};
 use crate::calls::{detached, retry};
 use crate::error::{Error, TaskError};
-use crate::protocol::{announce, envelope, pool_of, start_task, Bus, Msg};
+use crate::protocol::{announce, envelope, start_task, Bus, Msg};
 use courier_store::{now, AttemptError, Task, TaskState};
 use courier_store::{Fence, Outcome, Store, Suspension};
 
@@ -846,7 +846,7 @@ impl Handler<Suspend> for TaskActor {
             })
             .into_actor(self)
             .map(|res, act, ctx| match res {
-                Ok((Suspension::Suspended { task, pending_in }, watchers)) => {
+                Ok((Suspension::Suspended { task }, watchers)) => {
                     tracing::debug!(parent: &act.span(), waiting = task.waiting.as_deref().unwrap_or(""), "suspended");
                     act.ending = true;
                     crate::metrics::metrics().suspended(&task.queue);
@@ -862,14 +862,6 @@ impl Handler<Suspend> for TaskActor {
                     act.keep_for_replay();
                     if let Some(env) = announce(act.me.clone(), &task) {
                         act.bus.tell(env);
-                    }
-                    for queue in pending_in {
-                        act.bus.tell(envelope(
-                            act.me.clone(),
-                            pool_of(&queue),
-                            &task.trace_id,
-                            Msg::QueueChanged { queue },
-                        ));
                     }
                     ctx.stop();
                 }

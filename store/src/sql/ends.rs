@@ -300,9 +300,10 @@ impl Store {
             }
             if !with_parent.is_empty() {
                 let ids = super::ids_json(&with_parent);
+                let parents = super::ids_json(by_parent.keys());
                 // On behalf of the executor of the end that tells it.
                 let by = |parent: &Uuid| ends[by_parent[parent]].0.executor_id.as_str();
-                for parent in wake_parents!(self, tx, &ids, by) {
+                for parent in wake_parents!(self, tx, &ids, &parents, by) {
                     if let Some(Some(f)) = by_parent.get(&parent.id).map(|&i| out[i].as_mut()) {
                         f.woken = Some(parent);
                     }

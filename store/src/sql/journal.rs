@@ -7,7 +7,10 @@
 //! look at the other's work, so a wake is never lost between a run deciding
 //! to wait and its suspension committing. Lock order is sub-task rows
 //! first, in the order of their ids, then the parents', in the order of
-//! theirs, in every transaction that takes both.
+//! theirs, in every transaction that takes both. The suspension locks its
+//! own row only: the sub-tasks it awaits are rows of `task_awaits`, not
+//! marks on the sub-tasks' rows, which their executors are claiming and
+//! ending meanwhile.
 
 use super::{Dialect, Fence, Store, FINAL, OWNED, PENDING, SUSPENDED, TASK_COLS};
 use crate::error::{Error, Result};
@@ -41,90 +44,125 @@ pub struct Wait {
 /// How a suspension went.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Suspension {
-    /// The task is `suspended`, held by nobody. `pending_in`: the queues
-    /// of awaited sub-tasks still `pending`, whose rows the suspension
-    /// held locked: a claim meanwhile skipped them (`SKIP LOCKED`), so
-    /// their executors are to be told to look again.
-    Suspended {
-        task: Box<Task>,
-        pending_in: Vec<String>,
-    },
+    /// The task is `suspended`, held by nobody.
+    Suspended { task: Box<Task> },
     /// What it waits for came as it decided to wait: run it again now.
     Woken,
 }
 
 /// Wakes the suspended parents of `$children` (sub-tasks just made final in
 /// this transaction, as a JSON array of ids) whose awaited sub-tasks are
-/// now all final. Expands to the statements, for either dialect's
-/// transaction; `$by` gives the name each parent is woken on behalf of,
-/// from its id. Gives the parents woken.
+/// now all final. `$parents` are those sub-tasks' parents (a JSON array of
+/// ids). Expands to the statements, for either dialect's transaction; `$by`
+/// gives the name each parent is woken on behalf of, from its id. Gives
+/// the parents woken.
 ///
-/// O(1) a sub-task: the parent keeps `awaiting`, the awaited sub-tasks not
-/// Wakes the suspended parents of `$children` (sub-tasks just made final in
-/// this transaction, as a JSON array of ids) whose awaited sub-tasks are
-/// now all final. Expands to the statements, for either dialect's
-/// transaction; `$by` gives the name each parent is woken on behalf of,
-/// from its id. Gives the parents woken.
-///
-/// O(1) a sub-task: the parent keeps `awaiting`, the awaited sub-tasks not
-/// yet final when it suspended, and the awaited ends of one flush take
-/// their number off it at once, in one statement for every parent. Only a
-/// parent that reaches zero has its sub-tasks looked at, once, to be sure
-/// (a sub-task awaited by an earlier suspension that ended only now counts
-/// too, so the count may reach zero early; the look then finds the open
-/// one and the parent sleeps on). One statement per flush, not per end:
-/// 10,000 sub-tasks ending in flushes of a few hundred made as many
-/// updates of their parent's row, each walking the versions the flush had
-/// already made of it (fan-out of 10,000 on PostgreSQL: issue 24).
+/// O(1) a sub-task, one statement per flush: the parent keeps `awaiting`,
+/// the number of its rows in `task_awaits` (the awaited sub-tasks not yet
+/// final), and the ends of one flush take their rows away and their
+/// number off it at once, for every parent (10,000 sub-tasks ending in
+/// flushes of a few hundred made as many updates of their parent's row:
+/// issue 24). On PostgreSQL the parents' rows are locked first, in the
+/// order of their ids: a suspension writes its `task_awaits` rows under
+/// its own row's lock, so an end either comes before it (and the
+/// suspension finds the sub-task final) or sees its rows.
 macro_rules! wake_parents {
-    ($store:expr, $tx:expr, $children:expr, $by:expr) => {{
-        let count = $crate::sql::journal::wake_count_sql($store);
-        let counted: Vec<(uuid::Uuid, i32)> = sqlx::query_as(&count)
+    ($store:expr, $tx:expr, $children:expr, $parents:expr, $by:expr) => {{
+        use $crate::sql::journal;
+        if let Some(lock) = journal::lock_parents_sql($store) {
+            sqlx::query(&lock).bind($parents).execute(&mut *$tx).await?;
+        }
+        let taken: Vec<(uuid::Uuid,)> = sqlx::query_as(&journal::take_awaits_sql($store))
             .bind($children)
             .fetch_all(&mut *$tx)
             .await?;
         let mut woken: Vec<$crate::model::Task> = Vec::new();
-        for (parent, left) in counted {
-            if left > 0 {
-                continue;
-            }
-            let sql = $crate::sql::journal::wake_parent_sql();
-            let by: &str = ($by)(&parent);
-            let task: Option<$crate::model::Task> = sqlx::query_as(&sql)
-                .bind(parent)
-                .bind($crate::model::now())
-                .bind(by)
-                .fetch_optional(&mut *$tx)
+        if !taken.is_empty() {
+            let counts = journal::count_by_parent(taken);
+            let counted: Vec<(uuid::Uuid, i32)> = sqlx::query_as(&journal::wake_count_sql($store))
+                .bind(counts)
+                .fetch_all(&mut *$tx)
                 .await?;
-            woken.extend(task);
+            for (parent, left) in counted {
+                if left > 0 {
+                    continue;
+                }
+                let sql = journal::wake_parent_sql();
+                let by: &str = ($by)(&parent);
+                let task: Option<$crate::model::Task> = sqlx::query_as(&sql)
+                    .bind(parent)
+                    .bind($crate::model::now())
+                    .bind(by)
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+                woken.extend(task);
+            }
         }
         woken
     }};
 }
 pub(super) use wake_parents;
 
-/// `wake_parents!`'s first statement: the awaited sub-tasks of `$1` (a
-/// JSON array of ids) taken off their parents' counts, in the order of
-/// the parents' ids (the lock order: see the module's head).
-pub(super) fn wake_count_sql(store: &Store) -> String {
+/// `wake_parents!`'s lock of the parents (`$1`, a JSON array of ids), in
+/// the order of their ids; none on SQLite, whose writes are serial.
+pub(super) fn lock_parents_sql(store: &Store) -> Option<String> {
+    match store.dialect() {
+        Dialect::Sqlite => None,
+        Dialect::Postgres => Some(format!(
+            "SELECT id FROM tasks WHERE {ids} ORDER BY id FOR NO KEY UPDATE",
+            ids = store.key_in("id", 1)
+        )),
+    }
+}
+
+/// `wake_parents!`'s `task_awaits` rows of the sub-tasks `$1` (a JSON array
+/// of ids) taken away, giving the parent of each.
+pub(super) fn take_awaits_sql(store: &Store) -> String {
     format!(
-        "UPDATE tasks SET awaiting = tasks.awaiting - c.n \
-         FROM (SELECT t.parent_id AS pid, count(*) AS n FROM tasks t \
-               WHERE {ids} AND t.awaited AND t.parent_id IS NOT NULL \
-               GROUP BY t.parent_id ORDER BY t.parent_id) c \
-         WHERE tasks.id = c.pid AND tasks.state = {SUSPENDED} AND tasks.executor_id IS NULL \
-         RETURNING tasks.id, tasks.awaiting",
-        ids = store.key_in("t.id", 1)
+        "DELETE FROM task_awaits WHERE {ids} RETURNING parent_id",
+        ids = store.key_in("child_id", 1)
     )
 }
 
-/// `wake_parents!`'s second statement: the parent made `pending` when no
-/// awaited sub-task is open.
+/// The rows `take_awaits_sql` took, as a JSON array of `{"p": parent,
+/// "n": rows}` in the order of the parents' ids (the lock order).
+pub(super) fn count_by_parent(taken: Vec<(Uuid,)>) -> String {
+    let mut counts: std::collections::BTreeMap<Uuid, i64> = std::collections::BTreeMap::new();
+    for (parent,) in taken {
+        *counts.entry(parent).or_default() += 1;
+    }
+    let rows: Vec<serde_json::Value> = counts
+        .into_iter()
+        .map(|(p, n)| serde_json::json!({ "p": p.to_string(), "n": n }))
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// `wake_parents!`'s count: each suspended parent of `$1` (what
+/// `count_by_parent` made) has its awaited sub-tasks that ended taken off.
+pub(super) fn wake_count_sql(store: &Store) -> String {
+    // By key whatever the planner believes (no join with the recordset,
+    // which a transaction without `KEYED_BEGIN` may hash against a scan of
+    // `tasks`).
+    let counts = store.recordset(1, "c", &[("p", "uuid"), ("n", "int")]);
+    let parents = match store.dialect() {
+        Dialect::Postgres => format!("tasks.id = ANY(ARRAY(SELECT c.p FROM {counts}))"),
+        Dialect::Sqlite => format!("tasks.id IN (SELECT c.p FROM {counts})"),
+    };
+    format!(
+        "UPDATE tasks SET awaiting = tasks.awaiting - (SELECT c.n FROM {counts} WHERE c.p = tasks.id) \
+         WHERE {parents} AND tasks.state = {SUSPENDED} AND tasks.executor_id IS NULL \
+         RETURNING tasks.id, tasks.awaiting"
+    )
+}
+
+/// `wake_parents!`'s wake: the parent whose count reached zero made
+/// `pending` (the count is exact: a suspension sets it to the rows it
+/// wrote, under the lock every end takes first).
 pub(super) fn wake_parent_sql() -> String {
     format!(
         "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $2, changed_by = $3 \
          WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL \
-           AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_id = $1 AND c.awaited AND c.state NOT IN {FINAL}) \
          RETURNING {TASK_COLS}"
     )
 }
@@ -189,33 +227,26 @@ impl Store {
              WHERE id = $1 RETURNING {TASK_COLS}"
         );
         // The sub-tasks as one JSON array parameter, not a placeholder
-        // each: PostgreSQL took 480 ms to run the mark of 10,000 listed
-        // one by one (issue 24), and SQLite allows at most 32,766.
-        // Every statement below reads `tasks` by key, and the transaction
-        // tells PostgreSQL so (`KEYED_BEGIN`, as a flush of ends does): a
-        // suspension's sub-tasks are one JSON array probed through the
-        // primary key (`key_in`). Without the hint a fresh table's plan
-        // scanned the parent's sub-tasks comparing each with all 10,000
-        // ids (4.2 s); with `IN (SELECT …)` a generic plan after a quiet
-        // spell walked 180,000 rows (`tests/plans.rs`).
-        let children = self.key_in("id", 2);
-        // Locked in the order of their ids, as a flush of ends locks them
-        // (`ends.rs`): in any other order the two deadlocked on PostgreSQL,
-        // which broke the tie after its `deadlock_timeout`, a second lost
-        // in every fan-out (issue 24).
-        let locked = format!(
-            "SELECT id FROM tasks WHERE {children} AND parent_id = $1 ORDER BY id {lock}",
-            lock = self.row_lock()
-        );
-        let mark = match self.dialect() {
-            Dialect::Postgres => {
-                format!("UPDATE tasks SET awaited = TRUE WHERE id = ANY(ARRAY({locked}))")
-            }
-            Dialect::Sqlite => format!("UPDATE tasks SET awaited = TRUE WHERE id IN ({locked})"),
-        };
-        let open = format!(
-            "SELECT queue, COUNT(*), SUM(CASE WHEN state = {PENDING} THEN 1 ELSE 0 END) FROM tasks \
-             WHERE {children} AND parent_id = $1 AND {state} NOT IN {FINAL} GROUP BY queue",
+        // each: PostgreSQL took 480 ms to bind 10,000 listed one by one
+        // (issue 24), and SQLite allows at most 32,766. Every statement
+        // below reads `tasks` by key, and the transaction tells PostgreSQL
+        // so (`KEYED_BEGIN`, as a flush of ends does): without the hint a
+        // fresh table's plan scanned the parent's sub-tasks comparing each
+        // with all 10,000 ids (4.2 s); with `IN (SELECT …)` a generic plan
+        // after a quiet spell walked 180,000 rows (`tests/plans.rs`).
+        //
+        // The sub-tasks' rows are only read, never locked: the awaited set
+        // is the parent's rows of `task_awaits`, written under the
+        // parent's lock (taken by `touch`), which every end of a sub-task
+        // takes before it looks at them (`wake_parents!`). Marking the
+        // sub-tasks' rows instead waited 3.8 s in a fan-out of 10,000 on
+        // PostgreSQL for the claims and ends of those very sub-tasks.
+        let forget = "DELETE FROM task_awaits WHERE parent_id = $1";
+        let awaits = format!(
+            "INSERT INTO task_awaits (child_id, parent_id) \
+             SELECT id, parent_id FROM tasks \
+             WHERE {children} AND parent_id = $1 AND {state} NOT IN {FINAL}",
+            children = self.key_in("id", 2),
             state = self.unindexed("state")
         );
         let children = super::ids_json(&wait.children);
@@ -226,10 +257,6 @@ impl Store {
                 Dialect::Sqlite => begin,
             };
             let mut tx = p.begin_with(begin).await?;
-            // Sub-task rows first (the order their finishes lock in).
-            if !wait.children.is_empty() {
-                sqlx::query(&mark).bind(fence.task_id).bind(&children).execute(&mut *tx).await?;
-            }
             let row: Option<(bool,)> = sqlx::query_as(&touch)
                 .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch).bind(ts)
                 .fetch_optional(&mut *tx).await?;
@@ -252,15 +279,15 @@ impl Store {
                     .bind(fence.task_id).bind(wait.seen_seq).bind(event).fetch_one(&mut *tx).await?;
                 woken = n > 0;
             }
-            // The awaited sub-tasks still open: each one's end takes one
-            // off (see `wake_parent!`).
-            let (mut awaiting, mut pending_in) = (0, Vec::new());
+            // The awaited sub-tasks still open, in place of those of an
+            // earlier suspension: each one's end takes its row and one off
+            // the count (see `wake_parents!`).
+            let mut awaiting = 0;
             if !woken && !wait.children.is_empty() {
-                let queues: Vec<(String, i64, i64)> = sqlx::query_as(&open)
-                    .bind(fence.task_id).bind(&children).fetch_all(&mut *tx).await?;
-                awaiting = queues.iter().map(|(_, n, _)| n).sum();
+                sqlx::query(forget).bind(fence.task_id).execute(&mut *tx).await?;
+                awaiting = sqlx::query(&awaits)
+                    .bind(fence.task_id).bind(&children).execute(&mut *tx).await?.rows_affected();
                 woken = awaiting == 0;
-                pending_in = queues.into_iter().filter(|(_, _, p)| *p > 0).map(|(q, _, _)| q).collect();
             }
             if woken {
                 tx.commit().await?;
@@ -273,7 +300,7 @@ impl Store {
                     .bind(i32::try_from(awaiting).unwrap_or(i32::MAX))
                     .fetch_one(&mut *tx).await?;
                 tx.commit().await?;
-                Suspension::Suspended { task: Box::new(task), pending_in }
+                Suspension::Suspended { task: Box::new(task) }
             }
         });
         Ok(out)

@@ -266,9 +266,10 @@ impl Store {
             let out = match row {
                 Some(task) => {
                     let woken = match task.parent_id {
-                        Some(_) => {
+                        Some(parent) => {
                             let ids = super::ids_json([&task.id]);
-                            wake_parents!(self, tx, &ids, |_: &Uuid| by).into_iter().next()
+                            let parents = super::ids_json([&parent]);
+                            wake_parents!(self, tx, &ids, &parents, |_: &Uuid| by).into_iter().next()
                         }
                         None => None,
                     };
@@ -345,8 +346,9 @@ impl Store {
             // the same transaction, as for every other end.
             let ended = rows.iter().filter(|t| t.state.is_final() && t.parent_id.is_some());
             let woken = if ended.clone().next().is_some() {
-                let ids = super::ids_json(ended.map(|t| &t.id));
-                wake_parents!(self, tx, &ids, |_: &Uuid| by)
+                let ids = super::ids_json(ended.clone().map(|t| &t.id));
+                let parents = super::ids_json(ended.filter_map(|t| t.parent_id.as_ref()));
+                wake_parents!(self, tx, &ids, &parents, |_: &Uuid| by)
             } else {
                 Vec::new()
             };
