@@ -17,8 +17,8 @@ use uuid::Uuid;
 use courier_actors::workers::{End, Registration, SuspendRequest, Suspended};
 use courier_actors::{Error as CoreError, Step, Task, TaskEvent, TaskOptions};
 
-use crate::api::{parse_body, parse_id};
 use crate::error::ApiError;
+use crate::request::{parse_body, parse_id};
 #[allow(unused_imports)] // named in the `utoipa::path` annotations
 use crate::schema::ErrorBody;
 use crate::WebState;
