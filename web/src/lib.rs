@@ -18,8 +18,10 @@
 //!   - `meta`: `/healthz` and the dashboard (`/`);
 //!   - [`workers`]: the worker protocol (`/api/v1/workers/…`).
 //! - What the handlers share: `request` (a body read as a type, naming
-//!   the field at fault; an id; a query number; the caller's trace) and
-//!   `page` (a page of rows, bounded in count and bytes, and its cursor).
+//!   the field at fault; an id; a query number; the caller's trace),
+//!   `page` (a page of rows, bounded in count and bytes, and its cursor)
+//!   and `responses` (the error answers several operations give, declared
+//!   once for the OpenAPI document).
 //! - [`error`]: [`ApiError`], the one error type of the API, and its mapping
 //!   to statuses and `{"error": {"code", "message"}}` bodies.
 //! - [`auth`]: the optional bearer-token check.
@@ -43,6 +45,7 @@ pub mod openapi;
 mod page;
 mod queues;
 mod request;
+mod responses;
 mod schedules;
 pub mod schema;
 pub mod server;

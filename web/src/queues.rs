@@ -12,6 +12,8 @@ use courier_actors::{QueueInfo, QueueUpdate};
 use crate::error::ApiError;
 use crate::request::{parse_body, query_number};
 #[allow(unused_imports)] // named in the `utoipa::path` annotations
+use crate::responses::{BadJson, TooLarge};
+#[allow(unused_imports)] // named in the `utoipa::path` annotations
 use crate::schema::{
     ErrorBody, MinuteCounts, QueueCounts, QueueList, QueueName, StateCounts, Stats,
 };
@@ -132,8 +134,8 @@ pub async fn get_queue(
     params(QueueName),
     responses(
         (status = 200, description = "The queue, with its new settings.", body = QueueInfo),
-        (status = 400, description = "malformed_json: the body is not JSON, or not sent as Content-Type: application/json. (JSON of the wrong shape or types is 422 invalid_field.)", body = ErrorBody),
-        (status = 413, description = "body_too_large: the body is over the limit (1 MiB by default).", body = ErrorBody),
+        BadJson,
+        TooLarge,
         (status = 422, description = "invalid_field: a value out of range or of the wrong type, an unknown field, or a name in the path that is not a queue name (`field` \"queue\"); `field` names the field at fault.", body = ErrorBody),
     )
 )]

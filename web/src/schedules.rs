@@ -12,6 +12,8 @@ use courier_actors::{CatchUp, Schedule, ScheduleSpec, TaskOptions};
 use crate::error::ApiError;
 use crate::request::parse_body;
 #[allow(unused_imports)] // named in the `utoipa::path` annotations
+use crate::responses::{BadJson, NoSchedule, TooLarge};
+#[allow(unused_imports)] // named in the `utoipa::path` annotations
 use crate::schema::{ErrorBody, Kind, ScheduleList, ScheduleName};
 use crate::WebState;
 
@@ -135,7 +137,7 @@ pub async fn schedules(state: web::Data<WebState>) -> Result<HttpResponse, ApiEr
     params(ScheduleName),
     responses(
         (status = 200, description = "The schedule.", body = Schedule),
-        (status = 404, description = "not_found: no schedule of this name.", body = ErrorBody),
+        NoSchedule,
     )
 )]
 pub async fn get_schedule(
@@ -158,8 +160,8 @@ pub async fn get_schedule(
     responses(
         (status = 200, description = "The schedule was replaced; as it now stands.", body = Schedule),
         (status = 201, description = "The schedule was created.", body = Schedule),
-        (status = 400, description = "malformed_json: the body is not JSON, or not sent as Content-Type: application/json. (JSON of the wrong shape or types is 422 invalid_field.)", body = ErrorBody),
-        (status = 413, description = "body_too_large: the body is over the limit (1 MiB by default).", body = ErrorBody),
+        BadJson,
+        TooLarge,
         (status = 422, description = "invalid_field: the cron expression does not parse (`field` \"cron\"), a value is out of range or of the wrong type, or the name in the path is not a schedule name (`field` \"name\"); `field` names the field at fault. unknown_kind: no alive executor runs this kind (`field` \"kind\").", body = ErrorBody),
     )
 )]
@@ -189,7 +191,7 @@ pub async fn put_schedule(
     params(ScheduleName),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 404, description = "not_found: no schedule of this name.", body = ErrorBody),
+        NoSchedule,
     )
 )]
 pub async fn delete_schedule(

@@ -22,6 +22,8 @@ use crate::error::ApiError;
 use crate::page::{one_more, page, DEFAULT_PAGE, MAX_PAGE};
 use crate::request::{object, parse_body, parse_id, query_number, trace_of, unknown_field};
 #[allow(unused_imports)] // named in the `utoipa::path` annotations
+use crate::responses::{BadJson, BadQuery, NoTask, TooLarge};
+#[allow(unused_imports)] // named in the `utoipa::path` annotations
 use crate::schema::{
     ErrorBody, EventList, History, Kind, TaskBatch, TaskId, TaskPage, TaskWithSteps, WatchEvent,
 };
@@ -350,8 +352,8 @@ pub(crate) fn task_fields() -> &'static [&'static str] {
         (status = 200, description = "The task became final within wait_ms, or an earlier request with the same idempotency_key created it (returned as it stands).", body = Task),
         (status = 201, description = "The task was created (no wait_ms).", body = Task, headers(("Location" = String, description = "The task's path, /api/v1/tasks/{id}."))),
         (status = 202, description = "wait_ms ran out; the task as it stands.", body = Task),
-        (status = 400, description = "malformed_json: the body is not JSON, or not sent as Content-Type: application/json. (JSON of the wrong shape or types is 422 invalid_field.)", body = ErrorBody),
-        (status = 413, description = "body_too_large: the body is over the limit (1 MiB by default).", body = ErrorBody),
+        BadJson,
+        TooLarge,
         (status = 422, description = "invalid_field: a field fails validation (a value out of range, of the wrong type, run_at given with delay_ms, wait_ms over the server's cap), a field is unknown, kind is missing, or the body is JSON but not an object; `field` names the field when one is at fault. unknown_kind: no alive executor runs this kind (`field` is \"kind\").", body = ErrorBody),
     )
 )]
@@ -419,8 +421,8 @@ pub async fn create_task(
     request_body = CreateBatch,
     responses(
         (status = 201, description = "The tasks, in the order of the entries.", body = TaskBatch),
-        (status = 400, description = "malformed_json: the body is not JSON, or not sent as Content-Type: application/json. (JSON of the wrong shape or types is 422 invalid_field.)", body = ErrorBody),
-        (status = 413, description = "body_too_large: the body is over the limit (1 MiB by default).", body = ErrorBody),
+        BadJson,
+        TooLarge,
         (status = 422, description = "invalid_field or unknown_kind, as for createTask, for the first bad entry: `field` names it as tasks[i].field (e.g. tasks[3].priority); or invalid_field for the batch itself (`field` \"tasks\": missing, not an array, or over 1000 entries). Nothing was created.", body = ErrorBody),
     )
 )]
@@ -481,8 +483,8 @@ pub async fn create_batch(
     params(TaskId),
     responses(
         (status = 200, description = "The task, with its journaled steps.", body = TaskWithSteps),
-        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
-        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+        BadQuery,
+        NoTask,
     )
 )]
 pub async fn get_task(
@@ -505,7 +507,7 @@ pub async fn get_task(
     params(ListQuery),
     responses(
         (status = 200, description = "A page of tasks.", body = TaskPage),
-        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
+        BadQuery,
     )
 )]
 pub async fn list_tasks(
@@ -559,8 +561,8 @@ pub async fn list_tasks(
     params(TaskId, ChildrenQuery),
     responses(
         (status = 200, description = "The sub-tasks.", body = TaskPage),
-        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
-        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+        BadQuery,
+        NoTask,
     )
 )]
 pub async fn children(
@@ -596,9 +598,9 @@ pub async fn children(
     responses(
         (status = 202, description = "The event, committed to the task's inbox.", body = TaskEvent),
         (status = 400, description = "malformed_json (the body is not JSON, or not sent as Content-Type: application/json) or invalid_query (the path id is not a uuid).", body = ErrorBody),
-        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+        NoTask,
         (status = 409, description = "conflict: the task is final and takes no more events.", body = ErrorBody),
-        (status = 413, description = "body_too_large: the body is over the limit (1 MiB by default).", body = ErrorBody),
+        TooLarge,
         (status = 422, description = "invalid_field: a field fails validation (or the body is JSON of the wrong shape, or has an unknown field).", body = ErrorBody),
     )
 )]
@@ -626,8 +628,8 @@ pub async fn post_event(
     params(TaskId, NumberedPageQuery),
     responses(
         (status = 200, description = "The events.", body = EventList),
-        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
-        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+        BadQuery,
+        NoTask,
     )
 )]
 pub async fn events(
@@ -652,8 +654,8 @@ pub async fn events(
     params(TaskId, NumberedPageQuery),
     responses(
         (status = 200, description = "The history.", body = History),
-        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
-        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+        BadQuery,
+        NoTask,
     )
 )]
 pub async fn history(
@@ -697,8 +699,8 @@ fn number_page(q: &NumberedPageQuery) -> Result<(u32, Option<i64>), ApiError> {
     params(TaskId),
     responses(
         (status = 202, description = "Cancellation requested; the task as it stands.", body = Task),
-        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
-        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+        BadQuery,
+        NoTask,
     )
 )]
 pub async fn cancel(
@@ -719,8 +721,8 @@ pub async fn cancel(
     params(TaskId),
     responses(
         (status = 200, description = "The task, pending now.", body = Task),
-        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
-        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+        BadQuery,
+        NoTask,
         (status = 409, description = "conflict: the task is pending, running, suspended or succeeded, or is a finished sub-task.", body = ErrorBody),
     )
 )]
@@ -748,8 +750,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
     params(TaskId),
     responses(
         (status = 200, description = "The event stream.", content_type = "text/event-stream", body = WatchEvent),
-        (status = 400, description = "invalid_query: a query parameter or the path id is invalid (e.g. not a uuid).", body = ErrorBody),
-        (status = 404, description = "not_found: no such task (never created, or deleted by retention).", body = ErrorBody),
+        BadQuery,
+        NoTask,
     )
 )]
 pub async fn watch(
