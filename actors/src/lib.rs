@@ -12,6 +12,10 @@
 //! - `error`: the typed [`Error`] of the runtime and the store (a
 //!   [`StoreError`] converts into the same variant), and [`TaskError`], how
 //!   a run ends without output.
+//! - `decide`: the one decision at a run's end, a pure function: from how
+//!   a run ended and the task's options, whether the task succeeds, is
+//!   retried at a time, fails, suspends, is handed back, or nothing is
+//!   written; used by the task actor and the worker protocol alike.
 //! - [`protocol`]: [`Msg`], the one message enum of the task protocol that
 //!   travels on the bus (`start_task`, `task_finished`, `task_event`,
 //!   `cancel_task`, …).
@@ -39,6 +43,7 @@
 mod calls;
 mod client;
 pub mod creation;
+mod decide;
 mod error;
 mod executor;
 pub mod metrics;

@@ -12,9 +12,10 @@
 //! of their queue, for any executor or worker that serves it.
 //!
 //! The web node is the worker's executor actor: what a [`TaskActor`]
-//! does around a run (record the end or a retry, tell watchers and the
-//! parent, announce a spawned sub-task or a suspension on the bus) is done
-//! here, per request. The run itself is in the worker: it replays from the
+//! does around a run (record the end, a retry or a suspension as
+//! `crate::decide` decides it, as the task actor does; tell watchers and
+//! the parent; announce a spawned sub-task or a suspension on the bus) is
+//! done here, per request. The run itself is in the worker: it replays from the
 //! top with the journal and inbox its claim carried.
 //!
 //! A claim is a long poll: the web node joins the bus pools of the queues
@@ -36,11 +37,12 @@ use courier_bus::{Address, Deliver};
 
 use crate::client::Client;
 use crate::creation::{prepare, LocalKinds, Request};
+use crate::decide::{decide, Attempt, Decision, Failure, RunEnd};
 use crate::error::{Error, Result};
 use crate::protocol::{announce, start_task, Bus, Msg};
 use courier_store::TaskOptions;
-use courier_store::{now, AttemptError, ExecutorState, Step, Task, TaskEvent, TaskState};
-use courier_store::{ExecutorRegistration, Fence, Offer, Outcome, Store, Suspension, Wait};
+use courier_store::{now, ExecutorState, Step, Task, TaskEvent, TaskState};
+use courier_store::{ExecutorRegistration, Fence, Offer, Store, Suspension, Wait};
 
 /// How often a waiting claim looks at the store even when no hint came: a
 /// hint for its queue may have gone to another member of the pool (an
@@ -548,8 +550,16 @@ impl Workers {
             seen_seq: req.seen_seq,
             children,
             until: req.until,
-            timeout_at: req.deadline,
+            timeout_at: None,
             label,
+        };
+        let end = RunEnd::Waits {
+            wait,
+            deadline: req.deadline,
+        };
+        let wait = match decide(end, now(), courier_store::retry_delay) {
+            Decision::Suspend(wait) => wait,
+            other => unreachable!("a run that waits is suspended, not {other:?}"),
         };
         let fence = Self::fence(worker, task, epoch);
         match self.store.suspend(&fence, &wait).await? {
@@ -575,14 +585,15 @@ impl Workers {
     pub async fn finish(&self, worker: &str, task: Uuid, epoch: i64, end: End) -> Result<Task> {
         let fence = Self::fence(worker, task, epoch);
         let me = self.me(worker);
-        let outcome = match end {
+        let end = match end {
             End::Output(v) => {
                 courier_store::refuse_nul("output", &v)?;
-                Outcome::Succeeded(v)
+                RunEnd::Output(v)
             }
-            End::Cancelled => Outcome::Cancelled(Some("cancelled".into())),
+            End::Cancelled => RunEnd::Cancelled,
             End::Failed { code, message } => {
                 courier_store::refuse_nul_text("message", &message)?;
+                // A failure is judged by the attempt as the store holds it.
                 let t = self.store.task(task).await?;
                 if t.executor_id.as_deref() != Some(worker)
                     || t.epoch != epoch
@@ -603,31 +614,25 @@ impl Workers {
                     )
                     .await?;
                 }
-                let mut errors = t.errors.clone();
-                errors.push(AttemptError {
-                    attempt: t.attempts,
-                    error: message.clone(),
-                    at: now(),
-                    code,
-                });
-                if t.attempts < t.max_attempts && !t.cancel_requested {
-                    let delay = courier_store::retry_delay(t.backoff_ms, t.attempts);
-                    let run_at = now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    let retried = self
-                        .store
-                        .retry_later(&fence, &message, &errors, run_at)
-                        .await?;
-                    crate::metrics::metrics().retried(&retried.queue);
-                    crate::notify::tell_followers(&self.store, &self.bus, &me, &retried).await;
-                    if let Some(env) = announce(me, &retried) {
-                        self.bus.post(env).await;
-                    }
-                    return Ok(retried);
+                let attempt = Attempt::of(&t, t.cancel_requested);
+                RunEnd::Failed(Failure { code, message }, attempt)
+            }
+        };
+        let outcome = match decide(end, now(), courier_store::retry_delay) {
+            Decision::Finish(outcome) => outcome,
+            Decision::Retry {
+                at, error, errors, ..
+            } => {
+                let retried = self.store.retry_later(&fence, &error, &errors, at).await?;
+                crate::metrics::metrics().retried(&retried.queue);
+                crate::notify::tell_followers(&self.store, &self.bus, &me, &retried).await;
+                if let Some(env) = announce(me, &retried) {
+                    self.bus.post(env).await;
                 }
-                Outcome::Failed {
-                    error: message,
-                    errors,
-                }
+                return Ok(retried);
+            }
+            other => {
+                unreachable!("a worker's run that ended is finished or retried, not {other:?}")
             }
         };
         let f = match self.store.finish_run(&fence, &outcome).await {

@@ -6,7 +6,22 @@
 //!   [`WebState::configure`], which mounts the whole API, the dashboard and
 //!   the metrics into any actix-web `App` — courier's own server or an
 //!   embedding program's.
-//! - [`api`]: the API v1 handlers, including the server-sent-events watch.
+//! - The API v1 handlers, a private module per resource, each handler
+//!   validating its input, calling the [`Client`] and mapping the outcome
+//!   to a status:
+//!   - `tasks`: create (one, a batch), read, list, sub-tasks, events,
+//!     history, cancel, retry now, and the server-sent-events watch;
+//!   - `queues`: queue settings and counts, and the deployment's counts
+//!     (`/api/v1/stats`);
+//!   - `schedules`: recurring tasks;
+//!   - `executors`: the executors, and the kinds the deployment runs;
+//!   - `meta`: `/healthz` and the dashboard (`/`);
+//!   - [`workers`]: the worker protocol (`/api/v1/workers/…`).
+//! - What the handlers share: `request` (a body read as a type, naming
+//!   the field at fault; an id; a query number; the caller's trace),
+//!   `page` (a page of rows, bounded in count and bytes, and its cursor)
+//!   and `responses` (the error answers several operations give, declared
+//!   once for the OpenAPI document).
 //! - [`error`]: [`ApiError`], the one error type of the API, and its mapping
 //!   to statuses and `{"error": {"code", "message"}}` bodies.
 //! - [`auth`]: the optional bearer-token check.
@@ -21,13 +36,20 @@
 //! watches one registers a short-lived actor on the bus
 //! (`web/<node>/<session>`) and the executor's messages are pushed to it.
 
-pub mod api;
 pub mod auth;
 pub mod error;
+mod executors;
+mod meta;
 pub mod metrics;
 pub mod openapi;
+mod page;
+mod queues;
+mod request;
+mod responses;
+mod schedules;
 pub mod schema;
 pub mod server;
+mod tasks;
 pub mod workers;
 
 use std::sync::Arc;
@@ -131,47 +153,54 @@ impl WebState {
                     .wrap(actix_web::middleware::from_fn(auth::require_token))
                     .service(
                         resource("/tasks", "GET, POST")
-                            .route(web::post().to(api::create_task))
-                            .route(web::get().to(api::list_tasks)),
+                            .route(web::post().to(tasks::create_task))
+                            .route(web::get().to(tasks::list_tasks)),
                     )
                     .service(
-                        resource("/tasks/batch", "POST").route(web::post().to(api::create_batch)),
+                        resource("/tasks/batch", "POST").route(web::post().to(tasks::create_batch)),
                     )
-                    .service(resource("/tasks/{id}", "GET").route(web::get().to(api::get_task)))
+                    .service(resource("/tasks/{id}", "GET").route(web::get().to(tasks::get_task)))
                     .service(
-                        resource("/tasks/{id}/children", "GET").route(web::get().to(api::children)),
+                        resource("/tasks/{id}/children", "GET")
+                            .route(web::get().to(tasks::children)),
                     )
                     .service(
                         resource("/tasks/{id}/events", "GET, POST")
-                            .route(web::post().to(api::post_event))
-                            .route(web::get().to(api::events)),
+                            .route(web::post().to(tasks::post_event))
+                            .route(web::get().to(tasks::events)),
                     )
                     .service(
-                        resource("/tasks/{id}/history", "GET").route(web::get().to(api::history)),
+                        resource("/tasks/{id}/history", "GET").route(web::get().to(tasks::history)),
                     )
                     .service(
-                        resource("/tasks/{id}/cancel", "POST").route(web::post().to(api::cancel)),
+                        resource("/tasks/{id}/cancel", "POST").route(web::post().to(tasks::cancel)),
                     )
                     .service(
-                        resource("/tasks/{id}/retry", "POST").route(web::post().to(api::retry)),
+                        resource("/tasks/{id}/retry", "POST").route(web::post().to(tasks::retry)),
                     )
-                    .service(resource("/tasks/{id}/watch", "GET").route(web::get().to(api::watch)))
-                    .service(resource("/executors", "GET").route(web::get().to(api::executors)))
-                    .service(resource("/queues", "GET").route(web::get().to(api::queues)))
+                    .service(
+                        resource("/tasks/{id}/watch", "GET").route(web::get().to(tasks::watch)),
+                    )
+                    .service(
+                        resource("/executors", "GET").route(web::get().to(executors::executors)),
+                    )
+                    .service(resource("/queues", "GET").route(web::get().to(queues::queues)))
                     .service(
                         resource("/queues/{name}", "GET, PUT")
-                            .route(web::get().to(api::get_queue))
-                            .route(web::put().to(api::put_queue)),
+                            .route(web::get().to(queues::get_queue))
+                            .route(web::put().to(queues::put_queue)),
                     )
-                    .service(resource("/schedules", "GET").route(web::get().to(api::schedules)))
+                    .service(
+                        resource("/schedules", "GET").route(web::get().to(schedules::schedules)),
+                    )
                     .service(
                         resource("/schedules/{name}", "GET, PUT, DELETE")
-                            .route(web::get().to(api::get_schedule))
-                            .route(web::put().to(api::put_schedule))
-                            .route(web::delete().to(api::delete_schedule)),
+                            .route(web::get().to(schedules::get_schedule))
+                            .route(web::put().to(schedules::put_schedule))
+                            .route(web::delete().to(schedules::delete_schedule)),
                     )
-                    .service(resource("/stats", "GET").route(web::get().to(api::stats)))
-                    .service(resource("/kinds", "GET").route(web::get().to(api::kinds)))
+                    .service(resource("/stats", "GET").route(web::get().to(queues::stats)))
+                    .service(resource("/kinds", "GET").route(web::get().to(executors::kinds)))
                     .service(resource("/workers", "POST").route(web::post().to(workers::register)))
                     .service(
                         resource("/workers/{worker}", "DELETE")
@@ -212,7 +241,7 @@ impl WebState {
                     .service(resource("/openapi.json", "GET").route(web::get().to(openapi::serve)))
                     .default_service(web::to(not_found)),
             )
-            .service(resource("/", "GET").route(web::get().to(dashboard)));
+            .service(resource("/", "GET").route(web::get().to(meta::dashboard)));
         self.configure_metrics(cfg);
     }
 
@@ -220,7 +249,7 @@ impl WebState {
     /// web front end serves (`courier executor --metrics-listen`).
     pub fn configure_metrics(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(self.clone()))
-            .service(resource("/healthz", "GET").route(web::get().to(api::healthz)))
+            .service(resource("/healthz", "GET").route(web::get().to(meta::healthz)))
             .service(resource("/metrics", "GET").route(web::get().to(metrics::metrics)));
     }
 }
@@ -261,20 +290,4 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         req.method(),
         req.path()
     )))
-}
-
-#[utoipa::path(
-    get,
-    path = "/",
-    operation_id = "dashboard",
-    tag = "meta",
-    summary = "Dashboard",
-    description = "The live dashboard: an HTML page served from the binary (no build step).",
-    responses((status = 200, description = "The dashboard.", content_type = "text/html", body = String))
-)]
-pub(crate) async fn dashboard() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; img-src 'self' data:"))
-        .body(DASHBOARD)
 }

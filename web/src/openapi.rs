@@ -28,12 +28,13 @@ use serde_json::{json, Value};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{BatchEntry, CreateBatch, CreateTask, PutSchedule, SendEvent};
 use crate::error::ApiError;
+use crate::schedules::PutSchedule;
 use crate::schema::{
     ErrorBody, ErrorDetail, EventList, ExecutorList, Health, History, Kind, KindList, MinuteCounts,
     QueueCounts, QueueList, ScheduleList, StateCounts, Stats, TaskBatch, TaskPage, TaskWithSteps,
 };
+use crate::tasks::{BatchEntry, CreateBatch, CreateTask, SendEvent};
 use crate::WebState;
 use courier_actors::{
     AttemptError, CatchUp, ExecutorInfo, ExecutorState, HistoryEntry, QueueInfo, QueueUpdate,
@@ -56,31 +57,31 @@ use courier_actors::{
         (name = "meta", description = "Health, metrics, this document and the dashboard."),
     ),
     paths(
-        crate::api::create_task,
-        crate::api::list_tasks,
-        crate::api::create_batch,
-        crate::api::get_task,
-        crate::api::children,
-        crate::api::post_event,
-        crate::api::events,
-        crate::api::history,
-        crate::api::cancel,
-        crate::api::retry,
-        crate::api::watch,
-        crate::api::executors,
-        crate::api::queues,
-        crate::api::get_queue,
-        crate::api::put_queue,
-        crate::api::schedules,
-        crate::api::get_schedule,
-        crate::api::put_schedule,
-        crate::api::delete_schedule,
-        crate::api::stats,
-        crate::api::kinds,
+        crate::tasks::create_task,
+        crate::tasks::list_tasks,
+        crate::tasks::create_batch,
+        crate::tasks::get_task,
+        crate::tasks::children,
+        crate::tasks::post_event,
+        crate::tasks::events,
+        crate::tasks::history,
+        crate::tasks::cancel,
+        crate::tasks::retry,
+        crate::tasks::watch,
+        crate::executors::executors,
+        crate::queues::queues,
+        crate::queues::get_queue,
+        crate::queues::put_queue,
+        crate::schedules::schedules,
+        crate::schedules::get_schedule,
+        crate::schedules::put_schedule,
+        crate::schedules::delete_schedule,
+        crate::queues::stats,
+        crate::executors::kinds,
         serve,
-        crate::api::healthz,
+        crate::meta::healthz,
         crate::metrics::metrics,
-        crate::dashboard,
+        crate::meta::dashboard,
     ),
     components(schemas(
         Task, TaskState, AttemptError, Step, TaskWithSteps, TaskPage, TaskBatch, TaskEvent,
@@ -152,7 +153,7 @@ fn generated() -> &'static Value {
         doc["components"]["schemas"]["PutSchedule"]["properties"]["cron"]["pattern"] =
             json!(cron_pattern());
         // `fields` names a task's fields: the pattern lists them.
-        let name = crate::api::task_fields().join("|");
+        let name = crate::tasks::task_fields().join("|");
         let fields = format!("^(all|({name})(,({name}))*)?$");
         for path in ["/api/v1/tasks", "/api/v1/tasks/{id}/children"] {
             if let Some(params) = doc["paths"][path]["get"]["parameters"].as_array_mut() {

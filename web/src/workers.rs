@@ -17,8 +17,12 @@ use uuid::Uuid;
 use courier_actors::workers::{End, Registration, SuspendRequest, Suspended};
 use courier_actors::{Error as CoreError, Step, Task, TaskEvent, TaskOptions};
 
-use crate::api::{parse_body, parse_id};
 use crate::error::ApiError;
+use crate::request::{parse_body, parse_id};
+#[allow(unused_imports)] // named in the `utoipa::path` annotations
+use crate::responses::{
+    Fenced, WorkerBadJson, WorkerBadRequest, WorkerInvalid, WorkerNoTask, WorkerNul,
+};
 #[allow(unused_imports)] // named in the `utoipa::path` annotations
 use crate::schema::ErrorBody;
 use crate::WebState;
@@ -248,10 +252,10 @@ fn claimed(c: courier_actors::workers::ClaimedTask) -> ClaimedTask {
     responses(
         (status = 200, description = "Claimed tasks.", body = ClaimAnswer),
         (status = 204, description = "None came within `wait_ms`."),
-        (status = 400, description = "malformed_json.", body = ErrorBody),
+        WorkerBadJson,
         (status = 404, description = "not_found: no worker has this id (never registered, or its row deleted by retention): register.", body = ErrorBody),
         (status = 410, description = "worker_gone: the worker was declared dead or stopped: register again.", body = ErrorBody),
-        (status = 422, description = "invalid_field.", body = ErrorBody),
+        WorkerInvalid,
     )
 )]
 pub async fn claim(
@@ -327,10 +331,10 @@ pub struct RenewAnswer {
     params(WorkerId),
     responses(
         (status = 200, description = "Renewed.", body = RenewAnswer),
-        (status = 400, description = "malformed_json.", body = ErrorBody),
+        WorkerBadJson,
         (status = 404, description = "not_found: no worker has this id (never registered, or its row deleted by retention): stop every run and register.", body = ErrorBody),
         (status = 410, description = "worker_gone: declared dead or stopped: stop every run and register again.", body = ErrorBody),
-        (status = 422, description = "invalid_field.", body = ErrorBody),
+        WorkerInvalid,
     )
 )]
 pub async fn renew(
@@ -396,10 +400,10 @@ pub struct StepRequest {
     params(WorkerTask),
     responses(
         (status = 204, description = "Journaled."),
-        (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
-        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
+        WorkerBadRequest,
+        WorkerNoTask,
         (status = 409, description = "fenced: the worker no longer holds the task at this epoch.", body = ErrorBody),
-        (status = 422, description = "invalid_field: `output` or `error` holds U+0000 (refused on both databases: PostgreSQL cannot store it).", body = ErrorBody),
+        WorkerNul,
     )
 )]
 pub async fn step(
@@ -441,9 +445,9 @@ pub struct ProgressRequest {
     params(WorkerTask),
     responses(
         (status = 204, description = "Recorded."),
-        (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
-        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
-        (status = 409, description = "fenced.", body = ErrorBody),
+        WorkerBadRequest,
+        WorkerNoTask,
+        Fenced,
         (status = 422, description = "invalid_field: `value` holds U+0000 in a string (refused on both databases: PostgreSQL cannot store it).", body = ErrorBody),
     )
 )]
@@ -510,9 +514,9 @@ pub struct SpawnRequest {
     params(WorkerTask),
     responses(
         (status = 200, description = "The sub-task.", body = Task),
-        (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
-        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
-        (status = 409, description = "fenced.", body = ErrorBody),
+        WorkerBadRequest,
+        WorkerNoTask,
+        Fenced,
         (status = 422, description = "invalid_field (a bad queue option, U+0000 in `input`) or unknown_kind.", body = ErrorBody),
     )
 )]
@@ -595,9 +599,9 @@ pub struct SuspendAnswer {
     params(WorkerTask),
     responses(
         (status = 200, description = "Suspended, or woken at once.", body = SuspendAnswer),
-        (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
-        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
-        (status = 409, description = "fenced.", body = ErrorBody),
+        WorkerBadRequest,
+        WorkerNoTask,
+        Fenced,
         (status = 422, description = "invalid_field: it names none of `event`, `until` and a sub-task in `children`, or a bad field.", body = ErrorBody),
     )
 )]
@@ -684,10 +688,10 @@ pub struct FinishRequest {
     params(WorkerTask),
     responses(
         (status = 200, description = "Recorded.", body = Task),
-        (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
-        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
-        (status = 409, description = "fenced.", body = ErrorBody),
-        (status = 422, description = "invalid_field: `output` or `error` holds U+0000 (refused on both databases: PostgreSQL cannot store it).", body = ErrorBody),
+        WorkerBadRequest,
+        WorkerNoTask,
+        Fenced,
+        WorkerNul,
     )
 )]
 pub async fn finish(
@@ -734,10 +738,10 @@ pub struct ReleaseRequest {
     params(WorkerTask),
     responses(
         (status = 204, description = "Handed back."),
-        (status = 400, description = "malformed_json or invalid_query.", body = ErrorBody),
-        (status = 404, description = "not_found: no task has this id (never created, or deleted by retention): drop its run.", body = ErrorBody),
-        (status = 409, description = "fenced.", body = ErrorBody),
-        (status = 422, description = "invalid_field.", body = ErrorBody),
+        WorkerBadRequest,
+        WorkerNoTask,
+        Fenced,
+        WorkerInvalid,
     )
 )]
 pub async fn release(

@@ -34,10 +34,11 @@ use self::kind::TaskKind;
 use self::replay::{Inbox, Replay, ReplayCache};
 use self::signals::{Abort, Stage, Suspend, TaskDone};
 use crate::calls::{detached, retry};
+use crate::decide::{decide, Attempt, Decision, Failure, RunEnd};
 use crate::error::{Error, TaskError};
 use crate::protocol::{announce, envelope, start_task, Bus, Msg};
 use courier_store::{now, AttemptError, Task, TaskState};
-use courier_store::{Fence, Outcome, Store, Suspension};
+use courier_store::{Fence, Outcome, Store, Suspension, Wait};
 
 /// How long the end of a run is retried through a database outage. Past it
 /// the task stays owned by this executor until a restart or takeover.
@@ -249,7 +250,7 @@ impl TaskActor {
             }
             Err(e) => {
                 tracing::warn!(parent: &act.span(), error = %e, "could not load the task's events; handing it back");
-                act.end(RunEnd::from(Err(TaskError::from(e))), ctx);
+                act.end(act.ran(Err(TaskError::from(e))), ctx);
             }
         }));
     }
@@ -294,23 +295,17 @@ impl TaskActor {
         let handle = ctx.spawn(join.into_actor(self).map(|res, act, ctx| {
             act.run = None;
             let end = match res {
-                Ok(Ok(r)) => RunEnd::from(r),
+                Ok(Ok(r)) => act.ran(r),
                 // Aborted: only ever by this actor, which no longer waits.
                 Err(e) if e.is_cancelled() => return,
-                Err(e) => RunEnd::Failed {
-                    code: "panic",
-                    message: format!("task run failed: {e}"),
-                },
+                Err(e) => RunEnd::Failed(Failure::lost(e), act.attempt()),
                 Ok(Err(panic)) => {
                     let msg = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".into());
-                    RunEnd::Failed {
-                        code: "panic",
-                        message: format!("task panicked: {msg}"),
-                    }
+                    RunEnd::Failed(Failure::panicked(&msg), act.attempt())
                 }
             };
             act.end(end, ctx);
@@ -478,89 +473,100 @@ impl TaskActor {
         );
     }
 
-    /// Records the end of the run and stops the actor.
+    /// What of the task a failed attempt is judged by, now.
+    fn attempt(&self) -> Attempt {
+        Attempt::of(&self.task, self.shared.is_cancelled())
+    }
+
+    /// The end of a run whose code (or the store underneath it) returned
+    /// `result`.
+    fn ran(&self, result: Result<serde_json::Value, TaskError>) -> RunEnd {
+        RunEnd::of(result, || self.attempt())
+    }
+
+    /// Decides what the end of the run means for the task (see
+    /// [`crate::decide`]) and carries it out: one write, then the actor
+    /// stops (or, for a suspension that finds what it waited for, runs
+    /// again).
     fn end(&mut self, end: RunEnd, ctx: &mut Context<Self>) {
         if self.ending {
             return;
         }
-        self.ending = true;
-        // The run's code is done: its slot may take the next run while the
-        // end is written (group-committed with others').
-        self.executor.do_send(TaskDone {
-            task_id: self.task.id,
-            stage: Stage::Ran,
-        });
-        if let Some(h) = self.timeout.take() {
-            ctx.cancel_future(h);
-        }
-        if let Some(started) = self.run_started.take() {
-            crate::metrics::metrics().ran(
-                &self.task.kind,
-                &self.task.queue,
-                started.elapsed().as_secs_f64(),
-            );
-        }
-        let span = self.span();
-        let outcome = match end {
-            RunEnd::Output(v) => Outcome::Succeeded(v),
-            RunEnd::Cancelled => Outcome::Cancelled(Some("cancelled".into())),
-            RunEnd::Failed { code, message } => {
-                let mut errors = self.task.errors.clone();
-                errors.push(AttemptError {
-                    attempt: self.task.attempts,
-                    error: message.clone(),
-                    at: now(),
-                    code: code.to_string(),
-                });
-                let cancelled = self.shared.is_cancelled();
-                if self.task.attempts < self.task.max_attempts && !cancelled {
-                    self.retry_later(message, errors, ctx);
-                    return;
-                }
-                Outcome::Failed {
-                    error: message,
-                    errors,
-                }
+        let decision = decide(end, now(), courier_store::retry_delay);
+        if !matches!(decision, Decision::Suspend(_)) {
+            self.ending = true;
+            // The run's code is done: its slot may take the next run while
+            // the end is written (group-committed with others').
+            self.executor.do_send(TaskDone {
+                task_id: self.task.id,
+                stage: Stage::Ran,
+            });
+            if let Some(h) = self.timeout.take() {
+                ctx.cancel_future(h);
             }
-            RunEnd::Fenced => {
-                crate::metrics::metrics().fenced();
-                tracing::warn!(parent: &span, "this executor lost the task; its result is dropped");
-                ctx.stop();
-                return;
-            }
-            RunEnd::Interrupted(why) => {
-                tracing::warn!(parent: &span, %why, "run interrupted; handing the task back");
-                let store = self.store.clone();
-                let fence = self.fence.clone();
-                let bus = self.bus.clone();
-                let me = self.me.clone();
-                let mut task = self.task.clone();
-                ctx.wait(
-                    detached(async move {
-                        match retry("handing a task back", FINISH_RETRY, || {
-                            store.hand_back(&fence)
-                        })
-                        .await
-                        {
-                            Ok(()) => {
-                                task.state = TaskState::Pending;
-                                bus.tell(start_task(me, &task));
-                            }
-                            Err(e) => tracing::warn!(error = %e, "could not hand the task back"),
-                        }
-                    })
-                    .into_actor(self)
-                    .map(|_, _, ctx| ctx.stop()),
+            if let Some(started) = self.run_started.take() {
+                crate::metrics::metrics().ran(
+                    &self.task.kind,
+                    &self.task.queue,
+                    started.elapsed().as_secs_f64(),
                 );
-                return;
             }
-        };
+        }
+        match decision {
+            Decision::Finish(outcome) => self.finish(outcome, ctx),
+            Decision::Retry {
+                at,
+                after,
+                error,
+                errors,
+            } => self.retry_later(at, after, error, errors, ctx),
+            Decision::Suspend(wait) => self.suspend(wait, ctx),
+            Decision::HandBack(why) => self.hand_back(why, ctx),
+            Decision::Drop => {
+                crate::metrics::metrics().fenced();
+                tracing::warn!(parent: &self.span(), "this executor lost the task; its result is dropped");
+                ctx.stop();
+            }
+        }
+    }
+
+    /// The run did not end: the task goes back to `pending` for the same
+    /// attempt, and its queue is told.
+    fn hand_back(&mut self, why: String, ctx: &mut Context<Self>) {
+        tracing::warn!(parent: &self.span(), %why, "run interrupted; handing the task back");
         let store = self.store.clone();
         let fence = self.fence.clone();
         let bus = self.bus.clone();
         let me = self.me.clone();
-        let errors = self.task.errors.clone();
-        let attempt = self.task.attempts;
+        let mut task = self.task.clone();
+        ctx.wait(
+            detached(async move {
+                match retry("handing a task back", FINISH_RETRY, || {
+                    store.hand_back(&fence)
+                })
+                .await
+                {
+                    Ok(()) => {
+                        task.state = TaskState::Pending;
+                        bus.tell(start_task(me, &task));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not hand the task back"),
+                }
+            })
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        );
+    }
+
+    /// The task is final: its end is recorded (group-committed), then its
+    /// watchers and a parent it woke are told.
+    fn finish(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        let span = self.span();
+        let store = self.store.clone();
+        let fence = self.fence.clone();
+        let bus = self.bus.clone();
+        let me = self.me.clone();
+        let attempt = self.attempt();
         let kind = self.task.kind.clone();
         ctx.wait(
             detached(
@@ -573,10 +579,7 @@ impl TaskActor {
                     // why, rather than leave the task running forever.
                     if !e.is_transient() && !matches!(e, Error::Fenced(_)) {
                         tracing::error!(error = %e, "the database refused the run's result; failing the task");
-                        let error = format!("courier could not record this task's result: {e}");
-                        let mut errors = errors;
-                        errors.push(AttemptError { attempt, error: error.clone(), at: now(), code: "error".into() });
-                        let failed = Outcome::Failed { error, errors };
+                        let failed = crate::decide::refused(attempt, e, now());
                         result = retry("recording a failure", FINISH_RETRY, || store.finish_run(&fence, &failed)).await;
                     }
                 }
@@ -615,20 +618,25 @@ impl TaskActor {
         );
     }
 
-    /// A failed attempt with attempts left: `scheduled` for the next one,
-    /// after a backoff, and its queue's executors told when.
-    fn retry_later(&mut self, error: String, errors: Vec<AttemptError>, ctx: &mut Context<Self>) {
-        let delay = courier_store::retry_delay(self.task.backoff_ms, self.task.attempts);
-        let run_at = now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    /// A failed attempt with attempts left: `scheduled` for the next one
+    /// until `at` (`after` from now), and its queue's executors told when.
+    fn retry_later(
+        &mut self,
+        at: chrono::DateTime<chrono::Utc>,
+        after: Duration,
+        error: String,
+        errors: Vec<AttemptError>,
+        ctx: &mut Context<Self>,
+    ) {
         let span = self.span();
         tracing::info!(parent: &span, attempt = self.task.attempts, max_attempts = self.task.max_attempts,
-            retry_in_ms = delay.as_millis() as u64, %error, "attempt failed; retrying later");
+            retry_in_ms = after.as_millis() as u64, %error, "attempt failed; retrying later");
         let store = self.store.clone();
         let fence = self.fence.clone();
         ctx.wait(
             detached(async move {
                 retry("scheduling a retry", FINISH_RETRY, || {
-                    store.retry_later(&fence, &error, &errors, run_at)
+                    store.retry_later(&fence, &error, &errors, at)
                 })
                 .await
             })
@@ -658,6 +666,57 @@ impl TaskActor {
         );
     }
 
+    /// The run waits for what has not come: the task waits in the store,
+    /// held by nobody, until an event, its sub-tasks' ends, a cancel or its
+    /// timer wakes it; then an executor of its queue claims it and replays
+    /// the run from its journal. If what it waits for came meanwhile, the
+    /// run starts again here at once.
+    fn suspend(&mut self, wait: Wait, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let fence = self.fence.clone();
+        ctx.wait(
+            detached(async move {
+                let s = retry("suspending a task", FINISH_RETRY, || store.suspend(&fence, &wait)).await?;
+                // A watch opened while the run went on may have missed
+                // this actor (it stops now): the store knows every watcher.
+                let watchers = match &s {
+                    Suspension::Suspended { task: t, .. } if t.watched => {
+                        store.stream_watchers(t.id).await.unwrap_or_default()
+                    }
+                    _ => Vec::new(),
+                };
+                Ok::<_, Error>((s, watchers))
+            })
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok((Suspension::Suspended { task }, watchers)) => {
+                    tracing::debug!(parent: &act.span(), waiting = task.waiting.as_deref().unwrap_or(""), "suspended");
+                    act.ending = true;
+                    crate::metrics::metrics().suspended(&task.queue);
+                    {
+                        let mut f = act.shared.followers();
+                        for w in watchers.iter().filter_map(|w| w.parse().ok()) {
+                            if !f.watchers.contains(&w) {
+                                f.watchers.push(w);
+                            }
+                        }
+                    }
+                    act.shared.publish(&act.bus, &act.me, (*task).clone());
+                    act.keep_for_replay();
+                    if let Some(env) = announce(act.me.clone(), &task) {
+                        act.bus.tell(env);
+                    }
+                    ctx.stop();
+                }
+                Ok((Suspension::Woken, _)) => {
+                    tracing::debug!(parent: &act.span(), "what the run waits for came as it suspended; running it again");
+                    act.begin(ctx);
+                }
+                Err(e) => act.end(act.ran(Err(TaskError::from(e))), ctx),
+            }),
+        );
+    }
+
     /// The attempt ran past its `timeout_ms`: abort the run, cancel what it
     /// spawned, and fail the attempt with code `timeout`.
     fn time_out(&mut self, limit: Duration, ctx: &mut Context<Self>) {
@@ -682,17 +741,8 @@ impl TaskActor {
             })
             .into_actor(self)
             .map(move |_, act, ctx| {
-                act.end(
-                    RunEnd::Failed {
-                        code: "timeout",
-                        message: format!(
-                            "timeout: attempt {} ran longer than {} ms",
-                            act.task.attempts,
-                            limit.as_millis()
-                        ),
-                    },
-                    ctx,
-                )
+                let failure = Failure::timeout(act.task.attempts, limit);
+                act.end(RunEnd::Failed(failure, act.attempt()), ctx)
             }),
         );
     }
@@ -714,38 +764,6 @@ struct Reads {
     cancel: bool,
     /// A cancel hint came during that read.
     cancel_again: bool,
-}
-
-/// How a run ended, before anything is recorded.
-#[derive(Debug)]
-enum RunEnd {
-    Output(serde_json::Value),
-    /// A failed attempt; `code` is `error`, `panic` or `timeout`.
-    Failed {
-        code: &'static str,
-        message: String,
-    },
-    Cancelled,
-    /// This executor lost the task: nothing is recorded.
-    Fenced,
-    /// The run did not end (a stop, a store outage): the task is handed back
-    /// and the same attempt runs again.
-    Interrupted(String),
-}
-
-impl From<Result<serde_json::Value, TaskError>> for RunEnd {
-    fn from(r: Result<serde_json::Value, TaskError>) -> Self {
-        match r {
-            Ok(v) => RunEnd::Output(v),
-            Err(TaskError::Failed(message)) => RunEnd::Failed {
-                code: "error",
-                message,
-            },
-            Err(TaskError::Cancelled) => RunEnd::Cancelled,
-            Err(TaskError::Fenced) => RunEnd::Fenced,
-            Err(TaskError::Interrupted(why)) => RunEnd::Interrupted(why),
-        }
-    }
 }
 
 impl Actor for TaskActor {
@@ -815,10 +833,8 @@ impl Handler<Deliver<Msg>> for TaskActor {
 impl Handler<Suspend> for TaskActor {
     type Result = ();
 
-    /// The run waits for what has not come: it is dropped here, and the task
-    /// waits in the database (held by no executor) until an event, its
-    /// sub-tasks' ends, a cancel or its timer wakes it; then an executor of
-    /// its queue claims it and replays the run from its journal.
+    /// The run waits for what has not come: it is dropped here, and its
+    /// end decided like any other (a suspension, see `suspend`).
     fn handle(&mut self, msg: Suspend, ctx: &mut Self::Context) {
         if self.ending || self.run.is_none() {
             return;
@@ -827,50 +843,13 @@ impl Handler<Suspend> for TaskActor {
         if let Some(h) = self.timeout.take() {
             ctx.cancel_future(h);
         }
-        let mut wait = msg.0;
-        wait.timeout_at = self.deadline;
-        let store = self.store.clone();
-        let fence = self.fence.clone();
-        ctx.wait(
-            detached(async move {
-                let s = retry("suspending a task", FINISH_RETRY, || store.suspend(&fence, &wait)).await?;
-                // A watch opened while the run went on may have missed
-                // this actor (it stops now): the store knows every watcher.
-                let watchers = match &s {
-                    Suspension::Suspended { task: t, .. } if t.watched => {
-                        store.stream_watchers(t.id).await.unwrap_or_default()
-                    }
-                    _ => Vec::new(),
-                };
-                Ok::<_, Error>((s, watchers))
-            })
-            .into_actor(self)
-            .map(|res, act, ctx| match res {
-                Ok((Suspension::Suspended { task }, watchers)) => {
-                    tracing::debug!(parent: &act.span(), waiting = task.waiting.as_deref().unwrap_or(""), "suspended");
-                    act.ending = true;
-                    crate::metrics::metrics().suspended(&task.queue);
-                    {
-                        let mut f = act.shared.followers();
-                        for w in watchers.iter().filter_map(|w| w.parse().ok()) {
-                            if !f.watchers.contains(&w) {
-                                f.watchers.push(w);
-                            }
-                        }
-                    }
-                    act.shared.publish(&act.bus, &act.me, (*task).clone());
-                    act.keep_for_replay();
-                    if let Some(env) = announce(act.me.clone(), &task) {
-                        act.bus.tell(env);
-                    }
-                    ctx.stop();
-                }
-                Ok((Suspension::Woken, _)) => {
-                    tracing::debug!(parent: &act.span(), "what the run waits for came as it suspended; running it again");
-                    act.begin(ctx);
-                }
-                Err(e) => act.end(RunEnd::from(Err(TaskError::from(e))), ctx),
-            }),
+        let deadline = self.deadline;
+        self.end(
+            RunEnd::Waits {
+                wait: msg.0,
+                deadline,
+            },
+            ctx,
         );
     }
 }
