@@ -408,6 +408,7 @@ async fn duplicate_starts_run_a_task_once(db: &TestDb, via: Via) {
                     task_id: t.id,
                     kind: "count".into(),
                     queue: "default".into(),
+                    passed: 0,
                 },
             ));
         }

@@ -41,6 +41,10 @@ pub enum Msg {
         /// Absent in messages of builds before queues: the default queue.
         #[serde(default = "default_queue")]
         queue: String,
+        /// How many members of the pool passed it on because they run no
+        /// task of its kind (see [`pass_on_foreign`]).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        passed: u8,
     },
     /// More of a queue's tasks may start: its settings changed (resumed,
     /// a limit raised). The executor that gets it pulls, and looks at the
@@ -126,8 +130,53 @@ pub fn start_task(from: Address, task: &Task) -> Envelope<Msg> {
             task_id: task.id,
             kind: task.kind.clone(),
             queue: task.queue.clone(),
+            passed: 0,
         },
     )
+}
+
+/// How many times a `start_task` goes round its pool looking for a member
+/// that runs its kind.
+pub const MAX_PASSES: u8 = 4;
+
+/// A `start_task` that reached a member of its queue's pool which runs no
+/// task of its kind (a Rust executor and a Python worker's web node serve
+/// one queue; two executors with different kinds do): the same hint to the
+/// pool once more, from `from`, so that the next member (the round robin
+/// of the pool, or another process) gets it, at most [`MAX_PASSES`] times.
+/// `None` when it went round enough (no member that got it runs the kind:
+/// the task waits for a claim, which every member makes when it has room,
+/// at least every few seconds). Without this the hint was settled where it
+/// landed and the task waited for that look at the store: a p90 of 2 s for
+/// every task of a queue that Rust and Python served together (issue 26).
+pub fn pass_on_foreign(from: Address, env: &Envelope<Msg>) -> Option<Envelope<Msg>> {
+    let Msg::StartTask {
+        task_id,
+        kind,
+        queue,
+        passed,
+    } = &env.body
+    else {
+        return None;
+    };
+    if *passed >= MAX_PASSES {
+        return None;
+    }
+    let body = Msg::StartTask {
+        task_id: *task_id,
+        kind: kind.clone(),
+        queue: queue.clone(),
+        passed: passed + 1,
+    };
+    let again = Envelope::new(from, env.to.clone(), body).correlate(*task_id);
+    Some(match env.traceparent {
+        Some(tp) => again.traced(tp),
+        None => again,
+    })
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 /// What tells the executors of `task`'s queue that it was committed: a
@@ -157,6 +206,58 @@ pub fn announce(from: Address, task: &Task) -> Option<Envelope<Msg>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_for_a_kind_run_elsewhere_goes_round_its_pool_a_few_times() {
+        let id = Uuid::now_v7();
+        let me = Address::pool("me").unwrap();
+        let first = Envelope::new(
+            Address::pool("web").unwrap(),
+            pool_of("shared"),
+            Msg::StartTask {
+                task_id: id,
+                kind: "py.provision".into(),
+                queue: "shared".into(),
+                passed: 0,
+            },
+        );
+        // The wire form of a hint never passed on is as before.
+        assert!(serde_json::to_value(&first.body)
+            .unwrap()
+            .get("passed")
+            .is_none());
+        let mut hint = first;
+        for n in 1..=MAX_PASSES {
+            let again = pass_on_foreign(me.clone(), &hint).expect("passed on");
+            assert_eq!(again.to, pool_of("shared"), "to the same pool");
+            assert_eq!(again.from, me);
+            assert_eq!(again.correlation_id, Some(id));
+            assert_ne!(again.id, hint.id, "a new message, not a duplicate to drop");
+            match &again.body {
+                Msg::StartTask { passed, kind, .. } => {
+                    assert_eq!(*passed, n);
+                    assert_eq!(kind, "py.provision");
+                }
+                other => panic!("{other:?}"),
+            }
+            hint = again;
+        }
+        assert!(
+            pass_on_foreign(me.clone(), &hint).is_none(),
+            "it stops going round"
+        );
+        let changed = Envelope::new(
+            me.clone(),
+            pool_of("shared"),
+            Msg::QueueChanged {
+                queue: "shared".into(),
+            },
+        );
+        assert!(
+            pass_on_foreign(me, &changed).is_none(),
+            "only a start is passed on"
+        );
+    }
 
     #[test]
     fn wire_form_is_tagged_snake_case() {

@@ -487,6 +487,15 @@ impl Handler<Deliver<Msg>> for ExecutorActor {
 
     fn handle(&mut self, Deliver(env): Deliver<Msg>, ctx: &mut Self::Context) {
         match env.body {
+            Msg::StartTask { ref kind, .. }
+                if self.serves(&env.body) && !self.kinds.contains(kind) =>
+            {
+                // A kind run elsewhere in this queue: on to the next member.
+                self.bus.settle(env.id, true);
+                if let Some(again) = crate::protocol::pass_on_foreign(self.address.clone(), &env) {
+                    self.bus.tell(again);
+                }
+            }
             Msg::StartTask { .. } | Msg::QueueChanged { .. } if self.serves(&env.body) => {
                 if matches!(env.body, Msg::QueueChanged { .. }) {
                     self.limits = Limits::Unknown;
