@@ -174,7 +174,7 @@ impl Client {
                     session: "workers".into(),
                 },
                 actor: OnceLock::new(),
-                waiting: Mutex::new(HashMap::new()),
+                waiting: Arc::new(Mutex::new(Waiting::default())),
                 hints: tokio::sync::watch::channel(0).0,
             }),
             store,
@@ -347,7 +347,7 @@ impl Workers {
             return Ok(Vec::new());
         }
         let until = Instant::now() + wait.min(MAX_POLL);
-        let mut hints = self.waker.wait_on(&w.queues);
+        let mut hints = self.waker.wait_on(&w.queues, &w.kinds);
         tokio::pin!(stop);
         loop {
             hints.seen();
@@ -379,8 +379,19 @@ impl Workers {
     /// What a claimed task's replay needs: its journal, its inbox (marked
     /// delivered: the worker holds it), its final sub-tasks.
     async fn hand_over(&self, task: Task) -> Result<ClaimedTask> {
-        let journal = self.store.steps(task.id).await?;
-        let (events, children) = self.replay_state(task.id).await?;
+        // A task claimed for the first time (`epoch` 1: every claim, and
+        // only a claim, adds one) has never run: no step was journaled and
+        // no sub-task spawned, so only its inbox is read (an event may come
+        // before the first run). Two queries a task fewer on the path of
+        // every new task (issue 26's figures).
+        let (journal, (events, children)) = if task.epoch <= 1 {
+            (Vec::new(), (self.inbox(task.id).await?, Vec::new()))
+        } else {
+            (
+                self.store.steps(task.id).await?,
+                self.replay_state(task.id).await?,
+            )
+        };
         let deadline = task.timeout_ms.filter(|ms| *ms > 0).map(|ms| {
             task.timeout_at
                 .unwrap_or_else(|| now() + chrono::Duration::milliseconds(ms))
@@ -394,11 +405,17 @@ impl Workers {
         })
     }
 
-    async fn replay_state(&self, id: Uuid) -> Result<(Vec<TaskEvent>, Vec<Task>)> {
+    /// The task's inbox, every event in it marked delivered.
+    async fn inbox(&self, id: Uuid) -> Result<Vec<TaskEvent>> {
         let events = self.store.events(id).await?;
         if let Some(last) = events.last() {
             self.store.mark_delivered_up_to(id, last.seq).await?;
         }
+        Ok(events)
+    }
+
+    async fn replay_state(&self, id: Uuid) -> Result<(Vec<TaskEvent>, Vec<Task>)> {
+        let events = self.inbox(id).await?;
         let children = self
             .store
             .children(id)
@@ -683,8 +700,8 @@ struct Waker {
     bus: Bus,
     address: Address,
     actor: OnceLock<Addr<WakerActor>>,
-    /// How many claims wait on each queue.
-    waiting: Mutex<HashMap<String, usize>>,
+    /// How many claims wait on each queue, and of each kind in it.
+    waiting: Arc<Mutex<Waiting>>,
     /// Bumped by every hint for a queue with waiting claims.
     hints: tokio::sync::watch::Sender<u64>,
 }
@@ -695,40 +712,60 @@ impl Waker {
             .get_or_init(|| {
                 let hints = self.hints.clone();
                 let bus = self.bus.clone();
+                let (address, waiting) = (self.address.clone(), self.waiting.clone());
                 // On an arbiter of its own: it outlives the HTTP worker
                 // thread of the request that first waited.
                 let arbiter = Arbiter::new();
-                WakerActor::start_in_arbiter(&arbiter.handle(), move |_| WakerActor { hints, bus })
+                WakerActor::start_in_arbiter(&arbiter.handle(), move |_| WakerActor {
+                    hints,
+                    bus,
+                    address,
+                    waiting,
+                })
             })
             .clone()
             .recipient()
     }
 
-    /// Counts a claim waiting on `queues` (the pools joined for the first)
-    /// until the returned guard drops.
-    fn wait_on(self: &Arc<Self>, queues: &[String]) -> HintWait {
+    /// Counts a claim waiting on `queues` for `kinds` (the pools joined
+    /// for the first) until the returned guard drops.
+    fn wait_on(self: &Arc<Self>, queues: &[String], kinds: &[String]) -> HintWait {
         let rx = self.hints.subscribe();
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         for q in queues {
-            let n = waiting.entry(q.clone()).or_insert(0);
+            let n = waiting.queues.entry(q.clone()).or_insert(0);
             *n += 1;
             if *n == 1 {
                 self.bus
                     .join_pool_nowait(q.clone(), self.address.clone(), self.recipient());
             }
+            for k in kinds {
+                *waiting.kinds.entry((q.clone(), k.clone())).or_insert(0) += 1;
+            }
         }
         HintWait {
             waker: self.clone(),
             queues: queues.to_vec(),
+            kinds: kinds.to_vec(),
             rx,
         }
     }
+}
+
+/// The claims waiting on one web node.
+#[derive(Default)]
+struct Waiting {
+    /// How many wait on each queue.
+    queues: HashMap<String, usize>,
+    /// How many wait for each kind in each queue.
+    kinds: HashMap<(String, String), usize>,
 }
 
 /// A waiting claim's subscription to hints.
 struct HintWait {
     waker: Arc<Waker>,
     queues: Vec<String>,
+    kinds: Vec<String>,
     rx: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -750,11 +787,20 @@ impl Drop for HintWait {
         let w = &self.waker;
         let mut waiting = w.waiting.lock().unwrap_or_else(|p| p.into_inner());
         for q in &self.queues {
-            if let Some(n) = waiting.get_mut(q) {
+            if let Some(n) = waiting.queues.get_mut(q) {
                 *n -= 1;
                 if *n == 0 {
-                    waiting.remove(q);
+                    waiting.queues.remove(q);
                     w.bus.leave_pool(q.clone(), w.address.clone());
+                }
+            }
+            for k in &self.kinds {
+                let key = (q.clone(), k.clone());
+                if let Some(n) = waiting.kinds.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        waiting.kinds.remove(&key);
+                    }
                 }
             }
         }
@@ -764,6 +810,8 @@ impl Drop for HintWait {
 struct WakerActor {
     hints: tokio::sync::watch::Sender<u64>,
     bus: Bus,
+    address: Address,
+    waiting: Arc<Mutex<Waiting>>,
 }
 
 impl Actor for WakerActor {
@@ -774,9 +822,21 @@ impl Handler<Deliver<Msg>> for WakerActor {
     type Result = ();
 
     fn handle(&mut self, Deliver(env): Deliver<Msg>, _: &mut Self::Context) {
-        if matches!(env.body, Msg::StartTask { .. } | Msg::QueueChanged { .. }) {
-            self.hints.send_modify(|n| *n = n.wrapping_add(1));
-        }
         self.bus.settle(env.id, true);
+        let wanted = match &env.body {
+            Msg::StartTask { kind, queue, .. } => {
+                let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                waiting.kinds.contains_key(&(queue.clone(), kind.clone()))
+            }
+            Msg::QueueChanged { .. } => true,
+            _ => false,
+        };
+        if wanted {
+            self.hints.send_modify(|n| *n = n.wrapping_add(1));
+        } else if let Some(again) = crate::protocol::pass_on_foreign(self.address.clone(), &env) {
+            // No claim here waits for its kind (a Rust kind in a queue a
+            // worker shares with executors): on to the next member.
+            self.bus.tell(again);
+        }
     }
 }
