@@ -42,6 +42,7 @@ class Worker:
         capacity: int = 16,
         name: Optional[str] = None,
         poll_ms: int = 30000,
+        pollers: int = 2,
     ) -> None:
         self.api = Api(url, token)
         self.queues = list(queues or ["default"])
@@ -49,6 +50,12 @@ class Worker:
         self.name = name or f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
         self.name = "".join(c if c.isalnum() or c in "_.-" else "-" for c in self.name)[:64]
         self.poll_ms = poll_ms
+        # Claims in flight at once, each for the slots free when it began
+        # (as Temporal's SDKs run several pollers): one claim after another
+        # bounded a worker of no-op tasks to one claim's round trip.
+        self.pollers = max(1, pollers)
+        self._reserved = 0  # slots promised to claims in flight
+        self._registering = threading.Lock()
         self.kinds: Dict[str, Callable[..., Any]] = {}
         self.id: Optional[str] = None
         self._renew_every = 2.0
@@ -163,8 +170,7 @@ class Worker:
             # 410: declared dead or stopped; 404: its row is gone.
             log.warning("this worker was declared dead: stopping its runs and registering again")
             self._lose_all()
-            if wid == self.id and not self._stop.is_set():
-                self._register()
+            self._register_again(wid)
         else:
             log.warning("renewing the lease: HTTP %s %s", status, ans)
             self._check_lease()
@@ -268,8 +274,12 @@ class Worker:
             threading.Thread(target=self._loop.run_forever, name="courier-async", daemon=True).start()
         renew = threading.Thread(target=self._renew_loop, name="courier-renew", daemon=True)
         renew.start()
-        claims = threading.Thread(target=self._claim_loop, name="courier-claim", daemon=True)
-        claims.start()
+        claims = [
+            threading.Thread(target=self._claim_loop, name=f"courier-claim-{i}", daemon=True)
+            for i in range(self.pollers)
+        ]
+        for c in claims:
+            c.start()
         while not self._stop.wait(0.2):
             pass
         self._shutdown(claims)
@@ -278,44 +288,56 @@ class Worker:
         backoff = 0.1
         while not self._stop.is_set():
             with self._lock:
-                while len(self._runs) >= self.capacity and not self._stop.is_set():
+                while len(self._runs) + self._reserved >= self.capacity and not self._stop.is_set():
                     self._slot.wait(1.0)
-                free = self.capacity - len(self._runs)
-            if self._stop.is_set():
-                return
-            if self._lease_lapsed():
-                self._lose_all()
-                self._register()
-                continue
-            wid = self.id
+                free = self.capacity - len(self._runs) - self._reserved
+                self._reserved += free
             try:
-                status, ans = self.api.call(
-                    "POST", f"/workers/{wid}/claim", {"max": free, "wait_ms": self.poll_ms},
-                    timeout=self.poll_ms / 1000.0 + 15,
-                )
-            except OSError as e:
-                log.warning("claiming failed: %s; retrying", e)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.1
-            if status == 200:
-                for c in ans.get("tasks") or []:
-                    if self._stop.is_set() or wid != self.id:
-                        self._release(Run(c), wid)
-                    else:
-                        self._start(c)
-            elif status == 204:
-                continue
-            elif status in (404, 410):
-                if self._stop.is_set():
-                    return
-                self._lose_all()
-                if wid == self.id:
-                    self._register()
-            else:
-                log.warning("claiming: HTTP %s %s", status, ans)
-                self._stop.wait(1.0)
+                backoff = self._claim(free, backoff)
+            finally:
+                with self._lock:
+                    self._reserved -= free
+                    self._slot.notify_all()
+
+    def _claim(self, free: int, backoff: float) -> float:
+        """One claim for `free` slots; gives the backoff for the next."""
+        if self._stop.is_set():
+            return backoff
+        wid = self.id
+        if self._lease_lapsed():
+            self._register_again(wid)
+            return backoff
+        try:
+            status, ans = self.api.call(
+                "POST", f"/workers/{wid}/claim", {"max": free, "wait_ms": self.poll_ms},
+                timeout=self.poll_ms / 1000.0 + 15,
+            )
+        except OSError as e:
+            log.warning("claiming failed: %s; retrying", e)
+            self._stop.wait(backoff)
+            return min(backoff * 2, 2.0)
+        if status == 200:
+            for c in ans.get("tasks") or []:
+                if self._stop.is_set() or wid != self.id:
+                    self._release(Run(c), wid)
+                else:
+                    self._start(c)
+        elif status in (404, 410):
+            if not self._stop.is_set():
+                self._register_again(wid)
+        elif status != 204:
+            log.warning("claiming: HTTP %s %s", status, ans)
+            self._stop.wait(1.0)
+        return 0.1
+
+    def _register_again(self, wid: Optional[str]) -> None:
+        """The worker `wid` lost its lease or was declared dead: its runs
+        are dropped and it registers anew, once, whichever poller saw it."""
+        with self._registering:
+            if wid != self.id or self._stop.is_set():
+                return  # another poller did it already
+            self._lose_all()
+            self._register()
 
     def _release(self, run: Run, wid: Optional[str]) -> None:
         try:
@@ -323,7 +345,7 @@ class Worker:
         except OSError as e:
             log.warning("handing task %s back failed: %s", run.id, e)
 
-    def _shutdown(self, claims: threading.Thread) -> None:
+    def _shutdown(self, claims: List[threading.Thread]) -> None:
         log.info("stopping: handing running tasks back")
         with self._lock:
             runs = list(self._runs.values())
@@ -334,7 +356,8 @@ class Worker:
             self.api.call("DELETE", f"/workers/{self.id}", timeout=5)
         except OSError as e:
             log.warning("deregistering failed: %s", e)
-        claims.join(timeout=5)
+        for c in claims:
+            c.join(timeout=5)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._loop is not None:
