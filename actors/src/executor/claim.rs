@@ -30,10 +30,44 @@ const LOOK_AGAIN_LAST: Duration = Duration::from_millis(640);
 /// A `start_task` or `queue_changed` waiting for the pull that answers it.
 pub(super) type Hint = Envelope<Msg>;
 
+/// The claims' part of an executor's state.
+pub(super) struct Claims {
+    /// Slots of claims in flight; they count against capacity.
+    pub(super) claiming: u32,
+    /// Whether this executor is a member of its queues' pools now: only
+    /// while it has a free slot, so that a full executor lets `start_task`
+    /// go to another one instead of taking it and declining.
+    pub(super) in_pools: bool,
+    /// `start_task` hints the next pull answers.
+    pub(super) hints: Vec<Hint>,
+    /// Whether its queues had limits at the last full claim.
+    pub(super) limits: Limits,
+    /// A pull asked for later (a rate limit's next token), and when.
+    pub(super) pull_later: Option<(Instant, SpawnHandle)>,
+    /// How long until a hinted task the last pull did not take is pulled
+    /// for again (see [`ExecutorActor::look_again`]); zero while none is
+    /// missed.
+    pub(super) look_again: Duration,
+}
+
+impl Claims {
+    /// A new executor's: in its pools, its queues' limits not looked at.
+    pub(super) fn new() -> Self {
+        Claims {
+            claiming: 0,
+            in_pools: true,
+            hints: Vec::new(),
+            limits: Limits::Unknown,
+            pull_later: None,
+            look_again: Duration::ZERO,
+        }
+    }
+}
+
 impl ExecutorActor {
     /// A hint arrived for one of this executor's queues: pull.
     pub(super) fn hinted(&mut self, hint: Hint, ctx: &mut Context<Self>) {
-        self.hints.push(hint);
+        self.claims.hints.push(hint);
         self.jobs.want(Job::Pull);
         self.pull(ctx);
     }
@@ -74,7 +108,7 @@ impl ExecutorActor {
         if free == 0 {
             if self.room() == 0 {
                 // Full (or stopping): what was hinted goes to others.
-                let hints = std::mem::take(&mut self.hints);
+                let hints = std::mem::take(&mut self.claims.hints);
                 self.pass_on(hints);
             }
             // Otherwise a pull is in flight; the hints wait for the next.
@@ -83,8 +117,8 @@ impl ExecutorActor {
         if !self.jobs.is_wanted(Job::Pull) || !self.jobs.start(Job::Pull) {
             return;
         }
-        self.claiming += free;
-        let hints = std::mem::take(&mut self.hints);
+        self.claims.claiming += free;
+        let hints = std::mem::take(&mut self.claims.hints);
         let store = self.store.clone();
         let me = self.id.clone();
         let claimed_as = me.clone();
@@ -93,7 +127,7 @@ impl ExecutorActor {
         // While its queues had no limits at the last look, a claim is one
         // statement; the full claim looks again (and enforces what it finds)
         // once a sweep, or when a queue's settings changed.
-        let unlimited = self.limits == Limits::None;
+        let unlimited = self.claims.limits == Limits::None;
         ctx.spawn(
             detached(async move {
                 if unlimited {
@@ -114,7 +148,7 @@ impl ExecutorActor {
                     // Claimed under an identity whose lease ran out (or
                     // that was left since): run none of it; the tasks go
                     // back when that identity is declared dead.
-                    act.claiming -= free;
+                    act.claims.claiming -= free;
                     for h in hints {
                         act.bus.settle(h.id, false);
                     }
@@ -126,11 +160,11 @@ impl ExecutorActor {
                     act.give_back(res.map(|c| c.tasks).unwrap_or_default(), free, ctx);
                     return;
                 }
-                act.claiming -= free;
+                act.claims.claiming -= free;
                 match res {
                     Ok(claimed) => {
-                        if act.limits == Limits::Unknown || claimed.limited {
-                            act.limits = if claimed.limited {
+                        if act.claims.limits == Limits::Unknown || claimed.limited {
+                            act.claims.limits = if claimed.limited {
                                 Limits::Some
                             } else {
                                 Limits::None
@@ -159,7 +193,7 @@ impl ExecutorActor {
                             if act.room() == 0 {
                                 act.pass_on(hints);
                             } else {
-                                act.hints.extend(hints);
+                                act.claims.hints.extend(hints);
                             }
                         } else {
                             let (missed, answered): (Vec<Hint>, Vec<Hint>) =
@@ -207,7 +241,7 @@ impl ExecutorActor {
             })
             .into_actor(self)
             .map(move |(), act, ctx| {
-                act.claiming -= slots;
+                act.claims.claiming -= slots;
                 act.wind_down(ctx);
             }),
         );
@@ -244,13 +278,13 @@ impl ExecutorActor {
                 .map(move |res, act, ctx| {
                     let pending: HashSet<Uuid> =
                         res.unwrap_or_default().into_iter().collect();
-                    let wait = (act.look_again * 2).max(LOOK_AGAIN_FIRST);
+                    let wait = (act.claims.look_again * 2).max(LOOK_AGAIN_FIRST);
                     let again = !pending.is_empty() && wait <= LOOK_AGAIN_LAST;
-                    act.look_again = if again { wait } else { Duration::ZERO };
+                    act.claims.look_again = if again { wait } else { Duration::ZERO };
                     for h in missed {
                         let named = matches!(&h.body, Msg::StartTask { task_id, .. } if pending.contains(task_id));
                         if again && named {
-                            act.hints.push(h);
+                            act.claims.hints.push(h);
                         } else {
                             act.bus.settle(h.id, true);
                         }
@@ -264,17 +298,17 @@ impl ExecutorActor {
 
     fn pull_after(&mut self, wait: Duration, ctx: &mut Context<Self>) {
         let at = Instant::now() + wait;
-        if let Some((when, handle)) = self.pull_later {
+        if let Some((when, handle)) = self.claims.pull_later {
             if when <= at {
                 return;
             }
             ctx.cancel_future(handle);
         }
         let handle = ctx.run_later(wait, |act, ctx| {
-            act.pull_later = None;
+            act.claims.pull_later = None;
             act.jobs.want(Job::Pull);
             act.pull(ctx);
         });
-        self.pull_later = Some((at, handle));
+        self.claims.pull_later = Some((at, handle));
     }
 }

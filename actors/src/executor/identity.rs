@@ -186,7 +186,7 @@ impl ExecutorActor {
                             async move { bus.register(me, recipient).await }
                                 .into_actor(act)
                                 .map(|_, act, ctx| {
-                                    act.in_pools = false;
+                                    act.claims.in_pools = false;
                                     act.jobs.want(Job::Pull);
                                     act.update_membership(ctx);
                                     act.pull(ctx);

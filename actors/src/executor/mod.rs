@@ -216,27 +216,15 @@ pub struct ExecutorActor {
     /// Of `running`, the actors whose run has returned and whose end is
     /// being written.
     ending: HashSet<Uuid>,
-    /// Claims in flight; they count against capacity.
-    claiming: u32,
     /// The background jobs running now, and those asked for again.
     jobs: Jobs,
-    /// Whether this executor is a member of its queues' pools now: only
-    /// while it has a free slot, so that a full executor lets `start_task`
-    /// go to another one instead of taking it and declining.
-    in_pools: bool,
-    /// `start_task` hints the next pull answers (see `claim`).
-    hints: Vec<claim::Hint>,
+    /// The claims' own state: slots being claimed, pool membership, hints
+    /// to answer, what the queues' limits were, pulls asked for later.
+    claims: claim::Claims,
     /// The timer for the earliest due time known, and that time.
     due: Option<(chrono::DateTime<chrono::Utc>, SpawnHandle)>,
-    /// Whether its queues had limits at the last full claim.
-    limits: Limits,
     /// Tasks retention deleted in its pass now running.
     retained: u64,
-    /// A pull asked for later (a rate limit's next token), and when.
-    pull_later: Option<(std::time::Instant, SpawnHandle)>,
-    /// How long until a hinted task the last pull did not take is pulled
-    /// for again (see `claim`); zero while none is missed.
-    look_again: std::time::Duration,
     /// Set once a stop was asked for.
     stop: Option<StopMode>,
     /// Told this executor's id (which may have changed since it started)
@@ -274,16 +262,11 @@ impl ExecutorActor {
             running: HashMap::new(),
             replay,
             ending: HashSet::new(),
-            claiming: 0,
             // Work may be waiting from before this executor started.
             jobs: Jobs::default().wanting(Job::Pull),
-            in_pools: true,
-            hints: Vec::new(),
+            claims: claim::Claims::new(),
             due: None,
-            limits: Limits::Unknown,
             retained: 0,
-            pull_later: None,
-            look_again: std::time::Duration::ZERO,
             stop: None,
             drained: Vec::new(),
         }
@@ -326,7 +309,7 @@ impl ExecutorActor {
 
     /// Slots a new claim may fill: the room less the claims in flight.
     fn free_slots(&self) -> u32 {
-        self.room().saturating_sub(self.claiming)
+        self.room().saturating_sub(self.claims.claiming)
     }
 
     /// Joins or leaves the pools as slots fill and free.
@@ -335,10 +318,10 @@ impl ExecutorActor {
         // every pull would churn its broker consumers; hints that come
         // during a pull wait for the next one (or go on, see `claim`).
         let want = self.room() > 0;
-        if want == self.in_pools {
+        if want == self.claims.in_pools {
             return;
         }
-        self.in_pools = want;
+        self.claims.in_pools = want;
         let recipient = ctx.address().recipient::<Deliver<Msg>>();
         for q in &self.config.queues {
             if want {
@@ -498,7 +481,7 @@ impl Handler<Deliver<Msg>> for ExecutorActor {
             }
             Msg::StartTask { .. } | Msg::QueueChanged { .. } if self.serves(&env.body) => {
                 if matches!(env.body, Msg::QueueChanged { .. }) {
-                    self.limits = Limits::Unknown;
+                    self.claims.limits = Limits::Unknown;
                 }
                 self.hinted(env, ctx)
             }
@@ -562,13 +545,13 @@ impl Handler<Stop> for ExecutorActor {
             hand_back: msg.hand_back,
             aborted: false,
         });
-        self.in_pools = false;
+        self.claims.in_pools = false;
         self.drained.push(msg.done);
         for q in &self.config.queues {
             self.bus.leave_pool(q.clone(), self.address.clone());
         }
         // Nothing more is claimed here: what waits goes to other executors.
-        let hints = std::mem::take(&mut self.hints);
+        let hints = std::mem::take(&mut self.claims.hints);
         self.pass_on(hints);
         self.wind_down(ctx);
     }
@@ -591,7 +574,7 @@ impl ExecutorActor {
         let Some(mode) = self.stop.as_mut() else {
             return;
         };
-        if self.claiming > 0 {
+        if self.claims.claiming > 0 {
             return;
         }
         if !mode.aborted {

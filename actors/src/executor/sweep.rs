@@ -28,7 +28,7 @@ impl ExecutorActor {
                 .map(|res, act, ctx| {
                     act.jobs.end(Job::Sweep);
                     // The next claim looks at the queues' limits again.
-                    act.limits = super::Limits::Unknown;
+                    act.claims.limits = super::Limits::Unknown;
                     match res {
                         Ok(next_due) => {
                             if let Some(at) = next_due {
