@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 import urllib.parse
 from typing import Any, Optional, Tuple
@@ -82,7 +81,7 @@ class Api:
                 if reused:
                     continue
                 raise
-            except (OSError, http.client.HTTPException, socket.timeout):
+            except (OSError, http.client.HTTPException):
                 self._drop()
                 raise
             if resp.will_close:
