@@ -575,7 +575,105 @@ async fn parents_waiting_on_children_do_not_starve_them(db: &TestDb, via: Via) {
     rt.shutdown().await;
 }
 
+/// Sync waits made where an executor runs their kind are created already
+/// started there while it has a free slot (issue 24, point 6), and wait
+/// for the usual claim while it has none: the executor's capacity holds
+/// either way (counted in the runs themselves), every wait is answered,
+/// and no slot is lost (the executor runs a batch two at a time after).
+async fn sync_waits_start_at_once_within_capacity(db: &TestDb, via: Via) {
+    #[derive(Default)]
+    struct Runs {
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+    let runs = Arc::new(Runs::default());
+    let probe = runs.clone();
+    let rt = db
+        .cluster(via, move |b| {
+            b.executor(courier::ExecutorConfig {
+                capacity: 2,
+                ..common::fast_executor()
+            })
+            .register("probe", move |ctx: TaskContext| {
+                let runs = probe.clone();
+                async move {
+                    let n = runs.now.fetch_add(1, Ordering::SeqCst) + 1;
+                    runs.most.fetch_max(n, Ordering::SeqCst);
+                    let ms = ctx.input()["ms"].as_u64().unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    runs.now.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<Value, TaskError>(json!(n))
+                }
+            })
+        })
+        .await;
+    let c = rt.client();
+    let wait = |ms: u64| {
+        let c = c.clone();
+        async move {
+            c.submit_and_wait(NewTask::new("probe", json!({ "ms": ms })), WAIT)
+                .await
+                .unwrap()
+        }
+    };
+    // One at a time: each finds a free slot.
+    let mut at_once = 0;
+    for _ in 0..6 {
+        let w = wait(0).await;
+        assert_eq!(w.task.state, TaskState::Succeeded, "{:?}", w.task);
+        let h = c.history(w.task.id).await.unwrap();
+        let states: Vec<_> = h.iter().map(|e| e.to_state.as_str()).collect();
+        assert_eq!(states, ["pending", "running", "succeeded"]);
+        assert_eq!(h[1].changed_by.as_deref(), rt.executor_id());
+        // Started in the create's own statement: one time for both lines.
+        if h[0].at == h[1].at {
+            at_once += 1;
+        }
+    }
+    if via == Via::Local {
+        assert!(at_once > 0, "no sync wait started at once");
+    } else {
+        assert_eq!(at_once, 0, "the client has no executor of its own");
+    }
+    // Both slots taken: sync waits wait for a slot, as claims do.
+    let long: Vec<_> = futures_util::future::join_all(
+        (0..2).map(|_| c.submit(NewTask::new("probe", json!({"ms": 400})))),
+    )
+    .await
+    .into_iter()
+    .map(|s| s.unwrap().task.id)
+    .collect();
+    for id in &long {
+        until_state(&c, *id, TaskState::Running).await;
+    }
+    let done = futures_util::future::join_all((0..4).map(|_| wait(0))).await;
+    for w in &done {
+        assert_eq!(w.task.state, TaskState::Succeeded, "{:?}", w.task);
+    }
+    assert!(
+        runs.most.load(Ordering::SeqCst) <= 2,
+        "the capacity of 2 was exceeded"
+    );
+    // Every slot came back: a batch runs two at a time again.
+    runs.most.store(0, Ordering::SeqCst);
+    let batch = c
+        .submit_batch(
+            (0..4)
+                .map(|_| NewTask::new("probe", json!({"ms": 100})))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    for s in &batch {
+        let (t, fin) = c.wait(s.task.id, WAIT).await.unwrap();
+        assert!(fin, "{t:?}");
+    }
+    assert_eq!(runs.most.load(Ordering::SeqCst), 2);
+    rt.shutdown().await;
+}
+
 on_every_transport!(
+    sync_waits_start_at_once_within_capacity,
     parents_waiting_on_children_do_not_starve_them,
     submit_and_wait_returns_the_finished_task,
     a_wait_that_runs_out_returns_the_task_as_it_stands,

@@ -422,6 +422,12 @@ async fn run(db: &TestDb) -> Captured {
     let gone = rt.client().count_by_state().await.unwrap();
     rt.shutdown().await;
     let c = std::mem::take(&mut *captured().lock().unwrap());
+    // The sync waits were created already started (the eager start's
+    // insert, with the claim's guards in it, is judged as well).
+    assert!(
+        c.statements.iter().any(|s| s.contains("CASE WHEN ok THEN")),
+        "no sync wait was created started"
+    );
     eprintln!(
         "{} statements, {} plans; counts at the end: {gone:?}",
         c.statements.len(),

@@ -1588,7 +1588,141 @@ async fn a_retry_now_is_a_new_attempt_even_after_a_suspension(db: &TestDb) {
     );
 }
 
+/// A create that its executor starts at once (issue 24, point 6) is
+/// claimed in its own insert, and only where a claim could take it.
+async fn a_create_can_start_at_once_where_a_claim_would(db: &TestDb) {
+    let s = db.store().await;
+    executor(&s, "e1").await;
+    let lines = |s: Store, id: Uuid| async move {
+        s.history(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.from_state, e.to_state, e.changed_by, e.owner, e.attempt))
+            .collect::<Vec<_>>()
+    };
+    let started = |t: &Task| (t.state, t.executor_id.clone(), t.epoch, t.attempts);
+
+    // Started: held by e1 as a claim would hold it, its watcher registered,
+    // its history the two steps a create and a claim write.
+    let (t, created) = s
+        .create_task_started(&insert("k"), Some("web/n/s1"), "e1")
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(started(&t), (TaskState::Running, Some("e1".into()), 1, 1));
+    assert_eq!(t.started_at, Some(t.created_at));
+    assert_eq!(t.pending_since, Some(t.created_at), "it waited for nothing");
+    assert_eq!(s.task(t.id).await.unwrap().state, TaskState::Running);
+    assert_eq!(
+        lines(s.clone(), t.id).await,
+        [
+            (None, "pending".into(), Some("test".into()), None, 0),
+            (
+                Some("pending".into()),
+                "running".into(),
+                Some("e1".into()),
+                None,
+                1
+            ),
+        ]
+    );
+    let counted: Vec<_> = s.count_by_state().await.unwrap();
+    assert_eq!(counted, [(TaskState::Running, 1)]);
+    assert!(claim_one(&s, "e1").await.is_none(), "nothing left to claim");
+    let (done, watchers) = s
+        .finish(&fence(&t), &Outcome::Succeeded(json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(done.state, TaskState::Succeeded);
+    assert_eq!(watchers, ["web/n/s1"]);
+
+    // Work pending ahead in the queue (as high a priority): created
+    // pending, as a claim would take the older task first.
+    let (older, _) = s.create_task(&insert("k")).await.unwrap();
+    let (t, _) = s
+        .create_task_started(&insert("k"), Some("web/n/s2"), "e1")
+        .await
+        .unwrap();
+    assert_eq!(started(&t), (TaskState::Pending, None, 0, 0));
+    assert_eq!(
+        lines(s.clone(), t.id).await,
+        [(None, "pending".into(), Some("test".into()), None, 0)]
+    );
+    // ... but a higher priority goes first.
+    let (urgent, _) = s
+        .create_task_started(
+            &insert_with("k", TaskOptions::new().queue("q").priority(5)),
+            None,
+            "e1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(urgent.state, TaskState::Running);
+    let claimed: Vec<Uuid> = claim(&s, "e1", 10).await.iter().map(|t| t.id).collect();
+    assert_eq!(claimed, [older.id, t.id]);
+
+    // A queue with a limit, or paused: pending, for the claim to judge.
+    for update in [
+        QueueUpdate {
+            concurrency: Some(Some(8)),
+            ..Default::default()
+        },
+        QueueUpdate {
+            concurrency: Some(None),
+            paused: Some(true),
+            ..Default::default()
+        },
+    ] {
+        s.update_queue("q", &update).await.unwrap();
+        let (t, _) = s
+            .create_task_started(&insert("k"), None, "e1")
+            .await
+            .unwrap();
+        assert_eq!(t.state, TaskState::Pending, "{update:?}");
+        s.cancel_unclaimed(t.id, "test").await.unwrap().unwrap();
+    }
+    s.update_queue(
+        "q",
+        &QueueUpdate {
+            paused: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // An executor that is not alive starts nothing.
+    s.stop_executor("e1").await.unwrap();
+    let (t, _) = s
+        .create_task_started(&insert("k"), None, "e1")
+        .await
+        .unwrap();
+    assert_eq!(t.state, TaskState::Pending);
+    let (t, _) = s
+        .create_task_started(&insert("k"), None, "nobody")
+        .await
+        .unwrap();
+    assert_eq!(t.state, TaskState::Pending);
+
+    // Delayed tasks and keyed ones are created as usual.
+    executor(&s, "e2").await;
+    let delayed = insert_with(
+        "k",
+        TaskOptions::new()
+            .queue("q2")
+            .delay(Duration::from_secs(60)),
+    );
+    let (t, _) = s.create_task_started(&delayed, None, "e2").await.unwrap();
+    assert_eq!(t.state, TaskState::Scheduled);
+    let mut keyed = insert_with("k", TaskOptions::new().queue("q2"));
+    keyed.idempotency_key = Some("once".into());
+    let (t, created) = s.create_task_started(&keyed, None, "e2").await.unwrap();
+    assert_eq!((t.state, created), (TaskState::Pending, true));
+}
+
 on_both_databases!(
+    a_create_can_start_at_once_where_a_claim_would,
     a_parent_suspending_as_its_sub_tasks_end_wakes_once_they_all_have,
     no_wake_is_lost_between_a_suspension_and_its_sub_tasks_ends,
     a_new_wait_replaces_the_sub_tasks_an_earlier_one_awaited,

@@ -273,7 +273,13 @@ impl RuntimeBuilder {
             Default::default()
         });
         Ok(Runtime {
-            client: Client::new(store, bus, node, local_kinds),
+            client: Client::new(
+                store,
+                bus,
+                node,
+                local_kinds,
+                executor.as_ref().map(|e| e.addr.clone().recipient()),
+            ),
             executor,
         })
     }

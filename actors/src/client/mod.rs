@@ -9,6 +9,8 @@ pub mod watch;
 
 use std::time::Duration;
 
+use actix::Recipient;
+
 use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -19,6 +21,7 @@ use self::wait::WaitSession;
 use self::watch::TaskWatch;
 use crate::creation::{prepare, LocalKinds, Request};
 use crate::error::{Error, Result};
+use crate::executor::CreateStarted;
 use crate::notify::cancel_tree;
 use crate::protocol::{announce, envelope, new_trace_id, pool_of, Bus, Msg};
 use courier_store::{
@@ -53,17 +56,28 @@ pub struct Client {
     bus: Bus,
     node: String,
     local_kinds: LocalKinds,
+    /// This process's executor, if it runs one: a sync wait for one of its
+    /// kinds is created already started there when it has a free slot.
+    executor: Option<Recipient<CreateStarted>>,
 }
 
 impl Client {
     /// A client that sends through `bus` as node `node`. `local_kinds`: the
-    /// kinds an executor of this process runs (no lookup needed for those).
-    pub(crate) fn new(store: Store, bus: Bus, node: String, local_kinds: LocalKinds) -> Client {
+    /// kinds an executor of this process runs (no lookup needed for those);
+    /// `executor`: that executor.
+    pub(crate) fn new(
+        store: Store,
+        bus: Bus,
+        node: String,
+        local_kinds: LocalKinds,
+        executor: Option<Recipient<CreateStarted>>,
+    ) -> Client {
         Client {
             store,
             bus,
             node,
             local_kinds,
+            executor,
         }
     }
 
@@ -159,18 +173,44 @@ impl Client {
         .await
     }
 
-    async fn insert(&self, t: NewTask, watcher: Option<&str>) -> Result<Submitted> {
+    /// Creates a task. With `start_here`, a task of a kind this process's
+    /// executor runs is offered to it first, to be created already started
+    /// there ([`CreateStarted`]): a caller that waits for the end is
+    /// spared the claim's commit and the `start_task` hop. A create that
+    /// does not wait is written as usual, group-committed with others and
+    /// claimed in batches.
+    async fn insert(
+        &self,
+        t: NewTask,
+        watcher: Option<&str>,
+        start_here: bool,
+    ) -> Result<Submitted> {
         let insert = self.prepare(t).await?;
         // The creation's span, in the task's trace (an exporter joins it to
         // the runs' spans of every executor that runs the task).
         let span = tracing::info_span!("submit", task_id = %insert.id, kind = %insert.kind,
             trace_id = %insert.trace_id);
         courier_bus::trace::adopt_trace(&span, &insert.trace_id);
-        let (task, created) = self
-            .store
-            .create_task_watched(&insert, watcher)
-            .instrument(span)
-            .await?;
+        let (task, created) = async {
+            let executor = self
+                .executor
+                .as_ref()
+                .filter(|_| start_here && self.local_kinds.contains_key(&insert.kind));
+            let insert = std::sync::Arc::new(insert);
+            if let Some(ex) = executor {
+                let offer = CreateStarted {
+                    insert: insert.clone(),
+                    watcher: watcher.map(str::to_string),
+                };
+                // Declined, or the executor has stopped: created as usual.
+                if let Ok(Some(r)) = ex.send(offer).await {
+                    return r;
+                }
+            }
+            Ok(self.store.create_task_watched(&insert, watcher).await?)
+        }
+        .instrument(span)
+        .await?;
         if created {
             crate::metrics::metrics().task_created(&task.kind);
         }
@@ -189,7 +229,7 @@ impl Client {
 
     /// Creates a task (flow 1) and returns at once.
     pub async fn submit(&self, t: NewTask) -> Result<Submitted> {
-        let s = self.insert(t, None).await?;
+        let s = self.insert(t, None, false).await?;
         if s.created {
             self.start(&s.task).await;
         }
@@ -263,8 +303,9 @@ impl Client {
             // The task and its watcher are committed together, and the waiter
             // is on the bus before the task can start: nothing can finish
             // unseen.
-            let s = self.insert(t, Some(&session.watcher)).await?;
-            if s.created {
+            let s = self.insert(t, Some(&session.watcher), true).await?;
+            // A task started here at once needs no announcing.
+            if s.created && s.task.state != TaskState::Running {
                 self.start(&s.task).await;
                 tracing::debug!(task_id = %s.task.id, kind = %s.task.kind, trace_id = %s.task.trace_id, "task submitted; waiting");
             }

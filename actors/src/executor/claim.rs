@@ -312,3 +312,101 @@ impl ExecutorActor {
         self.claims.pull_later = Some((at, handle));
     }
 }
+
+/// Creates a task and, when this executor has a slot for it now, starts it
+/// here at once: the task is inserted already claimed (an *eager start*,
+/// [`Store::create_task_started`](courier_store::Store::create_task_started),
+/// after Temporal's eager workflow start), which saves a sync-wait request
+/// the claim's statement and commit and the hop of a `start_task` (issue
+/// 24, point 6).
+///
+/// The executor takes it when it serves now (not cut off, not stopping),
+/// runs the kind, serves the queue, did not find limits on its queues at
+/// its last look, has a free slot and no hint waiting for a pull; and the task is due now
+/// with no idempotency key. Otherwise the answer is `None`
+/// and the caller creates the task as usual. The store declines too (the
+/// task comes back `pending`) when the queue has work pending ahead of it
+/// or a limit was set since the last look.
+///
+/// The create runs in this actor's context, not the caller's: a caller
+/// that goes away (an HTTP request dropped) cannot leave a task inserted
+/// `running` here that no actor runs.
+#[derive(Message)]
+#[rtype(result = "Started")]
+pub(crate) struct CreateStarted {
+    pub insert: std::sync::Arc<courier_store::TaskInsert>,
+    pub watcher: Option<String>,
+}
+
+/// The answer to [`CreateStarted`]: `None` when not taken here (the task
+/// is not created); else the create's result, the task `running` here if
+/// the store allowed it, else as `create_task_watched` writes it, to be
+/// announced by the caller.
+pub(crate) type Started = Option<crate::error::Result<(courier_store::Task, bool)>>;
+
+impl Handler<CreateStarted> for ExecutorActor {
+    type Result = ResponseActFuture<Self, Started>;
+
+    fn handle(&mut self, msg: CreateStarted, _: &mut Context<Self>) -> Self::Result {
+        let t = &msg.insert;
+        let takes = self.phase == super::Phase::Serving
+            // Unknown (none looked at since the last sweep) is worth a
+            // try: the insert's own guard sees a limit or a pause.
+            && self.claims.limits != Limits::Some
+            && self.claims.hints.is_empty()
+            && self.free_slots() > 0
+            && self.kinds.contains(&t.kind)
+            && self.config.queues.contains(&t.options.queue)
+            && t.idempotency_key.is_none()
+            && t.options.run_at.is_none();
+        if !takes {
+            return Box::pin(actix::fut::ready(None));
+        }
+        self.claims.claiming += 1;
+        let store = self.store.clone();
+        let claimed_as = self.id.clone();
+        let me = claimed_as.clone();
+        Box::pin(
+            detached(async move {
+                store
+                    .create_task_started(&msg.insert, msg.watcher.as_deref(), &me)
+                    .await
+            })
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                let started = match &res {
+                    Ok((task, true)) if task.state == courier_store::TaskState::Running => {
+                        Some(task.clone())
+                    }
+                    _ => None,
+                };
+                match started {
+                    // Claimed under an identity given up since: the task
+                    // goes back when that identity is declared dead, as a
+                    // pull's would.
+                    Some(_) if act.phase == super::Phase::CutOff || act.id != claimed_as => {
+                        act.claims.claiming -= 1;
+                    }
+                    Some(task) if act.is_stopping() => act.give_back(vec![task], 1, ctx),
+                    Some(task) => {
+                        act.claims.claiming -= 1;
+                        tracing::debug!(task_id = %task.id, "created and started here");
+                        crate::metrics::metrics().claimed(1);
+                        act.launch(task, ctx);
+                    }
+                    None => {
+                        act.claims.claiming -= 1;
+                        if act.is_stopping() {
+                            act.wind_down(ctx);
+                        }
+                    }
+                }
+                if !act.is_stopping() {
+                    act.update_membership(ctx);
+                    act.pull(ctx);
+                }
+                Some(res.map_err(Into::into))
+            }),
+        )
+    }
+}

@@ -45,6 +45,7 @@ use courier_store::Task;
 use courier_store::{Offer, Retention, Store};
 
 mod claim;
+pub(crate) use claim::CreateStarted;
 mod identity;
 mod retention;
 mod sweep;

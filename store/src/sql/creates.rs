@@ -1,7 +1,7 @@
 //! Creating tasks: single creates (group-committed), batches, and a
 //! parent's sub-tasks; the columns a new task sets.
 
-use super::{qualified, Dialect, Fence, NotDead, Store, HELD, TASK_COLS};
+use super::{qualified, Dialect, Fence, NotDead, Store, ALIVE, HELD, PENDING, RUNNING, TASK_COLS};
 use crate::error::{Error, Result};
 use crate::model::{now, Task, TaskState};
 use crate::options::Resolved;
@@ -136,24 +136,70 @@ impl Store {
         t: &TaskInsert,
         watcher: Option<&str>,
     ) -> Result<(Task, bool)> {
+        self.create_grouped(t, watcher, None).await
+    }
+
+    /// [`create_task_watched`](Self::create_task_watched) that, when the
+    /// create is written alone (no other create joins its transaction), has
+    /// no idempotency key and is due now, also claims the task for
+    /// `executor` in the same statement: it comes back `running`, epoch 1,
+    /// attempt 1, held by `executor`, with no claim and no commit of its
+    /// own (an *eager start*, as Temporal's eager workflow start). The
+    /// claim's rules hold: `executor` alive, the task's queue without a
+    /// limit or a pause, and no task pending in that queue at a priority
+    /// as high or higher (which a claim would take first). Otherwise it is
+    /// created `pending` (or `scheduled`) as by `create_task_watched`, and
+    /// the caller announces it as usual. The history shows the two steps
+    /// (created `pending`, then `running`), as a claim writes them.
+    ///
+    /// The caller is `executor`'s own process, with a slot held for the
+    /// task: a `running` task it does not run stays held until that
+    /// executor is declared dead.
+    pub async fn create_task_started(
+        &self,
+        t: &TaskInsert,
+        watcher: Option<&str>,
+        executor: &str,
+    ) -> Result<(Task, bool)> {
+        self.create_grouped(t, watcher, Some(executor)).await
+    }
+
+    async fn create_grouped(
+        &self,
+        t: &TaskInsert,
+        watcher: Option<&str>,
+        executor: Option<&str>,
+    ) -> Result<(Task, bool)> {
         let store = self.clone();
         self.creates
-            .submit((t.clone(), watcher.map(str::to_string)), move |creates| {
-                let store = store.clone();
-                Box::pin(async move { store.create_each(creates).await })
-            })
+            .submit(
+                (
+                    t.clone(),
+                    watcher.map(str::to_string),
+                    executor.map(str::to_string),
+                ),
+                move |creates| {
+                    let store = store.clone();
+                    Box::pin(async move { store.create_each(creates).await })
+                },
+            )
             .await
     }
 
     /// Several callers' creates in one transaction, each with its own
     /// watcher. Any error fails the whole transaction (the group then
     /// writes them again one by one, so only the one at fault fails).
-    async fn create_each(
-        &self,
-        creates: &[(TaskInsert, Option<String>)],
-    ) -> Result<Vec<Result<(Task, bool)>>> {
+    async fn create_each(&self, creates: &[super::Create]) -> Result<Vec<Result<(Task, bool)>>> {
+        if let [(t, w, Some(executor))] = creates {
+            if t.idempotency_key.is_none() && t.state() == TaskState::Pending {
+                return Ok(vec![Ok((
+                    self.insert_started(t, w.as_deref(), executor).await?,
+                    true,
+                ))]);
+            }
+        }
         let items: Vec<(&TaskInsert, Option<&str>)> =
-            creates.iter().map(|(t, w)| (t, w.as_deref())).collect();
+            creates.iter().map(|(t, w, _)| (t, w.as_deref())).collect();
         Ok(self
             .insert_tasks(&items)
             .await?
@@ -343,6 +389,68 @@ impl Store {
             "u_backoff_ms": t.options.backoff_ms, "u_timeout_ms": t.options.timeout_ms,
             "u_schedule": t.schedule, "u_created": time(&t.created_at),
         })
+    }
+
+    /// A lone task, claimed for `executor` in its own insert when the
+    /// claim's rules allow (see [`create_task_started`](Self::create_task_started)),
+    /// with its watcher: one statement on PostgreSQL (a data-modifying
+    /// CTE), one transaction on SQLite. An id that exists already is
+    /// [`Error::Conflict`].
+    async fn insert_started(
+        &self,
+        t: &TaskInsert,
+        watcher: Option<&str>,
+        executor: &str,
+    ) -> Result<Task> {
+        // `$16` the executor; the claim's guards, as `claim_unlimited`'s:
+        // the executor alive, the queue unlimited and not paused, and
+        // nothing pending ahead in it (the ready index, one probe).
+        let ok = format!(
+            "SELECT (EXISTS (SELECT 1 FROM executors e WHERE e.id = $16 AND e.state = {ALIVE}) \
+               AND NOT EXISTS (SELECT 1 FROM queues g WHERE g.name = $9 \
+                   AND (g.concurrency IS NOT NULL OR g.rate_per_s IS NOT NULL OR g.paused)) \
+               AND NOT EXISTS (SELECT 1 FROM tasks p WHERE p.state = {PENDING} AND p.queue = $9 \
+                   AND p.priority >= $10)) AS ok"
+        );
+        let insert = format!(
+            "INSERT INTO tasks ({INSERT_COLS}, executor_id, epoch, attempts, started_at, pending_since) \
+             SELECT $1, $2, CASE WHEN ok THEN {RUNNING} ELSE $3 END, $4, $5, $6, $7, $8, $8, $9, $10, \
+                    $11, $12, $13, $14, $15, CASE WHEN ok THEN $16 END, CASE WHEN ok THEN 1 ELSE 0 END, \
+                    CASE WHEN ok THEN 1 ELSE 0 END, CASE WHEN ok THEN $8 END, CASE WHEN ok THEN $8 END \
+             FROM ok WHERE true ON CONFLICT DO NOTHING RETURNING {TASK_COLS}, pending_since"
+        );
+        let conflict = || Error::Conflict(format!("task id {} exists already", t.id));
+        let row: Option<Task> = match self.dialect() {
+            Dialect::Postgres => {
+                let sql = format!(
+                    "WITH ok AS ({ok}), t AS ({insert}), \
+                          w AS (INSERT INTO task_watchers (task_id, address, created_at) \
+                                SELECT id, $17, $8 FROM t WHERE $17 IS NOT NULL) \
+                     SELECT * FROM t"
+                );
+                on_pool_write!(self, p => bind_insert!(sqlx::query_as(&sql), t)
+                    .bind(executor)
+                    .bind(watcher)
+                    .fetch_optional(p).await)?
+            }
+            Dialect::Sqlite => {
+                let sql = format!("WITH ok AS ({ok}) {insert}");
+                on_pool_tx!(self, p, begin => {
+                    let mut tx = p.begin_with(begin).await?;
+                    let row: Option<Task> = bind_insert!(sqlx::query_as(&sql), t)
+                        .bind(executor)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let (Some(row), Some(w)) = (&row, watcher) {
+                        sqlx::query("INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3)")
+                            .bind(row.id).bind(w).bind(t.created_at).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    row
+                })
+            }
+        };
+        row.ok_or_else(conflict)
     }
 
     /// PostgreSQL: a lone task with its watcher and no idempotency key in

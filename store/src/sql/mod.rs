@@ -107,8 +107,9 @@ impl ReadCounts {
     }
 }
 
-/// A single create: the task and who waits for it.
-type Create = (TaskInsert, Option<String>);
+/// A single create: the task, who waits for it, and the executor that
+/// starts it at once if it can (see [`Store::create_task_started`]).
+type Create = (TaskInsert, Option<String>, Option<String>);
 
 /// The most requests one group-committed transaction (or batched read)
 /// carries.
