@@ -10,7 +10,14 @@
 #   courier `cargo bench --bench http`: the release `courier serve --demo`
 #           in its own process, `POST /api/v1/tasks` with `wait_ms` for
 #           `demo.echo` answered 200 with the finished task, 1,000
-#           sequential requests, p50; on SQLite and on PostgreSQL.
+#           sequential requests, p50; on SQLite and on PostgreSQL. The
+#           bench's client interleaves each request with an in-process
+#           `Client` round trip of its own runtime (its baseline), so a
+#           second courier runtime shares the two cores.
+#   courier, alone: `benches/syncwait-ab.sh` on the same release binary,
+#           a Python `http.client` sending 1,000 sequential requests
+#           after 100 warm-up, nothing else running: the way Celery's
+#           figure is taken (one Python client, alone).
 #
 # Prints each round's three p50s and the ratios within the round, then the
 # median of every round with its spread.
@@ -20,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 cargo build --release --bins --bench http >/dev/null 2>&1
-declare -a celery=() sqlite=() postgres=()
+declare -a celery=() sqlite=() postgres=() sqlite1=() postgres1=()
 for r in $(seq 1 "$rounds"); do
   rm -rf target/celery
   cp -r ../shared/bench/peers/celery target/celery
@@ -47,10 +54,19 @@ print(" ".join(vals[:2]))')
   s=$(python3 -c "print(round($s / 1000, 3))"); p=$(python3 -c "print(round($p / 1000, 3))")
   echo "round $r: p50 Celery rpc $c ms; courier HTTP sync-wait SQLite $s ms ($(python3 -c "print(round($s / $c, 2))")×), PostgreSQL $p ms ($(python3 -c "print(round($p / $c, 2))")×)"
   celery+=("$c"); sqlite+=("$s"); postgres+=("$p")
+  rm -f "target/latency-$r.db"*
+  s1=$(benches/syncwait-ab.sh target/release/courier "sqlite://target/latency-$r.db" 1000 | awk '{print $2}')
+  schema=courier_bench_latency_$r
+  psql -q -h 127.0.0.1 -U postgres test -c "DROP SCHEMA IF EXISTS $schema CASCADE" -c "CREATE SCHEMA $schema" >/dev/null 2>&1
+  p1=$(benches/syncwait-ab.sh target/release/courier "${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}?options=-c%20search_path%3D$schema" 1000 | awk '{print $2}')
+  psql -q -h 127.0.0.1 -U postgres test -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1
+  rm -f "target/latency-$r.db"*
+  echo "round $r, alone: courier SQLite $s1 ms ($(python3 -c "print(round($s1 / $c, 2))")×), PostgreSQL $p1 ms ($(python3 -c "print(round($p1 / $c, 2))")×)"
+  sqlite1+=("$s1"); postgres1+=("$p1")
 done
-python3 - "${celery[*]}" "${sqlite[*]}" "${postgres[*]}" <<'EOF'
+python3 - "${celery[*]}" "${sqlite[*]}" "${postgres[*]}" "${sqlite1[*]}" "${postgres1[*]}" <<'EOF'
 import statistics, sys
-names = ["Celery rpc", "courier SQLite", "courier PostgreSQL"]
+names = ["Celery rpc", "courier SQLite", "courier PostgreSQL", "courier SQLite, alone", "courier PostgreSQL, alone"]
 cols = [[float(x) for x in a.split()] for a in sys.argv[1:]]
 for n, xs in zip(names, cols):
     print(f"{n}: p50 median {statistics.median(xs):.3f} ms, spread {min(xs):.3f}-{max(xs):.3f}, rounds {xs}")
