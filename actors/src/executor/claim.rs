@@ -89,7 +89,7 @@ impl ExecutorActor {
             if !sent.insert((h.to.clone(), std::mem::discriminant(&h.body))) {
                 continue;
             }
-            let again = Envelope::new(self.address.clone(), h.to, h.body);
+            let again = Envelope::new(self.identity.address.clone(), h.to, h.body);
             let again = match h.traceparent {
                 Some(tp) => again.traced(tp),
                 None => again,
@@ -120,7 +120,7 @@ impl ExecutorActor {
         self.claims.claiming += free;
         let hints = std::mem::take(&mut self.claims.hints);
         let store = self.store.clone();
-        let me = self.id.clone();
+        let me = self.identity.id.clone();
         let claimed_as = me.clone();
         let queues = self.config.queues.clone();
         let kinds = self.kinds.clone();
@@ -144,7 +144,7 @@ impl ExecutorActor {
             .into_actor(self)
             .map(move |res, act, ctx| {
                 act.jobs.end(Job::Pull);
-                if act.phase == super::Phase::CutOff || act.id != claimed_as {
+                if act.phase == super::Phase::CutOff || act.identity.id != claimed_as {
                     // Claimed under an identity whose lease ran out (or
                     // that was left since): run none of it; the tasks go
                     // back when that identity is declared dead.
@@ -225,7 +225,7 @@ impl ExecutorActor {
     /// stop: the claim's slots count as taken until then.
     fn give_back(&mut self, tasks: Vec<courier_store::Task>, slots: u32, ctx: &mut Context<Self>) {
         let store = self.store.clone();
-        let me = self.id.clone();
+        let me = self.identity.id.clone();
         ctx.spawn(
             detached(async move {
                 for t in tasks {
@@ -364,7 +364,7 @@ impl Handler<CreateStarted> for ExecutorActor {
         }
         self.claims.claiming += 1;
         let store = self.store.clone();
-        let claimed_as = self.id.clone();
+        let claimed_as = self.identity.id.clone();
         let me = claimed_as.clone();
         Box::pin(
             detached(async move {
@@ -384,7 +384,9 @@ impl Handler<CreateStarted> for ExecutorActor {
                     // Claimed under an identity given up since: the task
                     // goes back when that identity is declared dead, as a
                     // pull's would.
-                    Some(_) if act.phase == super::Phase::CutOff || act.id != claimed_as => {
+                    Some(_)
+                        if act.phase == super::Phase::CutOff || act.identity.id != claimed_as =>
+                    {
                         act.claims.claiming -= 1;
                     }
                     Some(task) if act.is_stopping() => act.give_back(vec![task], 1, ctx),

@@ -13,6 +13,22 @@ use crate::error::{Error, Result};
 use crate::protocol::Msg;
 use crate::task::signals::Abort;
 
+/// Who an executor is in the store: the id it registered under (a new
+/// one each time it registers again), its node and host, its bus address,
+/// and its lease.
+pub(super) struct Identity {
+    pub(super) id: String,
+    /// The node this executor belongs to; a new id after being declared
+    /// dead keeps it.
+    pub(super) node: String,
+    pub(super) host: String,
+    /// `executor/<id>`.
+    pub(super) address: Address,
+    /// When the last heartbeat the store confirmed was sent: the lease
+    /// runs from here (see [`ExecutorActor::lease`]).
+    pub(super) last_heartbeat: std::time::Instant,
+}
+
 impl ExecutorActor {
     /// How long the store's last word that this executor is alive holds:
     /// three quarters of `dead_after`, measured from when the heartbeat
@@ -30,7 +46,7 @@ impl ExecutorActor {
             return;
         }
         let store = self.store.clone();
-        let me = self.id.clone();
+        let me = self.identity.id.clone();
         let sent_as = me.clone();
         let sent_at = std::time::Instant::now();
         // A heartbeat that has not answered within the lease is no use:
@@ -46,7 +62,7 @@ impl ExecutorActor {
             .into_actor(self)
             .map(move |res, act, ctx| {
                 act.jobs.end(Job::Heartbeat);
-                if sent_as != act.id {
+                if sent_as != act.identity.id {
                     // Sent under an identity this executor has since
                     // left behind: says nothing about the current one.
                     return;
@@ -68,17 +84,17 @@ impl ExecutorActor {
                 // The store hears us again, but our runs were dropped and
                 // their tasks still name us: give this identity up (so the
                 // sweep puts them back) and register anew.
-                tracing::warn!(executor = %self.id, "the store answers again after this executor cut itself off; retiring its identity and re-registering");
+                tracing::warn!(executor = %self.identity.id, "the store answers again after this executor cut itself off; retiring its identity and re-registering");
                 self.retire(ctx);
             }
             Ok(true) => {
-                self.last_heartbeat = self.last_heartbeat.max(sent_at);
+                self.identity.last_heartbeat = self.identity.last_heartbeat.max(sent_at);
             }
             Ok(false) if !self.is_stopping() => {
                 // Declared dead by another executor: our tasks belong to
                 // others now. Drop every run without writing anything,
                 // then come back as a new executor.
-                tracing::error!(executor = %self.id, "this executor was declared dead; dropping its runs and re-registering");
+                tracing::error!(executor = %self.identity.id, "this executor was declared dead; dropping its runs and re-registering");
                 self.drop_runs();
                 self.reincarnate(ctx);
             }
@@ -99,12 +115,12 @@ impl ExecutorActor {
     /// the calls to the store return (on a cut link they hang). Checked on
     /// a timer of its own, several times per `dead_after`.
     pub(super) fn check_lease(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Serving || self.last_heartbeat.elapsed() < self.lease() {
+        if self.phase != Phase::Serving || self.identity.last_heartbeat.elapsed() < self.lease() {
             return;
         }
         tracing::error!(
-            executor = %self.id,
-            silent_ms = self.last_heartbeat.elapsed().as_millis() as u64,
+            executor = %self.identity.id,
+            silent_ms = self.identity.last_heartbeat.elapsed().as_millis() as u64,
             lease_ms = self.lease().as_millis() as u64,
             "this executor's lease ran out (no heartbeat renewed): stopping every run and claiming nothing until it registers again"
         );
@@ -122,7 +138,7 @@ impl ExecutorActor {
             return;
         }
         let store = self.store.clone();
-        let me = self.id.clone();
+        let me = self.identity.id.clone();
         ctx.spawn(
             detached(async move { store.declare_dead(&me, &me).await })
                 .into_actor(self)
@@ -153,11 +169,11 @@ impl ExecutorActor {
     /// under the old identity.
     fn reincarnate(&mut self, ctx: &mut Context<Self>) {
         let suffix = Uuid::now_v7().simple().to_string();
-        let new_id = format!("{}-{}", self.node, &suffix[20..]);
+        let new_id = format!("{}-{}", self.identity.node, &suffix[20..]);
         let reg = courier_store::ExecutorRegistration::this_process(
             new_id.clone(),
-            self.node.clone(),
-            self.host.clone(),
+            self.identity.node.clone(),
+            self.identity.host.clone(),
             super::offer_of(&self.registry, &self.config),
             self.config.capacity,
         );
@@ -168,20 +184,28 @@ impl ExecutorActor {
                 .into_actor(self)
                 .map(move |res, act, ctx| match res {
                     Ok(()) => {
-                        let old = act.address.clone();
+                        let old = act.identity.address.clone();
                         act.bus.unregister(old.clone());
                         for k in &act.kinds {
                             act.bus.leave_pool(k.clone(), old.clone());
                         }
-                        act.id = new_id.clone();
-                        act.address = Address::Executor(new_id.clone());
-                        act.last_heartbeat = sent_at;
+                        act.identity.id = new_id.clone();
+                        act.identity.address = Address::Executor(new_id.clone());
+                        act.run_env = std::sync::Arc::new(crate::task::RunEnv {
+                            executor_id: new_id.clone(),
+                            me: act.identity.address.clone(),
+                            store: act.store.clone(),
+                            bus: act.bus.clone(),
+                            local_kinds: act.run_env.local_kinds.clone(),
+                            cache: act.run_env.cache.clone(),
+                        });
+                        act.identity.last_heartbeat = sent_at;
                         if act.phase == Phase::CutOff {
                             act.phase = Phase::Serving;
                         }
                         let recipient = ctx.address().recipient::<Deliver<Msg>>();
                         let bus = act.bus.clone();
-                        let me = act.address.clone();
+                        let me = act.identity.address.clone();
                         ctx.wait(
                             async move { bus.register(me, recipient).await }
                                 .into_actor(act)

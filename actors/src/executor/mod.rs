@@ -40,7 +40,7 @@ use crate::task::kind::Registry;
 use crate::task::replay::ReplayCache;
 pub use crate::task::replay::ReplayCacheConfig;
 use crate::task::signals::{Abort, Stage, TaskDone};
-use crate::task::TaskActor;
+use crate::task::{RunEnv, TaskActor};
 use courier_store::Task;
 use courier_store::{Offer, Retention, Store};
 
@@ -193,27 +193,20 @@ impl Jobs {
 }
 
 pub struct ExecutorActor {
-    id: String,
-    /// The node this executor belongs to; a new id after being declared
-    /// dead keeps it.
-    node: String,
-    /// When the last heartbeat the store confirmed was sent: the lease
-    /// runs from here (see `identity`).
-    last_heartbeat: std::time::Instant,
+    /// Who this executor is in the store, and its lease.
+    identity: identity::Identity,
     /// Where the executor is in its life.
     phase: Phase,
-    address: Address,
-    host: String,
     config: ExecutorConfig,
     registry: Registry,
     kinds: Vec<String>,
-    /// The kinds run here with their defaults, for the runs' spawns.
-    local_kinds: crate::creation::LocalKinds,
     store: Store,
     bus: Bus,
     running: HashMap<Uuid, Addr<TaskActor>>,
-    /// What runs of suspended tasks read, for their next run here.
-    replay: std::sync::Arc<ReplayCache>,
+    /// What every run started here is given (see [`RunEnv`]: the replay
+    /// cache and the kinds run here among it); made anew with the
+    /// executor's id.
+    run_env: std::sync::Arc<RunEnv>,
     /// Of `running`, the actors whose run has returned and whose end is
     /// being written.
     ending: HashSet<Uuid>,
@@ -222,10 +215,10 @@ pub struct ExecutorActor {
     /// The claims' own state: slots being claimed, pool membership, hints
     /// to answer, what the queues' limits were, pulls asked for later.
     claims: claim::Claims,
-    /// The timer for the earliest due time known, and that time.
-    due: Option<(chrono::DateTime<chrono::Utc>, SpawnHandle)>,
-    /// Tasks retention deleted in its pass now running.
-    retained: u64,
+    /// The one timer, for the earliest due time known.
+    timer: timers::Timer,
+    /// Retention's pass now running.
+    retention: retention::Pass,
     /// Set once a stop was asked for.
     stop: Option<StopMode>,
     /// Told this executor's id (which may have changed since it started)
@@ -247,27 +240,36 @@ impl ExecutorActor {
     ) -> Self {
         let kinds = registry.names();
         let local_kinds = std::sync::Arc::new(registry.all_defaults());
-        ExecutorActor {
+        let run_env = std::sync::Arc::new(RunEnv {
+            store: store.clone(),
+            bus: bus.clone(),
+            executor_id: id.clone(),
+            me: Address::Executor(id.clone()),
             local_kinds,
-            address: Address::Executor(id.clone()),
-            id,
-            node,
-            last_heartbeat: std::time::Instant::now(),
+            cache: replay,
+        });
+        ExecutorActor {
+            run_env,
+            identity: identity::Identity {
+                address: Address::Executor(id.clone()),
+                id,
+                node,
+                host,
+                last_heartbeat: std::time::Instant::now(),
+            },
             phase: Phase::Serving,
-            host,
             config,
             registry,
             kinds,
             store,
             bus,
             running: HashMap::new(),
-            replay,
             ending: HashSet::new(),
             // Work may be waiting from before this executor started.
             jobs: Jobs::default().wanting(Job::Pull),
             claims: claim::Claims::new(),
-            due: None,
-            retained: 0,
+            timer: timers::Timer::default(),
+            retention: retention::Pass::default(),
             stop: None,
             drained: Vec::new(),
         }
@@ -326,10 +328,14 @@ impl ExecutorActor {
         let recipient = ctx.address().recipient::<Deliver<Msg>>();
         for q in &self.config.queues {
             if want {
-                self.bus
-                    .join_pool_nowait(q.clone(), self.address.clone(), recipient.clone());
+                self.bus.join_pool_nowait(
+                    q.clone(),
+                    self.identity.address.clone(),
+                    recipient.clone(),
+                );
             } else {
-                self.bus.leave_pool(q.clone(), self.address.clone());
+                self.bus
+                    .leave_pool(q.clone(), self.identity.address.clone());
             }
         }
         if !want {
@@ -353,7 +359,7 @@ impl ExecutorActor {
             let store = self.store.clone();
             let fence = courier_store::Fence {
                 task_id: id,
-                executor_id: self.id.clone(),
+                executor_id: self.identity.id.clone(),
                 epoch: task.epoch,
             };
             ctx.spawn(
@@ -381,17 +387,8 @@ impl ExecutorActor {
             }
         }
         m.running_add(1);
-        let actor = TaskActor::new(
-            task,
-            self.id.clone(),
-            kind,
-            self.store.clone(),
-            self.bus.clone(),
-            self.local_kinds.clone(),
-            self.replay.clone(),
-            ctx.address().recipient(),
-        )
-        .start();
+        let actor =
+            TaskActor::new(task, kind, self.run_env.clone(), ctx.address().recipient()).start();
         self.running.insert(id, actor);
         self.update_membership(ctx);
     }
@@ -413,7 +410,7 @@ impl Actor for ExecutorActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let bus = self.bus.clone();
-        let me = self.address.clone();
+        let me = self.identity.address.clone();
         let recipient = ctx.address().recipient::<Deliver<crate::protocol::Msg>>();
         let queues = self.config.queues.clone();
         ctx.wait(
@@ -452,16 +449,17 @@ impl Actor for ExecutorActor {
                 tracing::warn!(%kind, %queue, queues = ?self.config.queues, "this executor runs a kind whose default queue it does not serve: its tasks wait for an executor that serves it");
             }
         }
-        tracing::info!(executor = %self.id, kinds = ?self.kinds, queues = ?self.config.queues, capacity = self.config.capacity, "executor started");
+        tracing::info!(executor = %self.identity.id, kinds = ?self.kinds, queues = ?self.config.queues, capacity = self.config.capacity, "executor started");
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         for q in &self.config.queues {
-            self.bus.leave_pool(q.clone(), self.address.clone());
+            self.bus
+                .leave_pool(q.clone(), self.identity.address.clone());
         }
-        self.bus.unregister(self.address.clone());
+        self.bus.unregister(self.identity.address.clone());
         for tx in self.drained.drain(..) {
-            let _ = tx.send(self.id.clone());
+            let _ = tx.send(self.identity.id.clone());
         }
     }
 }
@@ -476,7 +474,9 @@ impl Handler<Deliver<Msg>> for ExecutorActor {
             {
                 // A kind run elsewhere in this queue: on to the next member.
                 self.bus.settle(env.id, true);
-                if let Some(again) = crate::protocol::pass_on_foreign(self.address.clone(), &env) {
+                if let Some(again) =
+                    crate::protocol::pass_on_foreign(self.identity.address.clone(), &env)
+                {
                     self.bus.tell(again);
                 }
             }
@@ -549,7 +549,8 @@ impl Handler<Stop> for ExecutorActor {
         self.claims.in_pools = false;
         self.drained.push(msg.done);
         for q in &self.config.queues {
-            self.bus.leave_pool(q.clone(), self.address.clone());
+            self.bus
+                .leave_pool(q.clone(), self.identity.address.clone());
         }
         // Nothing more is claimed here: what waits goes to other executors.
         let hints = std::mem::take(&mut self.claims.hints);

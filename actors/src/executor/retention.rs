@@ -17,6 +17,13 @@ const BATCH_ROOTS: u32 = 200;
 /// the database for long.
 const PAUSE: Duration = Duration::from_millis(50);
 
+/// Retention's pass now running.
+#[derive(Default)]
+pub(super) struct Pass {
+    /// Tasks deleted so far (logged once, when the pass ends).
+    deleted: u64,
+}
+
 impl ExecutorActor {
     /// Runs retention after `retention_interval` and a random tenth more.
     pub(super) fn schedule_retention(&mut self, ctx: &mut Context<Self>) {
@@ -50,7 +57,7 @@ impl ExecutorActor {
                     Ok(counts) if !counts.is_empty() => {
                         let n: u64 = counts.iter().map(|c| c.1).sum();
                         tracing::debug!(tasks = n, ?counts, "retention deleted a batch");
-                        act.retained += n;
+                        act.retention.deleted += n;
                         for (state, n) in counts {
                             crate::metrics::metrics().retention_deleted(state.as_str(), n);
                         }
@@ -58,9 +65,12 @@ impl ExecutorActor {
                     }
                     Ok(_) => {
                         // One line a pass, not one a batch.
-                        if act.retained > 0 {
-                            tracing::info!(tasks = act.retained, "retention deleted expired tasks");
-                            act.retained = 0;
+                        if act.retention.deleted > 0 {
+                            tracing::info!(
+                                tasks = act.retention.deleted,
+                                "retention deleted expired tasks"
+                            );
+                            act.retention.deleted = 0;
                         }
                         act.tidy_counts(ctx);
                         act.prune_executors(ctx);

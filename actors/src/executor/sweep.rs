@@ -19,9 +19,9 @@ impl ExecutorActor {
         }
         let store = self.store.clone();
         let bus = self.bus.clone();
-        let me = self.id.clone();
+        let me = self.identity.id.clone();
         let cfg = self.config.clone();
-        let from = self.address.clone();
+        let from = self.identity.address.clone();
         ctx.spawn(
             detached(async move { sweep_once(&store, &bus, &me, &cfg, from).await })
                 .into_actor(self)

@@ -29,10 +29,17 @@ use courier_store::Store;
 /// after.
 const PROMOTE_BATCH: u32 = 500;
 
+/// An executor's one timer: set for the earliest due time it knows.
+#[derive(Default)]
+pub(super) struct Timer {
+    /// That time, and the timer's handle; `None` while none is known.
+    due: Option<(DateTime<Utc>, SpawnHandle)>,
+}
+
 impl ExecutorActor {
     /// Makes sure the timer fires no later than `at`.
     pub(super) fn arm_due(&mut self, at: DateTime<Utc>, ctx: &mut Context<Self>) {
-        if let Some((when, handle)) = self.due {
+        if let Some((when, handle)) = self.timer.due {
             if when <= at {
                 return;
             }
@@ -40,11 +47,11 @@ impl ExecutorActor {
         }
         let wait = (at - now()).to_std().unwrap_or_default();
         let handle = ctx.run_later(wait, |act, ctx| {
-            act.due = None;
+            act.timer.due = None;
             act.jobs.want(Job::Promote);
             act.promote(ctx);
         });
-        self.due = Some((at, handle));
+        self.timer.due = Some((at, handle));
     }
 
     /// Promotes what is due, announces it, and sets the timer for what is
@@ -57,10 +64,10 @@ impl ExecutorActor {
             return;
         }
         let store = self.store.clone();
-        let me = self.id.clone();
-        let local = self.local_kinds.clone();
+        let me = self.identity.id.clone();
+        let local = self.run_env.local_kinds.clone();
         let bus = self.bus.clone();
-        let from = self.address.clone();
+        let from = self.identity.address.clone();
         ctx.spawn(
             detached(async move {
                 let promoted = store.promote_due(&me, PROMOTE_BATCH).await?;
@@ -82,10 +89,10 @@ impl ExecutorActor {
                         }
                         let more = promoted.len() as u32 == PROMOTE_BATCH || more_fired;
                         for t in &promoted {
-                            act.bus.tell(start_task(act.address.clone(), t));
+                            act.bus.tell(start_task(act.identity.address.clone(), t));
                         }
                         for t in &fired {
-                            if let Some(env) = announce(act.address.clone(), t) {
+                            if let Some(env) = announce(act.identity.address.clone(), t) {
                                 act.bus.tell(env);
                             }
                         }

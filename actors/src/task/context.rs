@@ -17,6 +17,7 @@ use courier_bus::Address;
 
 use super::replay::{Event, Journal};
 use super::signals::Suspend;
+use super::RunEnv;
 use crate::calls::retry;
 use crate::creation::{prepare, LocalKinds, Request};
 use crate::error::TaskError;
@@ -199,11 +200,9 @@ impl Shared {
 struct Inner {
     task: Task,
     fence: Fence,
-    store: Store,
-    bus: Bus,
-    me: Address,
-    /// Kinds this executor runs (spawning one of those needs no lookup).
-    local_kinds: LocalKinds,
+    /// The executor's store, bus, address and kinds, as its task actor
+    /// has them.
+    env: Arc<RunEnv>,
     shared: Arc<Shared>,
     next_spawn: AtomicI32,
     /// Step names used by this run so far: each may be used once.
@@ -272,14 +271,10 @@ pub struct Child {
 }
 
 impl TaskContext {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         task: Task,
         fence: Fence,
-        store: Store,
-        bus: Bus,
-        me: Address,
-        local_kinds: LocalKinds,
+        env: Arc<RunEnv>,
         shared: Arc<Shared>,
         suspend: actix::Recipient<Suspend>,
     ) -> Self {
@@ -287,10 +282,7 @@ impl TaskContext {
             inner: Arc::new(Inner {
                 task,
                 fence,
-                store,
-                bus,
-                me,
-                local_kinds,
+                env,
                 shared,
                 next_spawn: AtomicI32::new(0),
                 step_names: Mutex::new(HashSet::new()),
@@ -437,7 +429,7 @@ impl TaskContext {
         // it already (from an earlier run here, or the replay cache).
         if !i.shared.journal().loaded {
             let steps = retry("loading the journal", WRITE_RETRY, || {
-                i.store.steps(i.task.id)
+                i.env.store.steps(i.task.id)
             })
             .await?;
             let mut j = i.shared.journal();
@@ -489,7 +481,7 @@ impl TaskContext {
         };
         let write = JournalWrite::begin(&i.shared);
         retry("journaling a step", WRITE_RETRY, || {
-            i.store.record_step(&i.fence, &step)
+            i.env.store.record_step(&i.fence, &step)
         })
         .await?;
         write.landed(&step);
@@ -500,7 +492,7 @@ impl TaskContext {
     pub async fn progress(&self, value: Value) -> Result<(), TaskError> {
         let i = &self.inner;
         retry("recording progress", WRITE_RETRY, || {
-            i.store.set_progress(&i.fence, &value)
+            i.env.store.set_progress(&i.fence, &value)
         })
         .await?;
         Ok(())
@@ -612,15 +604,15 @@ impl TaskContext {
         let insert = self.prepare_child(kind, input, &options).await?;
         let seq = i.next_spawn.fetch_add(1, Ordering::SeqCst);
         let (child, created) = retry("spawning a sub-task", WRITE_RETRY, || {
-            i.store.spawn_child(&i.fence, seq, &insert)
+            i.env.store.spawn_child(&i.fence, seq, &insert)
         })
         .await?;
         tracing::debug!(child = %child.id, kind, seq, created, "spawned sub-task");
         if child.state.is_final() {
             let c = child.clone();
             i.shared.update(|mb| mb.add_child(c));
-        } else if let Some(env) = announce(i.me.clone(), &child) {
-            i.bus.tell(env);
+        } else if let Some(env) = announce(i.env.me.clone(), &child) {
+            i.env.bus.tell(env);
         }
         Ok(Child {
             id: child.id,
@@ -666,7 +658,7 @@ impl TaskContext {
             .map_err(|_| TaskError::failed("too many sub-tasks in one spawn"))?;
         let first = i.next_spawn.fetch_add(n, Ordering::SeqCst);
         let spawned = retry("spawning sub-tasks", WRITE_RETRY, || {
-            i.store.spawn_children(&i.fence, first, &inserts)
+            i.env.store.spawn_children(&i.fence, first, &inserts)
         })
         .await?;
         tracing::debug!(kind, first, n, "spawned sub-tasks");
@@ -675,8 +667,8 @@ impl TaskContext {
             if child.state.is_final() {
                 let c = child.clone();
                 i.shared.update(|mb| mb.add_child(c));
-            } else if let Some(env) = announce(i.me.clone(), &child) {
-                i.bus.tell(env);
+            } else if let Some(env) = announce(i.env.me.clone(), &child) {
+                i.env.bus.tell(env);
             }
             children.push(Child {
                 id: child.id,
@@ -706,7 +698,7 @@ impl TaskContext {
             created_by: i.fence.executor_id.clone(),
         };
         retry("preparing a sub-task", WRITE_RETRY, || {
-            prepare(&i.store, &i.local_kinds, request())
+            prepare(&i.env.store, &i.env.local_kinds, request())
         })
         .await
         .map_err(spawn_refused)
@@ -725,7 +717,7 @@ impl TaskContext {
             // Reports that came before this run listened are in the database.
             let i = &self.inner;
             let known = retry("reading sub-tasks", WRITE_RETRY, || {
-                i.store.children(i.task.id)
+                i.env.store.children(i.task.id)
             })
             .await?;
             i.shared.update(|mb| {
@@ -770,7 +762,7 @@ impl TaskContext {
         let i = &self.inner;
         // The report may have come before this run was listening (a re-run):
         // the database knows.
-        let now = retry("reading a sub-task", WRITE_RETRY, || i.store.task(id)).await?;
+        let now = retry("reading a sub-task", WRITE_RETRY, || i.env.store.task(id)).await?;
         if now.state.is_final() {
             i.shared.update(|mb| mb.add_child(now.clone()));
             return Ok(now);

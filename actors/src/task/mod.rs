@@ -44,15 +44,31 @@ use courier_store::{Fence, Outcome, Store, Suspension, Wait};
 /// the task stays owned by this executor until a restart or takeover.
 const FINISH_RETRY: Duration = Duration::from_secs(300);
 
+/// What an executor gives every run it starts: one per executor identity
+/// (a new one when the executor registers again under a new id), shared
+/// by each run's [`TaskActor`] and its [`TaskContext`].
+pub(crate) struct RunEnv {
+    pub store: Store,
+    pub bus: Bus,
+    /// The executor's id: the owner in every run's fence.
+    pub executor_id: String,
+    /// The executor's address, the `from` of messages a run sends.
+    pub me: Address,
+    /// Kinds this executor runs (spawning one of those needs no lookup).
+    pub local_kinds: crate::creation::LocalKinds,
+    /// The executor's replay cache: what a task's last run here read is
+    /// taken from it at the start, and what a run read is left in it when
+    /// its task suspends.
+    pub cache: Arc<ReplayCache>,
+}
+
 pub struct TaskActor {
     task: Task,
     fence: Fence,
     kind: Arc<dyn TaskKind>,
-    store: Store,
-    bus: Bus,
-    /// The executor's address, the `from` of messages this actor sends.
-    me: Address,
-    local_kinds: crate::creation::LocalKinds,
+    /// What the executor gives its runs (store, bus, its address, its
+    /// kinds, its replay cache), shared with the run's [`TaskContext`].
+    env: Arc<RunEnv>,
     shared: Arc<Shared>,
     executor: Recipient<TaskDone>,
     /// The run in progress: the actor's wait for it, and the run itself
@@ -69,10 +85,6 @@ pub struct TaskActor {
     max_seq: i64,
     /// Every event up to this `seq` is marked delivered in the store.
     delivered: i64,
-    /// The executor's replay cache: what this task's last run here read
-    /// is taken from it at the start, and what this run read is left in
-    /// it when the task suspends.
-    cache: Arc<ReplayCache>,
     /// Store reads asked for by hints on the bus.
     reads: Reads,
     /// Whether this actor holds the address `task/<id>`.
@@ -87,33 +99,25 @@ pub struct TaskActor {
 }
 
 impl TaskActor {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         task: Task,
-        executor_id: String,
         kind: Arc<dyn TaskKind>,
-        store: Store,
-        bus: Bus,
-        local_kinds: crate::creation::LocalKinds,
-        cache: Arc<ReplayCache>,
+        env: Arc<RunEnv>,
         executor: Recipient<TaskDone>,
     ) -> Self {
         let fence = Fence {
             task_id: task.id,
-            executor_id: executor_id.clone(),
+            executor_id: env.executor_id.clone(),
             epoch: task.epoch,
         };
         let span = tracing::info_span!("task", task_id = %task.id, kind = %task.kind,
             attempt = task.attempts, trace_id = %task.trace_id);
         courier_bus::trace::adopt_trace(&span, &task.trace_id);
         TaskActor {
-            me: Address::Executor(executor_id),
             task,
             fence,
             kind,
-            store,
-            bus,
-            local_kinds,
+            env,
             shared: Shared::new(),
             executor,
             run: None,
@@ -121,7 +125,6 @@ impl TaskActor {
             deadline: None,
             max_seq: 0,
             delivered: 0,
-            cache,
             reads: Reads::default(),
             registered: false,
             run_started: None,
@@ -141,7 +144,7 @@ impl TaskActor {
     fn register(&mut self, tries: u32, ctx: &mut Context<Self>) {
         const EVERY: Duration = Duration::from_millis(50);
         const TRIES: u32 = 40;
-        let bus = self.bus.clone();
+        let bus = self.env.bus.clone();
         let addr = Address::task(self.task.id);
         let me = ctx.address().recipient();
         ctx.wait(
@@ -173,7 +176,8 @@ impl TaskActor {
     /// replay cache kept it: its inbox, and its journal if nobody else
     /// owned the task since (see [`replay`]).
     fn restore(&mut self) {
-        let Some(Replay { inbox, journal }) = self.cache.take(self.task.id, self.task.epoch) else {
+        let Some(Replay { inbox, journal }) = self.env.cache.take(self.task.id, self.task.epoch)
+        else {
             return;
         };
         tracing::debug!(parent: &self.span(), events = inbox.events.len(), max_seq = inbox.max_seq,
@@ -199,7 +203,7 @@ impl TaskActor {
             .journal()
             .take_whole()
             .map(|steps| (self.fence.epoch, steps));
-        self.cache.put(
+        self.env.cache.put(
             self.task.id,
             Replay {
                 inbox: Inbox {
@@ -218,7 +222,7 @@ impl TaskActor {
     /// waited for already there) and, for a watched task, who follows it;
     /// then starts the run.
     fn begin(&mut self, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let id = self.task.id;
         let watched = self.task.watched;
         let after = self.max_seq;
@@ -241,7 +245,7 @@ impl TaskActor {
             Ok((events, watchers)) => {
                 act.shared.followers().watchers =
                     watchers.iter().filter_map(|w| w.parse().ok()).collect();
-                act.shared.publish(&act.bus, &act.me, act.task.clone());
+                act.shared.publish(&act.env.bus, &act.env.me, act.task.clone());
                 if act.task.cancel_requested {
                     act.shared.update(|mb| mb.cancel());
                 }
@@ -275,10 +279,7 @@ impl TaskActor {
         let run_ctx = TaskContext::new(
             self.task.clone(),
             self.fence.clone(),
-            self.store.clone(),
-            self.bus.clone(),
-            self.me.clone(),
-            self.local_kinds.clone(),
+            self.env.clone(),
             self.shared.clone(),
             ctx.address().recipient(),
         );
@@ -329,7 +330,7 @@ impl TaskActor {
         if seq <= after {
             return;
         }
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let id = self.task.id;
         // Tied to the actor: if the run ends first, the finish marks the
         // whole inbox delivered in its transaction.
@@ -355,7 +356,7 @@ impl TaskActor {
             return;
         }
         self.reads.events = true;
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let id = self.task.id;
         let after = self.max_seq;
         ctx.spawn(
@@ -404,7 +405,7 @@ impl TaskActor {
         }
         self.reads.children = true;
         let ids: Vec<uuid::Uuid> = self.reads.children_hinted.drain().collect();
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         ctx.spawn(
             detached(async move { store.tasks_by_id(&ids).await })
                 .into_actor(self)
@@ -446,7 +447,7 @@ impl TaskActor {
             return;
         }
         self.reads.cancel = true;
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let id = self.task.id;
         ctx.spawn(
             detached(async move { store.get_task(id).await })
@@ -534,10 +535,10 @@ impl TaskActor {
     /// attempt, and its queue is told.
     fn hand_back(&mut self, why: String, ctx: &mut Context<Self>) {
         tracing::warn!(parent: &self.span(), %why, "run interrupted; handing the task back");
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let fence = self.fence.clone();
-        let bus = self.bus.clone();
-        let me = self.me.clone();
+        let bus = self.env.bus.clone();
+        let me = self.env.me.clone();
         let mut task = self.task.clone();
         ctx.wait(
             detached(async move {
@@ -562,10 +563,10 @@ impl TaskActor {
     /// watchers and a parent it woke are told.
     fn finish(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
         let span = self.span();
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let fence = self.fence.clone();
-        let bus = self.bus.clone();
-        let me = self.me.clone();
+        let bus = self.env.bus.clone();
+        let me = self.env.me.clone();
         let attempt = self.attempt();
         let kind = self.task.kind.clone();
         ctx.wait(
@@ -631,7 +632,7 @@ impl TaskActor {
         let span = self.span();
         tracing::info!(parent: &span, attempt = self.task.attempts, max_attempts = self.task.max_attempts,
             retry_in_ms = after.as_millis() as u64, %error, "attempt failed; retrying later");
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let fence = self.fence.clone();
         ctx.wait(
             detached(async move {
@@ -646,9 +647,9 @@ impl TaskActor {
                     Ok(task) => {
                         act.keep_for_replay();
                         crate::metrics::metrics().retried(&task.queue);
-                        act.shared.publish(&act.bus, &act.me, task.clone());
-                        if let Some(env) = announce(act.me.clone(), &task) {
-                            act.bus.tell(env);
+                        act.shared.publish(&act.env.bus, &act.env.me, task.clone());
+                        if let Some(env) = announce(act.env.me.clone(), &task) {
+                            act.env.bus.tell(env);
                         }
                     }
                     Err(Error::Fenced(_)) => {
@@ -672,7 +673,7 @@ impl TaskActor {
     /// the run from its journal. If what it waits for came meanwhile, the
     /// run starts again here at once.
     fn suspend(&mut self, wait: Wait, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let fence = self.fence.clone();
         ctx.wait(
             detached(async move {
@@ -701,10 +702,10 @@ impl TaskActor {
                             }
                         }
                     }
-                    act.shared.publish(&act.bus, &act.me, (*task).clone());
+                    act.shared.publish(&act.env.bus, &act.env.me, (*task).clone());
                     act.keep_for_replay();
-                    if let Some(env) = announce(act.me.clone(), &task) {
-                        act.bus.tell(env);
+                    if let Some(env) = announce(act.env.me.clone(), &task) {
+                        act.env.bus.tell(env);
                     }
                     ctx.stop();
                 }
@@ -726,9 +727,9 @@ impl TaskActor {
         }
         self.drop_run(ctx);
         crate::metrics::metrics().timed_out(&self.task.queue);
-        let store = self.store.clone();
-        let bus = self.bus.clone();
-        let me = self.me.clone();
+        let store = self.env.store.clone();
+        let bus = self.env.bus.clone();
+        let me = self.env.me.clone();
         let id = self.task.id;
         let by = self.fence.executor_id.clone();
         // Its sub-tasks are cancelled before the attempt is recorded as
@@ -775,7 +776,7 @@ impl Actor for TaskActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         if self.registered {
-            self.bus.unregister(Address::task(self.task.id));
+            self.env.bus.unregister(Address::task(self.task.id));
         }
         self.executor.do_send(TaskDone {
             task_id: self.task.id,
@@ -811,8 +812,8 @@ impl Handler<Deliver<Msg>> for TaskActor {
                 let mut f = self.shared.followers();
                 if !f.watchers.contains(&watcher) {
                     if let Some(last) = &f.last {
-                        self.bus.tell(envelope(
-                            self.me.clone(),
+                        self.env.bus.tell(envelope(
+                            self.env.me.clone(),
                             watcher.clone(),
                             &last.trace_id,
                             Msg::TaskChanged {
