@@ -19,12 +19,12 @@ use super::replay::{Event, Journal};
 use super::signals::Suspend;
 use super::RunEnv;
 use crate::calls::retry;
-use crate::creation::{prepare, LocalKinds, Request};
+use crate::creation::{prepare, Request};
 use crate::error::TaskError;
 use crate::protocol::{announce, envelope, Bus, Msg};
 use courier_store::TaskOptions;
 use courier_store::{now, Step, Task, TaskState};
-use courier_store::{Fence, Store, Wait};
+use courier_store::{Fence, Wait};
 
 /// How long a run's own writes are retried through a database outage before
 /// the run is interrupted (and the task handed back).
