@@ -120,8 +120,8 @@ impl ExecutorActor {
         self.claims.claiming += free;
         let hints = std::mem::take(&mut self.claims.hints);
         let store = self.store.clone();
-        let me = self.identity.id.clone();
-        let claimed_as = me.clone();
+        let executor_id = self.identity.id.clone();
+        let claimed_as = executor_id.clone();
         let queues = self.config.queues.clone();
         let kinds = self.kinds.clone();
         // While its queues had no limits at the last look, a claim is one
@@ -131,14 +131,16 @@ impl ExecutorActor {
         ctx.spawn(
             detached(async move {
                 if unlimited {
-                    let tasks = store.claim_unlimited(&me, &queues, &kinds, free).await?;
+                    let tasks = store
+                        .claim_unlimited(&executor_id, &queues, &kinds, free)
+                        .await?;
                     Ok(courier_store::Claimed {
                         tasks,
                         retry_in: None,
                         limited: false,
                     })
                 } else {
-                    store.claim(&me, &queues, &kinds, free).await
+                    store.claim(&executor_id, &queues, &kinds, free).await
                 }
             })
             .into_actor(self)
@@ -225,13 +227,13 @@ impl ExecutorActor {
     /// stop: the claim's slots count as taken until then.
     fn give_back(&mut self, tasks: Vec<courier_store::Task>, slots: u32, ctx: &mut Context<Self>) {
         let store = self.store.clone();
-        let me = self.identity.id.clone();
+        let executor_id = self.identity.id.clone();
         ctx.spawn(
             detached(async move {
                 for t in tasks {
                     let fence = courier_store::Fence {
                         task_id: t.id,
-                        executor_id: me.clone(),
+                        executor_id: executor_id.clone(),
                         epoch: t.epoch,
                     };
                     if let Err(e) = store.hand_back(&fence).await {
@@ -365,11 +367,11 @@ impl Handler<CreateStarted> for ExecutorActor {
         self.claims.claiming += 1;
         let store = self.store.clone();
         let claimed_as = self.identity.id.clone();
-        let me = claimed_as.clone();
+        let executor_id = claimed_as.clone();
         Box::pin(
             detached(async move {
                 store
-                    .create_task_started(&msg.insert, msg.watcher.as_deref(), &me)
+                    .create_task_started(&msg.insert, msg.watcher.as_deref(), &executor_id)
                     .await
             })
             .into_actor(self)

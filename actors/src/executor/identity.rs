@@ -46,8 +46,8 @@ impl ExecutorActor {
             return;
         }
         let store = self.store.clone();
-        let me = self.identity.id.clone();
-        let sent_as = me.clone();
+        let executor_id = self.identity.id.clone();
+        let sent_as = executor_id.clone();
         let sent_at = std::time::Instant::now();
         // A heartbeat that has not answered within the lease is no use:
         // give up on it, so the next one goes out on a fresh connection.
@@ -55,7 +55,7 @@ impl ExecutorActor {
         let running = (self.running.len() - self.ending.len()) as i32;
         ctx.spawn(
             detached(async move {
-                courier_store::within(deadline, store.heartbeat(&me, running))
+                courier_store::within(deadline, store.heartbeat(&executor_id, running))
                     .await
                     .map_err(Error::from)
             })
@@ -138,9 +138,9 @@ impl ExecutorActor {
             return;
         }
         let store = self.store.clone();
-        let me = self.identity.id.clone();
+        let executor_id = self.identity.id.clone();
         ctx.spawn(
-            detached(async move { store.declare_dead(&me, &me).await })
+            detached(async move { store.declare_dead(&executor_id, &executor_id).await })
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.jobs.end(Job::Retire);

@@ -19,11 +19,11 @@ impl ExecutorActor {
         }
         let store = self.store.clone();
         let bus = self.bus.clone();
-        let me = self.identity.id.clone();
+        let executor_id = self.identity.id.clone();
         let cfg = self.config.clone();
         let from = self.identity.address.clone();
         ctx.spawn(
-            detached(async move { sweep_once(&store, &bus, &me, &cfg, from).await })
+            detached(async move { sweep_once(&store, &bus, &executor_id, &cfg, from).await })
                 .into_actor(self)
                 .map(|res, act, ctx| {
                     act.jobs.end(Job::Sweep);
@@ -51,35 +51,35 @@ impl ExecutorActor {
 async fn sweep_once(
     store: &Store,
     bus: &Bus,
-    me: &str,
+    executor_id: &str,
     cfg: &ExecutorConfig,
     from: Address,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
     // 1. Dead executors: silent too long, or (in this pid space) their
     //    process is gone.
     let mut dead: Vec<String> = store
-        .stale_executors(me, cfg.dead_after)
+        .stale_executors(executor_id, cfg.dead_after)
         .await?
         .into_iter()
         .map(|e| e.id)
         .collect();
     if let Some(space) = courier_store::current_space() {
-        for (id, process) in store.alive_executors_in_space(me, &space).await? {
+        for (id, process) in store.alive_executors_in_space(executor_id, &space).await? {
             if process.alive() == Some(false) && !dead.contains(&id) {
                 dead.push(id);
             }
         }
     }
     for id in dead {
-        if store.declare_dead(&id, me).await? {
-            tracing::warn!(dead = %id, by = %me, "executor declared dead; taking its tasks over");
+        if store.declare_dead(&id, executor_id).await? {
+            tracing::warn!(dead = %id, by = %executor_id, "executor declared dead; taking its tasks over");
         }
     }
     // Whatever is owned by an executor that is not alive goes back to the
     // pool: the tasks of the executors just declared dead, and any left by
     // a takeover or a stop that was cut short.
     let (orphans, woken) = store
-        .release_orphans(me, cfg.max_takeovers.min(i32::MAX as u32) as i32)
+        .release_orphans(executor_id, cfg.max_takeovers.min(i32::MAX as u32) as i32)
         .await?;
     let (poisoned, orphans): (Vec<_>, Vec<_>) =
         orphans.into_iter().partition(|t| t.state.is_final());
@@ -94,14 +94,14 @@ async fn sweep_once(
     let released = orphans.len();
     crate::metrics::metrics().taken_over(released + poisoned.len());
     if released > 0 {
-        tracing::warn!(by = %me, tasks = released, "tasks of executors that are gone are back in the pool");
+        tracing::warn!(by = %executor_id, tasks = released, "tasks of executors that are gone are back in the pool");
     }
     for t in &orphans {
         bus.tell(start_task(from.clone(), t));
     }
     // 2. Events that were committed but whose message never arrived.
     let before = now() - chrono::Duration::from_std(cfg.redeliver_after).unwrap_or_default();
-    for u in store.undelivered_events(me, before).await? {
+    for u in store.undelivered_events(executor_id, before).await? {
         let e = u.event;
         let task = e.task_id;
         bus.tell(envelope(
@@ -117,7 +117,7 @@ async fn sweep_once(
         ));
     }
     // 3. Cancellations whose message may have been lost.
-    for (task, trace) in store.cancel_requested_owned(me).await? {
+    for (task, trace) in store.cancel_requested_owned(executor_id).await? {
         bus.tell(envelope(
             from.clone(),
             Address::task(task),

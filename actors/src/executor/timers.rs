@@ -64,18 +64,18 @@ impl ExecutorActor {
             return;
         }
         let store = self.store.clone();
-        let me = self.identity.id.clone();
+        let executor_id = self.identity.id.clone();
         let local = self.run_env.local_kinds.clone();
         let bus = self.bus.clone();
         let from = self.identity.address.clone();
         ctx.spawn(
             detached(async move {
-                let promoted = store.promote_due(&me, PROMOTE_BATCH).await?;
+                let promoted = store.promote_due(&executor_id, PROMOTE_BATCH).await?;
                 // Their followers hear of `pending` before the claims.
                 for t in &promoted {
                     crate::notify::tell_followers(&store, &bus, &from, t).await;
                 }
-                let (fired, more) = crate::schedule::fire_due(&store, &local, &me).await?;
+                let (fired, more) = crate::schedule::fire_due(&store, &local, &executor_id).await?;
                 let next = next_timer(&store).await?;
                 Ok::<_, crate::error::Error>((promoted, fired, more, next))
             })

@@ -413,10 +413,10 @@ impl TaskActor {
                     act.reads.children = false;
                     match res {
                         Ok(tasks) => {
-                            let me = act.task.id;
+                            let parent = act.task.id;
                             let ended: Vec<Task> = tasks
                                 .into_iter()
-                                .filter(|t| t.parent_id == Some(me) && t.state.is_final())
+                                .filter(|t| t.parent_id == Some(parent) && t.state.is_final())
                                 .collect();
                             if !ended.is_empty() {
                                 act.shared.update(|mb| {
