@@ -19,7 +19,8 @@
 //! - `model`: tasks, events, history, executors, queues and schedules as
 //!   stored and shown.
 //! - `process`: a process's identity on its machine ([`ProcessIdentity`]).
-//! - `sql`: [`Store`], every SQL statement, a file per table it owns.
+//! - `sql`: [`Store`], a file per table it owns, and the catalogue of
+//!   every SQL statement it sends (`sql/statements.rs`).
 
 mod error;
 mod model;

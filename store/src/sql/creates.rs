@@ -1,7 +1,8 @@
 //! Creating tasks: single creates (group-committed), batches, and a
 //! parent's sub-tasks; the columns a new task sets.
 
-use super::{qualified, Dialect, Fence, NotDead, Store, ALIVE, HELD, PENDING, RUNNING, TASK_COLS};
+use super::statements::creates as st;
+use super::{Dialect, Fence, Store};
 use crate::error::{Error, Result};
 use crate::model::{now, Task, TaskState};
 use crate::options::Resolved;
@@ -87,14 +88,7 @@ impl TaskInsert {
     }
 }
 
-/// The columns a new task sets, in the order [`bind_insert`] binds them
-/// from `$1`.
-pub(super) const INSERT_COLS: &str = "id, kind, state, input, idempotency_key, trace_id, changed_by, \
-     created_at, updated_at, queue, priority, run_at, max_attempts, backoff_ms, timeout_ms, schedule";
-pub(super) const INSERT_VALUES: &str =
-    "$1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14, $15";
-
-/// Binds a [`TaskInsert`] as `$1 … $15` of [`INSERT_COLS`].
+/// Binds a [`TaskInsert`] as `$1 … $15` of `statements::INSERT_COLS`.
 macro_rules! bind_insert {
     ($q:expr, $t:expr) => {
         $q.bind($t.id)
@@ -243,16 +237,9 @@ impl Store {
         if items.len() < 2 {
             return self.insert_tasks_one_by_one(items).await;
         }
-        let insert = self.insert_from_recordset("WHERE true ON CONFLICT DO NOTHING RETURNING id");
-        let watch = format!(
-            "INSERT INTO task_watchers (task_id, address, created_at) SELECT w_id, w_address, $2 FROM {} \
-             WHERE true ON CONFLICT DO NOTHING",
-            self.recordset(1, "w", &[("w_id", "uuid"), ("w_address", "text")])
-        );
-        let by_key = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 AND schedule IS NULL {}",
-            self.share_lock()
-        );
+        let insert = st::batch_keyed(self.dialect());
+        let watch = st::watch_batch(self.dialect());
+        let by_key = st::by_key(self.dialect());
         let rows: Vec<Value> = items.iter().map(|(t, _)| self.insert_row(t)).collect();
         let rows = Value::Array(rows).to_string();
         let ts_now = now();
@@ -300,12 +287,12 @@ impl Store {
     ) -> Result<Vec<(Task, bool)>> {
         let inserted: Vec<Uuid> = on_pool_write!(self, p => match items {
             [(t, _)] => {
-                let one = format!("INSERT INTO tasks ({INSERT_COLS}) VALUES ({INSERT_VALUES}) RETURNING id");
+                let one = st::insert_plain();
                 bind_insert!(sqlx::query_scalar(&one), t).fetch_all(p).await
             }
             _ => {
                 let rows: Vec<Value> = items.iter().map(|(t, _)| self.insert_row(t)).collect();
-                let sql = self.insert_from_recordset("RETURNING id");
+                let sql = st::batch_plain(self.dialect());
                 sqlx::query_scalar(&sql).bind(Value::Array(rows).to_string()).fetch_all(p).await
             }
         })
@@ -325,52 +312,7 @@ impl Store {
         Ok(items.iter().map(|(t, _)| (t.created(), true)).collect())
     }
 
-    /// The tasks to insert as a recordset (`$1`, rows made by
-    /// `insert_row`) with the columns of [`INSERT_COLS`] as `u_…`, and
-    /// `extra` columns after them.
-    fn insert_recordset(&self, extra: &[(&str, &str)]) -> String {
-        let mut columns = vec![
-            ("u_id", "uuid"),
-            ("u_kind", "text"),
-            ("u_state", "text"),
-            ("u_input", "text"),
-            ("u_key", "text"),
-            ("u_trace", "text"),
-            ("u_by", "text"),
-            ("u_queue", "text"),
-            ("u_priority", "int"),
-            ("u_run_at", "timestamptz"),
-            ("u_max_attempts", "int"),
-            ("u_backoff_ms", "bigint"),
-            ("u_timeout_ms", "bigint"),
-            ("u_schedule", "text"),
-            ("u_created", "timestamptz"),
-        ];
-        columns.extend_from_slice(extra);
-        self.recordset(1, "u", &columns)
-    }
-
-    /// The values of [`INSERT_COLS`], in order, from a row of
-    /// [`insert_recordset`](Self::insert_recordset).
-    fn insert_values_from_recordset(&self) -> String {
-        format!(
-            "u_id, u_kind, u_state, u_input{}, u_key, u_trace, u_by, u_created, u_created, u_queue, \
-             u_priority, u_run_at, u_max_attempts, u_backoff_ms, u_timeout_ms, u_schedule",
-            self.json_cast()
-        )
-    }
-
-    /// `INSERT INTO tasks` of every row of a recordset of new tasks (`$1`),
-    /// then `tail` (the conflict rule and what it returns).
-    fn insert_from_recordset(&self, tail: &str) -> String {
-        format!(
-            "INSERT INTO tasks ({INSERT_COLS}) SELECT {} FROM {} {tail}",
-            self.insert_values_from_recordset(),
-            self.insert_recordset(&[])
-        )
-    }
-
-    /// A task as a row of `insert_recordset`.
+    /// A task as a row of the recordsets of `statements::creates`.
     fn insert_row(&self, t: &TaskInsert) -> Value {
         let sqlite = matches!(self.dialect(), Dialect::Sqlite);
         let time = |t: &DateTime<Utc>| -> Value {
@@ -402,39 +344,14 @@ impl Store {
         watcher: Option<&str>,
         executor: &str,
     ) -> Result<Task> {
-        // `$16` the executor; the claim's guards, as `claim_unlimited`'s:
-        // the executor alive, the queue unlimited and not paused, and
-        // nothing pending ahead in it (the ready index, one probe).
-        let ok = format!(
-            "SELECT (EXISTS (SELECT 1 FROM executors e WHERE e.id = $16 AND e.state = {ALIVE}) \
-               AND NOT EXISTS (SELECT 1 FROM queues g WHERE g.name = $9 \
-                   AND (g.concurrency IS NOT NULL OR g.rate_per_s IS NOT NULL OR g.paused)) \
-               AND NOT EXISTS (SELECT 1 FROM tasks p WHERE p.state = {PENDING} AND p.queue = $9 \
-                   AND p.priority >= $10)) AS ok"
-        );
-        let insert = format!(
-            "INSERT INTO tasks ({INSERT_COLS}, executor_id, epoch, attempts, started_at, pending_since) \
-             SELECT $1, $2, CASE WHEN ok THEN {RUNNING} ELSE $3 END, $4, $5, $6, $7, $8, $8, $9, $10, \
-                    $11, $12, $13, $14, $15, CASE WHEN ok THEN $16 END, CASE WHEN ok THEN 1 ELSE 0 END, \
-                    CASE WHEN ok THEN 1 ELSE 0 END, CASE WHEN ok THEN $8 END, CASE WHEN ok THEN $8 END \
-             FROM ok WHERE true ON CONFLICT DO NOTHING RETURNING {TASK_COLS}, pending_since"
-        );
+        let sql = st::insert_started(self.dialect());
         let conflict = || Error::Conflict(format!("task id {} exists already", t.id));
         let row: Option<Task> = match self.dialect() {
-            Dialect::Postgres => {
-                let sql = format!(
-                    "WITH ok AS ({ok}), t AS ({insert}), \
-                          w AS (INSERT INTO task_watchers (task_id, address, created_at) \
-                                SELECT id, $17, $8 FROM t WHERE $17 IS NOT NULL) \
-                     SELECT * FROM t"
-                );
-                on_pool_write!(self, p => bind_insert!(sqlx::query_as(&sql), t)
+            Dialect::Postgres => on_pool_write!(self, p => bind_insert!(sqlx::query_as(&sql), t)
                     .bind(executor)
                     .bind(watcher)
-                    .fetch_optional(p).await)?
-            }
+                    .fetch_optional(p).await)?,
             Dialect::Sqlite => {
-                let sql = format!("WITH ok AS ({ok}) {insert}");
                 on_pool_tx!(self, p, begin => {
                     let mut tx = p.begin_with(begin).await?;
                     let row: Option<Task> = bind_insert!(sqlx::query_as(&sql), t)
@@ -442,7 +359,7 @@ impl Store {
                         .fetch_optional(&mut *tx)
                         .await?;
                     if let (Some(row), Some(w)) = (&row, watcher) {
-                        sqlx::query("INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3)")
+                        sqlx::query(st::WATCH_STARTED)
                             .bind(row.id).bind(w).bind(t.created_at).execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
@@ -459,12 +376,7 @@ impl Store {
     /// path of every sync wait (issue 24). An id that exists already is
     /// [`Error::Conflict`], as in [`insert_tasks_one_by_one`](Self::insert_tasks_one_by_one).
     async fn insert_watched(&self, t: &TaskInsert, watcher: &str) -> Result<Task> {
-        let sql = format!(
-            "WITH t AS (INSERT INTO tasks ({INSERT_COLS}) VALUES ({INSERT_VALUES}) \
-                        ON CONFLICT DO NOTHING RETURNING {TASK_COLS}), \
-                  w AS (INSERT INTO task_watchers (task_id, address, created_at) SELECT id, $16, $8 FROM t) \
-             SELECT * FROM t"
-        );
+        let sql = st::insert_watched();
         let row: Option<Task> = on_pool_write!(self, p => bind_insert!(sqlx::query_as(&sql), t)
             .bind(watcher)
             .fetch_optional(p).await)?;
@@ -477,14 +389,8 @@ impl Store {
         &self,
         items: &[(&TaskInsert, Option<&str>)],
     ) -> Result<Vec<(Task, bool)>> {
-        let insert = format!(
-            "INSERT INTO tasks ({INSERT_COLS}) VALUES ({INSERT_VALUES}) \
-             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
-        );
-        let by_key = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1 AND schedule IS NULL {}",
-            self.share_lock()
-        );
+        let insert = st::insert_keyed();
+        let by_key = st::by_key(self.dialect());
         let ts_now = now();
         let out: Vec<(Task, bool)> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
@@ -502,7 +408,7 @@ impl Store {
                     (None, None) => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
                 };
                 if let Some(w) = watcher {
-                    sqlx::query("INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    sqlx::query(st::WATCH)
                         .bind(row.id).bind(w).bind(ts_now).execute(&mut *tx).await?;
                 }
                 out.push((row, created));
@@ -524,17 +430,7 @@ impl Store {
         spawn_seq: i32,
         t: &TaskInsert,
     ) -> Result<(Task, bool)> {
-        // The parent's row is the source of the insert: it must be held by
-        // this fence, and it gives the attempt. (SQLite needs the `WHERE` of
-        // INSERT … SELECT to tell ON CONFLICT apart from a join constraint.)
-        let sql = format!(
-            "INSERT INTO tasks ({INSERT_COLS}, parent_id, spawn_seq, parent_attempt) \
-             SELECT {INSERT_VALUES}, p.id, $16, p.attempts FROM tasks p \
-             WHERE p.id = $17 AND p.executor_id = $19 AND p.epoch = $18 AND p.state IN {HELD} \
-               AND {alive} \
-             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}",
-            alive = NotDead("$19")
-        );
+        let sql = st::spawn_child();
         let row: Option<Task> = on_pool_write!(self, p => bind_insert!(sqlx::query_as(&sql), t)
             .bind(spawn_seq)
             .bind(fence.task_id)
@@ -567,17 +463,7 @@ impl Store {
         if ts.is_empty() {
             return Ok(Vec::new());
         }
-        let recordset = self.insert_recordset(&[("u_seq", "int")]);
-        let values = self.insert_values_from_recordset();
-        let sql = format!(
-            "INSERT INTO tasks ({INSERT_COLS}, parent_id, spawn_seq, parent_attempt) \
-             SELECT {values}, p.id, u_seq, p.attempts \
-             FROM {recordset} JOIN tasks p ON p.id = $2 \
-             WHERE p.executor_id = $4 AND p.epoch = $3 AND p.state IN {HELD} \
-               AND {alive} \
-             ON CONFLICT DO NOTHING RETURNING id, parent_attempt",
-            alive = NotDead("$4")
-        );
+        let sql = st::spawn_children(self.dialect());
         let rows: Vec<Value> = ts
             .iter()
             .zip(first_seq..)
@@ -643,12 +529,7 @@ impl Store {
         from: i32,
         to: i32,
     ) -> Result<Vec<SpawnedChild>> {
-        let cols = qualified("c");
-        let sql = format!(
-            "SELECT {cols}, c.spawn_seq FROM tasks c JOIN tasks p ON p.id = c.parent_id \
-             WHERE c.parent_id = $1 AND c.parent_attempt = p.attempts \
-               AND c.spawn_seq >= $2 AND c.spawn_seq < $3"
-        );
+        let sql = st::children_numbered();
         Ok(on_pool!(self, p => sqlx::query_as(&sql)
             .bind(fence.task_id).bind(from).bind(to).fetch_all(p).await)?)
     }

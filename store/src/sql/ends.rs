@@ -4,7 +4,8 @@
 
 use chrono::SubsecRound;
 
-use super::{Dialect, Fence, NotDead, Store, HELD, OWNED, PENDING, SCHEDULED, TASK_COLS};
+use super::statements::ends as st;
+use super::{Dialect, Fence, Store};
 use crate::error::{Error, Result};
 use crate::model::{now, AttemptError, Task, TaskState};
 use chrono::{DateTime, Utc};
@@ -110,59 +111,9 @@ impl Store {
     /// parent woken. One outcome per end, in order; an end whose run is
     /// no longer owned is [`Error::Fenced`] and changes nothing.
     async fn finish_runs(&self, ends: &[(Fence, Outcome)]) -> Result<Vec<Result<Finished>>> {
-        // One fenced UPDATE for every end: the ends travel as one JSON
-        // array parameter (`u_output` and `u_errors` as JSON text, so that
-        // a `null` output stays JSON `null`), and each row changes only if
-        // its own executor still holds it at its own epoch and has not
-        // been declared dead.
-        let ends_sql = self.recordset(
-            1,
-            "u",
-            &[
-                ("u_id", "uuid"),
-                ("u_exec", "text"),
-                ("u_epoch", "bigint"),
-                ("u_state", "text"),
-                ("u_output", "text"),
-                ("u_error", "text"),
-                ("u_errors", "text"),
-            ],
-        );
-        let json = self.json_cast();
-        // The owner and state are kept out of index selection, so that the
-        // plan walks the ends and finds each task by its key. With them, on
-        // SQLite the plan walked every running task for every end through
-        // the state index (5,908 → 2,896 tasks/s); PostgreSQL, its
-        // statistics taken when few tasks were held, walked the owner's
-        // held tasks for every end through `tasks_executor` (auto_explain:
-        // a flush of 264 ends read 132 tasks an end, 22 of its 28 ms).
-        let owner = self.unindexed("tasks.executor_id");
-        let state = self.unindexed("tasks.state");
-        let sql = format!(
-            "UPDATE tasks SET state = u.u_state, output = u.u_output{json}, error = u.u_error, \
-                 finished_at = $2, updated_at = $2, changed_by = u.u_exec, \
-                 errors = COALESCE(u.u_errors{json}, errors), waiting = NULL \
-             FROM {ends_sql} \
-             WHERE tasks.id = u.u_id AND {owner} = u.u_exec AND tasks.epoch = u.u_epoch \
-               AND {state} IN {HELD} \
-               AND {alive} \
-             RETURNING id, parent_id",
-            alive = NotDead("u.u_exec")
-        );
-        let one = format!(
-            "UPDATE tasks SET state = $4, output = $5, error = $6, finished_at = $7, updated_at = $7, changed_by = $2, \
-                 errors = COALESCE($8, errors), waiting = NULL \
-             WHERE id = $1 AND {OWNED} \
-             RETURNING {TASK_COLS}"
-        );
-        let lone_in_one = format!(
-            "WITH u AS ({one}), \
-                  c AS (UPDATE task_events SET delivered_at = $7 \
-                        WHERE task_id = $1 AND delivered_at IS NULL AND EXISTS (SELECT 1 FROM u)), \
-                  w AS (DELETE FROM task_watchers WHERE task_id = $1 AND EXISTS (SELECT 1 FROM u) \
-                        RETURNING address) \
-             SELECT u.*, (SELECT COALESCE(json_agg(address), '[]')::text FROM w) AS watchers FROM u"
-        );
+        let sql = st::ends(self.dialect());
+        let one = st::one();
+        let lone_in_one = st::lone_in_one();
         // Built only for a flush of several ends. In the order of their
         // tasks' ids, which is the order the update locks them in (a
         // nested loop over the recordset, `KEYED_BEGIN`), as a suspension
@@ -184,28 +135,10 @@ impl Store {
                 .collect();
             Value::Array(rows).to_string()
         };
-        let close_inboxes = format!(
-            "UPDATE task_events SET delivered_at = $2 WHERE task_id IN {} AND delivered_at IS NULL",
-            self.id_set(1)
-        );
-        let take_watchers = format!(
-            "DELETE FROM task_watchers WHERE task_id IN {} RETURNING task_id, address",
-            self.id_set(1)
-        );
-        let read = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE id IN {}",
-            self.id_set(1)
-        );
-        // PostgreSQL's data-modifying CTEs: the three in one statement.
-        let all_in_one = format!(
-            "WITH u AS ({sql}), \
-                  c AS (UPDATE task_events SET delivered_at = $2 \
-                        WHERE task_id IN (SELECT id FROM u) AND delivered_at IS NULL), \
-                  w AS (DELETE FROM task_watchers WHERE task_id IN (SELECT id FROM u) \
-                        RETURNING task_id, address) \
-             SELECT id, parent_id, NULL::text FROM u \
-             UNION ALL SELECT task_id, NULL::uuid, address FROM w"
-        );
+        let close_inboxes = st::close_inboxes(self.dialect());
+        let take_watchers = st::take_watchers(self.dialect());
+        let read = st::read(self.dialect());
+        let all_in_one = st::all_in_one();
         let out: Vec<Option<Finished>> = on_pool_tx!(self, p, begin => {
             let begin = match self.dialect() {
                 Dialect::Postgres => super::KEYED_BEGIN,
@@ -361,12 +294,7 @@ impl Store {
         errors: &[AttemptError],
         run_at: DateTime<Utc>,
     ) -> Result<Task> {
-        let sql = format!(
-            "UPDATE tasks SET state = {SCHEDULED}, run_at = $4, error = $5, errors = $6, executor_id = NULL, \
-                 updated_at = $7, changed_by = $2 \
-             WHERE id = $1 AND {OWNED} \
-             RETURNING {TASK_COLS}"
-        );
+        let sql = st::retry_later();
         let row: Option<Task> = on_pool_write!(self, p => sqlx::query_as(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
             .bind(run_at.trunc_subsecs(6)).bind(error).bind(Json(errors)).bind(now())
@@ -378,11 +306,7 @@ impl Store {
     /// back). The run did not end, so it uses no attempt: the next claim
     /// runs the same attempt again.
     pub async fn hand_back(&self, fence: &Fence) -> Result<()> {
-        let sql = format!(
-            "UPDATE tasks SET state = {PENDING}, executor_id = NULL, attempts = attempts - 1, \
-                 updated_at = $4, changed_by = $2 \
-             WHERE id = $1 AND {OWNED}"
-        );
+        let sql = st::hand_back();
         let res = on_pool_write!(self, p => sqlx::query(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch).bind(now())
             .execute(p).await.map(|r| r.rows_affected()))?;

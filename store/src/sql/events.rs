@@ -1,6 +1,7 @@
 //! The `task_events` table: each task's durable inbox.
 
-use super::{Dialect, Store, FINAL, HELD, PENDING, SUSPENDED, TASK_COLS};
+use super::statements::events as st;
+use super::Store;
 use crate::error::{Error, Result};
 use crate::model::{now, Task, TaskEvent};
 use chrono::{DateTime, Utc};
@@ -28,19 +29,8 @@ impl Store {
         name: &str,
         payload: &Value,
     ) -> Result<(TaskEvent, Option<Task>)> {
-        // The task's row is locked first: a run suspending at the same time
-        // either sees this event or is woken by it (see `journal`).
-        let insert = format!(
-            "INSERT INTO task_events (task_id, name, payload, created_at) \
-             SELECT $1, $2, $3, $4 FROM tasks WHERE id = $1 AND state NOT IN {FINAL} {lock} \
-             RETURNING seq, task_id, name, payload, created_at, delivered_at",
-            lock = self.row_lock()
-        );
-        let wake = format!(
-            "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $2, changed_by = 'event' \
-             WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL AND wake_event = $3 \
-             RETURNING {TASK_COLS}"
-        );
+        let insert = st::add(self.dialect());
+        let wake = st::wake();
         let ts = now();
         let out: Option<(TaskEvent, Option<Task>)> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
@@ -108,27 +98,7 @@ impl Store {
             .iter()
             .map(|(id, seq)| serde_json::json!({"r_id": id, "r_after": seq}))
             .collect();
-        // The requests are the outer side, each an index range of its
-        // task's inbox past its `seq`: SQLite keeps a `CROSS JOIN`'s order;
-        // PostgreSQL is made to by a `LATERAL` subquery it cannot flatten
-        // (its `ORDER BY`), since it guesses 100 rows for the recordset and,
-        // on an inbox table of few tasks, would hash it against a scan of
-        // the whole table (as it did for `task_id IN (…)`).
-        let requests = self.recordset(1, "r", &[("r_id", "uuid"), ("r_after", "bigint")]);
-        let sql = match self.dialect() {
-            Dialect::Sqlite => format!(
-                "SELECT e.seq, e.task_id, e.name, e.payload, e.created_at, e.delivered_at \
-                 FROM {requests} CROSS JOIN task_events e \
-                 WHERE e.task_id = r.r_id AND e.seq > r.r_after ORDER BY e.seq"
-            ),
-            Dialect::Postgres => format!(
-                "SELECT e.seq, e.task_id, e.name, e.payload, e.created_at, e.delivered_at \
-                 FROM {requests} CROSS JOIN LATERAL (\
-                     SELECT seq, task_id, name, payload, created_at, delivered_at FROM task_events \
-                     WHERE task_id = r.r_id AND seq > r.r_after ORDER BY seq) AS e \
-                 ORDER BY e.seq"
-            ),
-        };
+        let sql = st::inboxes_after(self.dialect());
         let rows: Vec<TaskEvent> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(Value::Array(rows).to_string()).fetch_all(p).await)?;
         self.reads.count_inbox(rows.len());
@@ -149,8 +119,7 @@ impl Store {
 
     /// Marks events as held by the task's actor.
     pub async fn mark_delivered(&self, task: Uuid, seq: i64) -> Result<()> {
-        on_pool_write!(self, p => sqlx::query(
-            "UPDATE task_events SET delivered_at = $3 WHERE task_id = $1 AND seq = $2 AND delivered_at IS NULL")
+        on_pool_write!(self, p => sqlx::query(st::MARK_DELIVERED)
             .bind(task).bind(seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
@@ -165,8 +134,7 @@ impl Store {
     /// actor: those it read since it marked the ones up to `after`. (An
     /// index range of the new events, not the whole inbox again.)
     pub async fn mark_delivered_between(&self, task: Uuid, after: i64, seq: i64) -> Result<()> {
-        on_pool_write!(self, p => sqlx::query(
-            "UPDATE task_events SET delivered_at = $4 WHERE task_id = $1 AND seq > $2 AND seq <= $3 AND delivered_at IS NULL")
+        on_pool_write!(self, p => sqlx::query(st::MARK_DELIVERED_BETWEEN)
             .bind(task).bind(after).bind(seq).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
@@ -178,11 +146,7 @@ impl Store {
         executor: &str,
         before: DateTime<Utc>,
     ) -> Result<Vec<UndeliveredEvent>> {
-        Ok(on_pool!(self, p => sqlx::query_as(
-            &format!("SELECT e.seq, e.task_id, e.name, e.payload, e.created_at, e.delivered_at, t.trace_id \
-             FROM task_events e JOIN tasks t ON t.id = e.task_id \
-             WHERE e.delivered_at IS NULL AND e.created_at < $2 AND t.executor_id = $1 \
-               AND t.state IN {HELD} ORDER BY e.seq LIMIT 1000"))
+        Ok(on_pool!(self, p => sqlx::query_as(&st::undelivered())
             .bind(executor).bind(before).fetch_all(p).await)?)
     }
 
@@ -195,9 +159,7 @@ impl Store {
     /// insert locks its task's row first (`add_event`), so one task's events
     /// are numbered in the order they commit (SQLite writes one at a time).
     pub async fn events_after(&self, task: Uuid, seq: i64) -> Result<Vec<TaskEvent>> {
-        let rows: Vec<TaskEvent> = on_pool!(self, p => sqlx::query_as(
-            "SELECT seq, task_id, name, payload, created_at, delivered_at FROM task_events \
-             WHERE task_id = $1 AND seq > $2 ORDER BY seq")
+        let rows: Vec<TaskEvent> = on_pool!(self, p => sqlx::query_as(st::AFTER)
             .bind(task).bind(seq).fetch_all(p).await)?;
         self.reads.count_inbox(rows.len());
         Ok(rows)
@@ -211,9 +173,7 @@ impl Store {
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<TaskEvent>> {
-        Ok(on_pool!(self, p => sqlx::query_as(
-            "SELECT seq, task_id, name, payload, created_at, delivered_at FROM task_events \
-             WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+        Ok(on_pool!(self, p => sqlx::query_as(st::PAGE)
             .bind(task).bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit.clamp(1, 1001)))
             .fetch_all(p).await)?)
     }

@@ -1,15 +1,12 @@
 //! The `executors` table: registration, heartbeats, death.
 
-use super::{Db, Dialect, Store, ALIVE, DEAD, STOPPED};
+use super::statements::executors as st;
+use super::{Db, Dialect, Store};
 use crate::error::Result;
 use crate::model::{now, ExecutorInfo, ExecutorState};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use std::time::Duration;
-
-/// The columns of an [`ExecutorInfo`].
-const EXECUTOR_COLS: &str = "id, node, host, pid, state, kinds, queues, capacity, running, \
-     started_at, last_seen_at, ended_at, ended_by, language, name";
 
 /// An executor registration.
 #[derive(Clone, Debug)]
@@ -59,10 +56,7 @@ impl ExecutorRegistration {
 impl Store {
     /// Registers an executor as alive.
     pub async fn register_executor(&self, r: &ExecutorRegistration) -> Result<()> {
-        on_pool_write!(self, p => sqlx::query(&format!(
-            "INSERT INTO executors (id, node, host, pid, pid_space, pid_start, state, kinds, capacity, running, started_at, last_seen_at, \
-                 queues, kind_options) \
-             VALUES ($1, $2, $3, $4, $5, $6, {ALIVE}, $7, $8, 0, $9, COALESCE($10, CURRENT_TIMESTAMP), $11, $12)"))
+        on_pool_write!(self, p => sqlx::query(&st::register())
             .bind(&r.id).bind(&r.node).bind(&r.host).bind(r.pid)
             .bind(r.process.as_ref().map(|p| p.space.clone()))
             .bind(r.process.as_ref().map(|p| p.start))
@@ -87,16 +81,14 @@ impl Store {
     /// Records a heartbeat. `false` when the executor is no longer alive in
     /// the store (declared dead or stopped): it must stop touching its tasks.
     pub async fn heartbeat(&self, id: &str, running: i32) -> Result<bool> {
-        let res = on_pool_write!(self, p => sqlx::query(&format!(
-            "UPDATE executors SET last_seen_at = COALESCE($2, CURRENT_TIMESTAMP), running = $3 WHERE id = $1 AND state = {ALIVE}"))
+        let res = on_pool_write!(self, p => sqlx::query(&st::heartbeat())
             .bind(id).bind(self.seen_now()).bind(running).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(res == 1)
     }
 
     /// Marks an executor cleanly stopped.
     pub async fn stop_executor(&self, id: &str) -> Result<()> {
-        on_pool_write!(self, p => sqlx::query(&format!(
-            "UPDATE executors SET state = {STOPPED}, running = 0, ended_at = $2 WHERE id = $1 AND state = {ALIVE}"))
+        on_pool_write!(self, p => sqlx::query(&st::stop())
             .bind(id).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
@@ -107,21 +99,25 @@ impl Store {
         me: &str,
         dead_after: Duration,
     ) -> Result<Vec<ExecutorInfo>> {
-        let cols = EXECUTOR_COLS;
         // Staleness is read on the clock the heartbeats were written with
         // (see `seen_now`).
         let rows: Vec<ExecutorInfo> = match &self.db {
             #[cfg(feature = "postgres")]
-            Db::Postgres(p) => sqlx::query_as(&format!(
-                "SELECT {cols} FROM executors WHERE state = {ALIVE} AND id <> $1 \
-                   AND last_seen_at < CURRENT_TIMESTAMP - make_interval(secs => $2)"))
-                .bind(me).bind(dead_after.as_secs_f64()).fetch_all(p).await?,
+            Db::Postgres(p) => {
+                sqlx::query_as(&st::stale(Dialect::Postgres))
+                    .bind(me)
+                    .bind(dead_after.as_secs_f64())
+                    .fetch_all(p)
+                    .await?
+            }
             #[cfg(feature = "sqlite")]
-            Db::Sqlite(p) => sqlx::query_as(&format!(
-                "SELECT {cols} FROM executors WHERE state = {ALIVE} AND id <> $1 AND last_seen_at < $2"))
-                .bind(me)
-                .bind(now() - chrono::Duration::from_std(dead_after).unwrap_or_default())
-                .fetch_all(p).await?,
+            Db::Sqlite(p) => {
+                sqlx::query_as(&st::stale(Dialect::Sqlite))
+                    .bind(me)
+                    .bind(now() - chrono::Duration::from_std(dead_after).unwrap_or_default())
+                    .fetch_all(p)
+                    .await?
+            }
         };
         Ok(rows)
     }
@@ -133,9 +129,7 @@ impl Store {
         me: &str,
         space: &str,
     ) -> Result<Vec<(String, crate::process::ProcessIdentity)>> {
-        let rows: Vec<(String, i32, Option<i64>)> = on_pool!(self, p => sqlx::query_as(&format!(
-            "SELECT id, pid, pid_start FROM executors \
-             WHERE state = {ALIVE} AND id <> $1 AND pid_space = $2"))
+        let rows: Vec<(String, i32, Option<i64>)> = on_pool!(self, p => sqlx::query_as(&st::alive_in_space())
             .bind(me).bind(space).fetch_all(p).await)?;
         Ok(rows
             .into_iter()
@@ -153,17 +147,15 @@ impl Store {
     /// Declares `dead` dead on behalf of `by`. A conditional update: when
     /// several executors try at once, exactly one gets `true`.
     pub async fn declare_dead(&self, dead: &str, by: &str) -> Result<bool> {
-        let res = on_pool_write!(self, p => sqlx::query(&format!(
-            "UPDATE executors SET state = {DEAD}, ended_at = $3, ended_by = $2, running = 0 \
-             WHERE id = $1 AND state = {ALIVE}"))
+        let res = on_pool_write!(self, p => sqlx::query(&st::declare_dead())
             .bind(dead).bind(by).bind(now()).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(res == 1)
     }
 
     /// Every executor, newest first.
     pub async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
-        let rows: Vec<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
-            &format!("SELECT {EXECUTOR_COLS} FROM executors ORDER BY started_at DESC")).fetch_all(p).await)?;
+        let rows: Vec<ExecutorInfo> =
+            on_pool!(self, p => sqlx::query_as(&st::all()).fetch_all(p).await)?;
         Ok(rows)
     }
 
@@ -174,11 +166,7 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ExecutorInfo>> {
-        let sql = format!(
-            "SELECT {EXECUTOR_COLS} FROM executors WHERE $1 IS NULL OR \
-               (started_at, id) < (SELECT started_at, id FROM executors WHERE id = $1) \
-             ORDER BY started_at DESC, id DESC LIMIT $2"
-        );
+        let sql = st::page();
         let rows: Vec<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(after).bind(i64::from(limit.clamp(1, 1001))).fetch_all(p).await)?;
         Ok(rows)
@@ -186,8 +174,8 @@ impl Store {
 
     /// One executor.
     pub async fn executor(&self, id: &str) -> Result<Option<ExecutorInfo>> {
-        let row: Option<ExecutorInfo> = on_pool!(self, p => sqlx::query_as(
-            &format!("SELECT {EXECUTOR_COLS} FROM executors WHERE id = $1")).bind(id).fetch_optional(p).await)?;
+        let row: Option<ExecutorInfo> =
+            on_pool!(self, p => sqlx::query_as(&st::get()).bind(id).fetch_optional(p).await)?;
         Ok(row)
     }
 
@@ -208,9 +196,7 @@ impl Store {
     /// registered them, or `None` if none runs it.
     pub async fn kind_defaults(&self, kind: &str) -> Result<Option<crate::options::TaskOptions>> {
         type KindDefaults = std::collections::BTreeMap<String, crate::options::TaskOptions>;
-        let rows: Vec<(Json<Vec<String>>, Json<KindDefaults>)> = on_pool!(self, p => sqlx::query_as(&format!(
-                "SELECT kinds, kind_options FROM executors WHERE state = {ALIVE} OR language IS NOT NULL \
-                 ORDER BY state = {ALIVE} DESC, started_at DESC"))
+        let rows: Vec<(Json<Vec<String>>, Json<KindDefaults>)> = on_pool!(self, p => sqlx::query_as(&st::kind_defaults())
                 .fetch_all(p).await)?;
         Ok(rows.into_iter().find_map(|(kinds, options)| {
             kinds

@@ -12,7 +12,8 @@
 //! marks on the sub-tasks' rows, which their executors are claiming and
 //! ending meanwhile.
 
-use super::{Dialect, Fence, Store, FINAL, OWNED, PENDING, SUSPENDED, TASK_COLS};
+use super::statements::journal as st;
+use super::{Dialect, Fence, Store};
 use crate::error::{Error, Result};
 use crate::model::{now, Task};
 use chrono::SubsecRound;
@@ -68,18 +69,21 @@ pub enum Suspension {
 /// suspension finds the sub-task final) or sees its rows.
 macro_rules! wake_parents {
     ($store:expr, $tx:expr, $children:expr, $parents:expr, $by:expr) => {{
-        use $crate::sql::journal;
-        if let Some(lock) = journal::lock_parents_sql($store) {
-            sqlx::query(&lock).bind($parents).execute(&mut *$tx).await?;
+        use $crate::sql::{journal, statements::journal as st, Dialect};
+        if $store.dialect() == Dialect::Postgres {
+            sqlx::query(&st::lock_parents())
+                .bind($parents)
+                .execute(&mut *$tx)
+                .await?;
         }
-        let taken: Vec<(uuid::Uuid,)> = sqlx::query_as(&journal::take_awaits_sql($store))
+        let taken: Vec<(uuid::Uuid,)> = sqlx::query_as(&st::take_awaits($store.dialect()))
             .bind($children)
             .fetch_all(&mut *$tx)
             .await?;
         let mut woken: Vec<$crate::model::Task> = Vec::new();
         if !taken.is_empty() {
             let counts = journal::count_by_parent(taken);
-            let counted: Vec<(uuid::Uuid, i32)> = sqlx::query_as(&journal::wake_count_sql($store))
+            let counted: Vec<(uuid::Uuid, i32)> = sqlx::query_as(&st::wake_count($store.dialect()))
                 .bind(counts)
                 .fetch_all(&mut *$tx)
                 .await?;
@@ -87,7 +91,7 @@ macro_rules! wake_parents {
                 if left > 0 {
                     continue;
                 }
-                let sql = journal::wake_parent_sql();
+                let sql = st::wake_parent();
                 let by: &str = ($by)(&parent);
                 let task: Option<$crate::model::Task> = sqlx::query_as(&sql)
                     .bind(parent)
@@ -103,28 +107,7 @@ macro_rules! wake_parents {
 }
 pub(super) use wake_parents;
 
-/// `wake_parents!`'s lock of the parents (`$1`, a JSON array of ids), in
-/// the order of their ids; none on SQLite, whose writes are serial.
-pub(super) fn lock_parents_sql(store: &Store) -> Option<String> {
-    match store.dialect() {
-        Dialect::Sqlite => None,
-        Dialect::Postgres => Some(format!(
-            "SELECT id FROM tasks WHERE {ids} ORDER BY id FOR NO KEY UPDATE",
-            ids = store.key_in("id", 1)
-        )),
-    }
-}
-
-/// `wake_parents!`'s `task_awaits` rows of the sub-tasks `$1` (a JSON array
-/// of ids) taken away, giving the parent of each.
-pub(super) fn take_awaits_sql(store: &Store) -> String {
-    format!(
-        "DELETE FROM task_awaits WHERE {ids} RETURNING parent_id",
-        ids = store.key_in("child_id", 1)
-    )
-}
-
-/// The rows `take_awaits_sql` took, as a JSON array of `{"p": parent,
+/// The rows `take_awaits` took, as a JSON array of `{"p": parent,
 /// "n": rows}` in the order of the parents' ids (the lock order).
 pub(super) fn count_by_parent(taken: Vec<(Uuid,)>) -> String {
     let mut counts: std::collections::BTreeMap<Uuid, i64> = std::collections::BTreeMap::new();
@@ -138,51 +121,10 @@ pub(super) fn count_by_parent(taken: Vec<(Uuid,)>) -> String {
     serde_json::Value::Array(rows).to_string()
 }
 
-/// `wake_parents!`'s count: each suspended parent of `$1` (what
-/// `count_by_parent` made) has its awaited sub-tasks that ended taken off.
-pub(super) fn wake_count_sql(store: &Store) -> String {
-    // By key whatever the planner believes (no join with the recordset,
-    // which a transaction without `KEYED_BEGIN` may hash against a scan of
-    // `tasks`).
-    let counts = store.recordset(1, "c", &[("p", "uuid"), ("n", "int")]);
-    let parents = match store.dialect() {
-        Dialect::Postgres => format!("tasks.id = ANY(ARRAY(SELECT c.p FROM {counts}))"),
-        Dialect::Sqlite => format!("tasks.id IN (SELECT c.p FROM {counts})"),
-    };
-    format!(
-        "UPDATE tasks SET awaiting = tasks.awaiting - (SELECT c.n FROM {counts} WHERE c.p = tasks.id) \
-         WHERE {parents} AND tasks.state = {SUSPENDED} AND tasks.executor_id IS NULL \
-         RETURNING tasks.id, tasks.awaiting"
-    )
-}
-
-/// `wake_parents!`'s wake: the parent whose count reached zero made
-/// `pending` (the count is exact: a suspension sets it to the rows it
-/// wrote, under the lock every end takes first).
-pub(super) fn wake_parent_sql() -> String {
-    format!(
-        "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $2, changed_by = $3 \
-         WHERE id = $1 AND state = {SUSPENDED} AND executor_id IS NULL \
-         RETURNING {TASK_COLS}"
-    )
-}
-
 impl Store {
-    /// The lock a transaction takes on a task row it may change after it
-    /// looked: `FOR UPDATE` on PostgreSQL; nothing on SQLite, whose write
-    /// transactions are serial.
-    pub(super) fn row_lock(&self) -> &'static str {
-        match self.dialect() {
-            Dialect::Sqlite => "",
-            Dialect::Postgres => "FOR UPDATE",
-        }
-    }
-
     /// The task's journal, in the order its steps ended.
     pub async fn steps(&self, task: Uuid) -> Result<Vec<Step>> {
-        let steps: Vec<Step> = on_pool!(self, p => sqlx::query_as(
-            "SELECT name, attempt, state, output, error, started_at, finished_at FROM task_steps \
-             WHERE task_id = $1 ORDER BY finished_at, name")
+        let steps: Vec<Step> = on_pool!(self, p => sqlx::query_as(st::STEPS)
             .bind(task).fetch_all(p).await)?;
         self.reads.count_journal(steps.len());
         Ok(steps)
@@ -191,17 +133,7 @@ impl Store {
     /// Journals a step of the run `fence` owns (a later run of the same
     /// step name replaces it). [`Error::Fenced`] when the run lost the task.
     pub async fn record_step(&self, fence: &Fence, step: &Step) -> Result<()> {
-        // One statement: the task's row is its source, so only the owner
-        // writes, and on PostgreSQL the row's lock orders it against a
-        // takeover. (SQLite needs the `WHERE` to tell ON CONFLICT apart.)
-        let sql = format!(
-            "INSERT INTO task_steps (task_id, name, attempt, state, output, error, started_at, finished_at) \
-             SELECT id, $4, attempts, $5, $6, $7, $8, $9 FROM tasks WHERE id = $1 AND {OWNED} {lock} \
-             ON CONFLICT (task_id, name) DO UPDATE SET attempt = excluded.attempt, state = excluded.state, \
-                 output = excluded.output, error = excluded.error, started_at = excluded.started_at, \
-                 finished_at = excluded.finished_at",
-            lock = self.share_lock()
-        );
+        let sql = st::record_step(self.dialect());
         let n = on_pool_write!(self, p => sqlx::query(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
             .bind(&step.name).bind(&step.state).bind(step.output.as_ref().map(Json))
@@ -217,15 +149,8 @@ impl Store {
     /// (`executor_id` NULL) and waits in the database, unless what it waits
     /// for came meanwhile ([`Suspension::Woken`]).
     pub async fn suspend(&self, fence: &Fence, wait: &Wait) -> Result<Suspension> {
-        let touch = format!(
-            "UPDATE tasks SET updated_at = $4 WHERE id = $1 AND {OWNED} RETURNING cancel_requested"
-        );
-        let park = format!(
-            "UPDATE tasks SET state = {SUSPENDED}, executor_id = NULL, resume = TRUE, run_at = $2, \
-                 waiting = $3, updated_at = $4, changed_by = $5, wake_event = $6, timeout_at = $7, \
-                 awaiting = $8 \
-             WHERE id = $1 RETURNING {TASK_COLS}"
-        );
+        let touch = st::touch();
+        let park = st::park();
         // The sub-tasks as one JSON array parameter, not a placeholder
         // each: PostgreSQL took 480 ms to bind 10,000 listed one by one
         // (issue 24), and SQLite allows at most 32,766. Every statement
@@ -241,14 +166,8 @@ impl Store {
         // takes before it looks at them (`wake_parents!`). Marking the
         // sub-tasks' rows instead waited 3.8 s in a fan-out of 10,000 on
         // PostgreSQL for the claims and ends of those very sub-tasks.
-        let forget = "DELETE FROM task_awaits WHERE parent_id = $1";
-        let awaits = format!(
-            "INSERT INTO task_awaits (child_id, parent_id) \
-             SELECT id, parent_id FROM tasks \
-             WHERE {children} AND parent_id = $1 AND {state} NOT IN {FINAL}",
-            children = self.key_in("id", 2),
-            state = self.unindexed("state")
-        );
+        let forget = st::FORGET_AWAITS;
+        let awaits = st::awaits(self.dialect());
         let children = super::ids_json(&wait.children);
         let ts = now();
         let out = on_pool_tx!(self, p, begin => {
@@ -274,8 +193,7 @@ impl Store {
             // index range, usually empty), not the whole inbox: a task that
             // waits k times would otherwise count O(k²) rows.
             if let (false, Some(event)) = (woken, &wait.event) {
-                let (n,): (i64,) = sqlx::query_as(
-                    "SELECT COUNT(*) FROM task_events WHERE task_id = $1 AND seq > $2 AND name = $3")
+                let (n,): (i64,) = sqlx::query_as(st::EVENTS_PAST)
                     .bind(fence.task_id).bind(wait.seen_seq).bind(event).fetch_one(&mut *tx).await?;
                 woken = n > 0;
             }

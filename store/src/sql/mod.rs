@@ -23,6 +23,7 @@
 
 mod connect;
 mod group;
+mod statements;
 
 #[cfg(feature = "postgres")]
 use sqlx::PgPool;
@@ -31,13 +32,14 @@ use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::model::{ExecutorState, Task, TaskEvent, TaskState};
+use crate::model::{Task, TaskEvent};
 
 pub use connect::StoreOptions;
 #[cfg(feature = "postgres")]
 use connect::MIGRATOR_POSTGRES;
 #[cfg(feature = "sqlite")]
 use connect::MIGRATOR_SQLITE;
+use statements::KEYED_BEGIN;
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 compile_error!(
@@ -258,106 +260,6 @@ pub enum Dialect {
     Postgres,
 }
 
-/// The columns of a task, in [`Task`] order.
-const TASK_COLS: &str = "id, kind, state, input, output, error, progress, parent_id, executor_id, \
-     epoch, attempts, cancel_requested, watched, idempotency_key, trace_id, created_at, started_at, \
-     finished_at, updated_at, queue, priority, run_at, max_attempts, backoff_ms, timeout_ms, errors, \
-     parent_attempt, waiting, schedule, timeout_at";
-
-/// [`TASK_COLS`] of the table aliased `alias`.
-fn qualified(alias: &str) -> String {
-    TASK_COLS
-        .split(", ")
-        .map(|c| format!("{alias}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A task state as an SQL literal (`'pending'`): statements name states
-/// through [`TaskState`], never by spelling them out.
-#[derive(Clone, Copy)]
-struct St(TaskState);
-
-impl std::fmt::Display for St {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "'{}'", self.0.as_str())
-    }
-}
-
-/// The task states that pass a test, as an SQL list (`('a','b')`).
-#[derive(Clone, Copy)]
-struct States(fn(TaskState) -> bool);
-
-impl std::fmt::Display for States {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<String> = TaskState::ALL
-            .into_iter()
-            .filter(|s| (self.0)(*s))
-            .map(|s| St(s).to_string())
-            .collect();
-        write!(f, "({})", names.join(","))
-    }
-}
-
-const SCHEDULED: St = St(TaskState::Scheduled);
-const PENDING: St = St(TaskState::Pending);
-const RUNNING: St = St(TaskState::Running);
-const SUSPENDED: St = St(TaskState::Suspended);
-const FAILED: St = St(TaskState::Failed);
-const CANCELLED: St = St(TaskState::Cancelled);
-/// `succeeded`, `failed`, `cancelled`.
-const FINAL: States = States(TaskState::is_final);
-/// `running`, `suspended`: held by an executor.
-const HELD: States = States(TaskState::is_owned);
-
-/// An executor state as an SQL literal (`'alive'`): statements name
-/// executor states through [`ExecutorState`], as task states through
-/// [`TaskState`], never by spelling them out.
-#[derive(Clone, Copy)]
-struct Ex(ExecutorState);
-
-impl std::fmt::Display for Ex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "'{}'", self.0.as_str())
-    }
-}
-
-const ALIVE: Ex = Ex(ExecutorState::Alive);
-const STOPPED: Ex = Ex(ExecutorState::Stopped);
-const DEAD: Ex = Ex(ExecutorState::Dead);
-
-/// The fence of a declared death, the one spelling of it: true while the
-/// executor whose id is the SQL expression `.0` (`$2`, `u.u_exec`,
-/// `tasks.executor_id`) has not been declared dead. The declaration is
-/// the fence: nothing an executor writes under an id declared dead lands.
-#[derive(Clone, Copy)]
-struct NotDead(&'static str);
-
-impl std::fmt::Display for NotDead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = {} AND e.state = {DEAD})",
-            self.0
-        )
-    }
-}
-
-/// The `WHERE` clause of a fenced write, with `$2` the executor and `$3` the
-/// epoch of the [`Fence`].
-struct Owned;
-
-impl std::fmt::Display for Owned {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "executor_id = $2 AND epoch = $3 AND state IN {HELD} AND {}",
-            NotDead("$2")
-        )
-    }
-}
-const OWNED: Owned = Owned;
-
 /// The ownership a running task's writes must prove.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fence {
@@ -366,30 +268,10 @@ pub struct Fence {
     pub epoch: i64,
 }
 
-/// The ids for [`Store::id_set`]: a JSON array of their text forms.
+/// The ids for `statements::id_set`: a JSON array of their text forms.
 fn ids_json<'a>(ids: impl IntoIterator<Item = &'a Uuid>) -> String {
     let ids: Vec<String> = ids.into_iter().map(|id| id.to_string()).collect();
     serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
-}
-
-/// How a flush of runs' ends begins on PostgreSQL: every statement in it
-/// reads tasks, inboxes and watchers by key, and the planner is told so.
-/// Its statistics lag behind a young task table that grows by thousands a
-/// second: under `cargo bench --bench http` it joined a flush of 80 ends
-/// to a sequential scan of 13,500 tasks (9.5 of 13.5 ms), and under the
-/// throughput bench it walked an owner's held tasks for every end. One
-/// simple-protocol round trip, as the plain `BEGIN` was; the settings end
-/// with the transaction, and the history trigger keeps its own (migration
-/// 0010).
-const KEYED_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
-     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
-
-/// `$start, $start+1, …` for an `IN (…)` list of `n` values.
-fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Store {
@@ -444,12 +326,12 @@ impl Store {
                 // A migration may rewrite a large table: no statement
                 // timeout on the connection that applies them.
                 let mut conn = p.acquire().await?;
-                sqlx::query("SET statement_timeout = 0")
+                sqlx::query(statements::store::NO_STATEMENT_TIMEOUT)
                     .execute(&mut *conn)
                     .await?;
                 let res = MIGRATOR_POSTGRES.run(&mut *conn).await;
                 if res.is_ok() {
-                    sqlx::query("RESET statement_timeout")
+                    sqlx::query(statements::store::RESET_STATEMENT_TIMEOUT)
                         .execute(&mut *conn)
                         .await?;
                 } else {
@@ -459,108 +341,6 @@ impl Store {
             }
         }
         Ok(())
-    }
-
-    /// A subquery yielding the task ids of parameter `$n`, bound as
-    /// [`ids_json`]: one SQL text whatever the number of ids (so one
-    /// prepared statement), where an `IN ($1, $2, …)` list would make one
-    /// per count.
-    fn id_set(&self, n: usize) -> String {
-        match self.dialect() {
-            Dialect::Sqlite => {
-                format!("(SELECT unhex(replace(value, '-', '')) FROM json_each(${n}))")
-            }
-            Dialect::Postgres => format!("(SELECT jsonb_array_elements_text(${n}::jsonb)::uuid)"),
-        }
-    }
-
-    /// A table read from the JSON array of objects bound as `$n`, named
-    /// `alias`, with `columns` (name, PostgreSQL type): `jsonb_to_recordset`
-    /// on PostgreSQL, `json_each` on SQLite (where a `uuid` column is read
-    /// from its text form into the blob the tables hold). One SQL text,
-    /// one prepared statement, whatever the number of rows.
-    fn recordset(&self, n: usize, alias: &str, columns: &[(&str, &str)]) -> String {
-        let list = |f: &dyn Fn(&str, &str) -> String| {
-            columns
-                .iter()
-                .map(|(c, t)| f(c, t))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match self.dialect() {
-            Dialect::Postgres => format!(
-                "jsonb_to_recordset(${n}::jsonb) AS {alias}({})",
-                list(&|c, t| format!("{c} {t}"))
-            ),
-            Dialect::Sqlite => format!(
-                "(SELECT {} FROM json_each(${n})) AS {alias}",
-                list(&|c, t| match t {
-                    "uuid" =>
-                        format!("unhex(replace(json_extract(value, '$.{c}'), '-', '')) AS {c}"),
-                    _ => format!("json_extract(value, '$.{c}') AS {c}"),
-                })
-            ),
-        }
-    }
-
-    /// `column`, spelled so that no planner picks an index on it (SQLite's
-    /// unary `+`, PostgreSQL's `|| ''`, both on text columns): for the
-    /// statements whose plans a planner got wrong when its statistics lag
-    /// behind a table that grows and churns fast (see the callers).
-    fn unindexed(&self, column: &str) -> String {
-        match self.dialect() {
-            Dialect::Postgres => format!("({column} || '')"),
-            Dialect::Sqlite => format!("+{column}"),
-        }
-    }
-
-    /// The cast that turns JSON text into the JSON column type.
-    fn json_cast(&self) -> &'static str {
-        match self.dialect() {
-            Dialect::Postgres => "::jsonb",
-            Dialect::Sqlite => "",
-        }
-    }
-
-    /// The row lock a transaction takes on a task it reads before deciding
-    /// something another transaction's finish could change. PostgreSQL
-    /// (read committed) needs `FOR SHARE` so the two serialize on the row;
-    /// SQLite write transactions (`BEGIN IMMEDIATE`) are serial already.
-    fn share_lock(&self) -> &'static str {
-        match self.dialect() {
-            Dialect::Sqlite => "",
-            Dialect::Postgres => "FOR SHARE",
-        }
-    }
-
-    /// `col` is one of the ids the CTE `cte` picked, as a condition that
-    /// reads `tasks` by key whatever the planner believes: on PostgreSQL
-    /// `col = ANY(ARRAY(SELECT id FROM cte))`, an array built once (an
-    /// InitPlan) and probed through the primary key, where `IN (SELECT …)`
-    /// let a generic plan, whose statistics said "nothing pending", turn
-    /// the update into a nested loop of every pending task against the
-    /// picked ids (1.29 million comparisons, 290 ms a claim, after a quiet
-    /// spell). SQLite plans `IN (SELECT …)` as a lookup by key already.
-    fn in_set(&self, col: &str, cte: &str) -> String {
-        match self.dialect() {
-            Dialect::Sqlite => format!("{col} IN (SELECT id FROM {cte})"),
-            Dialect::Postgres => format!("{col} = ANY(ARRAY(SELECT id FROM {cte}))"),
-        }
-    }
-
-    /// `col` is one of the ids of the JSON array bound as `$n`, as a
-    /// condition that reads `tasks` by key whatever the planner believes
-    /// (see [`in_set`](Self::in_set)): `IN (SELECT jsonb_array_elements…)`
-    /// beside a `parent_id` let generic plans after a quiet spell walk
-    /// 50,000 to 180,000 rows for a fan-out's 1,000 sub-tasks
-    /// (`tests/plans.rs`).
-    fn key_in(&self, col: &str, n: usize) -> String {
-        match self.dialect() {
-            Dialect::Sqlite => format!("{col} IN {}", self.id_set(n)),
-            Dialect::Postgres => {
-                format!("{col} = ANY(ARRAY(SELECT jsonb_array_elements_text(${n}::jsonb)::uuid))")
-            }
-        }
     }
 
     /// Connections open and, of those, idle in the pool: for diagnostics.
@@ -608,6 +388,15 @@ impl Store {
         }
     }
 
+    /// Every SQL statement the store sends on `dialect`, by name, each
+    /// variable one in representative shapes (see `sql/statements.rs`):
+    /// for `tests/statements.rs`, which prepares them all on both
+    /// databases. Not part of the store's interface.
+    #[doc(hidden)]
+    pub fn statements(dialect: Dialect) -> Vec<(&'static str, String)> {
+        statements::catalogue(dialect)
+    }
+
     /// Which database this is.
     pub fn dialect(&self) -> Dialect {
         match self.db {
@@ -630,7 +419,7 @@ impl Store {
 
     /// A trivial query, for health checks.
     pub async fn ping(&self) -> Result<()> {
-        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|r| r.rows_affected()))?;
+        on_pool!(self, p => sqlx::query(statements::store::PING).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 }

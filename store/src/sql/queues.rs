@@ -14,9 +14,8 @@
 //! all. Then one statement claims up to the executor's free slots across
 //! all its queues, each queue's share capped by what its limits allow.
 
-use super::{
-    placeholders, Dialect, Store, ALIVE, PENDING, RUNNING, SCHEDULED, SUSPENDED, TASK_COLS,
-};
+use super::statements::queues as st;
+use super::{Dialect, Store};
 use crate::error::Result;
 use crate::model::{now, ExecutorState, Task, TaskState};
 use chrono::{DateTime, Utc};
@@ -84,26 +83,11 @@ impl Store {
         if queues.is_empty() || kinds.is_empty() || limit == 0 {
             return Ok(Claimed::default());
         }
-        let (lock, clock, skip) = match self.dialect() {
-            Dialect::Postgres => ("FOR UPDATE", "clock_timestamp()", "FOR UPDATE SKIP LOCKED"),
-            Dialect::Sqlite => ("", "NULL", ""),
-        };
-        // Lock rows in name order: executors serving overlapping sets of
-        // limited queues never wait for each other in a circle.
-        let limits_sql = |lock: &str| {
-            format!(
-                "SELECT name, concurrency, rate_per_s, paused, tokens, tokens_at, {clock} AS clock \
-                 FROM queues WHERE name IN ({}) \
-                   AND (concurrency IS NOT NULL OR rate_per_s IS NOT NULL OR paused) \
-                 ORDER BY name {lock}",
-                placeholders(1, queues.len())
-            )
-        };
         // The common case first: none of the queues has a limit. Then the
         // claim is one statement on its own, no transaction, no lock; a
         // limit set between the look and the claim is seen by the claim's
         // own guard (see `Plan::statement`).
-        let look = limits_sql("");
+        let look = st::limits(self.dialect(), queues.len(), false);
         let found: Vec<Limits> = on_pool!(self, p => {
             let mut q = sqlx::query_as::<_, Limits>(&look);
             for name in queues {
@@ -119,18 +103,12 @@ impl Store {
                 limited: false,
             });
         }
-        let limits_sql = limits_sql(lock);
+        let limits_sql = st::limits(self.dialect(), queues.len(), true);
         let with_concurrency = |ls: &[Limits]| -> Vec<String> {
             ls.iter()
                 .filter(|l| l.concurrency.is_some() && !l.paused)
                 .map(|l| l.name.clone())
                 .collect()
-        };
-        let running_sql = |n: usize| {
-            format!(
-                "SELECT queue, COUNT(*) FROM tasks WHERE state = {RUNNING} AND queue IN ({}) GROUP BY queue",
-                placeholders(1, n)
-            )
         };
         let claimed = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
@@ -143,7 +121,7 @@ impl Store {
             let running: Vec<(String, i64)> = if counted.is_empty() {
                 Vec::new()
             } else {
-                let sql = running_sql(counted.len());
+                let sql = st::running(counted.len());
                 let mut q = sqlx::query_as(&sql);
                 for name in &counted {
                     q = q.bind(name);
@@ -155,7 +133,7 @@ impl Store {
             let tasks: Vec<Task> = if plan.shares.is_empty() {
                 Vec::new()
             } else {
-                let sql = plan.statement(kinds.len(), skip, &self.in_set("id", "picked"), &self.unindexed("state"));
+                let sql = plan.statement(self.dialect(), kinds.len());
                 let mut q = sqlx::query_as(&sql)
                     .bind(executor)
                     .bind(now())
@@ -172,7 +150,7 @@ impl Store {
             for b in &plan.buckets {
                 let took = tasks.iter().filter(|t| t.queue == b.name).count() as f64;
                 let left = (b.tokens - took).max(0.0);
-                sqlx::query("UPDATE queues SET tokens = $2, tokens_at = $3 WHERE name = $1")
+                sqlx::query(st::TOKENS)
                     .bind(&b.name)
                     .bind(left)
                     .bind(plan.now)
@@ -214,17 +192,8 @@ impl Store {
         if queues.is_empty() || kinds.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let skip = match self.dialect() {
-            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
-        };
         let plan = Plan::new(queues, &[], &[], limit, now());
-        let sql = plan.statement(
-            kinds.len(),
-            skip,
-            &self.in_set("id", "picked"),
-            &self.unindexed("state"),
-        );
+        let sql = plan.statement(self.dialect(), kinds.len());
         let mut tasks: Vec<Task> = on_pool_write!(self, p => {
             let mut q = sqlx::query_as(&sql)
                 .bind(executor)
@@ -246,25 +215,7 @@ impl Store {
     /// `limit`, the longest due first), on behalf of `by`, and returns them.
     /// Any process may run it at any time: a task is promoted once.
     pub async fn promote_due(&self, by: &str, limit: u32) -> Result<Vec<Task>> {
-        let skip = match self.dialect() {
-            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
-        };
-        // `state`, spelled so that no planner picks the state index for a
-        // timer query: with many tasks `suspended` that index reads them all
-        // (and sorts), where `tasks_due` reads only those due. Measured with
-        // 100,000 timers pending: SQLite's timer lag p50 went from 2.6 to 70
-        // ms; PostgreSQL, whose statistics lag behind a fast-growing table,
-        // bitmap-ANDed the two indexes (6 ms a promotion, 0.2 ms without).
-        let state = self.unindexed("state");
-        let keyed = self.in_set("id", "due");
-        let sql = format!(
-            "WITH due AS MATERIALIZED (SELECT id FROM tasks WHERE run_at <= $1 AND {state} IN ({SCHEDULED}, {SUSPENDED}) \
-                                       ORDER BY run_at LIMIT $3 {skip}) \
-             UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, updated_at = $1, changed_by = $2 \
-             WHERE {keyed} AND {state} IN ({SCHEDULED}, {SUSPENDED}) AND run_at <= $1 \
-             RETURNING {TASK_COLS}"
-        );
+        let sql = st::promote_due(self.dialect());
         let rows: Vec<Task> = on_pool_write!(self, p => sqlx::query_as(&sql)
             .bind(now()).bind(by).bind(i64::from(limit)).fetch_all(p).await)?;
         Ok(rows)
@@ -272,11 +223,7 @@ impl Store {
 
     /// When the next `scheduled` task or durable timer is due (an index lookup).
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        let state = self.unindexed("state"); // as in `promote_due`
-        let sql = format!(
-            "SELECT run_at FROM tasks WHERE run_at IS NOT NULL AND {state} IN ({SCHEDULED}, {SUSPENDED}) \
-             ORDER BY run_at LIMIT 1"
-        );
+        let sql = st::next_due(self.dialect());
         let row: Option<(Option<DateTime<Utc>>,)> =
             on_pool!(self, p => sqlx::query_as(&sql).fetch_optional(p).await)?;
         Ok(row.and_then(|r| r.0))
@@ -301,10 +248,9 @@ impl Store {
     /// The counts are those of `stats.rs` (counters the triggers keep, on
     /// PostgreSQL).
     async fn queue_infos(&self, only: Option<&str>) -> Result<Vec<QueueInfo>> {
-        let settings: Vec<(String, Option<i32>, Option<f64>, bool)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT name, concurrency, rate_per_s, paused FROM queues WHERE $1 IS NULL OR name = $1")
+        let settings: Vec<(String, Option<i32>, Option<f64>, bool)> = on_pool!(self, p => sqlx::query_as(st::SETTINGS)
             .bind(only).fetch_all(p).await)?;
-        let counts: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(&self.counts_sql(true))
+        let counts: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(&super::statements::stats::counts(self.dialect(), true))
             .bind(only).fetch_all(p).await)?;
         let served: Vec<String> = self
             .executors()
@@ -354,19 +300,8 @@ impl Store {
     pub async fn update_queue(&self, name: &str, u: &QueueUpdate) -> Result<QueueInfo> {
         crate::options::validate_queue_name(name)?;
         u.validate()?;
-        let select = format!(
-            "SELECT concurrency, rate_per_s, paused FROM queues WHERE name = $1 {}",
-            match self.dialect() {
-                Dialect::Postgres => "FOR UPDATE",
-                Dialect::Sqlite => "",
-            }
-        );
-        let upsert = "INSERT INTO queues (name, concurrency, rate_per_s, paused, tokens, tokens_at, updated_at) \
-                      VALUES ($1, $2, $3, $4, $5, NULL, $6) \
-                      ON CONFLICT (name) DO UPDATE SET concurrency = $2, rate_per_s = $3, paused = $4, \
-                          tokens = CASE WHEN queues.rate_per_s IS NOT DISTINCT FROM $3 THEN queues.tokens ELSE $5 END, \
-                          tokens_at = CASE WHEN queues.rate_per_s IS NOT DISTINCT FROM $3 THEN queues.tokens_at ELSE NULL END, \
-                          updated_at = $6";
+        let select = st::settings_of(self.dialect());
+        let upsert = st::UPSERT;
         on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
             let old: Option<(Option<i32>, Option<f64>, bool)> =
@@ -470,70 +405,14 @@ impl Plan {
         }
     }
 
-    /// The claim: `$1` executor, `$2` now, `$3` the free slots, then the
-    /// kinds, then a name and a share per queue. One sub-select per queue
-    /// walks that queue's ready index (priority, then age) no further than
-    /// its share; the union is cut to the free slots by priority. The pick
-    /// is a MATERIALIZED CTE, evaluated once: as a plain `IN (SELECT …
-    /// FOR UPDATE SKIP LOCKED)` PostgreSQL may evaluate it again (a recheck
-    /// after a concurrent update) and claim more than the free slots.
-    ///
-    /// A queue that had no limits when the claim looked is guarded: should
-    /// a limit or a pause have been committed since, the statement (whose
-    /// snapshot is newer) takes nothing from it, and the next claim takes
-    /// the limited way.
-    ///
-    /// `keyed` finds the picked rows by key; `state` is the state column as
-    /// the update's own check spells it: unindexed (`Store::unindexed`), so
-    /// that the check cannot make the pending tasks' partial index a way to
-    /// the picked ids. Spelled plainly, it did: statistics taken while
-    /// nothing was pending make that index look empty, and a generic plan
-    /// looked each claim's ids up by walking all of it (a backlog of
-    /// 100,000: 21 ms of a claim's 40, drain 5,611 → 1,550 tasks/s).
-    fn statement(&self, kinds: usize, skip: &str, keyed: &str, state: &str) -> String {
-        let kinds_in = placeholders(4, kinds);
-        let mut n = 4 + kinds;
-        let picks: Vec<String> = self
+    /// The claim for this plan's queues (see `statements::queues::claim`).
+    fn statement(&self, d: Dialect, kinds: usize) -> String {
+        let unlimited: Vec<bool> = self
             .shares
             .iter()
-            .enumerate()
-            .map(|(i, (name, _))| {
-                let (q, l) = (n, n + 1);
-                n += 2;
-                let guard = if self.unlimited.contains(name) {
-                    format!(
-                        " AND NOT EXISTS (SELECT 1 FROM queues g WHERE g.name = ${q} \
-                           AND (g.concurrency IS NOT NULL OR g.rate_per_s IS NOT NULL OR g.paused))"
-                    )
-                } else {
-                    String::new()
-                };
-                format!(
-                    "SELECT id, priority FROM (SELECT id, priority FROM tasks \
-                         WHERE state = {PENDING} AND queue = ${q} AND kind IN ({kinds_in}){guard} \
-                         ORDER BY priority DESC, id LIMIT ${l} {skip}) AS q{i}"
-                )
-            })
+            .map(|(name, _)| self.unlimited.contains(name))
             .collect();
-        // `pending_since = updated_at` keeps the time the task became
-        // pending (SET reads the row as it was; every move to pending sets
-        // `updated_at`), for the queue-wait histogram.
-        // The claim's time, and never before the row's last change: `$2`
-        // is read before the statement waits for a connection, and a task
-        // promoted at its due time meanwhile must not show a start before
-        // it (nor a history line before the promotion's).
-        let at = "(CASE WHEN updated_at > $2 THEN updated_at ELSE $2 END)";
-        format!(
-            "WITH picked AS MATERIALIZED (SELECT id FROM ({}) AS c ORDER BY priority DESC, id LIMIT $3) \
-             UPDATE tasks SET state = {RUNNING}, executor_id = $1, epoch = epoch + 1, \
-                 attempts = attempts + CASE WHEN resume THEN 0 ELSE 1 END, \
-                 timeout_at = CASE WHEN resume THEN timeout_at ELSE NULL END, resume = FALSE, started_at = COALESCE(started_at, {at}), pending_since = updated_at, updated_at = {at}, changed_by = $1 \
-             WHERE {keyed} \
-               AND {state} = {PENDING} \
-               AND EXISTS (SELECT 1 FROM executors e WHERE e.id = $1 AND e.state = {ALIVE}) \
-             RETURNING {TASK_COLS}, pending_since",
-            picks.join(" UNION ALL ")
-        )
+        st::claim(d, kinds, &unlimited)
     }
 }
 
@@ -587,12 +466,7 @@ mod tests {
         // A full concurrency limit leaves the queue out.
         let plan = Plan::new(&qs[1..2], &ls, &[("b".into(), 3)], 8, Utc::now());
         assert!(plan.shares.is_empty());
-        let sql = Plan::new(&qs, &ls, &[], 8, Utc::now()).statement(
-            2,
-            "",
-            "id IN (SELECT id FROM picked)",
-            "+state",
-        );
+        let sql = Plan::new(&qs, &ls, &[], 8, Utc::now()).statement(Dialect::Sqlite, 2);
         assert!(
             sql.contains("queue = $6") && sql.contains("LIMIT $11"),
             "{sql}"

@@ -3,7 +3,8 @@
 //! retention. A tree goes as a whole, and only when every task in it is
 //! final, so nothing still running loses its parent.
 
-use super::{placeholders, Store, DEAD, STOPPED};
+use super::statements::retention as st;
+use super::Store;
 use crate::error::Result;
 use crate::model::{now, TaskState};
 use std::time::Duration;
@@ -138,9 +139,7 @@ impl Store {
     /// by key (a task's history names its executors as text).
     pub async fn delete_expired_executors(&self, keep: Duration, limit: u32) -> Result<u64> {
         let before = now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-        let n = on_pool_write!(self, p => sqlx::query(&format!(
-            "DELETE FROM executors WHERE id IN (SELECT id FROM executors \
-             WHERE state IN ({DEAD}, {STOPPED}) AND ended_at < $1 LIMIT $2)"))
+        let n = on_pool_write!(self, p => sqlx::query(&st::delete_executors())
             .bind(before).bind(i64::from(limit)).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(n)
     }
@@ -158,9 +157,7 @@ impl Store {
         ] {
             let Some(keep) = r.of(state) else { continue };
             let before = now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-            let ids: Vec<(Uuid,)> = on_pool!(self, p => sqlx::query_as(
-                "SELECT id FROM tasks WHERE parent_id IS NULL AND state = $1 AND finished_at < $2 \
-                 ORDER BY finished_at LIMIT $3")
+            let ids: Vec<(Uuid,)> = on_pool!(self, p => sqlx::query_as(st::DUE_ROOTS)
                 .bind(state.as_str()).bind(before).bind(i64::from(roots))
                 .fetch_all(p).await)?;
             due.extend(ids.into_iter().map(|r| r.0));
@@ -171,17 +168,7 @@ impl Store {
         // Every task of those trees, with its depth and state.
         let mut members: Vec<(Uuid, Uuid, i32, String)> = Vec::new();
         for chunk in due.chunks(CHUNK) {
-            // The state rides along in the recursion: a join back to
-            // `tasks` after it was planned, on PostgreSQL at a million rows,
-            // as a hash join over the whole table (0.6 s a batch).
-            let sql = format!(
-                "WITH RECURSIVE tree(root, id, depth, state) AS ( \
-                     SELECT id, id, 0, state FROM tasks WHERE id IN ({}) \
-                     UNION ALL SELECT tree.root, t.id, tree.depth + 1, t.state \
-                     FROM tasks t JOIN tree ON t.parent_id = tree.id) \
-                 SELECT root, id, depth, state FROM tree",
-                placeholders(1, chunk.len())
-            );
+            let sql = st::trees(chunk.len());
             let rows: Vec<(Uuid, Uuid, i32, String)> = on_pool!(self, p => {
                 let mut q = sqlx::query_as(&sql);
                 for id in chunk {
@@ -208,16 +195,15 @@ impl Store {
             let mut tx = p.begin_with(begin).await?;
             let mut deleted = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(CHUNK) {
-                let list = placeholders(1, chunk.len());
-                for table in ["task_history", "task_events", "task_watchers", "task_steps"] {
-                    let sql = format!("DELETE FROM {table} WHERE task_id IN ({list})");
+                for table in st::MEMBER_TABLES {
+                    let sql = st::delete_rows_of(table, chunk.len());
                     let mut q = sqlx::query(&sql);
                     for id in chunk {
                         q = q.bind(id);
                     }
                     q.execute(&mut *tx).await?;
                 }
-                let sql = format!("DELETE FROM tasks WHERE id IN ({list}) RETURNING state");
+                let sql = st::delete_tasks(chunk.len());
                 let mut q = sqlx::query_as(&sql);
                 for id in chunk {
                     q = q.bind(id);

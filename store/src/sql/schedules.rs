@@ -10,7 +10,8 @@
 
 use chrono::SubsecRound;
 
-use super::{Store, TaskInsert, TASK_COLS};
+use super::statements::schedules as st;
+use super::{Store, TaskInsert};
 use crate::error::{Error, Result};
 use crate::model::{now, Task};
 use chrono::{DateTime, Utc};
@@ -18,13 +19,10 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::creates::{bind_insert, INSERT_COLS, INSERT_VALUES};
+use super::creates::bind_insert;
 
 use crate::model::{Schedule, ScheduleSpec};
 use crate::options::TaskOptions;
-
-const SCHEDULE_COLS: &str = "name, cron, kind, input, options, catch_up, enabled, next_run_at, \
-     last_run_at, last_task_id, created_at, updated_at";
 
 /// A row of `schedules`.
 #[derive(sqlx::FromRow)]
@@ -90,19 +88,9 @@ impl Store {
     ) -> Result<(Schedule, bool)> {
         let ts = now();
         let next = next_run_at.map(|t| t.trunc_subsecs(6));
-        let existing_sql = format!(
-            "SELECT cron, enabled, next_run_at FROM schedules WHERE name = $1 {}",
-            self.row_lock()
-        );
-        let insert = format!(
-            "INSERT INTO schedules ({SCHEDULE_COLS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $9) RETURNING {SCHEDULE_COLS}"
-        );
-        let update = format!(
-            "UPDATE schedules SET cron = $2, kind = $3, input = $4, options = $5, catch_up = $6, \
-                 enabled = $7, next_run_at = $8, updated_at = $9 \
-             WHERE name = $1 RETURNING {SCHEDULE_COLS}"
-        );
+        let existing_sql = st::existing(self.dialect());
+        let insert = st::insert();
+        let update = st::update();
         let (row, created): (Row, bool) = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
             let existing: Option<(String, bool, Option<DateTime<Utc>>)> =
@@ -127,7 +115,7 @@ impl Store {
 
     /// Schedule `name`.
     pub async fn schedule(&self, name: &str) -> Result<Schedule> {
-        let sql = format!("SELECT {SCHEDULE_COLS} FROM schedules WHERE name = $1");
+        let sql = st::get();
         let row: Option<Row> =
             on_pool!(self, p => sqlx::query_as(&sql).bind(name).fetch_optional(p).await)?;
         row.map(Into::into)
@@ -136,24 +124,21 @@ impl Store {
 
     /// Every schedule, by name.
     pub async fn schedules(&self) -> Result<Vec<Schedule>> {
-        let sql = format!("SELECT {SCHEDULE_COLS} FROM schedules ORDER BY name");
+        let sql = st::all();
         let rows: Vec<Row> = on_pool!(self, p => sqlx::query_as(&sql).fetch_all(p).await)?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Deletes schedule `name` (its tasks stay); `false` if there was none.
     pub async fn delete_schedule(&self, name: &str) -> Result<bool> {
-        let n = on_pool_write!(self, p => sqlx::query("DELETE FROM schedules WHERE name = $1")
+        let n = on_pool_write!(self, p => sqlx::query(st::REMOVE)
             .bind(name).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(n > 0)
     }
 
     /// Enabled schedules whose next slot has come, the longest due first.
     pub async fn due_schedules(&self, at: DateTime<Utc>, limit: u32) -> Result<Vec<Schedule>> {
-        let sql = format!(
-            "SELECT {SCHEDULE_COLS} FROM schedules WHERE enabled AND next_run_at <= $1 \
-             ORDER BY next_run_at LIMIT $2"
-        );
+        let sql = st::due();
         let rows: Vec<Row> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(at).bind(limit as i64).fetch_all(p).await)?;
         Ok(rows.into_iter().map(Into::into).collect())
@@ -161,9 +146,7 @@ impl Store {
 
     /// When the next slot of an enabled schedule comes (an index lookup).
     pub async fn next_schedule_due(&self) -> Result<Option<DateTime<Utc>>> {
-        let row: Option<(Option<DateTime<Utc>>,)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT next_run_at FROM schedules WHERE enabled AND next_run_at IS NOT NULL \
-             ORDER BY next_run_at LIMIT 1")
+        let row: Option<(Option<DateTime<Utc>>,)> = on_pool!(self, p => sqlx::query_as(st::NEXT_DUE)
             .fetch_optional(p).await)?;
         Ok(row.and_then(|r| r.0))
     }
@@ -182,18 +165,9 @@ impl Store {
         tasks: &[TaskInsert],
     ) -> Result<Option<Fired>> {
         let ts = now();
-        let advance = format!(
-            "UPDATE schedules SET next_run_at = $2, updated_at = $3 \
-             WHERE name = $1 AND enabled AND next_run_at = $4 RETURNING {SCHEDULE_COLS}"
-        );
-        let last = format!(
-            "UPDATE schedules SET last_run_at = $2, last_task_id = $3 WHERE name = $1 \
-             RETURNING {SCHEDULE_COLS}"
-        );
-        let insert = format!(
-            "INSERT INTO tasks ({INSERT_COLS}) VALUES ({INSERT_VALUES}) \
-             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
-        );
+        let advance = st::advance();
+        let last = st::last();
+        let insert = st::insert_task();
         let out: Option<Fired> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
             let row: Option<Row> = sqlx::query_as(&advance)

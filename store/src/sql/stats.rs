@@ -14,7 +14,8 @@
 //! states from `tasks` when read: a second of CPU a read with a million
 //! tasks waiting.
 
-use super::{Db, Dialect, Store, PENDING, RUNNING, SCHEDULED, SUSPENDED};
+use super::statements::stats as st;
+use super::{Db, Store};
 use crate::error::{Error, Result};
 use crate::model::TaskState;
 use std::time::Duration;
@@ -32,58 +33,12 @@ pub struct Minute {
 /// How long per-minute counts are kept.
 pub const THROUGHPUT_KEPT: Duration = Duration::from_secs(3 * 3600);
 
-/// The database's current minute (Unix time / 60, rounded down), as SQL.
-/// PostgreSQL's `EXTRACT(EPOCH …)` is a fraction: cast to an integer it
-/// would round to the nearest second, and put the last half-second of a
-/// minute in the next.
-fn minute_now(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::Sqlite => "(unixepoch() / 60)",
-        Dialect::Postgres => "(floor(EXTRACT(EPOCH FROM now()) / 60)::bigint)",
-    }
-}
-
-/// `SELECT queue, state, n` over `task_throughput`'s rows that `filter`
-/// keeps: each minute's finishes as one row per final state (SQLite).
-fn finished_in_minutes(filter: &str) -> String {
-    format!(
-        "SELECT queue, 'succeeded' AS state, succeeded AS n FROM task_throughput {filter} \
-         UNION ALL SELECT queue, 'failed', failed FROM task_throughput {filter} \
-         UNION ALL SELECT queue, 'cancelled', cancelled FROM task_throughput {filter}"
-    )
-}
-
 fn state(s: String) -> Result<TaskState> {
     s.parse()
         .map_err(|e: crate::model::UnknownState| Error::Corrupt(e.to_string()))
 }
 
 impl Store {
-    /// `SELECT queue, state, n`: the tasks of each queue in each state,
-    /// pairs with none left out; `active` keeps the unfinished states only,
-    /// and `$1` (NULL for all) one queue.
-    pub(super) fn counts_sql(&self, active: bool) -> String {
-        let from_counters = |states: &str| {
-            format!(
-                "SELECT queue, state, CAST(SUM(n) AS BIGINT) AS n FROM task_counts \
-                 WHERE {states} ($1 IS NULL OR queue = $1) \
-                 GROUP BY queue, state HAVING SUM(n) <> 0"
-            )
-        };
-        let unfinished = format!("state IN ({SCHEDULED}, {PENDING}, {RUNNING}, {SUSPENDED})");
-        match (self.dialect(), active) {
-            (_, true) => from_counters(&format!("{unfinished} AND")),
-            (Dialect::Postgres, false) => from_counters(""),
-            (Dialect::Sqlite, false) => format!(
-                "SELECT queue, state, SUM(n) AS n FROM ( \
-                     SELECT queue, state, n FROM task_counts UNION ALL {}) f \
-                 WHERE $1 IS NULL OR queue = $1 \
-                 GROUP BY queue, state HAVING SUM(n) <> 0",
-                finished_in_minutes("")
-            ),
-        }
-    }
-
     /// Number of tasks in each state (states with none left out): the
     /// queues' counts ([`Store::count_by_queue`]) added up.
     pub async fn count_by_state(&self) -> Result<Vec<(TaskState, i64)>> {
@@ -93,10 +48,7 @@ impl Store {
     /// Number of tasks of each queue in each state, by queue then state
     /// (pairs with none left out).
     pub async fn count_by_queue(&self) -> Result<Vec<(String, TaskState, i64)>> {
-        let sql = format!(
-            "SELECT queue, state, n FROM ({}) c ORDER BY queue, state",
-            self.counts_sql(false)
-        );
+        let sql = st::by_queue(self.dialect());
         let rows: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(None::<String>).fetch_all(p).await)?;
         rows.into_iter()
@@ -108,13 +60,10 @@ impl Store {
     /// the database's current minute last; minutes with none are zeros.
     pub async fn throughput(&self, minutes: u32) -> Result<Vec<Minute>> {
         let minutes = i64::from(minutes.max(1));
-        let sql = format!("SELECT {}", minute_now(self.dialect()));
+        let sql = st::minute(self.dialect());
         let now: i64 = on_pool!(self, p => sqlx::query_scalar(&sql).fetch_one(p).await)?;
         let from = now - minutes + 1;
-        let rows: Vec<(i64, i64, i64, i64)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT minute, CAST(SUM(succeeded) AS BIGINT), CAST(SUM(failed) AS BIGINT), \
-                    CAST(SUM(cancelled) AS BIGINT) \
-             FROM task_throughput WHERE minute >= $1 GROUP BY minute")
+        let rows: Vec<(i64, i64, i64, i64)> = on_pool!(self, p => sqlx::query_as(st::THROUGHPUT)
             .bind(from).fetch_all(p).await)?;
         let mut out: Vec<Minute> = (from..=now)
             .map(|minute| Minute {
@@ -154,22 +103,15 @@ impl Store {
                 // would be deleted without being counted.
                 let _turn = self.writer.lock().await;
                 let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                let cutoff: i64 =
-                    sqlx::query_scalar(&format!("SELECT {} - $1", minute_now(Dialect::Sqlite)))
-                        .bind(kept)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                sqlx::query(&format!(
-                    "INSERT INTO task_counts (queue, state, shard, n) \
-                     SELECT queue, state, 0, SUM(n) FROM ({}) f \
-                     GROUP BY queue, state \
-                     ON CONFLICT (queue, state, shard) DO UPDATE SET n = n + excluded.n",
-                    finished_in_minutes("WHERE minute < $1")
-                ))
-                .bind(cutoff)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM task_throughput WHERE minute < $1")
+                let cutoff: i64 = sqlx::query_scalar(&st::cutoff())
+                    .bind(kept)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(&st::fold_minutes())
+                    .bind(cutoff)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(st::DROP_MINUTES)
                     .bind(cutoff)
                     .execute(&mut *tx)
                     .await?;
@@ -177,41 +119,12 @@ impl Store {
             }
             #[cfg(feature = "postgres")]
             Db::Postgres(p) => {
-                sqlx::query(&format!(
-                    "DELETE FROM task_throughput WHERE minute < {} - $1",
-                    minute_now(Dialect::Postgres)
-                ))
-                .bind(kept)
-                .execute(p)
-                .await?;
-                sqlx::query(
-                    "WITH gone AS ( \
-                         DELETE FROM task_counts WHERE shard <> 0 \
-                         AND shard NOT IN (SELECT pid FROM pg_stat_activity) \
-                         RETURNING queue, state, n) \
-                     INSERT INTO task_counts AS c (queue, state, shard, n) \
-                     SELECT queue, state, 0, SUM(n) FROM gone \
-                     GROUP BY queue, state ORDER BY queue, state \
-                     ON CONFLICT (queue, state, shard) DO UPDATE SET n = c.n + excluded.n",
-                )
-                .execute(p)
-                .await?;
-                sqlx::query(
-                    "WITH gone AS ( \
-                         DELETE FROM task_throughput WHERE shard <> 0 \
-                         AND shard NOT IN (SELECT pid FROM pg_stat_activity) \
-                         RETURNING minute, queue, succeeded, failed, cancelled) \
-                     INSERT INTO task_throughput AS t \
-                         (minute, queue, shard, succeeded, failed, cancelled) \
-                     SELECT minute, queue, 0, SUM(succeeded), SUM(failed), SUM(cancelled) \
-                     FROM gone GROUP BY minute, queue ORDER BY minute, queue \
-                     ON CONFLICT (minute, queue, shard) DO UPDATE SET \
-                         succeeded = t.succeeded + excluded.succeeded, \
-                         failed = t.failed + excluded.failed, \
-                         cancelled = t.cancelled + excluded.cancelled",
-                )
-                .execute(p)
-                .await?;
+                sqlx::query(&st::drop_old_minutes())
+                    .bind(kept)
+                    .execute(p)
+                    .await?;
+                sqlx::query(st::FOLD_COUNTS).execute(p).await?;
+                sqlx::query(st::FOLD_THROUGHPUT).execute(p).await?;
             }
         }
         Ok(())

@@ -2,10 +2,8 @@
 //! state changes that are not a create or a run's end (progress, cancel,
 //! orphans released). Creates are in `creates.rs`, ends in `ends.rs`.
 
-use super::{
-    Dialect, Fence, NotDead, Store, ALIVE, CANCELLED, FAILED, FINAL, HELD, OWNED, PENDING,
-    SCHEDULED, SUSPENDED, TASK_COLS,
-};
+use super::statements::tasks as st;
+use super::{Fence, Store};
 use crate::error::{Error, Result};
 use crate::model::{now, HistoryEntry, IdPrefix, Task, TaskFilter, TaskState};
 use serde_json::Value;
@@ -17,9 +15,8 @@ use super::journal::wake_parents;
 impl Store {
     /// The task, if it exists.
     pub async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
-        let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1");
         let row: Option<Task> =
-            on_pool!(self, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?;
+            on_pool!(self, p => sqlx::query_as(&st::get()).bind(id).fetch_optional(p).await)?;
         Ok(row)
     }
 
@@ -31,46 +28,7 @@ impl Store {
     /// Tasks matching `f`, newest first, at most `f.limit` (1 to 1001: a
     /// page of 1000 and one more, which tells whether another follows).
     pub async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
-        let mut conds: Vec<String> = Vec::new();
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
-        };
-        if f.state.is_some() {
-            conds.push(format!("state = {}", next()));
-        }
-        if f.kind.is_some() {
-            conds.push(format!("kind = {}", next()));
-        }
-        if f.queue.is_some() {
-            conds.push(format!("queue = {}", next()));
-        }
-        if f.parent_id.is_some() {
-            conds.push(format!("parent_id = {}", next()));
-        }
-        if f.schedule.is_some() {
-            conds.push(format!("schedule = {}", next()));
-        }
-        if f.id_prefix.is_some() {
-            // A range of the primary key: UUIDv7 ids compare by their bytes.
-            conds.push(format!("id BETWEEN {} AND {}", next(), next()));
-        }
-        if f.after.is_some() {
-            conds.push(format!("id < {}", next()));
-        }
-        let limit = next();
-        let filter = if conds.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conds.join(" AND "))
-        };
-        let cols = if f.without_bodies {
-            self.cols_without_bodies()
-        } else {
-            TASK_COLS.to_string()
-        };
-        let sql = format!("SELECT {cols} FROM tasks {filter} ORDER BY id DESC LIMIT {limit}");
+        let sql = st::list(self.dialect(), f);
         let lim = i64::from(f.limit.clamp(1, 1001));
         let rows: Vec<Task> = on_pool!(self, p => {
             let mut q = sqlx::query_as(&sql);
@@ -86,24 +44,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// [`TASK_COLS`] with `input` and `output` left unread (JSON `null`
-    /// in their place).
-    fn cols_without_bodies(&self) -> String {
-        let (input, output) = match self.dialect() {
-            Dialect::Sqlite => ("'null' AS input", "NULL AS output"),
-            Dialect::Postgres => ("'null'::jsonb AS input", "NULL::jsonb AS output"),
-        };
-        TASK_COLS
-            .split(", ")
-            .map(|c| match c.trim() {
-                "input" => input.to_string(),
-                "output" => output.to_string(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
     /// A page of the direct sub-tasks of `parent` in spawn order (by the
     /// parent's attempt that spawned them, then their spawn number), after
     /// the sub-task `after`, at most `limit`; `bodies: false` leaves
@@ -116,16 +56,7 @@ impl Store {
         limit: u32,
         bodies: bool,
     ) -> Result<Vec<Task>> {
-        let cols = if bodies {
-            TASK_COLS.to_string()
-        } else {
-            self.cols_without_bodies()
-        };
-        let sql = format!(
-            "SELECT {cols} FROM tasks WHERE parent_id = $1 AND ($2 IS NULL OR \
-               (parent_attempt, spawn_seq) > (SELECT parent_attempt, spawn_seq FROM tasks WHERE id = $2)) \
-             ORDER BY parent_attempt, spawn_seq LIMIT $3"
-        );
+        let sql = st::children_page(self.dialect(), bodies);
         let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(parent).bind(after).bind(i64::from(limit.clamp(1, 1001))).fetch_all(p).await)?;
         Ok(rows)
@@ -138,9 +69,7 @@ impl Store {
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<HistoryEntry>> {
-        Ok(on_pool!(self, p => sqlx::query_as(
-            "SELECT id, task_id, from_state, to_state, changed_by, owner, attempt, at \
-             FROM task_history WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+        Ok(on_pool!(self, p => sqlx::query_as(st::HISTORY_PAGE)
             .bind(task).bind(after.unwrap_or(i64::MIN)).bind(i64::from(limit.clamp(1, 1001)))
             .fetch_all(p).await)?)
     }
@@ -148,9 +77,7 @@ impl Store {
     /// The direct sub-tasks of `parent`, by the parent's attempt that
     /// spawned them, then in the order they were spawned.
     pub async fn children(&self, parent: Uuid) -> Result<Vec<Task>> {
-        let sql = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE parent_id = $1 ORDER BY parent_attempt, spawn_seq"
-        );
+        let sql = st::children();
         let rows: Vec<Task> =
             on_pool!(self, p => sqlx::query_as(&sql).bind(parent).fetch_all(p).await)?;
         Ok(rows)
@@ -158,12 +85,7 @@ impl Store {
 
     /// Every unfinished descendant of `root` (children, their children, …).
     pub async fn open_descendants(&self, root: Uuid) -> Result<Vec<Task>> {
-        let sql = format!(
-            "WITH RECURSIVE d(id) AS ( \
-                 SELECT id FROM tasks WHERE parent_id = $1 \
-                 UNION ALL SELECT t.id FROM tasks t JOIN d ON t.parent_id = d.id) \
-             SELECT {TASK_COLS} FROM tasks WHERE id IN (SELECT id FROM d) AND state NOT IN {FINAL}"
-        );
+        let sql = st::open_descendants();
         let rows: Vec<Task> =
             on_pool!(self, p => sqlx::query_as(&sql).bind(root).fetch_all(p).await)?;
         Ok(rows)
@@ -172,11 +94,7 @@ impl Store {
     /// Moves an owned task between `running` and `suspended`; returns it.
     pub async fn set_owned_state(&self, fence: &Fence, to: TaskState) -> Result<Task> {
         debug_assert!(to.is_owned());
-        let sql = format!(
-            "UPDATE tasks SET state = $4, updated_at = $5, changed_by = $2 \
-             WHERE id = $1 AND {OWNED} \
-             RETURNING {TASK_COLS}"
-        );
+        let sql = st::set_owned_state();
         let row: Option<Task> = on_pool_write!(self, p => sqlx::query_as(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
             .bind(to.as_str()).bind(now())
@@ -186,8 +104,7 @@ impl Store {
 
     /// Records a progress value of an owned task.
     pub async fn set_progress(&self, fence: &Fence, progress: &Value) -> Result<()> {
-        let sql =
-            format!("UPDATE tasks SET progress = $4, updated_at = $5 WHERE id = $1 AND {OWNED}");
+        let sql = st::set_progress();
         let res = on_pool_write!(self, p => sqlx::query(&sql)
             .bind(fence.task_id).bind(&fence.executor_id).bind(fence.epoch)
             .bind(Json(progress)).bind(now())
@@ -202,14 +119,7 @@ impl Store {
     /// for its replay to see the cancel). Returns the task as it stands;
     /// final tasks are returned unchanged.
     pub async fn request_cancel(&self, id: Uuid) -> Result<Task> {
-        let woken = format!("state = {SUSPENDED} AND executor_id IS NULL");
-        on_pool_write!(self, p => sqlx::query(&format!(
-            "UPDATE tasks SET cancel_requested = TRUE, \
-                 run_at = CASE WHEN {woken} THEN NULL ELSE run_at END, \
-                 waiting = CASE WHEN {woken} THEN NULL ELSE waiting END, \
-                 changed_by = CASE WHEN {woken} THEN 'cancel' ELSE changed_by END, \
-                 state = CASE WHEN {woken} THEN {PENDING} ELSE state END \
-             WHERE id = $1 AND state NOT IN {FINAL}"))
+        on_pool_write!(self, p => sqlx::query(&st::request_cancel())
             .bind(id).execute(p).await.map(|r| r.rows_affected()))?;
         self.task(id).await
     }
@@ -224,22 +134,7 @@ impl Store {
     /// finished sub-task (its end was reported to its parent: retry the
     /// parent).
     pub async fn retry_now(&self, id: Uuid, by: &str) -> Result<Option<Task>> {
-        // In SET, `state` and `attempts` are the row's values before it.
-        // `resume = FALSE`: the new attempt is a fresh run, never a replay
-        // (a task woken from a suspension and cancelled before its claim is
-        // still marked to resume, and a replay keeps its attempt count and
-        // its old deadline).
-        let sql = format!(
-            "UPDATE tasks SET state = {PENDING}, run_at = NULL, waiting = NULL, \
-                 finished_at = NULL, output = NULL, cancel_requested = FALSE, \
-                 resume = FALSE, timeout_at = NULL, \
-                 max_attempts = CASE WHEN state IN ({FAILED}, {CANCELLED}) AND max_attempts <= attempts \
-                                     THEN attempts + 1 ELSE max_attempts END, \
-                 updated_at = $2, changed_by = $3 \
-             WHERE id = $1 AND (state = {SCHEDULED} \
-                                OR (state IN ({FAILED}, {CANCELLED}) AND parent_id IS NULL)) \
-             RETURNING {TASK_COLS}"
-        );
+        let sql = st::retry_now();
         Ok(on_pool_write!(self, p => sqlx::query_as(&sql)
             .bind(id).bind(now()).bind(by).fetch_optional(p).await)?)
     }
@@ -252,13 +147,7 @@ impl Store {
         id: Uuid,
         by: &str,
     ) -> Result<Option<(Task, Option<Task>)>> {
-        let sql = format!(
-            "UPDATE tasks SET state = {CANCELLED}, cancel_requested = TRUE, run_at = NULL, \
-                 error = CASE WHEN attempts > 0 THEN 'cancelled while waiting to be retried' \
-                              ELSE 'cancelled before it started' END, \
-                 finished_at = $3, updated_at = $3, changed_by = $2 \
-             WHERE id = $1 AND state IN ({SCHEDULED}, {PENDING}) RETURNING {TASK_COLS}"
-        );
+        let sql = st::cancel_unclaimed();
         Ok(on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
             let row: Option<Task> = sqlx::query_as(&sql)
@@ -284,9 +173,7 @@ impl Store {
 
     /// State history of a task, oldest first.
     pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryEntry>> {
-        Ok(on_pool!(self, p => sqlx::query_as(
-            "SELECT id, task_id, from_state, to_state, changed_by, owner, attempt, at \
-             FROM task_history WHERE task_id = $1 ORDER BY id")
+        Ok(on_pool!(self, p => sqlx::query_as(st::HISTORY)
             .bind(id).fetch_all(p).await)?)
     }
 
@@ -294,10 +181,10 @@ impl Store {
     /// requested: the sweep tells their actors again, in case the first
     /// message was lost.
     pub async fn cancel_requested_owned(&self, executor: &str) -> Result<Vec<(Uuid, String)>> {
-        Ok(on_pool!(self, p => sqlx::query_as(
-            &format!("SELECT id, trace_id FROM tasks WHERE executor_id = $1 AND state IN {HELD} \
-               AND cancel_requested = TRUE LIMIT 1000"))
-            .bind(executor).fetch_all(p).await)?)
+        Ok(
+            on_pool!(self, p => sqlx::query_as(&st::cancel_requested_owned())
+            .bind(executor).fetch_all(p).await)?,
+        )
     }
 
     /// Puts back to `pending` every running task whose owner is not an alive
@@ -317,24 +204,7 @@ impl Store {
         by: &str,
         max_takeovers: i32,
     ) -> Result<(Vec<Task>, Vec<Task>)> {
-        let died = format!(
-            "(CASE WHEN {} THEN 0 ELSE 1 END)",
-            NotDead("tasks.executor_id")
-        );
-        let poison = format!("(takeovers + {died} >= $3)");
-        let sql = format!(
-            "UPDATE tasks SET \
-                 takeovers = takeovers + {died}, \
-                 state = CASE WHEN {poison} THEN {FAILED} ELSE {PENDING} END, \
-                 error = CASE WHEN {poison} THEN $4 ELSE error END, \
-                 finished_at = CASE WHEN {poison} THEN $2 ELSE finished_at END, \
-                 executor_id = CASE WHEN {poison} THEN executor_id ELSE NULL END, \
-                 attempts = CASE WHEN {poison} THEN attempts ELSE attempts - 1 END, \
-                 updated_at = $2, changed_by = $1 \
-             WHERE state IN {HELD} AND executor_id IS NOT NULL \
-               AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.id = tasks.executor_id AND e.state = {ALIVE}) \
-             RETURNING {TASK_COLS}"
-        );
+        let sql = st::release_orphans();
         let msg = format!(
             "given up: the executor running this task died {max_takeovers} times (a poison task?)"
         );
@@ -364,10 +234,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE id IN {}",
-            self.id_set(1)
-        );
+        let sql = st::by_id(self.dialect());
         let rows: Vec<Task> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(super::ids_json(ids)).fetch_all(p).await)?;
         Ok(rows)
@@ -380,10 +247,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "SELECT id FROM tasks WHERE id IN {} AND state = {PENDING}",
-            self.id_set(1)
-        );
+        let sql = st::pending_of(self.dialect());
         Ok(on_pool!(self, p => sqlx::query_scalar(&sql)
             .bind(super::ids_json(ids)).fetch_all(p).await)?)
     }

@@ -8,8 +8,7 @@ impl Store {
     /// Records that the executor `id` is a worker in `language` named
     /// `name` (shown by the API and the dashboard).
     pub async fn label_worker(&self, id: &str, language: &str, name: &str) -> Result<()> {
-        on_pool_write!(self, p => sqlx::query(
-            "UPDATE executors SET language = $2, name = $3 WHERE id = $1")
+        on_pool_write!(self, p => sqlx::query(statements::workers::LABEL)
             .bind(id).bind(language).bind(name)
             .execute(p).await.map(|r| r.rows_affected()))?;
         Ok(())
