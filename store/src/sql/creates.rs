@@ -408,7 +408,7 @@ impl Store {
                     (None, None) => return Err(Error::Conflict(format!("task id {} exists already", t.id))),
                 };
                 if let Some(w) = watcher {
-                    sqlx::query(st::WATCH)
+                    sqlx::query(super::statements::watchers::ADD)
                         .bind(row.id).bind(w).bind(ts_now).execute(&mut *tx).await?;
                 }
                 out.push((row, created));

@@ -167,7 +167,7 @@ impl Store {
         let ts = now();
         let advance = st::advance();
         let last = st::last();
-        let insert = st::insert_task();
+        let insert = super::statements::creates::insert_keyed();
         let out: Option<Fired> = on_pool_tx!(self, p, begin => {
             let mut tx = p.begin_with(begin).await?;
             let row: Option<Row> = sqlx::query_as(&advance)

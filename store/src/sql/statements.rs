@@ -889,13 +889,6 @@ pub(crate) mod schedules {
              RETURNING {SCHEDULE_COLS}"
         )
     }
-
-    pub(crate) fn insert_task() -> String {
-        format!(
-            "INSERT INTO tasks ({INSERT_COLS}) VALUES ({INSERT_VALUES}) \
-             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}"
-        )
-    }
 }
 
 /// `journal.rs`: the journal, suspensions, and `wake_parents!`.
@@ -1292,8 +1285,6 @@ pub(crate) mod creates {
         )
     }
 
-    pub(crate) const WATCH: &str = "INSERT INTO task_watchers (task_id, address, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
-
     /// The parent's row is the source of the insert: it must be held by
     /// the fence, and it gives the attempt. (SQLite needs the `WHERE` of
     /// INSERT … SELECT to tell ON CONFLICT apart from a join constraint.)
@@ -1576,7 +1567,6 @@ pub(crate) fn catalogue(d: Dialect) -> Vec<(&'static str, String)> {
     entry!(schedules::NEXT_DUE);
     entry!(schedules::advance());
     entry!(schedules::last());
-    entry!(schedules::insert_task());
     // journal.rs
     if d == Dialect::Postgres {
         entry!(journal::lock_parents());
@@ -1619,7 +1609,6 @@ pub(crate) fn catalogue(d: Dialect) -> Vec<(&'static str, String)> {
         Dialect::Postgres => entry!(creates::insert_watched()),
     }
     entry!(creates::insert_keyed());
-    entry!(creates::WATCH);
     entry!(creates::spawn_child());
     entry!(creates::spawn_children(d));
     entry!(creates::children_numbered());
