@@ -191,14 +191,7 @@ impl ExecutorActor {
                         }
                         act.identity.id = new_id.clone();
                         act.identity.address = Address::Executor(new_id.clone());
-                        act.run_env = std::sync::Arc::new(crate::task::RunEnv {
-                            executor_id: new_id.clone(),
-                            me: act.identity.address.clone(),
-                            store: act.store.clone(),
-                            bus: act.bus.clone(),
-                            local_kinds: act.run_env.local_kinds.clone(),
-                            cache: act.run_env.cache.clone(),
-                        });
+                        act.run_env = std::sync::Arc::new(act.run_env.under(new_id.clone()));
                         act.identity.last_heartbeat = sent_at;
                         if act.phase == Phase::CutOff {
                             act.phase = Phase::Serving;

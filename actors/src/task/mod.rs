@@ -62,6 +62,20 @@ pub(crate) struct RunEnv {
     pub cache: Arc<ReplayCache>,
 }
 
+impl RunEnv {
+    /// The same environment for the executor registered anew as `id`.
+    pub(crate) fn under(&self, id: String) -> RunEnv {
+        RunEnv {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            me: Address::Executor(id.clone()),
+            executor_id: id,
+            local_kinds: self.local_kinds.clone(),
+            cache: self.cache.clone(),
+        }
+    }
+}
+
 pub struct TaskActor {
     task: Task,
     fence: Fence,
